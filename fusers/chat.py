@@ -1,0 +1,61 @@
+"""Conversations and chat templates."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .errors import PromptError
+
+ROLES = ("system", "user", "assistant")
+
+# Used only for tokenizers that ship without a chat template (some base models):
+# ChatML, as the Qwen models use, so the same prompt shape reaches every model.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def user(text: str) -> list[dict[str, str]]:
+    """A one-message conversation: the CLI's ``--prompt``."""
+    return [{"role": "user", "content": text}]
+
+
+def check_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """Validate a conversation: roles known, contents strings, ending in a non-empty user turn."""
+    if not messages:
+        raise PromptError("The conversation is empty; type a question first.")
+    out = []
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
+            raise PromptError(f"Message {i + 1} needs a 'role' and a 'content'.")
+        role, content = msg["role"], msg["content"]
+        if role not in ROLES:
+            raise PromptError(f"Message {i + 1} has role {role!r}; use one of {', '.join(ROLES)}.")
+        if not isinstance(content, str):
+            raise PromptError(f"Message {i + 1}'s content must be text.")
+        out.append({"role": role, "content": content})
+    if out[-1]["role"] != "user":
+        raise PromptError("The conversation must end with a user message to answer.")
+    if not out[-1]["content"].strip():
+        raise PromptError("The prompt is empty; type a question first.")
+    return out
+
+
+def render(tokenizer: Any, messages: Sequence[dict[str, str]], thinking: bool = False) -> str:
+    """The conversation as the model sees it, generation prompt included.
+
+    No system message is added unless the conversation has one (a template may
+    still add its own default, as Qwen2.5's does). ``enable_thinking`` is passed
+    for templates that read it (Qwen3) and ignored by the others.
+    """
+    return tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=True, enable_thinking=thinking
+    )
+
+
+def encode(tokenizer: Any, messages: Sequence[dict[str, str]], thinking: bool = False) -> list[int]:
+    """Token ids of the rendered conversation (special tokens come from the template only)."""
+    return list(tokenizer(render(tokenizer, messages, thinking), add_special_tokens=False)["input_ids"])

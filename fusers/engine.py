@@ -1,0 +1,385 @@
+"""The four answer modes: receiver alone, sharer alone, text relay and cache fusion.
+
+Every mode streams through one callback (``on_event``) that the app and the CLI
+share, can be cancelled between tokens with a ``threading.Event``, and returns
+an :class:`Answer` with a :class:`~fusers.timing.Timing` record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import random
+import threading
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
+
+from .alignment import TokenAligner
+from .chat import check_messages, encode
+from .devices import PeakMemory
+from .errors import ModeUnavailableError, PairMismatchError, PromptError
+from .fuser import LayerFusion
+from .generation import Detokenizer, GenerationSettings, decode, prefill
+from .timing import Recorder, Timing
+
+if TYPE_CHECKING:
+    import torch
+
+    from .pair import LoadedModel, Pair
+
+
+class Mode(str, Enum):
+    RECEIVER = "receiver"
+    SHARER = "sharer"
+    RELAY = "relay"
+    FUSION = "fusion"
+
+    @property
+    def label(self) -> str:
+        return MODE_LABELS[self]
+
+
+MODE_LABELS = {
+    Mode.RECEIVER: "Receiver alone",
+    Mode.SHARER: "Sharer alone",
+    Mode.RELAY: "Text relay",
+    Mode.FUSION: "Cache fusion",
+}
+
+# The reference's text-relay prompts (the paper's "T2T" baseline).
+RELAY_CONTEXT_PROMPT = (
+    "In one clear sentence, describe the most essential background knowledge needed to answer the question:"
+    "\n\n{question}\n\nDo NOT directly solve or give answer to the question."
+)
+RELAY_ANSWER_PROMPT = "Based on the background, accurately answer the question:\n\n{question}"
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    mode: Mode
+    part: str  # "hint" (text relay's sharer) or "answer"
+    token_id: int
+    text: str  # the text this token adds
+    elapsed: float  # seconds since the run began
+
+
+@dataclass(frozen=True)
+class PhaseEvent:
+    mode: Mode
+    phase: str  # one of fusers.timing.PHASES
+    start: float
+    end: float | None  # None when the phase begins
+
+
+Event = Union[TokenEvent, PhaseEvent]
+
+
+@dataclass
+class Answer:
+    mode: Mode
+    text: str
+    token_ids: list[int]  # generated ids only, final end-of-sequence excluded
+    timing: Timing
+    finish_reason: str  # "eos", "length" or "cancelled"
+    hint: str | None = None  # text relay: the sharer's hint
+    hint_token_ids: list[int] | None = None
+    fusion: list[LayerFusion] | None = None  # cache fusion: what each receiver layer took
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mode": self.mode.value,
+            "text": self.text,
+            "token_ids": list(self.token_ids),
+            "timing": self.timing.to_dict(),
+            "finish_reason": self.finish_reason,
+        }
+        if self.hint is not None:
+            out["hint"] = self.hint
+            out["hint_token_ids"] = list(self.hint_token_ids or [])
+        if self.fusion is not None:
+            out["fusion"] = [vars(f) for f in self.fusion]
+        return out
+
+
+class _Stop(Exception):
+    """Internal: the run was cancelled between phases."""
+
+
+class Engine:
+    """Answers conversations with a loaded :class:`~fusers.pair.Pair`. Not thread-safe: one run at a time."""
+
+    def __init__(self, pair: "Pair"):
+        self.pair = pair
+        self._aligner: TokenAligner | None = None
+
+    def available_modes(self) -> list[Mode]:
+        return [m for m in Mode if m is not Mode.FUSION or self.pair.fuser is not None]
+
+    def answer(
+        self,
+        mode: Mode | str,
+        messages: Sequence[dict[str, str]],
+        settings: GenerationSettings | None = None,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Answer:
+        mode = Mode(mode)
+        settings = settings or GenerationSettings()
+        messages = check_messages(messages)
+        if mode is Mode.FUSION and self.pair.fuser is None:
+            raise ModeUnavailableError("Cache fusion needs a fuser: load one with the pair (--fuser or the app's Fuser box).")
+        cancel = cancel or threading.Event()
+
+        def emit(event: Event) -> None:
+            if on_event is not None:
+                on_event(event)
+
+        device = (self.pair.sharer if mode is Mode.SHARER else self.pair.receiver).device
+        rec = Recorder(device, on_phase=lambda name, s, e: emit(PhaseEvent(mode, name, s, e)))
+        run = _Run(mode, settings, rec, emit, cancel)
+        with PeakMemory(device) as peak, _seeded(settings, device):
+            try:
+                if mode is Mode.RECEIVER:
+                    self._alone(self.pair.receiver, messages, run)
+                elif mode is Mode.SHARER:
+                    self._alone(self.pair.sharer, messages, run)
+                elif mode is Mode.RELAY:
+                    self._relay(messages, run)
+                else:
+                    self._fusion(messages, run)
+            except _Stop:
+                run.finish_reason = "cancelled"
+            finally:
+                end = rec.elapsed()
+                rec.close_open(end)
+        t = rec.timing
+        t.total = end
+        t.peak_memory_bytes = peak.peak_bytes
+        t.tokens_out = len(run.answer_ids)
+        if len(run.token_times) > 1:
+            t.decode_tokens_per_s = (len(run.token_times) - 1) / max(run.token_times[-1] - run.token_times[0], 1e-9)
+        return Answer(
+            mode=mode,
+            text=run.answer_text,
+            token_ids=run.answer_ids,
+            timing=t,
+            finish_reason=run.finish_reason,
+            hint=run.hint_text if mode is Mode.RELAY else None,
+            hint_token_ids=run.hint_ids if mode is Mode.RELAY else None,
+            fusion=run.fusion,
+            settings=settings.to_dict(),
+        )
+
+    # -- modes --------------------------------------------------------------------------------------------
+
+    def _alone(self, model: "LoadedModel", messages: list[dict[str, str]], run: "_Run") -> None:
+        run.rec.start("tokenize")
+        ids = encode(model.tokenizer, messages, run.settings.thinking)
+        run.rec.end("tokenize")
+        _check_length(model, len(ids))
+        run.rec.timing.tokens_in = len(ids)
+        run.generate(model, ids, part="answer", prefill_phase=f"{model.role}_prefill")
+
+    def _relay(self, messages: list[dict[str, str]], run: "_Run") -> None:
+        sharer, receiver = self.pair.sharer, self.pair.receiver
+        history, question = messages[:-1], messages[-1]["content"]
+        context_turn = {"role": "user", "content": RELAY_CONTEXT_PROMPT.format(question=question)}
+
+        run.rec.start("tokenize")
+        hint_prompt = encode(sharer.tokenizer, history + [context_turn], run.settings.thinking)
+        run.rec.end("tokenize")
+        _check_length(sharer, len(hint_prompt))
+        hint_start = run.rec.elapsed()
+        run.generate(sharer, hint_prompt, part="hint", prefill_phase="sharer_prefill")
+        run.rec.timing.hint = run.rec.elapsed() - hint_start
+        run.check_cancel()
+
+        run.rec.start("tokenize")
+        answer_turns = history + [
+            context_turn,
+            {"role": "assistant", "content": run.hint_text.strip()},
+            {"role": "user", "content": RELAY_ANSWER_PROMPT.format(question=question)},
+        ]
+        ids = encode(receiver.tokenizer, answer_turns, run.settings.thinking)
+        run.rec.end("tokenize")
+        _check_length(receiver, len(ids))
+        run.rec.timing.tokens_in = len(ids)
+        run.generate(receiver, ids, part="answer", prefill_phase="receiver_prefill")
+
+    def _fusion(self, messages: list[dict[str, str]], run: "_Run") -> None:
+        import torch
+
+        pair, fuser = self.pair, self.pair.fuser
+        receiver, sharer = pair.receiver, pair.sharer
+        run.rec.start("tokenize")
+        if fuser.info.is_do_alignment:
+            aligned = self._get_aligner().align_chat(messages, run.settings.thinking)
+            r_ids, s_ids = aligned.receiver_ids, aligned.sharer_ids
+        else:
+            # the published Qwen pairs feed the receiver's ids, template included, to both models
+            r_ids = encode(receiver.tokenizer, messages, run.settings.thinking)
+            s_ids = r_ids
+        run.rec.end("tokenize")
+        _check_length(receiver, len(r_ids))
+        _check_length(sharer, len(s_ids))
+        vocab = sharer.model.get_input_embeddings().num_embeddings
+        if max(s_ids) >= vocab:
+            raise PairMismatchError(
+                f"The receiver's token ids reach {max(s_ids)}, past the sharer's vocabulary of {vocab}: these "
+                "tokenizers differ, but the fuser does not align tokens. Use a fuser made with token alignment."
+            )
+        run.rec.timing.tokens_in = len(r_ids)
+        run.check_cancel()
+
+        # Both models prefill all but the last prompt token; the receiver feeds that token when decoding.
+        s_input = torch.tensor([s_ids[:-1]], device=sharer.device)  # (1, N-1)
+        r_input = torch.tensor([r_ids[:-1]], device=receiver.device)  # (1, N-1)
+        run.rec.start("sharer_prefill")
+        sharer_cache = prefill(sharer.model, s_input)
+        run.rec.end("sharer_prefill")
+        run.check_cancel()
+        run.rec.start("receiver_prefill")
+        receiver_cache = prefill(receiver.model, r_input)
+        run.rec.end("receiver_prefill")
+        run.check_cancel()
+        run.rec.start("fuse")
+        if len(r_ids) > 1:
+            run.fusion = fuser.fuse_cache(receiver_cache, sharer_cache)
+        else:
+            run.fusion = []
+        del sharer_cache
+        run.rec.end("fuse")
+        run.check_cancel()
+        run.generate(receiver, r_ids, part="answer", prefill_phase=None, cache=receiver_cache)
+
+    def _get_aligner(self) -> TokenAligner:
+        if self._aligner is None:
+            info = self.pair.fuser.info
+            self._aligner = TokenAligner(self.pair.receiver.tokenizer, self.pair.sharer.tokenizer,
+                                         info.alignment_strategy)
+        return self._aligner
+
+
+class _Run:
+    """State of one answer as it streams."""
+
+    def __init__(self, mode: Mode, settings: GenerationSettings, rec: Recorder, emit: Callable[[Event], None],
+                 cancel: threading.Event):
+        self.mode, self.settings, self.rec, self.emit, self.cancel = mode, settings, rec, emit, cancel
+        self.answer_ids: list[int] = []
+        self.answer_text = ""
+        self.hint_ids: list[int] = []
+        self.hint_text = ""
+        self.token_times: list[float] = []
+        self.finish_reason = "length"
+        self.fusion: list[LayerFusion] | None = None
+
+    def check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise _Stop
+
+    def generate(self, model: "LoadedModel", ids: list[int], *, part: str, prefill_phase: str | None,
+                 cache: Any = None) -> None:
+        import torch
+
+        self.check_cancel()
+        is_hint = part == "hint"
+        limit = self.settings.hint_max_new_tokens if is_hint else self.settings.max_new_tokens
+        limit = max(1, min(limit, model.context_length - len(ids)))
+        detok = Detokenizer(model.tokenizer)
+        eos = set() if self.settings.ignore_eos else set(model.eos_token_ids)
+        self.rec.start(prefill_phase or ("hint" if is_hint else "decode"))
+        first = True
+
+        def on_token(token: int) -> None:
+            nonlocal first
+            at = self.rec.elapsed()
+            if first:
+                first = False
+                if prefill_phase is not None:
+                    self.rec.end(prefill_phase, at)
+                    self.rec.start("hint" if is_hint else "decode")
+                if not is_hint:
+                    self.rec.timing.ttft = at
+            if token in eos:
+                return  # end of sequence: not part of the answer
+            delta = detok.push(token)
+            if is_hint:
+                self.hint_ids.append(token)
+                self.hint_text = detok.text
+            else:
+                self.answer_ids.append(token)
+                self.answer_text = detok.text
+                self.token_times.append(at)
+            self.emit(TokenEvent(self.mode, part, token, delta, at))
+
+        input_ids = torch.tensor([ids], device=model.device)  # (1, N)
+        out = decode(
+            model.model, input_ids, self.settings, max_new_tokens=limit, eos_token_ids=model.eos_token_ids,
+            pad_token_id=model.tokenizer.pad_token_id, cache=cache, on_token=on_token, cancel=self.cancel,
+        )
+        self.rec.close_open(self.rec.elapsed())
+        if self.cancel.is_set():
+            raise _Stop
+        if not is_hint:
+            self.finish_reason = "eos" if len(out) < limit and not self.settings.ignore_eos else "length"
+
+
+def _check_length(model: "LoadedModel", n_tokens: int) -> None:
+    if n_tokens >= model.context_length:
+        raise PromptError(
+            f"The prompt is {n_tokens} tokens, but the {model.role}'s context holds {model.context_length}; "
+            "shorten the prompt or clear the conversation."
+        )
+
+
+@contextlib.contextmanager
+def _seeded(settings: GenerationSettings, device: "torch.device") -> Iterator[None]:
+    """Sampling draws from a private RNG state seeded per run; greedy runs leave RNG alone."""
+    if not settings.do_sample:
+        yield
+        return
+    import torch
+
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(settings.seed if settings.seed is not None else random.randrange(2**31))
+        yield
+
+
+_DONE = object()
+
+
+def stream(
+    engine: Engine,
+    mode: Mode | str,
+    messages: Sequence[dict[str, str]],
+    settings: GenerationSettings | None = None,
+) -> Iterator[Event | Answer]:
+    """Iterate a run's events, then its :class:`Answer`. Closing the iterator early cancels the run."""
+    events: "queue.Queue[Any]" = queue.Queue()
+    cancel = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["answer"] = engine.answer(mode, messages, settings, on_event=events.put, cancel=cancel)
+        except BaseException as exc:  # handed to the consumer's thread below
+            outcome["error"] = exc
+        finally:
+            events.put(_DONE)
+
+    thread = threading.Thread(target=work, name="c2c-stream", daemon=True)
+    thread.start()
+    try:
+        while (item := events.get()) is not _DONE:
+            yield item
+    finally:
+        cancel.set()
+        thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    yield outcome["answer"]

@@ -1,0 +1,40 @@
+"""Typed engine errors.
+
+Every error the engine raises on bad input is a :class:`C2CError`. Its message
+names the problem and, where there is one, the fix, so the CLI can print it on
+one line and the app can show it in its banner without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class C2CError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class ModelLoadError(C2CError):
+    """A receiver or sharer could not be loaded (missing folder, bad id, no GPU...)."""
+
+
+class FuserFormatError(C2CError):
+    """A fuser checkpoint is missing files, is malformed, or has wrong keys or shapes."""
+
+
+class UnsafeCheckpointError(FuserFormatError):
+    """A checkpoint holds a pickle that would run code; it is never loaded."""
+
+
+class PairMismatchError(C2CError):
+    """The fuser was made for another receiver/sharer pair than the one loaded."""
+
+
+class PromptError(C2CError):
+    """The prompt or conversation cannot be answered (empty, too long, malformed)."""
+
+
+class ModeUnavailableError(C2CError):
+    """An answer mode needs something that is not loaded (cache fusion without a fuser)."""
+
+
+class Cancelled(C2CError):
+    """Long work (loading, downloading, training) was cancelled by the user."""

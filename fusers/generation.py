@@ -1,0 +1,183 @@
+"""Prefill and decode as small functions, and the settings that drive decoding.
+
+Decoding runs through transformers' own ``generate`` on a prefilled cache: it
+honours every model's quirks and is as fast as a loop of our own for batch 1
+(see ``benchmarks/modes.py``). Tokens stream through a callback, and a
+``threading.Event`` cancels between tokens.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import Cache, PreTrainedModel
+
+
+def _opt(default: Any, text: str) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class GenerationSettings:
+    """How every answer mode decodes."""
+
+    max_new_tokens: int = _opt(256, "Most tokens in an answer.")
+    do_sample: bool = _opt(False, "Sample instead of greedy decoding.")
+    temperature: float = _opt(0.7, "Sampling temperature (> 0); only when sampling.")
+    top_p: float = _opt(0.8, "Nucleus sampling mass in (0, 1]; only when sampling.")
+    top_k: int = _opt(20, "Keep the k most likely tokens (0 = all); only when sampling.")
+    seed: int | None = _opt(0, "Seed for sampling; None draws a fresh one.")
+    hint_max_new_tokens: int = _opt(64, "Most tokens in the sharer's hint (text relay).")
+    ignore_eos: bool = _opt(False, "Decode max_new_tokens even past end-of-sequence (benchmarks).")
+    thinking: bool = _opt(False, "Let templates that support it (Qwen3) open a thinking block.")
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "hint_max_new_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0, got {self.top_k!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
+            raise ValueError(f"seed must be a non-negative integer or None, got {self.seed!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GenerationSettings":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def base_model(model: "PreTrainedModel") -> "torch.nn.Module":
+    """The decoder stack without the LM head: prefilling a cache needs no logits."""
+    return model.base_model
+
+
+def new_cache(model: "PreTrainedModel") -> "Cache":
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def prefill(model: "PreTrainedModel", input_ids: "torch.Tensor") -> "Cache":
+    """Run ``input_ids`` (1, N) through the decoder stack and return the filled cache."""
+    import torch
+
+    cache = new_cache(model)
+    if input_ids.shape[-1] == 0:
+        return cache
+    with torch.inference_mode():
+        base_model(model)(input_ids=input_ids, cache=cache, use_cache=True)
+    return cache
+
+
+class _TokenStreamer:
+    """transformers streamer protocol: ``put`` gets the prompt once, then each new token."""
+
+    def __init__(self, on_token: Callable[[int], None]):
+        self._on_token = on_token
+        self._prompt_seen = False
+
+    def put(self, value: "torch.Tensor") -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            self._on_token(int(token))
+
+    def end(self) -> None:
+        pass
+
+
+def decode(
+    model: "PreTrainedModel",
+    input_ids: "torch.Tensor",
+    settings: GenerationSettings,
+    *,
+    max_new_tokens: int,
+    eos_token_ids: Iterable[int],
+    pad_token_id: int | None,
+    cache: "Cache | None" = None,
+    on_token: Callable[[int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> list[int]:
+    """Generate after ``input_ids`` (1, N); ``cache`` may hold the first N-1 positions.
+
+    Returns the new token ids, the final end-of-sequence token excluded.
+    """
+    import torch
+    from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+    eos = sorted(set(eos_token_ids))
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=settings.do_sample,
+        eos_token_id=None if settings.ignore_eos else (eos or None),
+        pad_token_id=pad_token_id if pad_token_id is not None else (eos[0] if eos else 0),
+        **(
+            {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": settings.top_k}
+            if settings.do_sample
+            else {"temperature": None, "top_p": None, "top_k": None}
+        ),
+    )
+
+    class _Cancel(StoppingCriteria):
+        def __call__(self, ids: "torch.Tensor", scores: "torch.Tensor", **kwargs: Any) -> "torch.Tensor":
+            return torch.full((ids.shape[0],), bool(cancel and cancel.is_set()), dtype=torch.bool, device=ids.device)
+
+    out_ids: list[int] = []
+
+    def collect(token: int) -> None:
+        out_ids.append(token)
+        if on_token is not None:
+            on_token(token)
+
+    kwargs: dict[str, Any] = {}
+    if cache is not None:
+        kwargs["cache"] = cache
+    with torch.inference_mode():
+        model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            generation_config=config,
+            streamer=_TokenStreamer(collect),
+            stopping_criteria=StoppingCriteriaList([_Cancel()]),
+            **kwargs,
+        )
+    if out_ids and not settings.ignore_eos and out_ids[-1] in eos:
+        out_ids.pop()
+    return out_ids
+
+
+class Detokenizer:
+    """Turns a growing list of token ids into text deltas, holding back broken UTF-8."""
+
+    def __init__(self, tokenizer: Any):
+        self._tok = tokenizer
+        self.ids: list[int] = []
+        self.text = ""
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        text = self._tok.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return ""  # a multi-byte character is still incomplete
+        if text.startswith(self.text):
+            delta = text[len(self.text):]
+        else:  # the tokenizer rewrote earlier text (rare clean-ups): send only the tail difference
+            common = 0
+            while common < min(len(text), len(self.text)) and text[common] == self.text[common]:
+                common += 1
+            delta = text[common:]
+        self.text = text
+        return delta

@@ -1,0 +1,271 @@
+"""Loading a receiver and a sharer (and a fuser) as a pair."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from .chat import FALLBACK_CHAT_TEMPLATE
+from .devices import DEVICES_HELP, dtype_name, resolve_device, resolve_dtype
+from .errors import C2CError, Cancelled, ModelLoadError
+from .fuser import Fuser, ModelShape
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
+
+QUANTIZE = ("none", "8bit", "4bit")
+
+
+def _opt(default: Any, text: str) -> Any:
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class ModelSpec:
+    """Where a model comes from and how to place it."""
+
+    source: str = _opt("", "Hub id (Qwen/Qwen3-0.6B) or a local folder with config, weights and tokenizer.")
+    device: str = _opt("auto", f"Device: {DEVICES_HELP}.")
+    dtype: str = _opt("auto", "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.")
+    quantize: str = _opt("none", "none, 8bit or 4bit (nf4) through bitsandbytes.")
+
+    def __post_init__(self) -> None:
+        self.source = str(self.source)
+        if not self.source.strip():
+            raise ModelLoadError("A model source is empty; give a Hub id or a local folder.")
+        if self.quantize not in QUANTIZE:
+            raise ModelLoadError(f"Unknown quantization {self.quantize!r}; use one of {', '.join(QUANTIZE)}.")
+
+
+@dataclass
+class LoadedModel:
+    role: str  # "receiver" or "sharer"
+    source: str
+    model: "PreTrainedModel"
+    tokenizer: Any
+    device: "torch.device"
+    dtype: "torch.dtype"  # compute dtype: what the KV cache holds
+    quantize: str
+    memory_bytes: int
+    shape: ModelShape
+    context_length: int
+    eos_token_ids: list[int]
+    fallback_template: bool = False
+
+    @property
+    def name(self) -> str:
+        path = Path(self.source)
+        return path.name if path.exists() else self.source
+
+    def describe(self) -> str:
+        quant = "" if self.quantize == "none" else f", {self.quantize}"
+        return (f"{self.role} {self.name}: {self.device}, {dtype_name(self.dtype)}{quant}, "
+                f"{self.memory_bytes / 2**20:.1f} MiB, {self.shape.describe()}")
+
+
+@dataclass
+class LoadProgress:
+    step: int  # 1-based
+    total: int
+    message: str
+
+
+@dataclass
+class Pair:
+    receiver: LoadedModel
+    sharer: LoadedModel
+    fuser: Fuser | None = None
+
+    def describe(self) -> list[str]:
+        lines = [self.receiver.describe(), self.sharer.describe()]
+        if self.fuser is not None:
+            info = self.fuser.info
+            links = ", ".join(f"{link.receiver_layer}<-{link.sharer_layer}" for link in self.fuser.layer_map)
+            lines.append(
+                f"fuser ({info.format}, {info.mapping}"
+                + (f", aligned by {info.alignment_strategy} token" if info.is_do_alignment else "")
+                + f", {self.fuser.parameter_count() / 1e6:.1f}M params): receiver<-sharer layers {links}"
+            )
+        return lines
+
+    def close(self) -> None:
+        """Drop the models and give their memory back."""
+        import torch
+
+        cuda = any(m.device.type == "cuda" for m in (self.receiver, self.sharer))
+        self.receiver = self.sharer = self.fuser = None  # type: ignore[assignment]
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+
+
+def quiet_libraries() -> None:
+    """Silence known-harmless noise (see platform-facts.md) so real warnings stay visible."""
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="bitsandbytes.autograd._functions")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def load_model(spec: ModelSpec, role: str) -> LoadedModel:
+    """Load one model with its tokenizer and chat template."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_libraries()
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device)
+    source = spec.source
+    local = Path(source).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise ModelLoadError(f"The {role} folder {local} has no config.json; point to a saved model folder.")
+        source = str(local)
+    elif source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise ModelLoadError(f"The {role} folder {source} does not exist.")
+
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if spec.quantize != "none":
+        if device.type == "mps":
+            raise ModelLoadError("bitsandbytes quantization does not run on MPS; use --quantize none or the CPU.")
+        try:
+            from transformers import BitsAndBytesConfig
+            import bitsandbytes  # noqa: F401  (imported only when quantizing: it is slow to import)
+        except ImportError as exc:
+            raise ModelLoadError(f"Quantizing needs bitsandbytes: pip install bitsandbytes ({exc}).") from exc
+        if spec.quantize == "8bit":
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        else:
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
+            )
+        kwargs["device_map"] = {"": str(device)}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except C2CError:
+        raise
+    except Exception as exc:  # transformers and the Hub raise many types; turn them into one readable error
+        raise ModelLoadError(_explain_load_failure(role, spec.source, exc)) from exc
+    if spec.quantize == "none":
+        model.to(device)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    fallback = False
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+        fallback = True
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    eos: set[int] = set()
+    gen_eos = getattr(model.generation_config, "eos_token_id", None)
+    for value in (tokenizer.eos_token_id, gen_eos):
+        if isinstance(value, int):
+            eos.add(value)
+        elif isinstance(value, (list, tuple)):
+            eos.update(int(v) for v in value)
+    text_config = model.config.get_text_config()
+    context = int(getattr(text_config, "max_position_embeddings", 0) or getattr(tokenizer, "model_max_length", 2048))
+    return LoadedModel(
+        role=role,
+        source=spec.source,
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        quantize=spec.quantize,
+        memory_bytes=int(model.get_memory_footprint()),
+        shape=ModelShape.of(model.config),
+        context_length=context,
+        eos_token_ids=sorted(eos),
+        fallback_template=fallback,
+    )
+
+
+def load_pair(
+    receiver: ModelSpec | None,
+    sharer: ModelSpec | None,
+    fuser: str | Path | None = None,
+    *,
+    progress: Callable[[LoadProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    defaults: ModelSpec | None = None,
+) -> Pair:
+    """Load a pair. With a fuser, a receiver or sharer left out comes from the fuser's record of its pair.
+
+    ``defaults`` carries device/dtype/quantize for models named only by the fuser.
+    Cancel is checked between models; a cancelled load frees what it loaded and raises Cancelled.
+    """
+    from .checkpoint import load_fuser
+
+    total = 2 + (fuser is not None)
+    step = 0
+
+    def report(message: str) -> None:
+        nonlocal step
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Loading was cancelled.")
+        step += 1
+        if progress is not None:
+            progress(LoadProgress(step, total, message))
+
+    loaded_fuser = None
+    if fuser is not None:
+        report(f"Reading fuser {fuser}")
+        loaded_fuser = load_fuser(fuser)
+        base = defaults or ModelSpec("-")
+        if receiver is None:
+            receiver = ModelSpec(loaded_fuser.info.receiver, base.device, base.dtype, base.quantize)
+        if sharer is None:
+            sharer = ModelSpec(loaded_fuser.info.sharer, base.device, base.dtype, base.quantize)
+    if receiver is None or sharer is None:
+        raise ModelLoadError("Give both a receiver and a sharer, or a fuser that names them.")
+
+    report(f"Loading receiver {receiver.source}")
+    r = load_model(receiver, "receiver")
+    try:
+        report(f"Loading sharer {sharer.source}")
+        s = load_model(sharer, "sharer")
+    except BaseException:
+        del r
+        gc.collect()
+        raise
+    pair = Pair(r, s, None)
+    if loaded_fuser is not None:
+        loaded_fuser.check_pair(r.shape, s.shape, r.source, s.source)
+        pair.fuser = loaded_fuser.to(device=r.device, dtype=r.dtype)
+    if progress is not None:
+        progress(LoadProgress(total, total, "Ready"))
+    return pair
+
+
+def _explain_load_failure(role: str, source: str, exc: Exception) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    lowered = text.lower()
+    first_line = text.splitlines()[0][:300]
+    if "gated" in lowered or "401" in lowered or "403" in lowered or "unauthorized" in lowered:
+        return (f"The {role} {source} is gated or needs a login ({first_line}). Accept its licence on the Hub, then "
+                "log in with `hf auth login` or set HF_TOKEN.")
+    if "offline" in lowered or "localentrynotfound" in lowered or "connection" in lowered or "resolve" in lowered:
+        return (f"The {role} {source} is not in the local cache and the Hub cannot be reached ({first_line}). "
+                "Download it first while online, or point to a local folder.")
+    if "not a valid model identifier" in lowered or "repository not found" in lowered or "404" in lowered:
+        return f"The {role} {source} was not found on the Hub or on disk ({first_line}). Check the id or the folder."
+    if "out of memory" in lowered:
+        return (f"Not enough memory to load the {role} {source} ({first_line}). Try --quantize 4bit, a smaller "
+                "model, or the CPU.")
+    return f"Could not load the {role} {source}: {first_line}"

@@ -1,0 +1,82 @@
+"""The timing record every answer carries, and the recorder that fills it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from .devices import synchronize
+
+if TYPE_CHECKING:
+    import torch
+
+PHASES = ("tokenize", "sharer_prefill", "receiver_prefill", "fuse", "hint", "decode")
+
+
+@dataclass
+class Phase:
+    name: str  # one of PHASES
+    start: float  # seconds since the run began
+    end: float
+
+
+@dataclass
+class Timing:
+    """Seconds unless stated. ``hint`` is the text relay's hint-writing time (sharer prefill + decode)."""
+
+    tokenize: float = 0.0
+    sharer_prefill: float = 0.0
+    receiver_prefill: float = 0.0
+    fuse: float = 0.0
+    hint: float = 0.0
+    ttft: float = 0.0
+    decode_tokens_per_s: float = 0.0
+    total: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    peak_memory_bytes: int = 0
+    phases: list[Phase] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Recorder:
+    """Clocks one run. Synchronises the device before every reading, so GPU work is counted."""
+
+    def __init__(self, device: "torch.device", on_phase: Callable[[str, float, float | None], None] | None = None):
+        self.device = device
+        self.timing = Timing()
+        self._on_phase = on_phase
+        self.t0 = self._clock()
+        self._open: dict[str, float] = {}
+
+    def _clock(self) -> float:
+        synchronize(self.device)
+        return time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self._clock() - self.t0
+
+    def start(self, name: str) -> float:
+        at = self.elapsed()
+        self._open[name] = at
+        if self._on_phase:
+            self._on_phase(name, at, None)
+        return at
+
+    def end(self, name: str, at: float | None = None) -> float:
+        at = self.elapsed() if at is None else at
+        start = self._open.pop(name)
+        self.timing.phases.append(Phase(name, start, at))
+        if name != "decode":  # decode speed is reported as tokens/s, not as a duration
+            setattr(self.timing, name, getattr(self.timing, name) + (at - start))
+        if self._on_phase:
+            self._on_phase(name, start, at)
+        return at
+
+    def close_open(self, at: float) -> None:
+        """End whatever is still open (a run cut short by cancel)."""
+        for name in list(self._open):
+            self.end(name, at)
