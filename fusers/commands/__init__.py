@@ -1,0 +1,1 @@
+"""Subcommands of ``c2c``; each module has ``register(subparsers)``."""

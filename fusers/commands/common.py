@@ -1,0 +1,45 @@
+"""Options shared by the commands that load a pair."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..devices import DEVICES_HELP
+from ..pair import QUANTIZE
+
+
+def add_pair_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pair")
+    group.add_argument("--receiver", help="receiver: Hub id or local folder (default: the fuser's receiver)")
+    group.add_argument("--sharer", help="sharer: Hub id or local folder (default: the fuser's sharer)")
+    group.add_argument("--fuser", help="fuser: a published pair folder, one of ours, or a downloaded pair name")
+    group.add_argument("--device", default="auto", help=DEVICES_HELP)
+    group.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16")
+    group.add_argument("--quantize", default="none", choices=QUANTIZE, help="quantize both models with bitsandbytes")
+    group.add_argument("--receiver-quantize", choices=QUANTIZE, help="override --quantize for the receiver")
+    group.add_argument("--sharer-quantize", choices=QUANTIZE, help="override --quantize for the sharer")
+
+
+def pair_from_args(args: argparse.Namespace, progress: Any = None) -> Any:
+    """Load the pair the options name."""
+    from ..pair import ModelSpec, load_pair
+    from ..sources import default_pair, resolve_fuser
+
+    receiver, sharer, fuser = args.receiver, args.sharer, args.fuser
+    if receiver is None and sharer is None and fuser is None:
+        receiver, sharer, fuser = default_pair()
+
+    def spec(source: str | None, quantize: str | None) -> ModelSpec | None:
+        if source is None:
+            return None
+        return ModelSpec(source, args.device, args.dtype, quantize or args.quantize)
+
+    fuser_path = resolve_fuser(fuser) if fuser is not None else None
+    return load_pair(
+        spec(receiver, args.receiver_quantize),
+        spec(sharer, args.sharer_quantize),
+        fuser_path,
+        progress=progress,
+        defaults=ModelSpec("-", args.device, args.dtype, args.quantize),
+    )

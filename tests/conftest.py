@@ -1,0 +1,65 @@
+"""Shared test set-up: offscreen Qt, a private HF cache, and tiny pairs built on the spot."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+# Before anything imports Qt or huggingface_hub: no screen, and never the user's real caches or settings.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+_private = Path(tempfile.mkdtemp(prefix="c2c-tests-"))
+os.environ["HF_HOME"] = str(_private / "hf")
+os.environ["XDG_CONFIG_HOME"] = str(_private / "config")
+os.environ["XDG_DATA_HOME"] = str(_private / "data")
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests that serve a local hub turn this off for themselves
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@dataclass
+class TinyPairDirs:
+    """Folders of a tiny receiver (Qwen3), sharer (Qwen2) sharing one tokenizer, and a random fuser."""
+
+    root: Path
+    receiver: Path
+    sharer: Path
+    published: Path  # fuser in the published layout, gates open
+    ours: Path  # the same fuser in our format
+
+
+def build_tiny_pair(root: Path, seed: int = 0) -> TinyPairDirs:
+    from transformers import AutoConfig
+
+    from fusers import tiny
+    from fusers.checkpoint import save_fuser, save_published
+
+    root.mkdir(parents=True, exist_ok=True)
+    tok = tiny.bpe_tokenizer(400)
+    receiver = tiny.save_model(root / "receiver", "qwen3", tok, seed=seed + 1, layers=3, hidden_size=64, heads=4,
+                               kv_heads=2, head_dim=16)
+    sharer = tiny.save_model(root / "sharer", "qwen2", tok, seed=seed + 2, layers=2, hidden_size=48, heads=4,
+                             kv_heads=1)
+    fuser = tiny.random_fuser(AutoConfig.from_pretrained(receiver), AutoConfig.from_pretrained(sharer),
+                              receiver=str(receiver), sharer=str(sharer), seed=seed + 3)
+    published = save_published(fuser, root / "fuser_published")
+    ours = save_fuser(fuser, root / "fuser_ours")
+    return TinyPairDirs(root, receiver, sharer, published, ours)
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> TinyPairDirs:
+    """A tiny pair on disk, built once per test session."""
+    return build_tiny_pair(tmp_path_factory.mktemp("tiny-pair"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(tiny_dirs: TinyPairDirs):
+    """The tiny pair loaded on the CPU in float32, with its fuser (gates open)."""
+    from fusers.pair import ModelSpec, load_pair
+
+    return load_pair(ModelSpec(str(tiny_dirs.receiver), "cpu"), ModelSpec(str(tiny_dirs.sharer), "cpu"),
+                     tiny_dirs.published)
