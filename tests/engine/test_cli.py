@@ -1,0 +1,68 @@
+"""The `c2c` command line, run as a user runs it: a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def c2c(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "fusers.cli", *args], capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"c2c {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+def test_compare_json_has_one_line_per_mode(tiny_dirs):
+    proc = c2c("compare", "--fuser", str(tiny_dirs.published), "--prompt", "What is the capital of France?",
+               "--modes", "receiver,sharer,relay,fusion", "--max-new-tokens", "5", "--device", "cpu", "--json")
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["mode"] for line in lines] == ["receiver", "sharer", "relay", "fusion"]
+    for line in lines:
+        assert {"mode", "text", "token_ids", "timing"} <= set(line)
+        assert 0 < len(line["token_ids"]) <= 5
+        for key in ("tokenize", "sharer_prefill", "receiver_prefill", "fuse", "ttft", "decode_tokens_per_s", "total",
+                    "tokens_in", "tokens_out", "peak_memory_bytes"):
+            assert key in line["timing"]
+    assert "hint" in lines[2] and "hint" not in lines[3]
+
+
+def test_compare_prints_answers_and_timing(tiny_dirs):
+    proc = c2c("compare", "--receiver", str(tiny_dirs.receiver), "--sharer", str(tiny_dirs.sharer), "--fuser",
+               str(tiny_dirs.ours), "--prompt", "Hello", "--modes", "relay,fusion", "--max-new-tokens", "3")
+    assert "== Text relay (relay) ==" in proc.stdout and "== Cache fusion (fusion) ==" in proc.stdout
+    assert "[hint]" in proc.stdout and "TTFT" in proc.stdout and "fuse" in proc.stdout
+
+
+def test_fuser_inspect_and_convert(tiny_dirs, tmp_path):
+    info = json.loads(c2c("fuser", "inspect", str(tiny_dirs.published), "--json").stdout)
+    assert info["format"] == "published" and info["receiver"] == str(tiny_dirs.receiver)
+    assert info["layer_map"] == [[0, 0, 0], [1, 0, 1], [2, 1, 2]]
+    text = c2c("fuser", "inspect", str(tiny_dirs.ours)).stdout
+    assert "format    c2c-playground" in text and "0<-0, 1<-0, 2<-1" in text
+    c2c("fuser", "convert", str(tiny_dirs.published), str(tmp_path / "ours"))
+    assert json.loads(c2c("fuser", "inspect", str(tmp_path / "ours"), "--json").stdout)["format"] == "c2c-playground"
+    again = c2c("fuser", "convert", str(tiny_dirs.published), str(tmp_path / "ours"), check=False)
+    assert again.returncode == 2 and "not empty" in again.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compare", "--prompt", "", "--fuser", "FUSER"], "error: The prompt is empty"),
+    (["compare", "--prompt", "hi", "--fuser", "/nonexistent/fuser"], "error: No fuser folder or downloaded pair"),
+    (["compare", "--prompt", "hi", "--modes", "telepathy", "--fuser", "FUSER"], "error: --modes takes"),
+    (["fuser", "inspect", "/nonexistent"], "error: No fuser folder"),
+])
+def test_errors_are_one_readable_line(tiny_dirs, args, message):
+    args = [str(tiny_dirs.published) if a == "FUSER" else a for a in args]
+    proc = c2c(*args, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(message)
+    assert "Traceback" not in proc.stderr
+
+
+def test_debug_shows_the_traceback():
+    proc = c2c("--debug", "fuser", "inspect", "/nonexistent", check=False)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "FuserFormatError" in proc.stderr

@@ -1,0 +1,167 @@
+"""The four answer modes on tiny real models: equality, streaming, cancel, sampling, errors."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from transformers import AutoConfig
+
+from fusers import tiny
+from fusers.checkpoint import save_published
+from fusers.chat import encode, user
+from fusers.engine import Engine, Mode, PhaseEvent, TokenEvent, stream
+from fusers.errors import ModeUnavailableError, PromptError
+from fusers.generation import GenerationSettings
+from fusers.pair import ModelSpec, Pair, load_pair
+
+GREEDY = GenerationSettings(max_new_tokens=12)
+QUESTION = user("What is the capital of France?")
+
+
+def _plain_generate(loaded, messages, n):
+    ids = torch.tensor([encode(loaded.tokenizer, messages)])
+    out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                                do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
+    new = out[0, ids.shape[1]:].tolist()
+    return new[:-1] if new and new[-1] in loaded.eos_token_ids else new
+
+
+@pytest.fixture(scope="module")
+def closed_pair(tiny_dirs, tmp_path_factory):
+    """The tiny pair with a fuser whose gates are all closed (logits <= 0)."""
+    rcfg, scfg = AutoConfig.from_pretrained(tiny_dirs.receiver), AutoConfig.from_pretrained(tiny_dirs.sharer)
+    fuser = tiny.random_fuser(rcfg, scfg, receiver=str(tiny_dirs.receiver), sharer=str(tiny_dirs.sharer),
+                              gates_open=False)
+    path = save_published(fuser, tmp_path_factory.mktemp("closed") / "fuser")
+    return load_pair(ModelSpec(str(tiny_dirs.receiver), "cpu"), ModelSpec(str(tiny_dirs.sharer), "cpu"), path)
+
+
+@pytest.mark.parametrize("messages", [
+    QUESTION,
+    [{"role": "user", "content": "Hello there"}, {"role": "assistant", "content": "Hi! How can I help?"},
+     {"role": "user", "content": "Name a river."}],
+])
+def test_closed_gates_fusion_equals_receiver_alone_equals_generate(closed_pair, messages):
+    engine = Engine(closed_pair)
+    fusion = engine.answer(Mode.FUSION, messages, GREEDY)
+    alone = engine.answer(Mode.RECEIVER, messages, GREEDY)
+    plain = _plain_generate(closed_pair.receiver, messages, GREEDY.max_new_tokens)
+    assert fusion.token_ids == alone.token_ids == plain
+    assert len(plain) > 0
+    assert all(not (f.key_gate_open or f.value_gate_open) for f in fusion.fusion)
+    assert all(f.key_weight == 0.0 for f in fusion.fusion)
+
+
+def test_open_gates_change_the_answer(tiny_pair, closed_pair):
+    open_answer = Engine(tiny_pair).answer(Mode.FUSION, QUESTION, GREEDY)
+    closed_answer = Engine(closed_pair).answer(Mode.FUSION, QUESTION, GREEDY)
+    assert open_answer.token_ids != closed_answer.token_ids
+    assert all(f.key_gate_open and 0 < f.key_weight < 1 for f in open_answer.fusion)
+
+
+def test_every_mode_streams_its_answer_and_reports_timing(tiny_pair):
+    engine = Engine(tiny_pair)
+    for mode in Mode:
+        events = []
+        answer = engine.answer(mode, QUESTION, GREEDY, on_event=events.append)
+        tokens = [e for e in events if isinstance(e, TokenEvent) and e.part == "answer"]
+        assert [e.token_id for e in tokens] == answer.token_ids
+        assert "".join(e.text for e in tokens) == answer.text
+        t = answer.timing
+        assert t.tokens_out == len(answer.token_ids) > 0 and t.tokens_in > 0
+        assert 0 < t.ttft <= t.total and t.peak_memory_bytes > 0 and t.decode_tokens_per_s > 0
+        phases = [p.name for p in t.phases]
+        started = [e.phase for e in events if isinstance(e, PhaseEvent) and e.end is None]
+        assert started == phases  # every phase was announced live, in order
+        assert all(p.start <= p.end for p in t.phases)
+        if mode is Mode.FUSION:
+            assert phases == ["tokenize", "sharer_prefill", "receiver_prefill", "fuse", "decode"]
+            assert t.sharer_prefill > 0 and t.receiver_prefill > 0 and t.fuse > 0
+            assert len(answer.fusion) == tiny_pair.receiver.shape.layers
+        if mode is Mode.RELAY:
+            hint = [e for e in events if isinstance(e, TokenEvent) and e.part == "hint"]
+            assert answer.hint and "".join(e.text for e in hint) == answer.hint
+            assert answer.hint_token_ids == [e.token_id for e in hint]
+            assert t.hint > 0 and phases[:3] == ["tokenize", "sharer_prefill", "hint"]
+            assert t.ttft > t.hint  # the receiver starts only after the hint is written
+            assert "hint" in answer.to_dict()
+
+
+def test_relay_puts_the_hint_into_the_receivers_conversation(tiny_pair):
+    answer = Engine(tiny_pair).answer(Mode.RELAY, QUESTION, GREEDY)
+    with_hint = [
+        {"role": "user", "content": "In one clear sentence, describe the most essential background knowledge needed "
+                                    "to answer the question:\n\nWhat is the capital of France?\n\nDo NOT directly "
+                                    "solve or give answer to the question."},
+        {"role": "assistant", "content": answer.hint.strip()},
+        {"role": "user", "content": "Based on the background, accurately answer the question:\n\n"
+                                    "What is the capital of France?"},
+    ]
+    assert answer.token_ids == _plain_generate(tiny_pair.receiver, with_hint, GREEDY.max_new_tokens)
+
+
+def test_cancel_between_tokens(tiny_pair):
+    engine = Engine(tiny_pair)
+    cancel = threading.Event()
+
+    def on_event(event):
+        if isinstance(event, TokenEvent) and len(seen) == 2:
+            cancel.set()
+        if isinstance(event, TokenEvent):
+            seen.append(event)
+
+    for mode in (Mode.FUSION, Mode.RELAY):
+        seen: list = []
+        cancel.clear()
+        answer = engine.answer(mode, QUESTION, GenerationSettings(max_new_tokens=40, ignore_eos=True),
+                               on_event=on_event, cancel=cancel)
+        assert answer.finish_reason == "cancelled"
+        assert len(seen) <= 4
+        assert answer.timing.phases[-1].end <= answer.timing.total
+
+
+def test_stream_iterator_yields_events_then_answer(tiny_pair):
+    items = list(stream(Engine(tiny_pair), "fusion", QUESTION, GREEDY))
+    answer = items[-1]
+    assert answer.mode is Mode.FUSION
+    assert "".join(e.text for e in items if isinstance(e, TokenEvent)) == answer.text
+
+
+def test_sampling_is_seeded_and_differs_from_greedy(tiny_pair):
+    engine = Engine(tiny_pair)
+    sample = GenerationSettings(max_new_tokens=16, do_sample=True, temperature=1.5, top_p=1.0, top_k=0, seed=3,
+                                ignore_eos=True)
+    a = engine.answer(Mode.FUSION, QUESTION, sample)
+    b = engine.answer(Mode.FUSION, QUESTION, sample)
+    c = engine.answer(Mode.FUSION, QUESTION, GenerationSettings(**{**sample.to_dict(), "seed": 4}))
+    assert a.token_ids == b.token_ids != c.token_ids
+    assert a.finish_reason == "length" and len(a.token_ids) == 16
+
+
+def test_bad_prompts_are_prompt_errors(tiny_pair):
+    engine = Engine(tiny_pair)
+    with pytest.raises(PromptError, match="empty"):
+        engine.answer(Mode.FUSION, user("   "), GREEDY)
+    with pytest.raises(PromptError, match="must end with a user message"):
+        engine.answer(Mode.RECEIVER, [{"role": "assistant", "content": "hi"}], GREEDY)
+    long_prompt = user("capital " * 1100)  # the tiny receiver holds 1024 positions
+    for mode in Mode:
+        with pytest.raises(PromptError, match=r"context holds 1024; shorten the prompt"):
+            engine.answer(mode, long_prompt, GREEDY)
+
+
+def test_fusion_without_a_fuser_is_unavailable(tiny_pair):
+    engine = Engine(Pair(tiny_pair.receiver, tiny_pair.sharer, None))
+    assert Mode.FUSION not in engine.available_modes()
+    with pytest.raises(ModeUnavailableError, match="needs a fuser"):
+        engine.answer(Mode.FUSION, QUESTION, GREEDY)
+
+
+def test_generation_settings_are_checked():
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        GenerationSettings(max_new_tokens=0)
+    with pytest.raises(ValueError, match="top_p"):
+        GenerationSettings(top_p=0)
+    assert GenerationSettings.from_dict({"max_new_tokens": 5, "unknown": 1}).max_new_tokens == 5

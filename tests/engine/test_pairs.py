@@ -1,0 +1,130 @@
+"""Loading pairs: quantization, different tokenizers (alignment), and load errors."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import AutoConfig
+
+from fusers import tiny
+from fusers.alignment import TokenAligner
+from fusers.chat import encode, user
+from fusers.checkpoint import save_fuser
+from fusers.engine import Engine, Mode
+from fusers.errors import ModelLoadError, PairMismatchError
+from fusers.generation import GenerationSettings
+from fusers.pair import ModelSpec, load_pair
+
+SHORT = GenerationSettings(max_new_tokens=4, hint_max_new_tokens=4)
+QUESTION = user("What is the capital of France?")
+
+
+@pytest.mark.parametrize("quantize", ["8bit", "4bit"])
+def test_quantized_tiny_pair_runs_all_four_modes(tiny_dirs, quantize):
+    pair = load_pair(ModelSpec(str(tiny_dirs.receiver), "cpu", quantize=quantize),
+                     ModelSpec(str(tiny_dirs.sharer), "cpu", quantize=quantize), tiny_dirs.ours)
+    full = load_pair(ModelSpec(str(tiny_dirs.receiver), "cpu"), ModelSpec(str(tiny_dirs.sharer), "cpu"), None)
+    assert pair.receiver.quantize == quantize
+    assert pair.receiver.memory_bytes < full.receiver.memory_bytes  # the weights really are smaller
+    linear = type(pair.receiver.model.model.layers[0].mlp.down_proj).__name__
+    assert linear == ("Linear8bitLt" if quantize == "8bit" else "Linear4bit")
+    engine = Engine(pair)
+    for mode in Mode:
+        answer = engine.answer(mode, QUESTION, SHORT)
+        assert len(answer.token_ids) > 0, mode
+    assert any(f.key_gate_open for f in engine.answer(Mode.FUSION, QUESTION, SHORT).fusion)
+
+
+@pytest.fixture(scope="module")
+def aligned_dirs(tmp_path_factory):
+    """A receiver and a sharer with different tokenizers, and a fuser that aligns tokens."""
+    root = tmp_path_factory.mktemp("aligned")
+    r_tok = tiny.bpe_tokenizer(400)
+    s_tok = tiny.bpe_tokenizer(270)  # few merges: most receiver tokens split into several sharer tokens
+    receiver = tiny.save_model(root / "receiver", "qwen3", r_tok, seed=1, layers=2)
+    sharer = tiny.save_model(root / "sharer", "llama", s_tok, seed=2, layers=3, hidden_size=32, heads=2, kv_heads=2)
+    rcfg, scfg = AutoConfig.from_pretrained(receiver), AutoConfig.from_pretrained(sharer)
+    aligned = save_fuser(tiny.random_fuser(rcfg, scfg, receiver=str(receiver), sharer=str(sharer),
+                                           alignment="longest"), root / "aligned")
+    unaligned = save_fuser(tiny.random_fuser(rcfg, scfg, receiver=str(receiver), sharer=str(sharer)),
+                           root / "unaligned")
+    return receiver, sharer, aligned, unaligned, r_tok, s_tok
+
+
+def test_alignment_gives_one_sharer_token_per_receiver_position(aligned_dirs):
+    *_, r_tok, s_tok = aligned_dirs
+    for strategy in ("first", "longest"):
+        al = TokenAligner(r_tok, s_tok, strategy).align_chat(QUESTION)
+        assert al.sectioned
+        assert al.receiver_ids == encode(r_tok, QUESTION)
+        assert len(al.sharer_ids) == len(al.receiver_ids)
+        assert max(al.sharer_ids) < len(s_tok)
+    # a receiver token the sharer splits: "first" takes the first piece, "longest" the longest
+    aligner_first, aligner_longest = TokenAligner(r_tok, s_tok, "first"), TokenAligner(r_tok, s_tok, "longest")
+    for rid in encode(r_tok, QUESTION):
+        piece = r_tok.decode([rid])
+        pieces = s_tok.encode(piece, add_special_tokens=False)
+        if rid in r_tok.all_special_ids or len(pieces) < 2:
+            continue
+        assert aligner_first.align_token(rid) == pieces[0]
+        lengths = [len(s_tok.decode([p])) for p in pieces]
+        assert aligner_longest.align_token(rid) == pieces[lengths.index(max(lengths))]
+        break
+    else:
+        pytest.fail("no receiver token was split by the sharer's tokenizer")
+    # template tokens map onto the sharer's own template tokens
+    im_start_r = r_tok.convert_tokens_to_ids("<|im_start|>")
+    im_start_s = s_tok.convert_tokens_to_ids("<|im_start|>")
+    al = TokenAligner(r_tok, s_tok, "first").align_chat(QUESTION)
+    assert al.sharer_ids[al.receiver_ids.index(im_start_r)] == im_start_s
+
+
+def test_pair_with_different_tokenizers_runs_cache_fusion_through_alignment(aligned_dirs):
+    receiver, sharer, aligned, unaligned, *_ = aligned_dirs
+    pair = load_pair(ModelSpec(str(receiver), "cpu"), ModelSpec(str(sharer), "cpu"), aligned)
+    answer = Engine(pair).answer(Mode.FUSION, QUESTION, SHORT)
+    assert len(answer.token_ids) > 0 and all(f.key_gate_open for f in answer.fusion)
+    # without alignment the receiver's ids overflow this sharer's vocabulary: a clear error, not garbage
+    pair.fuser = load_pair(ModelSpec(str(receiver), "cpu"), ModelSpec(str(sharer), "cpu"), unaligned).fuser
+    with pytest.raises(PairMismatchError, match="does not align tokens"):
+        Engine(pair).answer(Mode.FUSION, QUESTION, SHORT)
+
+
+def test_fuser_for_another_pair_is_refused_at_load(tiny_dirs, aligned_dirs):
+    receiver, sharer, aligned, *_ = aligned_dirs
+    with pytest.raises(PairMismatchError, match="This fuser was made for receiver .*but the loaded pair is"):
+        load_pair(ModelSpec(str(tiny_dirs.receiver), "cpu"), ModelSpec(str(tiny_dirs.sharer), "cpu"), aligned)
+
+
+def test_model_load_errors_are_readable(tmp_path, tiny_dirs):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_pair(ModelSpec(str(tmp_path / "missing"), "cpu"), ModelSpec(str(tiny_dirs.sharer), "cpu"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="has no config.json"):
+        load_pair(ModelSpec(str(tmp_path / "empty"), "cpu"), ModelSpec(str(tiny_dirs.sharer), "cpu"))
+    with pytest.raises(ModelLoadError, match="Unknown quantization"):
+        ModelSpec("x", quantize="3bit")
+    with pytest.raises(ModelLoadError, match="sees no CUDA GPU|does not exist"):
+        load_pair(ModelSpec(str(tiny_dirs.receiver), "cuda:7"), ModelSpec(str(tiny_dirs.sharer), "cpu"))
+    # a Hub id while offline (the tests run with HF_HUB_OFFLINE=1)
+    with pytest.raises(ModelLoadError, match="not in the local cache"):
+        load_pair(ModelSpec("someone/not-cached-model", "cpu"), ModelSpec(str(tiny_dirs.sharer), "cpu"))
+
+
+def test_load_reports_progress_and_can_be_cancelled(tiny_dirs):
+    import threading
+
+    from fusers.errors import Cancelled
+
+    steps = []
+    pair = load_pair(None, None, tiny_dirs.published, progress=steps.append, defaults=ModelSpec("-", "cpu"))
+    assert [s.step for s in steps] == [1, 2, 3, 3] and steps[-1].message == "Ready"
+    assert pair.receiver.source == str(tiny_dirs.receiver)  # taken from the fuser's config
+    cancel = threading.Event()
+
+    def stop_after_receiver(p):
+        if p.message.startswith("Loading receiver"):
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        load_pair(None, None, tiny_dirs.published, progress=stop_after_receiver, cancel=cancel,
+                  defaults=ModelSpec("-", "cpu"))
