@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any, Callable
 from .chat import FALLBACK_CHAT_TEMPLATE
 from .devices import DEVICES_HELP, dtype_name, resolve_device, resolve_dtype
 from .errors import C2CError, Cancelled, ModelLoadError
-from .fuser import Fuser, ModelShape
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
+
+    from .fuser import Fuser, ModelShape
 
 QUANTIZE = ("none", "8bit", "4bit")
 
@@ -121,8 +122,9 @@ def quiet_libraries() -> None:
 
 def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     """Load one model with its tokenizer and chat template."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .fuser import ModelShape
 
     quiet_libraries()
     device = resolve_device(spec.device)
