@@ -174,7 +174,7 @@ class Fuser(nn.Module):
                 if r_part.shape[2] != s_part.shape[2]:
                     raise ValueError(f"caches differ in length: receiver {r_part.shape[2]}, sharer {s_part.shape[2]}")
                 res, w = proj.residual(kind, s_part, r_part.to(dtype))
-                fused = (r_part.to(dtype) + res).to(r.dtype)
+                fused = (r_part.to(dtype) + res).to(r.dtype).contiguous()  # (B, Ht, N, Dt), like the cache
                 if start == 0:
                     setattr(r_layer, attr, fused)
                 else:

@@ -59,6 +59,32 @@ class LoadedModel:
     eos_token_ids: list[int]
     fallback_template: bool = False
 
+    @classmethod
+    def from_model(cls, model: "PreTrainedModel", tokenizer: Any, role: str, source: str,
+                   device: "torch.device", dtype: "torch.dtype", quantize: str = "none") -> "LoadedModel":
+        """Wrap a model already in memory (benchmarks and recipes build theirs on the spot)."""
+        from .fuser import ModelShape
+
+        fallback = False
+        if not getattr(tokenizer, "chat_template", None):
+            tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+            fallback = True
+        if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        eos: set[int] = set()
+        for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+            if isinstance(value, int):
+                eos.add(value)
+            elif isinstance(value, (list, tuple)):
+                eos.update(int(v) for v in value)
+        text_config = model.config.get_text_config()
+        context = int(getattr(text_config, "max_position_embeddings", 0) or getattr(tokenizer, "model_max_length", 2048))
+        return cls(
+            role=role, source=source, model=model, tokenizer=tokenizer, device=device, dtype=dtype,
+            quantize=quantize, memory_bytes=int(model.get_memory_footprint()), shape=ModelShape.of(model.config),
+            context_length=context, eos_token_ids=sorted(eos), fallback_template=fallback,
+        )
+
     @property
     def name(self) -> str:
         path = Path(self.source)
@@ -124,8 +150,6 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     """Load one model with its tokenizer and chat template."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .fuser import ModelShape
-
     quiet_libraries()
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
@@ -167,35 +191,7 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     for p in model.parameters():
         p.requires_grad_(False)
 
-    fallback = False
-    if not getattr(tokenizer, "chat_template", None):
-        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
-        fallback = True
-    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    eos: set[int] = set()
-    gen_eos = getattr(model.generation_config, "eos_token_id", None)
-    for value in (tokenizer.eos_token_id, gen_eos):
-        if isinstance(value, int):
-            eos.add(value)
-        elif isinstance(value, (list, tuple)):
-            eos.update(int(v) for v in value)
-    text_config = model.config.get_text_config()
-    context = int(getattr(text_config, "max_position_embeddings", 0) or getattr(tokenizer, "model_max_length", 2048))
-    return LoadedModel(
-        role=role,
-        source=spec.source,
-        model=model,
-        tokenizer=tokenizer,
-        device=device,
-        dtype=dtype,
-        quantize=spec.quantize,
-        memory_bytes=int(model.get_memory_footprint()),
-        shape=ModelShape.of(model.config),
-        context_length=context,
-        eos_token_ids=sorted(eos),
-        fallback_template=fallback,
-    )
+    return LoadedModel.from_model(model, tokenizer, role, spec.source, device, dtype, spec.quantize)
 
 
 def load_pair(
