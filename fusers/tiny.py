@@ -67,6 +67,7 @@ def word_tokenizer(vocab_size: int) -> Any:
 
 
 def _wrap(tokenizer: Any) -> Any:
+    tokenizer.add_tokens(SPECIAL_TOKENS, special_tokens=True)  # template markers are never split or merged
     tokenizer.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
     tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
     return tokenizer

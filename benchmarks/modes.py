@@ -1,0 +1,226 @@
+"""Cache fusion against its floor, text relay and receiver alone.
+
+    python benchmarks/modes.py [--json] [--setups tiny,qwen] [--dtypes float32,bfloat16] [--rounds 3]
+
+Two set-ups: a tiny pair, and the real Qwen3-0.6B receiver / Qwen2.5-0.5B-Instruct sharer
+architectures (configs below) with random weights, a 128-token prompt, 64 new tokens with EOS
+ignored, and 28 published-shape fusers (hidden 1024, intermediate 1024, 3 layers, gates open).
+Text relay runs as the reference does it: the sharer writes a 64-token hint (and, reported too,
+a 256-token hint), then the receiver answers 64 tokens.
+
+Every mode runs through fusers.engine.Engine, as the app and `c2c compare` run it. Rounds are
+interleaved and medians reported. The floor is what cache fusion cannot avoid: receiver time
+plus the sharer's prefill plus the fusers' forward pass. The sharer's prefill is measured as a
+user would call it: a plain forward over the prompt without its last token, with cache and all
+logits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fusers import tiny  # noqa: E402
+from fusers.chat import encode, user  # noqa: E402
+from fusers.devices import synchronize  # noqa: E402
+from fusers.engine import Engine, Mode  # noqa: E402
+from fusers.fuser import Fuser, FuserInfo, ModelShape  # noqa: E402
+from fusers.generation import GenerationSettings, new_cache, prefill  # noqa: E402
+from fusers.layer_map import build_layer_map  # noqa: E402
+from fusers.pair import LoadedModel, Pair  # noqa: E402
+from fusers.projector import C2CProjector, ProjectorConfig  # noqa: E402
+
+PROMPT_TOKENS = 128
+NEW_TOKENS = 64
+
+# Written out from the published configs of Qwen/Qwen3-0.6B and Qwen/Qwen2.5-0.5B-Instruct.
+QWEN3_0_6B = dict(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                  num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
+                  rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True)
+QWEN2_5_0_5B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                    num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                    rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True)
+PUBLISHED_FUSER = dict(hidden_dim=1024, intermediate_dim=1024, num_layers=3, dropout=0.0)
+
+
+def build_setup(name: str, dtype: torch.dtype) -> tuple[Pair, list[dict[str, str]]]:
+    from transformers import Qwen2Config, Qwen3Config
+
+    device = torch.device("cpu")
+    if name == "qwen":
+        tok = tiny.word_tokenizer(QWEN3_0_6B["vocab_size"])
+        ids = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id)
+        rcfg, scfg = Qwen3Config(**QWEN3_0_6B, **ids), Qwen2Config(**QWEN2_5_0_5B, **ids)
+        fuser_dims = PUBLISHED_FUSER
+    else:
+        tok = tiny.word_tokenizer(2000)
+        rcfg = tiny.tiny_config("qwen3", len(tok), layers=4, hidden_size=128, heads=4, kv_heads=2, head_dim=32,
+                                intermediate_size=256, tokenizer=tok)
+        scfg = tiny.tiny_config("qwen2", len(tok), layers=3, hidden_size=96, heads=4, kv_heads=1,
+                                intermediate_size=192, tokenizer=tok)
+        fuser_dims = dict(hidden_dim=64, intermediate_dim=64, num_layers=3, dropout=0.0)
+    receiver = tiny.build_model(rcfg, seed=1).to(dtype)
+    sharer = tiny.build_model(scfg, seed=2).to(dtype)
+    r, s = ModelShape.of(rcfg), ModelShape.of(scfg)
+    pcfg = ProjectorConfig(source_dim=s.head_dim, target_dim=r.head_dim, source_num_heads=s.kv_heads,
+                           target_num_heads=r.kv_heads, **fuser_dims)
+    torch.manual_seed(3)
+    projectors = []
+    for _ in range(r.layers):
+        proj = C2CProjector(pcfg)
+        with torch.no_grad():
+            proj.key_gate_logit.fill_(1.0)
+            proj.value_gate_logit.fill_(1.0)
+        projectors.append(proj)
+    info = FuserInfo(receiver=f"{name}-receiver", sharer=f"{name}-sharer", receiver_layers=r.layers,
+                     sharer_layers=s.layers)
+    fuser = Fuser(projectors, build_layer_map("last_aligned", r.layers, s.layers), info).to(dtype).eval()
+    pair = Pair(LoadedModel.from_model(receiver, tok, "receiver", f"{name}-receiver", device, dtype),
+                LoadedModel.from_model(sharer, tok, "sharer", f"{name}-sharer", device, dtype), fuser)
+    # a user message whose rendered prompt is exactly PROMPT_TOKENS tokens
+    overhead = len(encode(tok, user("w10"))) - 1
+    gen = torch.Generator().manual_seed(0)
+    words = torch.randint(10, len(tok), (PROMPT_TOKENS - overhead,), generator=gen).tolist()
+    messages = user(" ".join(f"w{i}" for i in words))
+    assert len(encode(tok, messages)) == PROMPT_TOKENS
+    return pair, messages
+
+
+@torch.inference_mode()
+def time_sharer_prefill(pair: Pair, messages) -> float:
+    """A plain forward over the prompt without its last token, with cache and all logits."""
+    model = pair.sharer.model
+    ids = torch.tensor([encode(pair.receiver.tokenizer, messages)[:-1]])
+    synchronize(pair.sharer.device)
+    t0 = time.perf_counter()
+    model(input_ids=ids, cache=new_cache(model), use_cache=True)
+    synchronize(pair.sharer.device)
+    return time.perf_counter() - t0
+
+
+def time_fuser_forward(pair: Pair, caches) -> float:
+    receiver_cache, sharer_cache = caches
+    synchronize(pair.receiver.device)
+    t0 = time.perf_counter()
+    pair.fuser.fuse_cache(receiver_cache, sharer_cache)
+    synchronize(pair.receiver.device)
+    return time.perf_counter() - t0
+
+
+def run_setup(name: str, dtype_name: str, rounds: int, long_hint: bool) -> dict:
+    dtype = getattr(torch, dtype_name)
+    pair, messages = build_setup(name, dtype)
+    engine = Engine(pair)
+    settings = GenerationSettings(max_new_tokens=NEW_TOKENS, hint_max_new_tokens=NEW_TOKENS, ignore_eos=True)
+    long = GenerationSettings(max_new_tokens=NEW_TOKENS, hint_max_new_tokens=256, ignore_eos=True)
+
+    ids = torch.tensor([encode(pair.receiver.tokenizer, messages)[:-1]])
+    caches = (prefill(pair.receiver.model, ids), prefill(pair.sharer.model, ids))
+    engine.answer(Mode.FUSION, messages, GenerationSettings(max_new_tokens=2))  # warm-up (allocator, kernels)
+    runs: dict[str, list] = {k: [] for k in ("receiver", "relay", "fusion", "relay_256", "sharer_prefill",
+                                            "fuser_forward")}
+    for _ in range(rounds):  # interleaved, so drift in the machine's speed hits every measure alike
+        runs["receiver"].append(engine.answer(Mode.RECEIVER, messages, settings).timing)
+        runs["relay"].append(engine.answer(Mode.RELAY, messages, settings).timing)
+        runs["fusion"].append(engine.answer(Mode.FUSION, messages, settings).timing)
+        runs["sharer_prefill"].append(time_sharer_prefill(pair, messages))
+        runs["fuser_forward"].append(time_fuser_forward(pair, caches))
+        if long_hint:
+            runs["relay_256"].append(engine.answer(Mode.RELAY, messages, long).timing)
+
+    def med(key, field=None):
+        values = runs[key] if field is None else [getattr(t, field) for t in runs[key]]
+        return statistics.median(values) if values else None
+
+    out = {
+        "setup": name,
+        "dtype": dtype_name,
+        "rounds": rounds,
+        "threads": torch.get_num_threads(),
+        "prompt_tokens": PROMPT_TOKENS,
+        "new_tokens": NEW_TOKENS,
+        "receiver_total_s": med("receiver", "total"),
+        "receiver_ttft_s": med("receiver", "ttft"),
+        "receiver_decode_tok_s": med("receiver", "decode_tokens_per_s"),
+        "relay_total_s": med("relay", "total"),
+        "relay_ttft_s": med("relay", "ttft"),
+        "relay_256_total_s": med("relay_256", "total"),
+        "fusion_total_s": med("fusion", "total"),
+        "fusion_ttft_s": med("fusion", "ttft"),
+        "fusion_decode_tok_s": med("fusion", "decode_tokens_per_s"),
+        "fusion_sharer_prefill_s": med("fusion", "sharer_prefill"),
+        "fusion_fuse_s": med("fusion", "fuse"),
+        "sharer_prefill_s": med("sharer_prefill"),
+        "fuser_forward_s": med("fuser_forward"),
+        "fuser_parameters": pair.fuser.parameter_count(),
+    }
+    extra = out["sharer_prefill_s"] + out["fuser_forward_s"]
+    out["fusion_ttft_over_floor"] = (out["fusion_ttft_s"] - out["receiver_ttft_s"]) / extra
+    out["fusion_total_over_floor"] = out["fusion_total_s"] / (out["receiver_total_s"] + extra)
+    out["fused_decode_speed_ratio"] = out["fusion_decode_tok_s"] / out["receiver_decode_tok_s"]
+    out["relay_over_fusion_total"] = out["relay_total_s"] / out["fusion_total_s"]
+    if out["relay_256_total_s"] is not None:
+        out["relay_256_over_fusion_total"] = out["relay_256_total_s"] / out["fusion_total_s"]
+    pair.close()
+    return out
+
+
+def print_table(results: list[dict]) -> None:
+    rows = [
+        ("receiver total", "receiver_total_s", "s"), ("receiver TTFT", "receiver_ttft_s", "s"),
+        ("relay total (64-token hint)", "relay_total_s", "s"), ("relay total (256-token hint)", "relay_256_total_s", "s"),
+        ("fusion total", "fusion_total_s", "s"), ("fusion TTFT", "fusion_ttft_s", "s"),
+        ("sharer prefill", "sharer_prefill_s", "s"), ("fuser forward", "fuser_forward_s", "s"),
+        ("receiver decode", "receiver_decode_tok_s", "tok/s"), ("fused decode", "fusion_decode_tok_s", "tok/s"),
+        ("fusion_ttft_over_floor", "fusion_ttft_over_floor", ""), ("fusion_total_over_floor", "fusion_total_over_floor", ""),
+        ("fused_decode_speed_ratio", "fused_decode_speed_ratio", ""), ("relay_over_fusion_total", "relay_over_fusion_total", ""),
+        ("relay_256_over_fusion_total", "relay_256_over_fusion_total", ""),
+    ]
+    head = "| measure | " + " | ".join(f"{r['setup']} {r['dtype']}" for r in results) + " |"
+    print(head)
+    print("|---|" + "---|" * len(results))
+    for label, key, unit in rows:
+        cells = []
+        for r in results:
+            v = r.get(key)
+            cells.append("-" if v is None else (f"{v:.3f} {unit}".strip() if unit != "tok/s" else f"{v:.1f} tok/s"))
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--setups", default="tiny,qwen")
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-long-hint", action="store_true", help="skip the 256-token hint relay")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per set-up and dtype")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from fusers.pair import quiet_libraries
+
+    quiet_libraries()
+    results = []
+    for setup in args.setups.split(","):
+        for dtype in args.dtypes.split(","):
+            result = run_setup(setup, dtype, args.rounds, not args.no_long_hint)
+            results.append(result)
+            if args.json:
+                print(json.dumps(result), flush=True)
+            else:
+                print(f"done: {setup} {dtype}", file=sys.stderr, flush=True)
+    if not args.json:
+        print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
