@@ -38,3 +38,11 @@ class ModeUnavailableError(C2CError):
 
 class Cancelled(C2CError):
     """Long work (loading, downloading, training) was cancelled by the user."""
+
+
+class DataError(C2CError):
+    """Training data is missing or malformed (the message names the file and line)."""
+
+
+class TrainingError(C2CError):
+    """Training cannot start or continue: bad settings, an incompatible checkpoint to resume, too little data."""
