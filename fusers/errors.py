@@ -46,3 +46,15 @@ class DataError(C2CError):
 
 class TrainingError(C2CError):
     """Training cannot start or continue: bad settings, an incompatible checkpoint to resume, too little data."""
+
+
+class DownloadError(C2CError):
+    """A download from the Hub failed: unreachable, not found, or the server sent bytes that fail verification."""
+
+
+class DiskSpaceError(DownloadError):
+    """Not enough free disk space for a download (the message names the shortfall)."""
+
+
+class AuthError(DownloadError):
+    """A gated or private repo needs a login: a missing, expired or unapproved token."""
