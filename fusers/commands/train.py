@@ -84,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
     if not receiver or not sharer:
         raise ModelLoadError("Give --receiver and --sharer (Hub ids or local folders).")
     main_process = int(os.environ.get("RANK", "0")) == 0
+    from ..train.data import load_conversations
+
+    # bad data fails before minutes of loading
+    data = load_conversations(args.data)
+    eval_data = load_conversations(args.eval_data) if args.eval_data else None
 
     def say(text: str) -> None:
         if main_process and not args.json:
@@ -113,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, on_interrupt)
     show = _JsonLines() if args.json else _Bar()
     try:
-        report = train(models[0], models[1], args.data, config, out, eval_data=args.eval_data,
+        report = train(models[0], models[1], data, config, out, eval_data=eval_data,
                        resume=args.resume, progress=show, cancel=cancel)
     finally:
         show.close()

@@ -182,6 +182,7 @@ class _Run:
         self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=cfg.warmup(self.total),
                                        num_training_steps=self.total)
         self.alignment = alignment[1] if alignment[0] else "none"
+        self.last_lr = float(self.scheduler.get_last_lr()[0])
 
         start = 0
         self.initial_eval: dict[str, Any] | None = None
@@ -315,6 +316,7 @@ class _Run:
                 backward(result, scale)
             loss_sum += result.loss_sum.detach().double().cpu()
         norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+        self.last_lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -414,7 +416,7 @@ class _Run:
                   began: float, seconds_per_step: float, temperature: float, **kw: Any) -> TrainProgress:
         return TrainProgress(
             event=event, step=step, total_steps=self.total, epoch=step / self.steps_per_epoch, loss=loss,
-            lr=float(self.scheduler.get_last_lr()[0]), grad_norm=grad_norm, tokens_per_s=tokens_per_s,
+            lr=self.last_lr, grad_norm=grad_norm, tokens_per_s=tokens_per_s,
             elapsed_s=time.perf_counter() - began,
             eta_s=(self.total - step) * seconds_per_step if seconds_per_step else None,
             gate_temperature=temperature, **kw,
