@@ -9,6 +9,7 @@ B follow the same curve as one process with batch N*B.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 import time
@@ -176,11 +177,9 @@ class _Run:
         self.model = self.acc.prepare_model(self.fusion, device_placement=False)  # DDP when several processes
         self.params = [p for p in self.fuser.parameters() if p.requires_grad]
         self.optimizer = _adamw(self.fuser, cfg)
-        from transformers import get_scheduler
-
-        name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.schedule]
-        self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=cfg.warmup(self.total),
-                                       num_training_steps=self.total)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, functools.partial(lr_factor, warmup=cfg.warmup(self.total), total=self.total,
+                                              schedule=cfg.schedule))
         self.alignment = alignment[1] if alignment[0] else "none"
         self.last_lr = float(self.scheduler.get_last_lr()[0])
 
@@ -425,6 +424,19 @@ class _Run:
     def _send(self, record: TrainProgress) -> None:
         if self._emit is not None:
             self._emit(record)
+
+
+def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the peak LR at ``step`` (0-based): linear warm-up that never spends a step at 0, then the
+    schedule down towards 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = min((step - warmup) / max(1, total - warmup), 1.0)
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _adamw(fuser: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

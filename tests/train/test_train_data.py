@@ -107,3 +107,14 @@ def test_config_derives_steps_warmup_and_annealing():
     assert cfg.total_steps(10) == 7 and cfg.warmup(7) == 3 and cfg.anneal(7) == 5
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert TrainConfig(lr=2e-4).differences(TrainConfig(lr=1e-4)) == ["lr: 0.0001 (saved run: 0.0002)"]
+
+
+def test_learning_rate_warms_up_then_follows_the_schedule():
+    from fusers.train.trainer import lr_factor
+
+    cosine = [lr_factor(s, warmup=3, total=10, schedule="cosine") for s in range(10)]
+    assert cosine[:4] == [0.25, 0.5, 0.75, 1.0]  # no step is spent at a zero learning rate
+    assert all(a > b for a, b in zip(cosine[3:], cosine[4:])) and cosine[-1] > 0
+    linear = [lr_factor(s, warmup=0, total=4, schedule="linear") for s in range(4)]
+    assert linear == [1.0, 0.75, 0.5, 0.25]
+    assert {lr_factor(s, warmup=2, total=5, schedule="constant") for s in range(2, 5)} == {1.0}
