@@ -14,7 +14,7 @@ import pytest
 from fusers import hub
 from fusers.errors import AuthError, Cancelled, DiskSpaceError, DownloadError
 
-from .conftest import (
+from .fake_hub import (
     EXTRA_PAIR,
     GATED,
     GATED_PAIR,
