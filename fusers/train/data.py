@@ -182,6 +182,7 @@ class Batch:
     tail: "torch.Tensor"  # (B, T): last prompt token, answer[:-1]
     labels: "torch.Tensor"  # (B, T): answer, IGNORE on padding
     attention_mask: "torch.Tensor"  # (B, L + T)
+    prefix_mask: "torch.Tensor"  # (B, L) bool: the real (not padded) prefix positions
     position_ids: "torch.Tensor"  # (B, T)
     first: "torch.Tensor"  # (B, T) bool: the label is an answer's first token
     tokens: int  # real prompt + answer tokens in the batch
@@ -213,6 +214,7 @@ def collate(examples: Sequence[Example], receiver_pad: int, sharer_pad: int) -> 
         tail=tail,
         labels=labels,
         attention_mask=mask,
+        prefix_mask=mask[:, :big_l].bool(),
         position_ids=prefix_len[:, None] + cols_t,
         first=(cols_t == 0).clone(),
         tokens=int(prefix_len.sum() + b + tail_len.sum()),

@@ -119,6 +119,10 @@ class _Run:
         if sharer.device != self.device:
             raise TrainingError(f"The receiver is on {receiver.device} and the sharer on {sharer.device}; "
                                 "train with both on one device.")
+        for loaded in (receiver, sharer):  # frozen: no gradients kept for them, no dropout in them
+            loaded.model.eval()
+            for param in loaded.model.parameters():
+                param.requires_grad_(False)
         self.acc = Accelerator(cpu=self.device.type == "cpu")
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         if self.world > 1 and self.device.type != "cpu" and self.device != self.acc.device:
@@ -447,7 +451,9 @@ def _adamw(fuser: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
             continue
         (plain if param.dim() < 2 else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    device = next(fuser.parameters()).device
+    # the fused kernel is several times faster than the per-tensor loop for a fuser's many small tensors
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type in ("cpu", "cuda") or None)
 
 
 def _pad_id(tokenizer: Any) -> int:
