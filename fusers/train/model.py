@@ -33,7 +33,9 @@ def choose_alignment(config: TrainConfig, receiver: "LoadedModel", sharer: "Load
         return True, config.alignment
     if init is not None:
         return init.info.is_do_alignment, init.info.alignment_strategy
-    return (not shares_token_ids(receiver, sharer)), "longest"
+    if shares_token_ids(receiver, sharer):
+        return False, "first"
+    return True, "longest"  # as the published pair with different tokenizers (Qwen3 + Llama 3.2)
 
 
 def shares_token_ids(receiver: "LoadedModel", sharer: "LoadedModel") -> bool:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from fusers import tiny
 from fusers.alignment import TokenAligner
-from fusers.checkpoint import save_fuser
+from fusers.checkpoint import load_fuser, save_fuser
 from fusers.engine import Engine, Mode
 from fusers.generation import GenerationSettings
 from fusers.pair import LoadedModel, ModelSpec, Pair, load_pair
-from fusers.train import TrainConfig
+from fusers.train import TrainConfig, train
 from fusers.train.data import collate, conversations_from, tokenize
 from fusers.train.forward import FusionModule, run_batch
-from fusers.train.model import build_fuser
+from fusers.train.model import build_fuser, choose_alignment
 
 GREEDY = GenerationSettings(max_new_tokens=4, ignore_eos=True)
 SIX = GenerationSettings(max_new_tokens=6, ignore_eos=True)
@@ -56,16 +58,40 @@ def test_batched_training_forward_matches_inference(task_models):
     check_matches_engine(Pair(receiver, sharer, fuser), None, prompts)
 
 
-def test_batched_training_forward_matches_inference_with_aligned_tokens():
-    r_tok, s_tok = tiny.bpe_tokenizer(400), tiny.bpe_tokenizer(270)  # different vocabularies
+@pytest.fixture(scope="module")
+def aligned_models():
+    """A receiver and a sharer whose tokenizers differ (BPE of 400 and of 270 tokens)."""
+    r_tok, s_tok = tiny.bpe_tokenizer(400), tiny.bpe_tokenizer(270)
     rcfg = tiny.tiny_config("qwen3", len(r_tok), layers=2, tokenizer=r_tok)
     scfg = tiny.tiny_config("llama", len(s_tok), layers=3, hidden_size=32, heads=2, kv_heads=2, tokenizer=s_tok)
     cpu = torch.device("cpu")
-    receiver = LoadedModel.from_model(tiny.build_model(rcfg, 1), r_tok, "receiver", "r", cpu, torch.float32)
-    sharer = LoadedModel.from_model(tiny.build_model(scfg, 2), s_tok, "sharer", "s", cpu, torch.float32)
-    fuser = tiny.random_fuser(rcfg, scfg, hidden_dim=16, intermediate_dim=16, alignment="longest")
+    return (LoadedModel.from_model(tiny.build_model(rcfg, 1), r_tok, "receiver", "r", cpu, torch.float32),
+            LoadedModel.from_model(tiny.build_model(scfg, 2), s_tok, "sharer", "s", cpu, torch.float32))
+
+
+def test_batched_training_forward_matches_inference_with_aligned_tokens(aligned_models):
+    receiver, sharer = aligned_models
+    fuser = tiny.random_fuser(receiver.model.config, sharer.model.config, hidden_dim=16, intermediate_dim=16,
+                              alignment="longest")
     prompts = ["What is the capital of France?", "Hello", "Tell me a short story about a small red fox, please."]
-    check_matches_engine(Pair(receiver, sharer, fuser), TokenAligner(r_tok, s_tok, "longest"), prompts)
+    aligner = TokenAligner(receiver.tokenizer, sharer.tokenizer, "longest")
+    check_matches_engine(Pair(receiver, sharer, fuser), aligner, prompts)
+
+
+def test_different_tokenizers_train_with_alignment(aligned_models, task_models, tmp_path):
+    receiver, sharer = aligned_models
+    data = [chat("What is the capital of France? " * (1 + i % 3)) for i in range(8)]
+    for record in data:
+        record["messages"][1]["content"] = "Paris, the city on the Seine."
+    config = TrainConfig(steps=2, batch_size=4, hidden_dim=16, intermediate_dim=16, eval_split=0.0, max_length=24)
+    report = train(receiver, sharer, data, config, tmp_path / "aligned")
+    assert report.alignment == "longest"  # auto: the vocabularies differ
+    assert report.truncated_samples == 8 and all(math.isfinite(h["loss"]) for h in report.history)
+    info = load_fuser(tmp_path / "aligned").info
+    assert info.is_do_alignment and info.alignment_strategy == "longest"
+    # one tokenizer: no alignment, the receiver's ids go to both models
+    assert choose_alignment(TrainConfig(), *task_models, None) == (False, "first")
+    assert choose_alignment(TrainConfig(alignment="first"), *task_models, None) == (True, "first")
 
 
 def test_zero_initialised_fuser_reproduces_the_receiver_alone(task_dirs, task_models, tmp_path):

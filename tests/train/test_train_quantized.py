@@ -1,4 +1,4 @@
-"""Frozen models quantized with bitsandbytes (real 4-bit and 8-bit layers) in the training path."""
+"""The GPU recipe's pieces on the CPU: frozen models in bfloat16 (autocast) or quantized by bitsandbytes."""
 
 from __future__ import annotations
 
@@ -30,3 +30,15 @@ def test_training_backpropagates_through_quantized_frozen_models(task_dirs, tmp_
     assert report.eval["fuser"]["loss"] != report.eval["receiver"]["loss"]
     assert not any(p.requires_grad for p in receiver.model.parameters())  # still frozen
     assert torch.isfinite(torch.tensor(report.eval["fuser"]["loss"]))
+
+
+def test_bfloat16_frozen_models_train_a_float32_fuser(task_dirs, tmp_path):
+    receiver = load_model(ModelSpec(str(task_dirs.receiver), "cpu", dtype="bfloat16"), "receiver")
+    sharer = load_model(ModelSpec(str(task_dirs.sharer), "cpu", dtype="bfloat16"), "sharer")
+    config = TrainConfig(steps=3, batch_size=8, lr=1e-2, hidden_dim=16, intermediate_dim=16, dropout=0.0,
+                         gate_init=1.0, warmup_steps=0, eval_split=0.25, log_every=1)
+    report = train(receiver, sharer, task_dirs.small, config, tmp_path / "bf16")
+    assert all(math.isfinite(h["loss"]) and h["grad_norm"] > 0 for h in report.history)
+    fuser = load_fuser(tmp_path / "bf16")
+    assert fuser.dtype == torch.float32  # master weights stay float32; the matmuls ran in bfloat16
+    assert report.eval["fuser"]["loss"] != report.eval["receiver"]["loss"]
