@@ -222,7 +222,7 @@ class _Run:
                                 "resume with the same number of processes.")
 
     def _restore(self, checkpoint: Path, state: TrainState) -> int:
-        from ..checkpoint import load_fuser
+        from ..checkpoint import WEIGHTS_NAME, load_fuser
 
         saved = load_fuser(checkpoint)
         with torch.no_grad():
@@ -236,7 +236,7 @@ class _Run:
         self.scheduler.load_state_dict(state.scheduler)
         read_rng(checkpoint, self.rank)
         self.history = list(state.history)
-        if state.step >= self.total:
+        if state.step >= self.total and (self.out / WEIGHTS_NAME).exists():
             raise TrainingError(f"The run in {self.out} is already complete ({state.step} of {self.total} steps); "
                                 "start a new run with --init to train further.")
         return state.step
@@ -254,9 +254,7 @@ class _Run:
         grad_norm: float | None = None
         for step in range(start, self.total):
             if self._cancelled():
-                self._save(step, final=False)
-                raise Cancelled(f"Training was cancelled after step {step} of {self.total}; the checkpoint in "
-                                f"{self.out} continues it with --resume.")
+                self._stop(step)
             t0 = time.perf_counter()
             temperature = self._anneal(step)
             loss_sum, answer_tokens, tokens, grad_norm = self._step(step)
@@ -278,7 +276,7 @@ class _Run:
                 self._send(record)
                 window = {"loss": torch.zeros((), dtype=torch.float64), "answer_tokens": 0, "tokens": 0, "seconds": 0.0}
             if cfg.eval_every and done % cfg.eval_every == 0 and done < self.total and self.eval_set:
-                metrics = self._eval_dict()
+                metrics = self._eval_or_stop(done)
                 record = self._progress("eval", done, None, None, 0.0, began, train_seconds / (done - start),
                                         temperature, eval=metrics)
                 self.history.append(record.to_dict())
@@ -287,7 +285,7 @@ class _Run:
                 path = self._save(done, final=False)
                 self._send(self._progress("checkpoint", done, None, None, 0.0, began, train_seconds / (done - start),
                                           temperature, path=str(path)))
-        final_eval = self._eval_dict() if self.eval_set else None
+        final_eval = self._eval_or_stop(self.total) if self.eval_set else None
         report = TrainReport(
             out=str(self.out), steps=self.total, total_steps=self.total, epochs=self.total / self.steps_per_epoch,
             world_size=self.world, train_samples=len(self.train_set), eval_samples=len(self.eval_set),
@@ -300,6 +298,19 @@ class _Run:
         self._send(self._progress("done", self.total, last_loss, grad_norm, report.tokens_per_s, began, 0.0,
                                   float(self.fuser.projectors[0].gate_temperature), eval=final_eval, path=str(path)))
         return report
+
+    def _stop(self, done: int) -> None:
+        """Cancelled: keep the work done so far in a checkpoint, then raise."""
+        self._save(done, final=False)
+        raise Cancelled(f"Training was cancelled after step {done} of {self.total}; the checkpoint in {self.out} "
+                        "continues it with --resume.")
+
+    def _eval_or_stop(self, done: int) -> dict[str, Any]:
+        try:
+            return self._eval_dict()
+        except Cancelled:
+            self._stop(done)
+            raise  # unreachable: _stop raises
 
     def _step(self, step: int) -> tuple[torch.Tensor, int, int, float]:
         """One optimizer step over ``grad_accum`` micro-batches; returns (local loss sum, global answer tokens,

@@ -71,6 +71,20 @@ def test_runs_are_not_overwritten_and_resume_needs_the_same_settings(task_dirs, 
               resume=True)
     with pytest.raises(TrainingError, match="already complete"):
         train(receiver, sharer, task_dirs.small, config, tmp_path / "run", resume=True)
+    # cancelled in the final evaluation: the steps are kept, and a resume only finishes the run
+    cancel = threading.Event()
+    with_eval = TrainConfig(**{**config.to_dict(), "eval_split": 0.1})
+
+    def cancel_when_done_training(p):
+        if p.event == "log" and p.step == 2:
+            cancel.set()
+
+    with pytest.raises(Cancelled, match="after step 2 of 2"):
+        train(receiver, sharer, task_dirs.small, with_eval, tmp_path / "late", progress=cancel_when_done_training,
+              cancel=cancel)
+    finished = train(receiver, sharer, task_dirs.small, with_eval, tmp_path / "late", resume=True)
+    assert finished.resumed_from == 2 and finished.eval["fuser"]["samples"] == 6
+    assert (tmp_path / "late" / "fuser.safetensors").is_file()
     with pytest.raises(TrainingError, match="holds no checkpoint to resume"):
         train(receiver, sharer, task_dirs.small, config, tmp_path / "empty", resume=True)
     with pytest.raises(TrainingError, match="training split has only 4"):
