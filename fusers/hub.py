@@ -60,6 +60,7 @@ DISK_RESERVE_BYTES = 256 * 2**20  # kept free after a download, so the cache nev
 MAX_WORKERS = 4
 PROGRESS_INTERVAL_S = 0.1
 CONFIG_FETCH_LIMIT = 1 << 20  # listing reads a pair's config.json over HTTP only when it is this small
+STALE_PARTIAL_S = 3600.0  # a temporary download file untouched this long was left by a killed process
 
 STAGES = ("fuser", "receiver", "sharer")
 STATUSES = ("absent", "partial", "complete")
@@ -76,6 +77,7 @@ class PairListing:
     files: int | None
     status: str  # "absent" | "partial" | "complete" (in the local cache)
     online: bool = True  # False: listed from the cache and the known table (offline or the Hub unreachable)
+    local_bytes: int = 0  # bytes of its files already in the cache
 
 
 @dataclass(frozen=True)
@@ -444,6 +446,10 @@ def _cached_pair_models(name: str) -> tuple[str, str] | None:
     return None
 
 
+def _local_bytes(files: list[_Entry]) -> int:
+    return sum(e.size for e in files if _present(e))
+
+
 def _status(files: list[_Entry]) -> str:
     present = sum(_present(e) for e in files)
     return "absent" if present == 0 else "complete" if present == len(files) else "partial"
@@ -475,7 +481,8 @@ def _list_online() -> list[PairListing]:
         files = _folder_entries(entries, name)
         models = _cached_pair_models(name) or KNOWN_PAIRS.get(name) or _fetch_pair_models(name, files)
         receiver, sharer = models or ("?", "?")
-        out.append(PairListing(name, receiver, sharer, sum(e.size for e in files), len(files), _status(files)))
+        out.append(PairListing(name, receiver, sharer, sum(e.size for e in files), len(files), _status(files),
+                               local_bytes=_local_bytes(files)))
     return out
 
 
@@ -510,7 +517,7 @@ def _list_cached() -> list[PairListing]:
             receiver, sharer = _cached_pair_models(name) or KNOWN_PAIRS.get(name) or ("?", "?")
             state = "complete" if local_pair_path(name) else _status(files)  # an older complete copy counts offline
             out[name] = PairListing(name, receiver, sharer, sum(e.size for e in files), len(files), state,
-                                    online=False)
+                                    online=False, local_bytes=_local_bytes(files))
     for name, (receiver, sharer) in KNOWN_PAIRS.items():
         out.setdefault(name, PairListing(name, receiver, sharer, None, None, "absent", online=False))
     for commit in _cached_commits(REPO_ID):  # pairs fetched by other tools, without a cached listing
@@ -741,6 +748,25 @@ def _fetch(run: _Run, jobs: list[_Job], max_workers: int) -> None:
         raise Cancelled("Download cancelled; finished files stay in the cache and are not fetched again.")
 
 
+def sweep_stale_partials(repo_id: str, older_than_s: float = STALE_PARTIAL_S) -> int:
+    """Delete temporary files a killed download left in a repo's ``blobs/``; returns the bytes freed.
+
+    huggingface_hub deletes its temporary file when a download fails or is cancelled, but not when the process
+    is killed; nothing ever reuses such a file. One untouched for ``older_than_s`` belongs to no live download.
+    """
+    freed = 0
+    now = time.time()
+    for path in (_storage(repo_id) / "blobs").glob("*.incomplete"):
+        try:
+            stat = path.stat()
+            if now - stat.st_mtime > older_than_s:
+                path.unlink()
+                freed += stat.st_size
+        except OSError:
+            pass
+    return freed
+
+
 def _resolve_repo(repo_id: str, first_file: str) -> Path:
     """Fix the commit ``main`` points to and fetch one small file through snapshot_download.
 
@@ -833,6 +859,8 @@ def download_pair(
                 return found  # unreachable, but nothing is missing
         raise _translate(exc, f"{REPO_ID}/{name}", REPO_ID) from exc
 
+    for _, repo_id, _ in stage_of:
+        sweep_stale_partials(repo_id)
     jobs = [_Job(stage, e, _present(e)) for stage, _, files in stage_of for e in files]
     run = _Run(jobs, progress, cancel)
     check_disk_space(sum(j.entry.size for j in jobs if not j.present), cache_dir(), reserve_bytes)

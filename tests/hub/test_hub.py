@@ -142,7 +142,8 @@ def test_cancel_leaves_no_partial_file_and_a_rerun_fetches_only_the_rest(fake_hu
     assert any(p.file == TARGET and p.file_done < p.file_total for p in seen)
     assert leftovers(hf_home) == []
     assert hub.local_pair_path(PAIR) is None
-    assert status(PAIR) == "partial"
+    listing = {p.name: p for p in hub.list_pairs()}[PAIR]
+    assert listing.status == "partial" and 0 < listing.local_bytes < listing.size_bytes
     snapshot = next((hf_home / "hub" / "models--nics-efc--C2C_Fuser" / "snapshots").iterdir())
     assert not (snapshot / TARGET).exists()
     finished = {p for p in pair_files(fake_hub, PAIR) if (snapshot / p).is_file()}
@@ -150,8 +151,17 @@ def test_cancel_leaves_no_partial_file_and_a_rerun_fetches_only_the_rest(fake_hu
     for p in finished:
         assert (snapshot / p).read_bytes() == fake_hub.repos[REPO].files[p]
 
+    # A killed process leaves its temporary file behind; the next download sweeps old ones, not fresh ones.
+    blobs = hf_home / "hub" / "models--nics-efc--C2C_Fuser" / "blobs"
+    stale, fresh = blobs / "0123.abcd.incomplete", blobs / "4567.ef01.incomplete"
+    stale.write_bytes(b"x" * 100)
+    fresh.write_bytes(b"y" * 10)
+    os.utime(stale, (1, 1))
+
     fake_hub.reset()
     path = hub.download_pair(PAIR)
+    assert not stale.exists() and fresh.exists()
+    fresh.unlink()
     assert_same_files(path, pair_files(fake_hub, PAIR), f"{PAIR}/")
     again = set(fake_hub.gets())
     assert TARGET in again and not again & finished  # finished files are never fetched again
