@@ -18,6 +18,7 @@ import json
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -75,6 +76,7 @@ class Faults:
     head_size: dict = field(default_factory=dict)  # -> size HEAD announces (the GET is honest)
     swap: dict = field(default_factory=dict)  # -> bytes served by HEAD/GET instead (listing unchanged)
     tree_size: dict = field(default_factory=dict)  # -> size the tree listing claims
+    chunk_delay: float = 0.0  # seconds between 16 KiB pieces of every file: a slow link
 
 
 class FakeHub:
@@ -251,6 +253,9 @@ class FakeHub:
             return
         for i in range(0, len(body), 16384):
             req.wfile.write(body[i:i + 16384])
+            if self.faults.chunk_delay:
+                req.wfile.flush()
+                time.sleep(self.faults.chunk_delay)
 
     def json(self, req: BaseHTTPRequestHandler, payload: object) -> None:
         body = json.dumps(payload).encode()
