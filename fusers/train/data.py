@@ -183,6 +183,7 @@ class Batch:
     labels: "torch.Tensor"  # (B, T): answer, IGNORE on padding
     attention_mask: "torch.Tensor"  # (B, L + T)
     prefix_mask: "torch.Tensor"  # (B, L) bool: the real (not padded) prefix positions
+    prefix_padded: bool  # whether any prefix position is padding
     position_ids: "torch.Tensor"  # (B, T)
     first: "torch.Tensor"  # (B, T) bool: the label is an answer's first token
     tokens: int  # real prompt + answer tokens in the batch
@@ -215,6 +216,7 @@ def collate(examples: Sequence[Example], receiver_pad: int, sharer_pad: int) -> 
         labels=labels,
         attention_mask=mask,
         prefix_mask=mask[:, :big_l].bool(),
+        prefix_padded=bool((prefix_len < big_l).any()),
         position_ids=prefix_len[:, None] + cols_t,
         first=(cols_t == 0).clone(),
         tokens=int(prefix_len.sum() + b + tail_len.sum()),

@@ -37,7 +37,7 @@ class FusionModule(nn.Module):
     ``C2CProjector`` as it is: Gumbel-sigmoid gates in training mode, the hard gate of
     inference in eval mode. The projector works position by position, so it runs only on the
     ``valid`` (B, L) positions, packed into one row; padded positions keep the receiver's
-    entries (the attention mask hides them).
+    entries (the attention mask hides them). ``valid=None``: nothing is padded.
     """
 
     def __init__(self, fuser: "Fuser"):
@@ -49,8 +49,6 @@ class FusionModule(nn.Module):
         weight = self.fuser.projectors[0].key_in.weight
         dtype = weight.dtype
         out_dtype = receiver_kv[0][0].dtype
-        if valid is not None and bool(valid.all()):
-            valid = None  # nothing padded: no packing needed
         # bf16/fp16 models on a GPU: fp32 master weights, matmuls in the models' dtype (as inference runs them)
         autocast = (torch.autocast(weight.device.type, dtype=out_dtype) if out_dtype != dtype
                     else contextlib.nullcontext())
@@ -86,8 +84,8 @@ def unpack(packed: torch.Tensor, base: torch.Tensor, valid: torch.Tensor) -> tor
 @dataclass
 class BatchResult:
     loss_sum: torch.Tensor  # () float32: summed cross-entropy over answer tokens (with grad in training)
-    correct: int  # answer tokens whose argmax prediction is right
-    first_correct: int  # ... of them, answers' first tokens
+    correct: torch.Tensor  # () answer tokens whose argmax prediction is right
+    first_correct: torch.Tensor  # () ... of them, answers' first tokens
     answer_tokens: int
     first_tokens: int
     fused: list[torch.Tensor] = field(default_factory=list)  # flat fused K/V tensors (training: the backward seam)
@@ -144,7 +142,8 @@ def run_batch(
         with _phase(timer, "sharer_prefill"):
             s_cache = prefill(sharer, batch.sharer_prefix)
         with _phase(timer, "fuse"):
-            fused = fusion(cache_kv(r_cache), cache_kv(s_cache), batch.prefix_mask)
+            valid = batch.prefix_mask if batch.prefix_padded else None
+            fused = fusion(cache_kv(r_cache), cache_kv(s_cache), valid)
         del s_cache
         fused_flat = [t for kv in fused for t in kv]
         r_cache = DynamicCache(ddp_cache_data=fused, config=receiver.config)
@@ -160,9 +159,8 @@ def run_batch(
         loss_sum = F.cross_entropy(logits, labels, reduction="sum")
         with torch.no_grad():
             hits = logits.argmax(-1) == labels  # (n,)
-            first = batch.first[valid]
-            correct, first_correct = int(hits.sum()), int((hits & first).sum())
-    return BatchResult(loss_sum, correct, first_correct, int(valid.sum()), int(first.sum()), fused_flat)
+            correct, first_correct = hits.sum(), (hits & batch.first[valid]).sum()  # tensors: no device sync
+    return BatchResult(loss_sum, correct, first_correct, batch.answer_tokens, batch.tail.shape[0], fused_flat)
 
 
 def lm_logits(model: "PreTrainedModel", hidden: torch.Tensor) -> torch.Tensor:

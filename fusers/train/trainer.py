@@ -247,7 +247,7 @@ class _Run:
         cfg = self.config
         began = time.perf_counter()
         train_seconds = 0.0
-        window = {"loss": torch.zeros((), dtype=torch.float64), "answer_tokens": 0, "tokens": 0, "seconds": 0.0}
+        window = self._new_window()
         tokens_total = 0
         step = start
         last_loss: float | None = None
@@ -257,7 +257,7 @@ class _Run:
                 self._stop(step)
             t0 = time.perf_counter()
             temperature = self._anneal(step)
-            loss_sum, answer_tokens, tokens, grad_norm = self._step(step)
+            loss_sum, answer_tokens, tokens, norm = self._step(step)
             dt = time.perf_counter() - t0
             train_seconds += dt
             tokens_total += tokens
@@ -267,14 +267,15 @@ class _Run:
             window["seconds"] += dt
             done = step + 1
             if done % cfg.log_every == 0 or done == self.total:
-                total_loss = float(self.acc.reduce(window["loss"].to(self.device), "sum")) if self.world > 1 \
-                    else float(window["loss"])
+                # the one device sync of a logging window
+                total_loss = float(self.acc.reduce(window["loss"], "sum")) if self.world > 1 else float(window["loss"])
                 last_loss = total_loss / max(window["answer_tokens"], 1)
+                grad_norm = float(norm)
                 record = self._progress("log", done, last_loss, grad_norm, window["tokens"] / max(window["seconds"], 1e-9),
                                         began, train_seconds / (done - start), temperature)
                 self.history.append(record.to_dict())
                 self._send(record)
-                window = {"loss": torch.zeros((), dtype=torch.float64), "answer_tokens": 0, "tokens": 0, "seconds": 0.0}
+                window = self._new_window()
             if cfg.eval_every and done % cfg.eval_every == 0 and done < self.total and self.eval_set:
                 metrics = self._eval_or_stop(done)
                 record = self._progress("eval", done, None, None, 0.0, began, train_seconds / (done - start),
@@ -299,6 +300,14 @@ class _Run:
                                   float(self.fuser.projectors[0].gate_temperature), eval=final_eval, path=str(path)))
         return report
 
+    @property
+    def _sum_dtype(self) -> torch.dtype:
+        return torch.float32 if self.device.type == "mps" else torch.float64  # MPS has no float64
+
+    def _new_window(self) -> dict[str, Any]:
+        zero = torch.zeros((), dtype=self._sum_dtype, device=self.device)
+        return {"loss": zero, "answer_tokens": 0, "tokens": 0, "seconds": 0.0}
+
     def _stop(self, done: int) -> None:
         """Cancelled: keep the work done so far in a checkpoint, then raise."""
         self._save(done, final=False)
@@ -312,15 +321,15 @@ class _Run:
             self._stop(done)
             raise  # unreachable: _stop raises
 
-    def _step(self, step: int) -> tuple[torch.Tensor, int, int, float]:
+    def _step(self, step: int) -> tuple[torch.Tensor, int, int, torch.Tensor]:
         """One optimizer step over ``grad_accum`` micro-batches; returns (local loss sum, global answer tokens,
-        global tokens, grad norm)."""
+        global tokens, grad norm), the tensors left on the device (no sync per step)."""
         cfg = self.config
         indices = self._step_indices(step)  # (grad_accum, global batch)
         answer_tokens = int(self.answer_lengths[indices].sum())
         tokens = int(self.lengths[indices].sum())
         scale = self.world / answer_tokens  # DDP averages over processes: the sum over all of them / all tokens
-        loss_sum = torch.zeros((), dtype=torch.float64)
+        loss_sum = torch.zeros((), dtype=self._sum_dtype, device=self.device)
         for micro in range(cfg.grad_accum):
             local = indices[micro, self.rank * cfg.batch_size:(self.rank + 1) * cfg.batch_size].tolist()
             batch = collate([self.train_set[i] for i in local], *self.pads).to(self.device)
@@ -328,13 +337,13 @@ class _Run:
             with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
                 result = run_batch(self.receiver.model, self.sharer.model, self.model, batch)
                 backward(result, scale)
-            loss_sum += result.loss_sum.detach().double().cpu()
+            loss_sum += result.loss_sum.detach().to(self._sum_dtype)
         norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
         self.last_lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum, answer_tokens, tokens, float(norm)
+        return loss_sum, answer_tokens, tokens, norm
 
     def _step_indices(self, step: int) -> torch.Tensor:
         """Conversation indices of one optimizer step, (grad_accum, global batch): a pure function of the step,
@@ -375,8 +384,8 @@ class _Run:
                         raise Cancelled("Training was cancelled during evaluation.")
                     batch = collate(shard[i:i + self.config.batch_size], *self.pads).to(self.device)
                     r = run_batch(self.receiver.model, self.sharer.model, fusion, batch)
-                    sums += torch.tensor([float(r.loss_sum), r.correct, r.first_correct, r.answer_tokens,
-                                          r.first_tokens], dtype=torch.float64)
+                    sums += torch.tensor([float(r.loss_sum), float(r.correct), float(r.first_correct),
+                                          r.answer_tokens, r.first_tokens], dtype=torch.float64)
         finally:
             self.fusion.train(was_training)
         if self.world > 1:

@@ -75,6 +75,17 @@ def build_task_pair(root: Path) -> TaskPair:
                     write_jsonl(root / "small.jsonl", records[:64]))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: tiny models gain nothing from more, and lose a lot when the cores are shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def task_dirs(tmp_path_factory) -> TaskPair:
     return build_task_pair(tmp_path_factory.mktemp("task-pair"))

@@ -12,9 +12,10 @@ from fusers.checkpoint import load_fuser
 from .conftest import FAST, KEYS, value_of
 
 
-def c2c(*args, check=True, env=None):
+def c2c(*args, check=True):
+    # one thread, as in this process (see conftest.one_thread)
     proc = subprocess.run([sys.executable, "-m", "fusers.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, **(env or {})})
+                          timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if check and proc.returncode != 0:
         raise AssertionError(f"c2c {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc
