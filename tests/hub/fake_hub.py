@@ -177,6 +177,10 @@ class FakeHub:
             self.log.append((method, repo, path, rng))
 
     def repo_or_error(self, req: BaseHTTPRequestHandler, repo_id: str) -> Repo | None:
+        auth = req.headers.get("Authorization")
+        if auth is not None and auth != f"Bearer {GATED_TOKEN}":  # as the Hub does, on every repo
+            self.error(req, 401, "Invalid credentials in Authorization header")
+            return None
         repo = self.repos.get(repo_id)
         if repo is None:
             self.error(req, 404, "Repository not found", "RepoNotFound")

@@ -243,6 +243,11 @@ def test_gated_model_asks_for_a_login(fake_hub: FakeHub, monkeypatch: pytest.Mon
     assert GATED in message and "hf auth login" in message and "HF_TOKEN" in message
     assert not [p for p in fake_hub.gets() if p.endswith((".pt", ".safetensors"))]  # failed before the big files
 
+    monkeypatch.setenv("HF_TOKEN", "hf_expired_or_revoked")
+    with pytest.raises(AuthError, match="expired") as err:
+        hub.download_pair(GATED_PAIR, with_models=True)
+    assert "hf auth login" in str(err.value)
+
     monkeypatch.setenv("HF_TOKEN", GATED_TOKEN)  # read at call time
     path = hub.download_pair(GATED_PAIR, with_models=True)
     assert "model.safetensors" in fake_hub.gets(GATED)
