@@ -19,13 +19,13 @@ from .alignment import TokenAligner
 from .chat import check_messages, encode
 from .devices import PeakMemory
 from .errors import ModeUnavailableError, PairMismatchError, PromptError
-from .fuser import LayerFusion
 from .generation import Detokenizer, GenerationSettings, decode, prefill
 from .timing import Recorder, Timing
 
 if TYPE_CHECKING:
     import torch
 
+    from .fuser import LayerFusion  # imports torch: kept out of the app's first paint
     from .pair import LoadedModel, Pair
 
 

@@ -1,0 +1,10 @@
+"""C2C Playground: text relay and cache fusion between two LLMs, side by side (the desktop app)."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+try:
+    __version__ = metadata.version("c2c-playground")
+except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"

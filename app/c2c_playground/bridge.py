@@ -1,0 +1,242 @@
+"""The app's one door to qasync and to threads.
+
+Everything else in the app calls these helpers instead of qasync or ``threading`` directly, so a
+change of event-loop library stays in this file (qasync is not actively maintained).
+
+Rules they enforce:
+
+- Torch never runs on the Qt thread. Models are loaded, run and freed on :class:`ModelThread`, one
+  thread that owns them (the engine is not thread-safe).
+- Other threads never touch widgets or asyncio. They hand work back with :func:`on_qt_thread`,
+  which goes through ``loop.call_soon_threadsafe``; calls arrive on the Qt thread in the order they
+  were made, so a run's last token always arrives before its result.
+- Nothing here needs ``asyncio.get_running_loop()``: the loop is kept in this module, so coroutines
+  also make progress when a test spins Qt with ``qtbot.wait``.
+- Never connect a lambda to a signal emitted from a worker thread: it runs in that thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Awaitable, Callable, Coroutine, Generator, TypeVar
+
+T = TypeVar("T")
+
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def install(app: Any) -> asyncio.AbstractEventLoop:
+    """Make a qasync loop driven by ``app`` the asyncio loop of this (the Qt) thread."""
+    global _loop
+    os.environ.setdefault("QT_API", "pyside6")
+    import qasync
+
+    _loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(_loop)
+    return _loop
+
+
+def uninstall() -> None:
+    """Close the loop made by :func:`install` (tests make one per test)."""
+    global _loop
+    if _loop is not None:
+        if not _loop.is_closed():
+            _loop.close()
+        asyncio.set_event_loop(None)
+    _loop = None
+
+
+def loop() -> asyncio.AbstractEventLoop:
+    if _loop is None:
+        raise RuntimeError("c2c_playground.bridge.install(app) must run before the app uses threads")
+    return _loop
+
+
+def run_until_complete(awaitable: Awaitable[T]) -> T:
+    """Run the Qt and asyncio loops until ``awaitable`` finishes (headless mode, tests)."""
+    return loop().run_until_complete(awaitable)
+
+
+def run_forever() -> None:
+    """Run until the application quits."""
+    app_loop = loop()
+    with app_loop:
+        app_loop.run_forever()
+
+
+def stop() -> None:
+    if _loop is not None and _loop.is_running():
+        _loop.stop()
+
+
+def spawn(coro: Coroutine[Any, Any, T]) -> "asyncio.Task[T]":
+    """Start a coroutine on the Qt thread's loop. An exception it lets out reaches ``sys.excepthook``
+    (the crash dialog), never the void."""
+    task = loop().create_task(coro)
+    task.add_done_callback(_report_failure)
+    return task
+
+
+def _report_failure(task: "asyncio.Task[Any]") -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+
+
+def on_qt_thread(fn: Callable[..., Any]) -> Callable[..., None]:
+    """A function any thread may call; ``fn(*args)`` then runs on the Qt thread, in call order."""
+    app_loop = loop()
+
+    def post(*args: Any) -> None:
+        try:
+            app_loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop closed while the app was quitting: nobody is listening
+            pass
+
+    return post
+
+
+class ModelThread:
+    """The one thread that owns the models: every load, run and unload goes through :meth:`call`.
+
+    ``concurrent`` gives a second pool for the "concurrent runs" setting: each pane's run then borrows
+    the loaded models from its own thread (reads only; the tests check the answers stay equal).
+    """
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="c2c-models")
+        self._concurrent: ThreadPoolExecutor | None = None
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> "asyncio.Future[T]":
+        return loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    def call_concurrently(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> "asyncio.Future[T]":
+        if self._concurrent is None:
+            self._concurrent = ThreadPoolExecutor(max_workers=4, thread_name_prefix="c2c-concurrent")
+        return loop().run_in_executor(self._concurrent, functools.partial(fn, *args, **kwargs))
+
+    def shutdown(self, wait: bool = True) -> None:
+        for pool in (self._executor, self._concurrent):
+            if pool is not None:
+                pool.shutdown(wait=wait, cancel_futures=True)
+
+
+class BackgroundJob:
+    """Blocking work on a background thread, with its progress delivered on the Qt thread.
+
+    Made for long work that reports progress from its own threads and can be cancelled, such as a
+    download or a token alignment::
+
+        job = BackgroundJob(
+            lambda progress, cancel: hub.download_pair(name, progress=progress, cancel=cancel),
+            on_progress=self.show_progress,  # on the Qt thread, with the newest value
+            on_done=self.downloaded,         # on the Qt thread, with what the work returned
+            on_error=self.failed,            # on the Qt thread, with the exception it raised
+        )
+        job.start()
+        job.cancel()          # sets the threading.Event handed to the work
+        result = await job    # optional: a job is awaitable from a coroutine too
+
+    ``work(progress, cancel)`` gets a ``progress`` callable any thread may call, and a
+    ``threading.Event``. Progress is coalesced: the Qt thread sees the newest value, with at most one
+    delivery pending, so a chatty callback never floods the event loop. ``on_done`` or ``on_error``
+    comes once, after the last progress. The work runs on a daemon thread of its own, never on the
+    models' thread, so it cannot hold up a run. Keep a reference to the job while it runs.
+    """
+
+    def __init__(
+        self,
+        work: Callable[[Callable[[Any], None], threading.Event], Any],
+        *,
+        on_progress: Callable[[Any], None] | None = None,
+        on_done: Callable[[Any], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        name: str = "c2c-background",
+    ) -> None:
+        self.cancel_event = threading.Event()
+        self._work, self._name = work, name
+        self.on_progress, self.on_done, self.on_error = on_progress, on_done, on_error
+        self._lock = threading.Lock()
+        self._latest: Any = None
+        self._pending = False
+        self._post_flush = on_qt_thread(self._flush)
+        self._post_finish = on_qt_thread(self._finish)
+        self._thread: threading.Thread | None = None
+        self._outcome: tuple[bool, Any] | None = None  # (ok, result or exception), on the Qt thread
+        self._waiters: list[asyncio.Future[Any]] = []
+
+    # -- any thread --
+    def start(self) -> "BackgroundJob":
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self.cancel_event.set()
+
+    def _progress(self, value: Any) -> None:
+        with self._lock:
+            self._latest = value
+            if self._pending:
+                return
+            self._pending = True
+        self._post_flush()
+
+    def _run(self) -> None:
+        try:
+            result = self._work(self._progress, self.cancel_event)
+        except BaseException as exc:  # handed to the Qt thread, which decides what the user sees
+            self._post_finish(False, exc)
+        else:
+            self._post_finish(True, result)
+
+    # -- Qt thread --
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._outcome is None
+
+    def _flush(self) -> None:
+        with self._lock:
+            value, self._pending = self._latest, False
+        if self._outcome is None and self.on_progress is not None:
+            self.on_progress(value)
+
+    def _finish(self, ok: bool, value: Any) -> None:
+        self._flush_if_pending()
+        self._outcome = (ok, value)
+        for waiter in self._waiters:
+            if waiter.done():
+                continue
+            if ok:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(value)
+        if ok and self.on_done is not None:
+            self.on_done(value)
+        elif not ok and self.on_error is not None:
+            self.on_error(value)
+        elif not ok and not self._waiters:
+            sys.excepthook(type(value), value, value.__traceback__)  # nobody handles it: show it, never drop it
+
+    def _flush_if_pending(self) -> None:
+        with self._lock:
+            pending = self._pending
+        if pending:
+            self._flush()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if self._outcome is None:
+            waiter = loop().create_future()
+            self._waiters.append(waiter)
+            yield from waiter.__await__()
+        ok, value = self._outcome  # type: ignore[misc]
+        if not ok:
+            raise value
+        return value

@@ -1,0 +1,77 @@
+"""Named pairs to pick from: the offline demo pair, the published pairs, and the pairs downloaded of them.
+
+The app's preset menu and its ``--pair`` option read this. Listing never touches the network and
+never imports torch: it reads the local Hugging Face cache through :mod:`fusers.hub`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import C2CError
+
+DEMO_NAME = "demo"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str  # what --pair takes: "demo" or a published pair folder name
+    receiver: str  # Hub id or folder
+    sharer: str
+    fuser: str  # a fuser folder, or a published pair name that sources.resolve_fuser finds once downloaded
+    kind: str  # "demo", "published" or "downloaded"
+    status: str  # "ready" (the fuser is on disk), "partial" (download unfinished) or "absent"
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+    @property
+    def label(self) -> str:
+        if self.kind == "demo":
+            return "Demo pair (offline)"
+        note = {"ready": "", "partial": " (download unfinished)", "absent": " (not downloaded)"}[self.status]
+        return f"{self.name}{note}"
+
+
+def list_presets(offline: bool = True) -> list[Preset]:
+    """The demo pair when it is installed, then every published pair with its local status, ready ones first.
+
+    ``offline`` (the default) lists from the cache and the spec's table only; False asks the Hub
+    for its current pairs too.
+    """
+    from .sources import default_pair
+
+    out: list[Preset] = []
+    try:
+        receiver, sharer, fuser = default_pair()
+        out.append(Preset(DEMO_NAME, receiver, sharer, fuser, "demo", "ready"))
+    except C2CError:
+        pass  # the demo pair is not installed in this build
+    published: list[Preset] = []
+    for name, receiver, sharer, status in _published(offline):
+        ready = status == "complete"
+        published.append(Preset(name, receiver, sharer, name, "downloaded" if ready else "published",
+                                "ready" if ready else status))
+    published.sort(key=lambda p: (not p.ready, p.name))
+    return out + published
+
+
+def find_preset(name: str, presets: list[Preset] | None = None) -> Preset | None:
+    """The preset called ``name`` (case-insensitive), or None."""
+    wanted = name.strip().lower()
+    for preset in list_presets() if presets is None else presets:
+        if preset.name.lower() == wanted:
+            return preset
+    return None
+
+
+def _published(offline: bool) -> list[tuple[str, str, str, str]]:
+    try:
+        from . import hub
+    except ImportError:  # a build without downloads: the pair names are still worth showing
+        return []
+    try:
+        return [(p.name, p.receiver, p.sharer, p.status) for p in hub.list_pairs(offline=offline)]
+    except (C2CError, OSError):  # an unreadable cache: fall back to the spec's table
+        return [(name, r, s, "absent") for name, (r, s) in hub.KNOWN_PAIRS.items()]
