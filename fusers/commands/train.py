@@ -1,8 +1,9 @@
 """``c2c train``: train a fuser for a receiver/sharer pair on JSONL conversations.
 
 Every ``TrainConfig`` field is an option (``--batch-size`` for ``batch_size``), with its
-help text. Several processes: ``torchrun --nproc_per_node N -m fusers.cli train ...`` or
-``accelerate launch -m fusers.cli train ...``.
+help text. Several processes (data-parallel through accelerate): ``torchrun --nproc_per_node N
+-m fusers.cli train ...`` (GPUs or CPU/gloo), or ``accelerate launch --multi_gpu --num_processes N
+-m fusers.cli train ...`` (GPUs; ``accelerate launch --cpu`` starts one process).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a fuser for a receiver/sharer pair on JSONL conversations",
         description="Train a fuser: the receiver and sharer stay frozen, one fuser per receiver layer learns to fuse "
         "the sharer's cache into the receiver's, with the loss on the last assistant turn of each conversation. "
-        "Several processes: torchrun --nproc_per_node N -m fusers.cli train ...",
+        "Several processes (GPUs, or CPUs on gloo): torchrun --nproc_per_node N -m fusers.cli train ...; on GPUs "
+        "also accelerate launch --multi_gpu --num_processes N -m fusers.cli train ...",
     )
     pair = p.add_argument_group("pair")
     pair.add_argument("--receiver", help="receiver: Hub id or local folder (with --resume: the saved run's)")
