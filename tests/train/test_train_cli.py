@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from fusers.checkpoint import load_fuser
 
 from .conftest import FAST, KEYS, value_of
@@ -39,6 +41,11 @@ def test_training_learns_from_the_sharer_and_compare_uses_the_fuser(task_dirs, t
         assert line["total_steps"] == 300 and line["tokens_per_s"] > 0 and line["lr"] > 0
         assert line["eta_s"] is not None and line["gate_temperature"] > 0
     assert logs[-1]["loss"] < 0.5 * logs[0]["loss"]
+    # the gates' Gumbel temperature anneals geometrically from 1 towards 0.001 over the run
+    temperatures = [line["gate_temperature"] for line in logs]
+    assert temperatures == sorted(temperatures, reverse=True)
+    assert temperatures[0] == pytest.approx(0.001 ** (49 / 300), rel=1e-5)
+    assert temperatures[-1] == pytest.approx(0.001 ** (299 / 300), rel=1e-5)
 
     report = lines[-1]
     ev = report["eval"]

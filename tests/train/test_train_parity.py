@@ -12,6 +12,7 @@ from fusers.alignment import TokenAligner
 from fusers.checkpoint import load_fuser, save_fuser
 from fusers.engine import Engine, Mode
 from fusers.generation import GenerationSettings
+from fusers.layer_map import build_layer_map
 from fusers.pair import LoadedModel, ModelSpec, Pair, load_pair
 from fusers.train import TrainConfig, train
 from fusers.train.data import collate, conversations_from, tokenize
@@ -83,12 +84,14 @@ def test_different_tokenizers_train_with_alignment(aligned_models, task_models, 
     data = [chat("What is the capital of France? " * (1 + i % 3)) for i in range(8)]
     for record in data:
         record["messages"][1]["content"] = "Paris, the city on the Seine."
-    config = TrainConfig(steps=2, batch_size=4, hidden_dim=16, intermediate_dim=16, eval_split=0.0, max_length=24)
+    config = TrainConfig(steps=2, batch_size=4, hidden_dim=16, intermediate_dim=16, eval_split=0.0, max_length=24,
+                         mapping="k_nearest")
     report = train(receiver, sharer, data, config, tmp_path / "aligned")
     assert report.alignment == "longest"  # auto: the vocabularies differ
     assert report.truncated_samples == 8 and all(math.isfinite(h["loss"]) for h in report.history)
-    info = load_fuser(tmp_path / "aligned").info
-    assert info.is_do_alignment and info.alignment_strategy == "longest"
+    fuser = load_fuser(tmp_path / "aligned")
+    assert fuser.info.is_do_alignment and fuser.info.alignment_strategy == "longest"
+    assert fuser.info.mapping == "k_nearest" and fuser.layer_map == build_layer_map("k_nearest", 2, 3)
     # one tokenizer: no alignment, the receiver's ids go to both models
     assert choose_alignment(TrainConfig(), *task_models, None) == (False, "first")
     assert choose_alignment(TrainConfig(alignment="first"), *task_models, None) == (True, "first")
