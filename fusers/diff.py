@@ -49,8 +49,10 @@ class DiffSummary:
 def align(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[DiffOp]:
     """The edit script turning ``a`` into ``b``, one :class:`DiffOp` per token, in order.
 
-    Among minimal scripts, ties keep tokens equal first, then pair them as replacements, so a
-    changed word reads as one "replace" rather than a delete and an insert.
+    A changed token is one "replace", never a delete and an insert (that would cost 2). Among
+    minimal scripts, ties keep tokens equal and put deletions and insertions as late as they can
+    go (the backtrace runs from the end), so answers of unequal length pair up from their start
+    and a token one answer inserts shows as a shift, with the tokens after it still equal.
     """
     a, b = list(a), list(b)
     pre = 0
@@ -91,15 +93,15 @@ def _levenshtein(a: list[Hashable], b: list[Hashable]) -> list[tuple[str, int | 
         if i > 0 and j > 0 and a[i - 1] == b[j - 1] and here == cost[i - 1][j - 1]:
             out.append((EQUAL, i - 1, j - 1))
             i, j = i - 1, j - 1
-        elif i > 0 and j > 0 and here == cost[i - 1][j - 1] + 1:
-            out.append((REPLACE, i - 1, j - 1))
-            i, j = i - 1, j - 1
         elif i > 0 and here == cost[i - 1][j] + 1:
             out.append((DELETE, i - 1, None))
             i -= 1
-        else:
+        elif j > 0 and here == cost[i][j - 1] + 1:
             out.append((INSERT, None, j - 1))
             j -= 1
+        else:
+            out.append((REPLACE, i - 1, j - 1))
+            i, j = i - 1, j - 1
     out.reverse()
     return out
 

@@ -82,6 +82,19 @@ def spawn(coro: Coroutine[Any, Any, T]) -> "asyncio.Task[T]":
     return task
 
 
+def sleep(seconds: float) -> "asyncio.Future[None]":
+    """``asyncio.sleep`` that also works while only Qt spins the loop (tests using ``qtbot.wait``)."""
+    waiter = loop().create_future()
+    handle = loop().call_later(seconds, _wake, waiter)
+    waiter.add_done_callback(lambda _: handle.cancel())
+    return waiter
+
+
+def _wake(waiter: "asyncio.Future[None]") -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def _report_failure(task: "asyncio.Task[Any]") -> None:
     if task.cancelled():
         return
@@ -90,17 +103,31 @@ def _report_failure(task: "asyncio.Task[Any]") -> None:
         sys.excepthook(type(exc), exc, exc.__traceback__)
 
 
-def on_qt_thread(fn: Callable[..., Any]) -> Callable[..., None]:
-    """A function any thread may call; ``fn(*args)`` then runs on the Qt thread, in call order."""
+def on_qt_thread(fn: Callable[..., Any], alive: Any = None) -> Callable[..., None]:
+    """A function any thread may call; ``fn(*args)`` then runs on the Qt thread, in call order.
+
+    With ``alive`` (a QObject), calls that arrive after its C++ object was deleted are dropped:
+    a run may still stream into a pane the user just removed.
+    """
     app_loop = loop()
+
+    def deliver(*args: Any) -> None:
+        if alive is None or _is_valid(alive):
+            fn(*args)
 
     def post(*args: Any) -> None:
         try:
-            app_loop.call_soon_threadsafe(fn, *args)
+            app_loop.call_soon_threadsafe(deliver, *args)
         except RuntimeError:  # the loop closed while the app was quitting: nobody is listening
             pass
 
     return post
+
+
+def _is_valid(obj: Any) -> bool:
+    import shiboken6
+
+    return shiboken6.isValid(obj)
 
 
 class ModelThread:
@@ -171,6 +198,7 @@ class BackgroundJob:
         self._thread: threading.Thread | None = None
         self._outcome: tuple[bool, Any] | None = None  # (ok, result or exception), on the Qt thread
         self._waiters: list[asyncio.Future[Any]] = []
+        self._abandoned = False
 
     # -- any thread --
     def start(self) -> "BackgroundJob":
@@ -180,6 +208,12 @@ class BackgroundJob:
 
     def cancel(self) -> None:
         self.cancel_event.set()
+
+    def abandon(self) -> None:
+        """Cancel, and forget the callbacks: their owner (a closing window) is going away."""
+        self.cancel_event.set()
+        self.on_progress = self.on_done = self.on_error = None
+        self._abandoned = True
 
     def _progress(self, value: Any) -> None:
         with self._lock:
@@ -222,7 +256,7 @@ class BackgroundJob:
             self.on_done(value)
         elif not ok and self.on_error is not None:
             self.on_error(value)
-        elif not ok and not self._waiters:
+        elif not ok and not self._waiters and not self._abandoned:
             sys.excepthook(type(value), value, value.__traceback__)  # nobody handles it: show it, never drop it
 
     def _flush_if_pending(self) -> None:

@@ -1,0 +1,241 @@
+"""``c2c-playground``: open the app; with ``--prompt``/``--screenshot``/``--exit`` it also runs headless.
+
+    c2c-playground
+    c2c-playground --pair demo --prompt "Why is the sky blue?" --screenshot shot.png --exit
+    c2c-playground --receiver R --sharer S --fuser F --prompt TEXT --screenshot shot.png --exit
+
+The window paints before torch is imported: models load on a worker thread after the first paint.
+Exit codes: 0 done, 1 a missing or broken install, 2 bad input or a failed load or run, 3 no screenshot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+_STARTED = time.perf_counter()
+
+EXIT_OK, EXIT_INSTALL, EXIT_FAILED, EXIT_SCREENSHOT = 0, 1, 2, 3
+MODES = ("relay", "fusion", "receiver", "sharer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="c2c-playground",
+        description="Text relay and cache fusion between two LLMs, side by side, with live timing and a token diff. "
+                    "With --prompt, --screenshot or --exit it runs a comparison by itself (offscreen too: set "
+                    "QT_QPA_PLATFORM=offscreen).",
+    )
+    pair = p.add_argument_group("pair")
+    pair.add_argument("--pair", help="a preset: 'demo', a published pair name (once downloaded), or a fuser folder")
+    pair.add_argument("--receiver", help="receiver: Hub id or local folder (default: the pair's or the fuser's)")
+    pair.add_argument("--sharer", help="sharer: Hub id or local folder (default: the pair's or the fuser's)")
+    pair.add_argument("--fuser", help="fuser folder or downloaded pair name")
+    pair.add_argument("--device", help="device for both models: auto, cpu, cuda, cuda:N or mps")
+    pair.add_argument("--dtype", help="auto, float32, bfloat16 or float16")
+    pair.add_argument("--quantize", choices=("none", "8bit", "4bit"), help="quantize both models")
+    run = p.add_argument_group("headless run")
+    run.add_argument("--prompt", help="send this prompt to every pane once the pair is loaded")
+    run.add_argument("--modes", help=f"comma-separated pane modes, 2 to 4 of {', '.join(MODES)} (default relay,fusion)")
+    run.add_argument("--max-new-tokens", type=int, help="most tokens per answer for this run")
+    run.add_argument("--hint-max-new-tokens", type=int, help="most tokens in the text relay hint for this run")
+    run.add_argument("--concurrent", action="store_true", help="run the panes concurrently")
+    run.add_argument("--screenshot", metavar="FILE.png", help="save a screenshot of the whole window when done")
+    run.add_argument("--exit", action="store_true", help="quit when done (exit status 0 on success)")
+    return p
+
+
+def _say(message: str) -> None:
+    print(f"c2c-playground: {message}", file=sys.stderr, flush=True)
+
+
+def _no_qt(exc: BaseException) -> int:
+    """PySide6 itself is missing or broken: no Qt dialog is possible, so try Tk, then the terminal."""
+    text = (f"C2C Playground cannot start: Qt for Python (PySide6) does not load ({exc}).\n\n"
+            f"Install it with: {sys.executable} -m pip install PySide6-Essentials")
+    _say(text)
+    try:
+        import tkinter
+        from tkinter import messagebox
+
+        root = tkinter.Tk()
+        root.withdraw()
+        messagebox.showerror("C2C Playground", text)
+        root.destroy()
+    except Exception:  # noqa: BLE001 - no display or no Tk: the terminal message above is all we can do
+        pass
+    return EXIT_INSTALL
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    headless = bool(args.prompt or args.screenshot or args.exit)
+    try:
+        from PySide6.QtWidgets import QApplication
+    except ImportError as exc:
+        return _no_qt(exc)
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "c2c-playground"])
+    app.setApplicationName("C2C Playground")
+    app.setOrganizationName("c2c-playground")
+    app.setDesktopFileName("c2c-playground")
+
+    from .crash import missing_dependencies, missing_message, show_startup_problem
+
+    missing = missing_dependencies()
+    if missing:
+        _say(missing_message(missing))
+        if not args.exit:
+            show_startup_problem(missing_message(missing))
+        return EXIT_INSTALL
+    try:
+        from . import bridge, theme
+        from .crash import CrashHandler
+        from .window import MainWindow
+    except ImportError as exc:
+        from .crash import broken_install_message
+
+        _say(broken_install_message(exc))
+        if not args.exit:
+            show_startup_problem(broken_install_message(exc))
+        return EXIT_INSTALL
+
+    theme.apply(app)
+    bridge.install(app)
+    window = MainWindow(persist=not headless)
+    crash = CrashHandler(window, post=bridge.on_qt_thread)
+    crash.install()
+    window.show()
+    if os.environ.get("C2C_PLAYGROUND_STARTUP_REPORT"):
+        app.processEvents()
+        _say(f"first paint after {time.perf_counter() - _STARTED:.3f} s; torch imported: {'torch' in sys.modules}")
+    try:
+        code = bridge.run_until_complete(start(window, args))
+        if args.exit:
+            window.close()
+            return code
+        if code != EXIT_OK and headless:
+            _say("the window stays open; close it to quit")
+        app.aboutToQuit.connect(bridge.stop)
+        window.destroyed.connect(bridge.stop)
+        bridge.run_forever()
+        return code
+    finally:
+        crash.uninstall()
+        window.session.shutdown()
+
+
+async def start(window: Any, args: argparse.Namespace) -> int:
+    """Pick and load the pair the options name (or the demo pair), then run the prompt and take the screenshot."""
+    from fusers.engine import Mode
+    from fusers.presets import DEMO_NAME
+
+    presets = await window.refresh_presets()
+    if args.modes:
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        if not 2 <= len(modes) <= 4 or any(m not in MODES for m in modes):
+            _say(f"error: --modes takes 2 to 4 of {', '.join(MODES)}; got {args.modes!r}")
+            return EXIT_FAILED
+        while len(window.panes) < len(modes):
+            window.add_pane()
+        while len(window.panes) > len(modes):
+            window.remove_pane(window.panes[-1])
+        for pane, mode in zip(window.panes, modes):
+            pane.set_mode(Mode(mode))
+        window._refresh_diff_choices()
+    gen = window.generation.settings()
+    if args.max_new_tokens is not None or args.hint_max_new_tokens is not None:
+        from dataclasses import replace
+
+        try:
+            gen = replace(gen, **{k: v for k, v in (("max_new_tokens", args.max_new_tokens),
+                                                   ("hint_max_new_tokens", args.hint_max_new_tokens)) if v is not None})
+        except ValueError as exc:
+            _say(f"error: {exc}")
+            return EXIT_FAILED
+        window.generation.set_settings(gen)
+    if args.concurrent:
+        window.generation.set_concurrent(True)
+
+    panel = window.pair_panel
+    explicit = any((args.pair, args.receiver, args.sharer, args.fuser))
+    if args.pair:
+        if panel.choose_preset(args.pair) is None:
+            # not a preset: a fuser folder or a downloaded pair's name, its models named by the fuser
+            panel.preset.setCurrentIndex(0)
+            panel.receiver.source.clear()
+            panel.sharer.source.clear()
+            panel.fuser.setText(args.pair)
+    elif explicit:
+        panel.preset.setCurrentIndex(0)
+        panel.receiver.source.clear()
+        panel.sharer.source.clear()
+        panel.fuser.clear()
+    elif any(p.name == DEMO_NAME for p in presets):
+        panel.choose_preset(DEMO_NAME)  # the demo pair is the default, and small enough to load at once
+        explicit = True
+    for value, field in ((args.receiver, panel.receiver.source), (args.sharer, panel.sharer.source),
+                         (args.fuser, panel.fuser)):
+        if value:
+            field.setText(value)
+    for row in (panel.receiver, panel.sharer):
+        if args.device:
+            row.device.setCurrentText(args.device)
+        if args.dtype:
+            row.dtype.setCurrentText(args.dtype)
+        if args.quantize:
+            row.quantize.setCurrentIndex(max(row.quantize.findData(args.quantize), 0))
+
+    if not explicit:
+        if args.prompt:
+            _say("error: no pair to answer with: pass --pair, or --receiver/--sharer/--fuser")
+            return EXIT_FAILED
+        return await _screenshot(window, args)
+    task = window.load_from_form()
+    if task is None or not await task:
+        _say(f"error: {window.banner.message() or 'the pair did not load'}")
+        await _screenshot(window, args)
+        return EXIT_FAILED
+    if args.prompt:
+        run = window.send(args.prompt)
+        if run is None:
+            _say(f"error: {window.banner.message() or 'the prompt was not sent'}")
+            return EXIT_FAILED
+        await run
+        failed = [p for p in window.panes if p.current is not None and p.current.state == "error"]
+        await _settle(window)
+        code = await _screenshot(window, args)
+        if failed:
+            _say(f"error: {window.banner.message()}")
+            return EXIT_FAILED
+        return code
+    return await _screenshot(window, args)
+
+
+async def _settle(window: Any) -> None:
+    """Let the diff and the charts catch up before a screenshot."""
+    from . import bridge
+
+    for _ in range(100):
+        if window.diff_idle():
+            break
+        await bridge.sleep(0.02)
+
+
+async def _screenshot(window: Any, args: argparse.Namespace) -> int:
+    if not args.screenshot:
+        return EXIT_OK
+    from PySide6.QtWidgets import QApplication
+
+    QApplication.processEvents()
+    if not window.save_screenshot(args.screenshot):
+        _say(f"error: could not write the screenshot {args.screenshot}")
+        return EXIT_SCREENSHOT
+    _say(f"screenshot saved to {args.screenshot}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The loaded pair, owned by one worker thread: load, answer, unload. No widgets here.
+
+Torch is imported on the worker thread the first time a pair loads, never on the Qt thread, so the
+window paints before torch is even imported.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from fusers.engine import Engine, Mode
+from fusers.errors import C2CError, Cancelled, ModelLoadError
+from fusers.generation import GenerationSettings
+from fusers.pair import LoadProgress, ModelSpec
+
+from . import bridge
+
+if TYPE_CHECKING:
+    from fusers.engine import Answer, Event
+    from fusers.pair import Pair
+
+
+class BrokenInstall(Exception):
+    """A library the engine needs is installed but fails to import (a broken torch, a missing .so)."""
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    receiver: ModelSpec | None  # None: the fuser's receiver
+    sharer: ModelSpec | None
+    fuser: str | None  # as the user gave it: a folder or a downloaded pair name
+    defaults: ModelSpec  # placement of models named only by the fuser
+
+    @classmethod
+    def from_form(cls, form: dict[str, Any]) -> "LoadRequest":
+        """From the pair panel's form; raises ModelLoadError naming what to fix."""
+        def spec(part: dict[str, Any]) -> ModelSpec | None:
+            source = str(part.get("source", "")).strip()
+            if not source:
+                return None
+            return ModelSpec(source, part.get("device") or "auto", part.get("dtype") or "auto",
+                             part.get("quantize") or "none")
+
+        receiver, sharer = form.get("receiver") or {}, form.get("sharer") or {}
+        fuser = str(form.get("fuser", "")).strip() or None
+        r, s = spec(receiver), spec(sharer)
+        if fuser is None and (r is None or s is None):
+            missing = " and ".join(n for n, m in (("receiver", r), ("sharer", s)) if m is None)
+            raise ModelLoadError(f"No {missing} given: fill in a receiver and a sharer, or a fuser that names "
+                                 "them, or pick a preset.")
+        defaults = ModelSpec("-", receiver.get("device") or "auto", receiver.get("dtype") or "auto",
+                             receiver.get("quantize") or "none")
+        return cls(r, s, fuser, defaults)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What the Qt thread may know about the loaded pair (plain strings: no torch objects)."""
+
+    lines: list[str]  # Pair.describe()
+    receiver: str
+    sharer: str
+    has_fuser: bool
+
+
+def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel: threading.Event) -> tuple[Any, Loaded]:
+    try:
+        import torch  # noqa: F401  (first import happens here, on the models' thread)
+        import transformers  # noqa: F401
+    except (ImportError, OSError) as exc:
+        raise BrokenInstall(str(exc)) from exc
+    from fusers.pair import load_pair
+    from fusers.sources import resolve_fuser
+
+    fuser = resolve_fuser(request.fuser) if request.fuser else None
+    pair = load_pair(request.receiver, request.sharer, fuser, progress=progress, cancel=cancel,
+                     defaults=request.defaults)
+    if cancel.is_set():
+        pair.close()
+        raise Cancelled("Loading was cancelled.")
+    return pair, Loaded(pair.describe(), pair.receiver.name, pair.sharer.name, pair.fuser is not None)
+
+
+def _unload(pair: "Pair") -> None:
+    pair.close()
+
+
+class ModelSession:
+    def __init__(self) -> None:
+        self.thread = bridge.ModelThread()
+        self.engine: Engine | None = None
+        self.loaded: Loaded | None = None
+        self._load_cancel: threading.Event | None = None
+
+    @property
+    def loading(self) -> bool:
+        return self._load_cancel is not None
+
+    async def load(self, request: LoadRequest, progress: Callable[[LoadProgress], None]) -> Loaded:
+        """Load a pair (freeing the current one first). ``progress`` is called on the Qt thread."""
+        if self.loading:
+            raise ModelLoadError("A pair is already loading; wait for it or cancel it.")
+        cancel = threading.Event()
+        self._load_cancel = cancel
+        try:
+            await self.unload()
+            pair, loaded = await self.thread.call(_load, request, bridge.on_qt_thread(progress), cancel)
+        finally:
+            self._load_cancel = None
+        self.engine, self.loaded = Engine(pair), loaded
+        return loaded
+
+    def cancel_load(self) -> None:
+        if self._load_cancel is not None:
+            self._load_cancel.set()
+
+    async def unload(self) -> None:
+        engine, self.engine, self.loaded = self.engine, None, None
+        if engine is not None:
+            # Pair.close() runs gc.collect() on the models' thread; Qt objects must never be freed there,
+            # so collect whatever Qt garbage exists here, on the Qt thread, first.
+            gc.collect()
+            await self.thread.call(_unload, engine.pair)
+
+    def available_modes(self) -> list[Mode]:
+        return self.engine.available_modes() if self.engine is not None else []
+
+    async def answer(self, mode: Mode, messages: Sequence[dict[str, str]], settings: GenerationSettings, *,
+                     on_event: Callable[["Event"], None], cancel: threading.Event,
+                     concurrent: bool = False) -> "Answer":
+        if self.engine is None:
+            raise ModelLoadError("No pair is loaded: pick a preset or fill in the pair, then load it.")
+        if concurrent:
+            # An Engine per run: it caches a token aligner, and the engine is not thread-safe; the models are shared.
+            engine = Engine(self.engine.pair)
+            return await self.thread.call_concurrently(engine.answer, mode, messages, settings, on_event=on_event,
+                                                       cancel=cancel)
+        return await self.thread.call(self.engine.answer, mode, messages, settings, on_event=on_event, cancel=cancel)
+
+    def shutdown(self) -> None:
+        self.cancel_load()
+        self.thread.shutdown(wait=False)
+
+
+def readable(exc: BaseException) -> str:
+    """An error as the banner shows it: the engine's own message, or the type and message of anything else."""
+    if isinstance(exc, C2CError):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,49 @@
+"""The one place engine errors appear: a banner above the panes, never a modal dialog."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QWidget
+
+
+class ErrorBanner(QFrame):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("banner")
+        icon = QLabel("!")
+        icon.setObjectName("bannerIcon")
+        icon.setFixedWidth(18)
+        icon.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.text = QLabel()
+        self.text.setObjectName("bannerText")
+        self.text.setWordWrap(True)
+        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        close = QToolButton()
+        close.setObjectName("bannerClose")
+        close.setText("\u2715")
+        close.setToolTip("Dismiss")
+        close.clicked.connect(self.dismiss)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 6, 6, 6)
+        layout.addWidget(icon, 0, Qt.AlignmentFlag.AlignTop)
+        layout.addWidget(self.text, 1)
+        layout.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        self.messages: list[str] = []
+        self.hide()
+
+    def show_error(self, message: str) -> None:
+        """Show ``message``; errors of one action stack up (each once) until dismissed."""
+        message = message.strip() or "Something went wrong."
+        if message not in self.messages:
+            self.messages.append(message)
+        self.messages = self.messages[-4:]
+        self.text.setText("\n".join(self.messages))
+        self.show()
+
+    def dismiss(self) -> None:
+        self.messages = []
+        self.text.clear()
+        self.hide()
+
+    def message(self) -> str:
+        return "\n".join(self.messages)

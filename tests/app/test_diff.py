@@ -1,0 +1,86 @@
+"""The token alignment (fusers.diff) on known sequences, and the diff view that shows it."""
+
+from __future__ import annotations
+
+import pytest
+
+from fusers.diff import DELETE, EQUAL, INSERT, REPLACE, align, first_divergence, summarize
+
+
+def kinds(a, b):
+    return [(op.kind, op.a, op.b) for op in align(a, b)]
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ([1, 2, 3], [1, 2, 3], [(EQUAL, 0, 0), (EQUAL, 1, 1), (EQUAL, 2, 2)]),
+    ([1, 2, 3], [1, 9, 3], [(EQUAL, 0, 0), (REPLACE, 1, 1), (EQUAL, 2, 2)]),
+    ([1, 2, 3], [1, 2, 4, 3], [(EQUAL, 0, 0), (EQUAL, 1, 1), (INSERT, None, 2), (EQUAL, 2, 3)]),
+    ([1, 2, 3, 4], [1, 3, 4], [(EQUAL, 0, 0), (DELETE, 1, None), (EQUAL, 2, 1), (EQUAL, 3, 2)]),
+    ([], [5, 6], [(INSERT, None, 0), (INSERT, None, 1)]),
+    ([5, 6], [], [(DELETE, 0, None), (DELETE, 1, None)]),
+    ([], [], []),
+    # a shifted answer: one token inserted in front, the rest equal (not three replacements)
+    ([1, 2], [2, 3], [(DELETE, 0, None), (EQUAL, 1, 0), (INSERT, None, 1)]),
+    # unequal lengths pair up from the start; the surplus comes last
+    ([1, 2, 3, 4, 5], [9, 8], [(REPLACE, 0, 0), (REPLACE, 1, 1), (DELETE, 2, None), (DELETE, 3, None),
+                               (DELETE, 4, None)]),
+    (list("kitten"), list("sitting"), [(REPLACE, 0, 0), (EQUAL, 1, 1), (EQUAL, 2, 2), (EQUAL, 3, 3),
+                                       (REPLACE, 4, 4), (EQUAL, 5, 5), (INSERT, None, 6)]),
+])
+def test_align_known_sequences(a, b, expected):
+    assert kinds(a, b) == expected
+
+
+@pytest.mark.parametrize("a, b, distance", [
+    (list("kitten"), list("sitting"), 3), (list("flaw"), list("lawn"), 2), (list("intention"), list("execution"), 5),
+    (list("abc"), list("xyz"), 3), (list("abcdef"), list("abcdef"), 0), (list("a" * 30), list("a" * 29 + "b"), 1),
+])
+def test_the_script_is_minimal_and_rebuilds_b(a, b, distance):
+    ops = align(a, b)
+    assert sum(op.kind != EQUAL for op in ops) == distance  # the Levenshtein distance
+    assert [a[op.a] for op in ops if op.a is not None] == a  # every token of a once, in order
+    assert [b[op.b] for op in ops if op.b is not None] == b
+    assert all(a[op.a] == b[op.b] for op in ops if op.kind == EQUAL)
+    assert all(a[op.a] != b[op.b] for op in ops if op.kind == REPLACE)
+
+
+def test_summary_and_first_divergence():
+    ops = align([7, 7, 1, 2, 9], [7, 7, 3, 2])
+    summary = summarize(ops)
+    assert (summary.equal, summary.changed, summary.inserted, summary.deleted) == (3, 1, 0, 1)
+    assert summary.first == first_divergence(ops) and (summary.first.kind, summary.first.a) == (REPLACE, 2)
+    assert "token 3" in summary.describe()
+    same = summarize(align([1, 2], [1, 2]))
+    assert same.identical and "identical" in same.describe()
+
+
+def test_the_diff_view_shows_the_alignment_and_names_the_first_divergence(qtbot, loop):
+    from c2c_playground.widgets.diff_view import DiffView, Token
+
+    view = DiffView()
+    qtbot.addWidget(view)
+    view.set_panes(["1 · Text relay", "2 · Cache fusion", "3 · Receiver alone"])
+    assert view.chosen() == (0, 1)
+    with qtbot.waitSignal(view.panes_chosen) as chosen:
+        view.b_combo.setCurrentIndex(2)
+    assert chosen.args == [0, 2]
+
+    a = [Token(i, t) for i, t in zip([10, 11, 12, 13], ["The", " capital", " is", " Paris"])]
+    b = [Token(i, t) for i, t in zip([10, 11, 12, 14, 15], ["The", " capital", " is", " Lyon", "."])]
+    ops = align([t.key for t in a], [t.key for t in b])
+    view.show_alignment(ops, summarize(ops), a, b, streaming=False)
+    view.resize(700, 300)
+    view.show()
+    text = view.divergence.text()
+    assert "token 4" in text and "after 3 identical tokens" in text
+    assert "\u201c\u00b7Paris\u201d" in text and "\u201c\u00b7Lyon\u201d" in text  # spaces shown as dots
+    assert "3 same, 1 changed, 0 only in A, 1 only in B" in view.counts.text()
+    assert view.canvas.first is ops[3] and view.canvas.minimumHeight() > 0
+    assert not view.grab().isNull()
+
+    # while B still streams, a shorter B is "not there yet", not a deletion the user should worry about
+    ops = align([t.key for t in a], [t.key for t in a[:2]])
+    view.show_alignment(ops, summarize(ops), a, a[:2], streaming=True)
+    assert "nothing there yet" in view.divergence.text()
+    view.show_alignment(align([1], []), summarize(align([1], [])), a[:1], [], streaming=True)
+    assert "B has not answered yet" in view.divergence.text()
