@@ -108,8 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     crash = CrashHandler(window, post=bridge.on_qt_thread)
     crash.install()
     window.show()
+    app.processEvents()  # paint now, before any background work (listing presets, loading) competes for the GIL
     if os.environ.get("C2C_PLAYGROUND_STARTUP_REPORT"):
-        app.processEvents()
         _say(f"first paint after {time.perf_counter() - _STARTED:.3f} s; torch imported: {'torch' in sys.modules}")
     try:
         code = bridge.run_until_complete(start(window, args))
@@ -173,8 +173,9 @@ async def start(window: Any, args: argparse.Namespace) -> int:
         panel.receiver.source.clear()
         panel.sharer.source.clear()
         panel.fuser.clear()
-    elif any(p.name == DEMO_NAME for p in presets):
-        panel.choose_preset(DEMO_NAME)  # the demo pair is the default, and small enough to load at once
+    elif any(p.name == DEMO_NAME for p in presets) and window.settings.pair_form().get("preset") in (None, DEMO_NAME):
+        # the demo pair is the default (unless the user set up another pair), and small enough to load at once
+        panel.choose_preset(DEMO_NAME)
         explicit = True
     for value, field in ((args.receiver, panel.receiver.source), (args.sharer, panel.sharer.source),
                          (args.fuser, panel.fuser)):

@@ -109,6 +109,7 @@ class TotalsChart(QWidget):
     """After a run: each pane's total time as a bar stacked by phase, on one scale, with its TTFT marked."""
 
     ROW = 26
+    TOP = 70  # title, note and legend above the bars
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -118,7 +119,7 @@ class TotalsChart(QWidget):
 
     def set_rows(self, rows: list[tuple[str, str, list[PhaseSpan], float, float]], note: str) -> None:
         self.rows, self.note = rows, note
-        self.setMinimumHeight(60 + self.ROW * max(len(rows), 2) + 24)
+        self.setMinimumHeight(self.TOP + self.ROW * max(len(rows), 2) + 26)
         self.update()
 
     def paintEvent(self, event) -> None:  # noqa: N802
@@ -137,13 +138,32 @@ class TotalsChart(QWidget):
         p.setPen(QColor(theme.MUTED))
         p.drawText(QRectF(12, 24, self.width() - 24, 18), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
                    self.note)
+        # legend
+        x = 12.0
+        y = 44
+        p.setFont(small)
+        sfm = QFontMetrics(small)
+        for name, label in theme.PHASE_LABELS.items():
+            p.setPen(Qt.PenStyle.NoPen)
+            p.setBrush(QColor(theme.PHASE_COLORS[name]))
+            p.drawRect(QRectF(x, y + 3, 10, 10))
+            p.setPen(QColor(theme.MUTED))
+            p.drawText(QRectF(x + 14, y, 200, 16), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, label)
+            x += 14 + sfm.horizontalAdvance(label) + 16
+        p.setPen(QPen(QColor(theme.TEXT), 2))
+        p.drawLine(int(x), y + 1, int(x), y + 15)
+        p.setPen(QColor(theme.MUTED))
+        p.drawText(QRectF(x + 6, y, 200, 16), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
+                   "first answer token (TTFT)")
+        p.setFont(small)
+        p.setPen(QColor(theme.MUTED))
         if not self.rows:
-            p.drawText(QRectF(self.rect()).adjusted(0, 30, 0, 0), Qt.AlignmentFlag.AlignCenter,
+            p.drawText(QRectF(self.rect()).adjusted(0, self.TOP - 20, 0, 0), Qt.AlignmentFlag.AlignCenter,
                        "Send a prompt: the panes' totals are compared here when the run ends.")
             return
         label_w = max(fm.horizontalAdvance(row[0]) for row in self.rows) + 24
         value_w = fm.horizontalAdvance("0000 ms  TTFT 0000 ms") + 16
-        left, top = 12 + label_w, 48
+        left, top = 12 + label_w, self.TOP
         width = max(self.width() - left - value_w - 12, 40)
         longest = max((row[3] for row in self.rows), default=0.0) or 1e-9
         step = _nice_step(longest, 5)
@@ -182,23 +202,6 @@ class TotalsChart(QWidget):
             p.drawText(QRectF(left + width + 8, y, value_w, self.ROW),
                        Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
                        f"{seconds(total)}   TTFT {seconds(ttft)}" if ttft else seconds(total))
-        # legend
-        x = 12.0
-        y = bottom + 22
-        p.setFont(small)
-        sfm = QFontMetrics(small)
-        for name, label in theme.PHASE_LABELS.items():
-            p.setPen(Qt.PenStyle.NoPen)
-            p.setBrush(QColor(theme.PHASE_COLORS[name]))
-            p.drawRect(QRectF(x, y + 3, 10, 10))
-            p.setPen(QColor(theme.MUTED))
-            p.drawText(QRectF(x + 14, y, 200, 16), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, label)
-            x += 14 + sfm.horizontalAdvance(label) + 16
-        p.setPen(QPen(QColor(theme.TEXT), 2))
-        p.drawLine(int(x), y + 1, int(x), y + 15)
-        p.setPen(QColor(theme.MUTED))
-        p.drawText(QRectF(x + 6, y, 200, 16), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
-                   "first answer token (TTFT)")
 
 
 @dataclass

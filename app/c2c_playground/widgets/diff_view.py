@@ -51,7 +51,7 @@ class AlignmentCanvas(QWidget):
     def _cells(self, width: int) -> list[tuple[QRectF, DiffOp]]:
         fm = QFontMetrics(self.mono)
         line = fm.height() + 4
-        row_h = 2 * line + 12
+        row_h = 2 * line + 8
         x, y = float(self.GUTTER), 4.0
         out = []
         for op in self.ops:
@@ -96,6 +96,7 @@ class AlignmentCanvas(QWidget):
         for rect, op in cells:
             if rect.top() != last_row_y:
                 last_row_y = rect.top()
+                p.setFont(self.mono)
                 p.setPen(QColor(theme.MUTED))
                 p.drawText(QRectF(2, rect.top(), self.GUTTER - 6, line), Qt.AlignmentFlag.AlignCenter, "A")
                 p.drawText(QRectF(2, rect.top() + line, self.GUTTER - 6, line), Qt.AlignmentFlag.AlignCenter, "B")

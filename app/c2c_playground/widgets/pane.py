@@ -136,6 +136,7 @@ class ChatPane(QFrame):
         self.hint_text.setReadOnly(True)
         self.hint_text.setMaximumHeight(84)
         self.hint_text.setPlaceholderText("The sharer's hint streams here before the receiver answers.")
+        self.hint_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)  # shrinks when folded
         hb = QVBoxLayout(self.hint_box)
         hb.setContentsMargins(6, 2, 6, 6)
         hb.setSpacing(2)

@@ -18,6 +18,13 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 CUSTOM = "Custom (fill in below)"
 
 
+def compact(combo: QComboBox, chars: int) -> None:
+    """Let a combo box shrink to ``chars`` characters (its list still shows whole items), so the set-up
+    panel fits a narrow dock instead of clipping."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(chars)
+
+
 class ModelRow:
     """Source and placement of one model (receiver or sharer)."""
 
@@ -39,8 +46,10 @@ class ModelRow:
         self.dtype.setToolTip("Weights and cache dtype: auto is float32 on the CPU, bfloat16 on a GPU")
         self.quantize = QComboBox()
         for q in QUANTIZE:
-            self.quantize.addItem({"none": "no quantization", "8bit": "8-bit", "4bit": "4-bit (nf4)"}[q], q)
+            self.quantize.addItem({"none": "none", "8bit": "8-bit", "4bit": "4-bit (nf4)"}[q], q)
         self.quantize.setToolTip("Quantize the weights with bitsandbytes")
+        for combo in (self.device, self.dtype, self.quantize):
+            compact(combo, 3)
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self.source, f"Choose the {self.role} folder", self.source.text())
@@ -77,6 +86,7 @@ class PairPanel(QGroupBox):
         self.preset.setToolTip("A published pair (download it with Pair \u25b8 Get fusers\u2026), the demo pair, "
                                "or your own models below")
         self.preset.activated.connect(self._preset_picked)
+        compact(self.preset, 10)
         self.receiver = ModelRow("receiver", "Hub id or folder (default: the fuser's)")
         self.sharer = ModelRow("sharer", "Hub id or folder (default: the fuser's)")
         self.fuser = QLineEdit()
@@ -100,6 +110,15 @@ class PairPanel(QGroupBox):
             grid.addWidget(QLabel(model.role.capitalize()), row, 0)
             grid.addWidget(model.source, row, 1)
             grid.addWidget(model.browse, row, 2)
+            if model is self.receiver:  # one header names the placement columns of both models
+                row += 1
+                heads = QHBoxLayout()
+                heads.setSpacing(4)
+                for text, stretch in (("device", 3), ("dtype", 3), ("quantization", 4)):
+                    head = QLabel(text)
+                    head.setObjectName("sectionNote")
+                    heads.addWidget(head, stretch)
+                grid.addLayout(heads, row, 1, 1, 2)
             row += 1
             placement = QHBoxLayout()
             placement.setSpacing(4)
@@ -173,6 +192,7 @@ class PairPanel(QGroupBox):
                                     Qt.ItemDataRole.ToolTipRole)
         index = self.preset.findData(current)
         self.preset.setCurrentIndex(max(index, 0))
+        self.preset.view().setMinimumWidth(self.preset.view().sizeHintForColumn(0) + 24)  # whole names in the list
 
     def choose_preset(self, name: str) -> Preset | None:
         for p in self.presets:
