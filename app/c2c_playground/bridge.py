@@ -63,10 +63,18 @@ def run_until_complete(awaitable: Awaitable[T]) -> T:
 
 
 def run_forever() -> None:
-    """Run until the application quits."""
+    """Run until the application quits (its last window closes)."""
+    loop().run_forever()
+
+
+def finish_pending(timeout: float = 10.0) -> None:
+    """Cancel the tasks still running when the app quits, and let their ``finally`` blocks run."""
     app_loop = loop()
-    with app_loop:
-        app_loop.run_forever()
+    pending = [t for t in asyncio.all_tasks(app_loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        app_loop.run_until_complete(asyncio.wait(pending, timeout=timeout))
 
 
 def stop() -> None:

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Callable
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QLabel, QMessageBox, QPlainTextEdit,
                                QPushButton, QVBoxLayout, QWidget)
 
@@ -63,6 +64,7 @@ def show_startup_problem(text: str, parent: QWidget | None = None, *, block: boo
     """A plain dialog for a problem the app cannot go on with (missing or broken packages)."""
     box = QMessageBox(QMessageBox.Icon.Critical, "C2C Playground", text, QMessageBox.StandardButton.Close, parent)
     box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    box.setStyleSheet("QLabel { min-width: 440px; }")  # long paths and commands wrap less
     if block:
         box.exec()
     else:
@@ -98,6 +100,9 @@ class CrashDialog(QDialog):
         self.details = QPlainTextEdit(detail_text)
         self.details.setReadOnly(True)
         self.details.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        mono = QFont("DejaVu Sans Mono")
+        mono.setStyleHint(QFont.StyleHint.Monospace)
+        self.details.setFont(mono)
         buttons = QDialogButtonBox()
         self.copy_button = QPushButton("Copy details")
         self.copy_button.clicked.connect(self.copy)

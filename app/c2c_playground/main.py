@@ -112,19 +112,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.environ.get("C2C_PLAYGROUND_STARTUP_REPORT"):
         _say(f"first paint after {time.perf_counter() - _STARTED:.3f} s; torch imported: {'torch' in sys.modules}")
     try:
-        code = bridge.run_until_complete(start(window, args))
         if args.exit:
+            code = bridge.run_until_complete(start(window, args))
             window.close()
             return code
-        if code != EXIT_OK and headless:
-            _say("the window stays open; close it to quit")
-        app.aboutToQuit.connect(bridge.stop)
-        window.destroyed.connect(bridge.stop)
+        # Interactive: the window is usable at once; loading and any --prompt run as a task meanwhile.
+        task = bridge.spawn(start(window, args))
         bridge.run_forever()
-        return code
+        bridge.finish_pending()  # closed while loading or answering: cancel that cleanly
+        return task.result() if task.done() and not task.cancelled() else EXIT_OK
     finally:
         crash.uninstall()
         window.session.shutdown()
+        bridge.uninstall()
 
 
 async def start(window: Any, args: argparse.Namespace) -> int:

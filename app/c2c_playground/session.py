@@ -68,10 +68,13 @@ class Loaded:
 
 def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel: threading.Event) -> tuple[Any, Loaded]:
     try:
-        import torch  # noqa: F401  (first import happens here, on the models' thread)
-        import transformers  # noqa: F401
+        # The first imports happen here, on the models' thread. A library that is installed but does not
+        # import is a broken install, said plainly, not a load error of one model.
+        import safetensors.torch  # noqa: F401
+        import torch  # noqa: F401
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401 (lazy modules import here)
     except (ImportError, OSError) as exc:
-        raise BrokenInstall(str(exc)) from exc
+        raise BrokenInstall(f"{type(exc).__name__}: {exc}") from exc
     from fusers.pair import load_pair
     from fusers.sources import resolve_fuser
 
@@ -124,9 +127,6 @@ class ModelSession:
             # so collect whatever Qt garbage exists here, on the Qt thread, first.
             gc.collect()
             await self.thread.call(_unload, engine.pair)
-
-    def available_modes(self) -> list[Mode]:
-        return self.engine.available_modes() if self.engine is not None else []
 
     async def answer(self, mode: Mode, messages: Sequence[dict[str, str]], settings: GenerationSettings, *,
                      on_event: Callable[["Event"], None], cancel: threading.Event,

@@ -6,7 +6,7 @@ import asyncio
 import importlib.util
 import logging
 import threading
-from typing import Any, Sequence
+from typing import Any
 
 from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QFontMetrics, QKeySequence, QPainter, QShortcut
@@ -24,8 +24,8 @@ from .app_settings import AppSettings
 from .crash import broken_install_message, show_startup_problem
 from .session import BrokenInstall, LoadRequest, Loaded, ModelSession, readable
 from .widgets.banner import ErrorBanner
-from .widgets.charts import FuserPlot, LayerPoint, TotalsChart
-from .widgets.diff_view import DiffView, Token
+from .widgets.charts import FuserPlot, LayerPoint, PhaseSpan, TotalsChart
+from .widgets.diff_view import DiffView
 from .widgets.pane import ChatPane
 from .widgets.setup import GenerationPanel, PairPanel
 
@@ -82,7 +82,6 @@ class MainWindow(QMainWindow):
         self._diff_job: bridge.BackgroundJob | None = None
         self._diff_dirty = False
         self._presets_job: bridge.BackgroundJob | None = None
-        self._fusion_pane: int | None = None
         self.get_fusers_dialog: QWidget | None = None
         self._broken_box: QMessageBox | None = None
 
@@ -332,8 +331,14 @@ class MainWindow(QMainWindow):
     def load_from_form(self) -> asyncio.Task[bool] | None:
         if self.loading or self.running:
             return None
+        form = self.pair_panel.form()
+        preset = next((p for p in self.pair_panel.presets if p.name == form["preset"]), None)
+        if preset is not None and not preset.ready and form["fuser"] == preset.fuser:
+            self.banner.show_error(f"{preset.name} is not downloaded yet: open Pair \u25b8 Get fusers\u2026 to download "
+                                   "it (with its models), then load it.")
+            return None
         try:
-            request = LoadRequest.from_form(self.pair_panel.form())
+            request = LoadRequest.from_form(form)
         except C2CError as exc:
             self.banner.show_error(str(exc))
             return None
@@ -358,6 +363,7 @@ class MainWindow(QMainWindow):
             return False
         except BrokenInstall as exc:
             self._show_loaded(None)
+            self.banner.show_error(f"A library the models need does not load ({exc}); see the dialog.")
             self._broken_box = show_startup_problem(broken_install_message(exc), self, block=False)
             return False
         except Exception as exc:  # engine errors and anything the libraries raise: the banner, and go on
@@ -500,7 +506,6 @@ class MainWindow(QMainWindow):
             pane.clear()
         self.totals.set_rows([], "")
         self.fuser_plot.clear()
-        self._fusion_pane = None
         self.diff_view.show_message("Send a prompt to compare two panes.")
         self.banner.dismiss()
 
@@ -529,8 +534,6 @@ class MainWindow(QMainWindow):
             if turn is None or turn.result is None:
                 continue
             t = turn.result.timing
-            from .widgets.charts import PhaseSpan
-
             rows.append((pane.label(), pane.mode.value, [PhaseSpan(p.name, p.start, p.end) for p in t.phases],
                          t.total, t.ttft))
         note = ("Panes ran concurrently: they shared the machine, so their timings overlap." if concurrent else
@@ -545,7 +548,6 @@ class MainWindow(QMainWindow):
     def _show_fusion(self, pane: ChatPane, answer: Any) -> None:
         points = [LayerPoint(f.receiver_layer, f.sharer_layer, f.key_gate_open, f.value_gate_open, f.key_weight,
                              f.value_weight) for f in answer.fusion]
-        self._fusion_pane = pane.number
         if not points:
             self.fuser_plot.clear("The prompt was a single token: nothing was fused.")
             return
@@ -635,13 +637,14 @@ class MainWindow(QMainWindow):
 
     def open_get_fusers(self) -> QWidget | None:
         try:
-            from .get_fusers import GetFusersDialog
+            from .get_fusers import GetFusersDialog, downloads
         except ImportError as exc:
             self.banner.show_error(f"Downloads are not available in this build ({exc}).")
             return None
         if self.get_fusers_dialog is None:
             self.get_fusers_dialog = GetFusersDialog(self)
             self.get_fusers_dialog.finished.connect(self._get_fusers_closed)
+            downloads().pairs_changed.connect(self._get_fusers_closed)  # a finished download is a new preset
         self.get_fusers_dialog.show()
         self.get_fusers_dialog.raise_()
         return self.get_fusers_dialog
@@ -696,6 +699,3 @@ class MainWindow(QMainWindow):
         self._diff_job = self._presets_job = None
         self.session.shutdown()
         super().closeEvent(event)
-
-    def pane_texts(self) -> Sequence[str]:
-        return [p.current.answer_text() if p.current else "" for p in self.panes]

@@ -11,12 +11,16 @@ from pathlib import Path
 import pytest
 
 
-def playground(*args: str, tmp_path: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def playground(*args: str, tmp_path: Path, timeout: float = 180, python_path: Path | None = None,
+               code: str | None = None) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("c2c-playground", path=str(Path(sys.executable).parent))
     assert exe, "the c2c-playground gui-script is installed with the project"
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", C2C_PLAYGROUND_STARTUP_REPORT="1",
                XDG_CONFIG_HOME=str(tmp_path / "config"), HOME=str(tmp_path / "home"))
-    return subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if python_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(python_path), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-c", code, *args] if code else [exe, *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_a_headless_run_answers_saves_a_screenshot_and_exits_0(tiny_dirs, tmp_path):
@@ -54,3 +58,26 @@ def test_launching_without_a_pair(tmp_path, args, code, says):
     assert proc.returncode == code, proc.stderr
     assert says in proc.stderr and "Traceback" not in proc.stderr
     assert shot.exists() == (code == 0)
+
+
+def test_a_missing_package_is_named_with_the_fix(tmp_path):
+    # the interpreter sees no accelerate (as after `pip uninstall accelerate`)
+    code = ("import sys; sys.modules['accelerate'] = None; from c2c_playground.main import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    proc = playground("--exit", tmp_path=tmp_path, code=code, timeout=60)
+    assert proc.returncode == 1
+    assert "missing: accelerate" in proc.stderr and "pip install accelerate" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_broken_install_is_explained_not_a_traceback(tiny_dirs, tmp_path):
+    # safetensors is "installed" but its import fails, as a build for another Python would
+    broken = tmp_path / "site"
+    (broken / "safetensors").mkdir(parents=True)
+    (broken / "safetensors" / "__init__.py").write_text(
+        "raise ImportError('libsafetensors.so: cannot open shared object file')\n")
+    proc = playground("--receiver", str(tiny_dirs.receiver), "--sharer", str(tiny_dirs.sharer), "--prompt", "hi",
+                      "--exit", tmp_path=tmp_path, python_path=broken)
+    assert proc.returncode == 2
+    assert "does not load" in proc.stderr and "libsafetensors.so" in proc.stderr
+    assert "Traceback" not in proc.stderr

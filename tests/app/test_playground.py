@@ -262,6 +262,20 @@ def test_panes_add_and_remove_between_two_and_four(window):
     assert window.diff_view.a_combo.count() == 2
 
 
+def test_get_fusers_opens_the_download_dialog(window, qtbot):
+    from c2c_playground.get_fusers import GetFusersDialog
+
+    assert window.get_fusers_action.isEnabled()
+    window.get_fusers_action.trigger()
+    dialog = window.get_fusers_dialog
+    assert isinstance(dialog, GetFusersDialog) and dialog.isVisible() and dialog.parent() is window
+    qtbot.waitUntil(lambda: dialog.listing_done, timeout=10_000)
+    with qtbot.waitSignal(dialog.finished):
+        dialog.close()
+    assert window.open_get_fusers() is dialog  # one dialog, shown again
+    dialog.close()
+
+
 def test_sending_without_a_pair_or_a_prompt_says_what_to_do(window):
     assert window.send(PROMPT) is None
     assert "No pair is loaded" in window.banner.message()

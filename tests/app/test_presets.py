@@ -25,6 +25,14 @@ def test_every_published_pair_is_a_preset_with_its_models(tmp_path, monkeypatch)
     assert find_preset("no such pair") is None
 
 
+def test_a_preset_not_yet_downloaded_says_where_to_get_it(window, loop, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    run(loop, window.refresh_presets())
+    assert window.pair_panel.choose_preset(PAIR) is not None
+    assert window.load_from_form() is None  # nothing to load: say so at once
+    assert "not downloaded yet" in window.banner.message() and "Get fusers" in window.banner.message()
+
+
 def test_a_downloaded_pair_is_a_ready_preset_that_loads_and_answers(window, loop, fake_hub, monkeypatch):
     from huggingface_hub import constants
 
