@@ -78,9 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:
         return _no_qt(exc)
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "c2c-playground"])
-    app.setApplicationName("C2C Playground")
+    app.setApplicationName("c2c-playground")  # X11 WM_CLASS: StartupWMClass in the .desktop file
+    app.setApplicationDisplayName("C2C Playground")
     app.setOrganizationName("c2c-playground")
-    app.setDesktopFileName("c2c-playground")
+    app.setDesktopFileName("io.github.c2c_playground.C2CPlayground")  # packaging/*.desktop: the app id
 
     from .crash import missing_dependencies, missing_message, show_startup_problem
 

@@ -160,6 +160,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.diff_view, "Token diff")
         self.tabs.addTab(self.fuser_plot, "Fuser insight")
         self.tabs.setMinimumHeight(170)
+        self.tabs.setUsesScrollButtons(False)
 
         self.main_splitter = QSplitter(Qt.Orientation.Vertical)
         self.main_splitter.setChildrenCollapsible(False)

@@ -54,6 +54,7 @@ class PhaseBar(QWidget):
         self.spans: list[PhaseSpan] = []
         self.now = 0.0
         self.scale = 0.0  # seconds across the full width; 0 = this run's own length
+        self.empty_text = "phases appear here while a pane runs"
         self.setMinimumHeight(22)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
@@ -84,7 +85,7 @@ class PhaseBar(QWidget):
         if total <= 0 or not self.spans:
             p.setPen(QColor(theme.MUTED))
             p.setFont(_small_font(self))
-            p.drawText(r, Qt.AlignmentFlag.AlignCenter, "phases appear here while a pane runs")
+            p.drawText(r, Qt.AlignmentFlag.AlignCenter, self.empty_text)
             return
         fm = QFontMetrics(_small_font(self))
         p.setFont(_small_font(self))

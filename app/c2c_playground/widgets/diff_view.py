@@ -146,7 +146,7 @@ class DiffView(QWidget):
             f"<span style='background:{theme.DELETED_BG}'>&nbsp;<s>only in A</s>&nbsp;</span>&nbsp; "
             f"<span style='background:{theme.INSERTED_BG}'>&nbsp;only in B&nbsp;</span>&nbsp; "
             "<span style='color:#b42318'>\u25a2 first divergence</span>&nbsp;&nbsp; "
-            "\u00b7 space &nbsp;\u21b5 line break")
+            "\u00b7 space &nbsp;\u21b5 line break &nbsp;\u2205 part of a character")
         legend.setObjectName("sectionNote")
         self.canvas = AlignmentCanvas()
         scroll = QScrollArea()

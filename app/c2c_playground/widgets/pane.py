@@ -384,6 +384,8 @@ class ChatPane(QFrame):
 
     # -- display --------------------------------------------------------------------------------------------
     def _set_state(self, state: str) -> None:
+        self.phase_bar.empty_text = {"waiting": "waiting for its turn", "running": "starting\u2026"}.get(
+            state, "phases appear here while a pane runs")
         text = {"waiting": "waiting\u2026", "running": "running\u2026", "done": "done", "stopped": "stopped",
                 "error": "error", "idle": "idle", "skipped": "stopped"}.get(state, state)
         color = {"running": theme.ACCENT, "waiting": theme.MUTED, "error": "#b42318", "stopped": "#a15c00"}.get(
