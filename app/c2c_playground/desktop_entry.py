@@ -59,12 +59,18 @@ def find_app_script() -> Path:
         f"PATH). Install the app with `pip install c2c-playground` (or `pip install .`), or pass --exec PATH.")
 
 
+def _string_value(text: str) -> str:
+    """A desktop entry string value: backslashes and control characters escaped."""
+    return (text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r"))
+
+
 def exec_value(path: Path) -> str:
-    """``path`` as the desktop entry spec wants it in Exec: quoted when needed, then escaped as a string value."""
+    """``path`` as the desktop entry spec wants it in Exec: quoted when needed, ``%`` doubled, then escaped as
+    a string value. (TryExec is a plain path: only the string escaping.)"""
     text = str(path)
     if any(c in text for c in ' \t\n"\'\\><~|&;$*?#()`'):
         text = '"' + "".join("\\" + c if c in '"`$\\' else c for c in text) + '"'
-    return text.replace("\\", "\\\\").replace("%", "%%")
+    return _string_value(text.replace("%", "%%"))
 
 
 def desktop_entry(script: Path) -> str:
@@ -75,7 +81,7 @@ def desktop_entry(script: Path) -> str:
         stripped = line.strip()
         if stripped.startswith("["):
             if in_main:  # TryExec goes last in the main group, before any action group
-                out.append(f"TryExec={exec_value(script)}")
+                out.append(f"TryExec={_string_value(str(script))}")
             in_main = stripped == "[Desktop Entry]"
         key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
         if in_main and key == "Exec":
@@ -84,7 +90,7 @@ def desktop_entry(script: Path) -> str:
             continue
         out.append(line)
     if in_main:
-        out.append(f"TryExec={exec_value(script)}")
+        out.append(f"TryExec={_string_value(str(script))}")
     return "\n".join(out) + "\n"
 
 
