@@ -107,7 +107,10 @@ def time_sharer_prefill(pair: Pair, messages) -> float:
 
 
 def time_fuser_forward(pair: Pair, caches) -> float:
-    receiver_cache, sharer_cache = caches
+    import copy
+
+    receiver_cache = copy.deepcopy(caches[0])  # fusing works in place: every round starts from the prefill
+    sharer_cache = caches[1]
     synchronize(pair.receiver.device)
     t0 = time.perf_counter()
     pair.fuser.fuse_cache(receiver_cache, sharer_cache)

@@ -68,8 +68,8 @@ class TokenAligner:
         r_enc = self.rt(r_text, add_special_tokens=False, return_offsets_mapping=True)
         s_enc = self.st(s_text, add_special_tokens=False, return_offsets_mapping=True)
         r_ids, s_ids = list(r_enc["input_ids"]), list(s_enc["input_ids"])
-        r_sections = _sections(r_text, r_enc["offset_mapping"], messages)
-        s_sections = _sections(s_text, s_enc["offset_mapping"], messages)
+        r_sections = _sections(self.rt, r_text, r_enc["offset_mapping"], messages, thinking)
+        s_sections = _sections(self.st, s_text, s_enc["offset_mapping"], messages, thinking)
         if r_sections is None or s_sections is None or [k for k, _, _ in r_sections] != [k for k, _, _ in s_sections]:
             return Alignment(r_ids, self.align_ids(r_ids), sectioned=False)
         out: list[int] = []
@@ -100,26 +100,39 @@ class TokenAligner:
         return 0
 
 
-def _sections(text: str, offsets: Sequence[tuple[int, int]], messages: Sequence[dict[str, str]]):
+def _sections(tokenizer: Any, text: str, offsets: Sequence[tuple[int, int]], messages: Sequence[dict[str, str]],
+              thinking: bool):
     """Split token positions into alternating ("template", a, b) / ("message", a, b) runs.
 
-    Returns None when a message's text cannot be found in order in the rendered template.
+    Message spans are found by rendering the conversation with unique markers in place of the
+    contents, so a message that repeats template text ("user") is never matched inside the
+    template. Returns None when the template changes contents (strips them, say) so the spans
+    cannot be trusted.
     """
+    marked = [{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)]
+    skeleton = render(tokenizer, marked, thinking)
     spans = []
-    cursor = 0
-    for msg in messages:
-        content = msg["content"]
-        if not content:
-            continue
-        at = text.find(content, cursor)
-        if at < 0:
+    rebuilt = []
+    pos = 0
+    for i, msg in enumerate(messages):
+        marker = f"\ue000{i}\ue001"
+        at = skeleton.find(marker, pos)
+        if at < 0 or skeleton.count(marker) != 1:
             return None
-        spans.append((at, at + len(content)))
-        cursor = at + len(content)
+        rebuilt.append(skeleton[pos:at])
+        start = sum(len(part) for part in rebuilt)
+        rebuilt.append(msg["content"])
+        spans.append((start, start + len(msg["content"])))
+        pos = at + len(marker)
+    rebuilt.append(skeleton[pos:])
+    if "".join(rebuilt) != text:
+        return None
     n = len(offsets)
     sections = []
     prev = 0
     for start, end in spans:
+        if end == start:
+            continue
         a = prev
         while a < n and offsets[a][1] <= start:
             a += 1

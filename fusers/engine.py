@@ -8,6 +8,7 @@ an :class:`Answer` with a :class:`~fusers.timing.Timing` record.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import random
 import threading
@@ -19,7 +20,7 @@ from .alignment import TokenAligner
 from .chat import check_messages, encode
 from .devices import PeakMemory
 from .errors import ModeUnavailableError, PairMismatchError, PromptError
-from .generation import Detokenizer, GenerationSettings, decode, prefill
+from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill
 from .timing import Recorder, Timing
 
 if TYPE_CHECKING:
@@ -128,6 +129,9 @@ class Engine:
     ) -> Answer:
         mode = Mode(mode)
         settings = settings or GenerationSettings()
+        if settings.do_sample and settings.seed is None:
+            # draw the seed here, so the answer records it and the run can be repeated
+            settings = dataclasses.replace(settings, seed=random.randrange(2**31))
         messages = check_messages(messages)
         if mode is Mode.FUSION and self.pair.fuser is None:
             raise ModeUnavailableError("Cache fusion needs a fuser: load one with the pair (--fuser or the app's Fuser box).")
@@ -150,7 +154,7 @@ class Engine:
                     self._relay(messages, run)
                 else:
                     self._fusion(messages, run)
-            except _Stop:
+            except (_Stop, Interrupted):
                 run.finish_reason = "cancelled"
             finally:
                 end = rec.elapsed()
@@ -238,11 +242,11 @@ class Engine:
         s_input = torch.tensor([s_ids[:-1]], device=sharer.device)  # (1, N-1)
         r_input = torch.tensor([r_ids[:-1]], device=receiver.device)  # (1, N-1)
         run.rec.start("sharer_prefill")
-        sharer_cache = prefill(sharer.model, s_input)
+        sharer_cache = prefill(sharer.model, s_input, run.cancel)
         run.rec.end("sharer_prefill")
         run.check_cancel()
         run.rec.start("receiver_prefill")
-        receiver_cache = prefill(receiver.model, r_input)
+        receiver_cache = prefill(receiver.model, r_input, run.cancel)
         run.rec.end("receiver_prefill")
         run.check_cancel()
         run.rec.start("fuse")
@@ -293,9 +297,10 @@ class _Run:
         eos = set() if self.settings.ignore_eos else set(model.eos_token_ids)
         self.rec.start(prefill_phase or ("hint" if is_hint else "decode"))
         first = True
+        hit_eos = False
 
         def on_token(token: int) -> None:
-            nonlocal first
+            nonlocal first, hit_eos
             at = self.rec.elapsed()
             if first:
                 first = False
@@ -305,6 +310,7 @@ class _Run:
                 if not is_hint:
                     self.rec.timing.ttft = at
             if token in eos:
+                hit_eos = True
                 return  # end of sequence: not part of the answer
             delta = detok.push(token)
             if is_hint:
@@ -325,7 +331,7 @@ class _Run:
         if self.cancel.is_set():
             raise _Stop
         if not is_hint:
-            self.finish_reason = "eos" if len(out) < limit and not self.settings.ignore_eos else "length"
+            self.finish_reason = "eos" if hit_eos else "length"
 
 
 def _check_length(model: "LoadedModel", n_tokens: int) -> None:
@@ -334,6 +340,10 @@ def _check_length(model: "LoadedModel", n_tokens: int) -> None:
             f"The prompt is {n_tokens} tokens, but the {model.role}'s context holds {model.context_length}; "
             "shorten the prompt or clear the conversation."
         )
+
+
+# torch's sampling RNG is process-wide: runs that sample take turns, so concurrent runs stay reproducible
+_SAMPLING_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -345,8 +355,8 @@ def _seeded(settings: GenerationSettings, device: "torch.device") -> Iterator[No
     import torch
 
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(settings.seed if settings.seed is not None else random.randrange(2**31))
+    with _SAMPLING_LOCK, torch.random.fork_rng(devices=devices):
+        torch.manual_seed(settings.seed)
         yield
 
 

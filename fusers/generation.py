@@ -8,9 +8,10 @@ honours every model's quirks and is as fast as a loop of our own for batch 1
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 if TYPE_CHECKING:
     import torch
@@ -69,14 +70,45 @@ def new_cache(model: "PreTrainedModel") -> "Cache":
     return DynamicCache(config=model.config)
 
 
-def prefill(model: "PreTrainedModel", input_ids: "torch.Tensor") -> "Cache":
-    """Run ``input_ids`` (1, N) through the decoder stack and return the filled cache."""
+class Interrupted(Exception):
+    """Raised inside a forward pass when its cancel event is set (see :func:`interruptible`)."""
+
+
+@contextlib.contextmanager
+def interruptible(model: "PreTrainedModel", cancel: threading.Event | None) -> Iterator[None]:
+    """Let ``cancel`` stop a forward pass between decoder layers, not only between tokens.
+
+    A long prompt's prefill is one forward pass; checking at every layer makes Stop take
+    effect within one layer's time. The hooks do not change what the model computes.
+    """
+    if cancel is None:
+        yield
+        return
+
+    def check(module: Any, args: Any) -> None:
+        if cancel.is_set():
+            raise Interrupted
+
+    layers = getattr(base_model(model), "layers", None) or []
+    handles = [layer.register_forward_pre_hook(check) for layer in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def prefill(model: "PreTrainedModel", input_ids: "torch.Tensor", cancel: threading.Event | None = None) -> "Cache":
+    """Run ``input_ids`` (1, N) through the decoder stack and return the filled cache.
+
+    Raises :class:`Interrupted` if ``cancel`` is set while it runs.
+    """
     import torch
 
     cache = new_cache(model)
     if input_ids.shape[-1] == 0:
         return cache
-    with torch.inference_mode():
+    with torch.inference_mode(), interruptible(model, cancel):
         base_model(model)(input_ids=input_ids, cache=cache, use_cache=True)
     return cache
 
@@ -113,7 +145,8 @@ def decode(
 ) -> list[int]:
     """Generate after ``input_ids`` (1, N); ``cache`` may hold the first N-1 positions.
 
-    Returns the new token ids, the final end-of-sequence token excluded.
+    Returns the new token ids, the final end-of-sequence token excluded. Raises
+    :class:`Interrupted` if ``cancel`` is set during a forward pass.
     """
     import torch
     from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
@@ -122,7 +155,8 @@ def decode(
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=settings.do_sample,
-        eos_token_id=None if settings.ignore_eos else (eos or None),
+        # an empty list, not None: None would be filled in from the model's generation config
+        eos_token_id=[] if settings.ignore_eos else (eos or None),
         pad_token_id=pad_token_id if pad_token_id is not None else (eos[0] if eos else 0),
         **(
             {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": settings.top_k}
@@ -145,7 +179,7 @@ def decode(
     kwargs: dict[str, Any] = {}
     if cache is not None:
         kwargs["cache"] = cache
-    with torch.inference_mode():
+    with torch.inference_mode(), interruptible(model, cancel):
         model.generate(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),

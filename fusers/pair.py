@@ -39,7 +39,8 @@ class ModelSpec:
     def __post_init__(self) -> None:
         self.source = str(self.source)
         if not self.source.strip():
-            raise ModelLoadError("A model source is empty; give a Hub id or a local folder.")
+            raise ModelLoadError("A model source is empty; give the receiver and the sharer each a Hub id or a "
+                                 "local folder.")
         if self.quantize not in QUANTIZE:
             raise ModelLoadError(f"Unknown quantization {self.quantize!r}; use one of {', '.join(QUANTIZE)}.")
 
@@ -121,13 +122,18 @@ class Pair:
             )
         return lines
 
-    def close(self) -> None:
-        """Drop the models and give their memory back."""
+    def close(self, collect: bool = True) -> None:
+        """Drop the models and give their memory back.
+
+        ``collect=False`` skips ``gc.collect()``: a GUI calls this from its models' thread, where a
+        collection could free GUI objects, and collects on its own thread instead.
+        """
         import torch
 
         cuda = any(m.device.type == "cuda" for m in (self.receiver, self.sharer))
         self.receiver = self.sharer = self.fuser = None  # type: ignore[assignment]
-        gc.collect()
+        if collect:
+            gc.collect()
         if cuda:
             torch.cuda.empty_cache()
 

@@ -82,13 +82,13 @@ def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel
     pair = load_pair(request.receiver, request.sharer, fuser, progress=progress, cancel=cancel,
                      defaults=request.defaults)
     if cancel.is_set():
-        pair.close()
+        pair.close(collect=False)
         raise Cancelled("Loading was cancelled.")
     return pair, Loaded(pair.describe(), pair.receiver.name, pair.sharer.name, pair.fuser is not None)
 
 
 def _unload(pair: "Pair") -> None:
-    pair.close()
+    pair.close(collect=False)  # never collect on the models' thread: it could free Qt objects there
 
 
 class ModelSession:
@@ -123,10 +123,9 @@ class ModelSession:
     async def unload(self) -> None:
         engine, self.engine, self.loaded = self.engine, None, None
         if engine is not None:
-            # Pair.close() runs gc.collect() on the models' thread; Qt objects must never be freed there,
-            # so collect whatever Qt garbage exists here, on the Qt thread, first.
-            gc.collect()
             await self.thread.call(_unload, engine.pair)
+            del engine
+            gc.collect()  # here, on the Qt thread: the models' memory goes back, and Qt objects die where they live
 
     async def answer(self, mode: Mode, messages: Sequence[dict[str, str]], settings: GenerationSettings, *,
                      on_event: Callable[["Event"], None], cancel: threading.Event,

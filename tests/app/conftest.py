@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("PySide6")
-pytest.importorskip("pytestqt")
-
-from PySide6.QtCore import QSettings, QtMsgType, qInstallMessageHandler  # noqa: E402
+# PySide6 and pytest-qt are required: a broken install must fail these tests, not skip them
+import pytestqt  # noqa: F401
+from PySide6.QtCore import QSettings, QtMsgType, qInstallMessageHandler
 
 # QSettings never touches the real home: every INI-format user setting goes to a private folder.
 _SETTINGS_DIR = Path(tempfile.mkdtemp(prefix="c2c-app-settings-"))
@@ -28,10 +26,18 @@ ALLOWED_QT_MESSAGES = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """On 2 shared cores, torch's thread pool would compete with the Qt thread the stall tests measure."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def collect_on_the_qt_thread():
-    """Free the previous test's windows here: a garbage collection that happens to run on a worker thread
-    (Pair.close() calls gc.collect()) would delete their Qt objects from there, which Qt warns about."""
+    """Free the previous test's windows here, on the Qt thread: a collection that happens to run on a worker
+    thread would delete their Qt objects from there, which Qt warns about."""
     gc.collect()
 
 

@@ -165,3 +165,71 @@ def test_generation_settings_are_checked():
     with pytest.raises(ValueError, match="top_p"):
         GenerationSettings(top_p=0)
     assert GenerationSettings.from_dict({"max_new_tokens": 5, "unknown": 1}).max_new_tokens == 5
+
+
+@pytest.fixture(scope="module")
+def eos_pair():
+    """A receiver whose every next token is its end-of-sequence token (from its generation config)."""
+    from fusers.pair import LoadedModel
+
+    tok = tiny.bpe_tokenizer(400)
+    model = tiny.build_model(tiny.tiny_config("qwen3", len(tok), tokenizer=tok), seed=5)
+    with torch.no_grad():
+        model.model.norm.weight.zero_()  # all logits 0: greedy picks token 0
+    model.generation_config.eos_token_id = [tok.eos_token_id, 0]
+    loaded = LoadedModel.from_model(model, tok, "receiver", "eos-receiver", torch.device("cpu"), torch.float32)
+    return Pair(loaded, loaded, None)
+
+
+def test_eos_from_the_generation_config_stops_and_ignore_eos_does_not(eos_pair):
+    engine = Engine(eos_pair)
+    stopped = engine.answer(Mode.RECEIVER, QUESTION, GenerationSettings(max_new_tokens=5))
+    assert stopped.token_ids == [] and stopped.finish_reason == "eos"
+    ignored = engine.answer(Mode.RECEIVER, QUESTION, GenerationSettings(max_new_tokens=5, ignore_eos=True))
+    assert ignored.token_ids == [0] * 5 and ignored.finish_reason == "length"
+
+
+def test_cancel_interrupts_a_prefill(tiny_pair):
+    engine = Engine(tiny_pair)
+    for mode, phase in ((Mode.RECEIVER, "receiver_prefill"), (Mode.FUSION, "sharer_prefill"),
+                        (Mode.RELAY, "sharer_prefill")):
+        cancel = threading.Event()
+        events = []
+
+        def on_event(event, phase=phase):
+            events.append(event)
+            if isinstance(event, PhaseEvent) and event.phase == phase and event.end is None:
+                cancel.set()  # Stop pressed while the prompt is being read
+
+        answer = engine.answer(mode, QUESTION, GREEDY, on_event=on_event, cancel=cancel)
+        assert answer.finish_reason == "cancelled" and answer.token_ids == [] and answer.hint in (None, "")
+        assert not any(isinstance(e, TokenEvent) for e in events)
+
+
+def test_concurrent_sampled_runs_stay_reproducible(tiny_pair):
+    settings = GenerationSettings(max_new_tokens=12, do_sample=True, temperature=1.5, top_p=1.0, top_k=0, seed=11,
+                                  ignore_eos=True)
+    expected = {m: Engine(tiny_pair).answer(m, QUESTION, settings).token_ids for m in (Mode.FUSION, Mode.RECEIVER)}
+    results: dict = {}
+
+    def run(mode):
+        results[mode] = Engine(tiny_pair).answer(mode, QUESTION, settings).token_ids
+
+    for _ in range(3):
+        threads = [threading.Thread(target=run, args=(m,)) for m in expected]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results == expected
+
+
+def test_a_drawn_seed_is_recorded_and_repeats_the_answer(tiny_pair):
+    engine = Engine(tiny_pair)
+    first = engine.answer(Mode.FUSION, QUESTION, GenerationSettings(max_new_tokens=10, do_sample=True, seed=None,
+                                                                   temperature=1.5, ignore_eos=True))
+    seed = first.settings["seed"]
+    assert isinstance(seed, int)
+    again = engine.answer(Mode.FUSION, QUESTION, GenerationSettings(max_new_tokens=10, do_sample=True, seed=seed,
+                                                                   temperature=1.5, ignore_eos=True))
+    assert again.token_ids == first.token_ids

@@ -128,3 +128,20 @@ def test_load_reports_progress_and_can_be_cancelled(tiny_dirs):
     with pytest.raises(Cancelled):
         load_pair(None, None, tiny_dirs.published, progress=stop_after_receiver, cancel=cancel,
                   defaults=ModelSpec("-", "cpu"))
+
+
+def test_a_message_that_repeats_template_text_is_not_found_inside_the_template(aligned_dirs):
+    *_, r_tok, s_tok = aligned_dirs
+    messages = [{"role": "user", "content": "user"}]
+    al = TokenAligner(r_tok, s_tok, "longest").align_chat(messages)
+    assert al.sectioned and len(al.sharer_ids) == len(al.receiver_ids)
+    head = set(s_tok("<|im_start|>user\n", add_special_tokens=False)["input_ids"])
+    tail = set(s_tok("<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)["input_ids"])
+    n_head = len(r_tok("<|im_start|>user\n", add_special_tokens=False)["input_ids"])
+    n_message = len(r_tok("user", add_special_tokens=False)["input_ids"])
+    aligner = TokenAligner(r_tok, s_tok, "longest")
+    # template positions take the sharer's own template tokens; the message is aligned token by token
+    assert set(al.sharer_ids[:n_head]) <= head
+    message = slice(n_head, n_head + n_message)
+    assert al.sharer_ids[message] == [aligner.align_token(i) for i in al.receiver_ids[message]]
+    assert set(al.sharer_ids[n_head + n_message:]) <= tail
