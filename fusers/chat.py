@@ -44,15 +44,16 @@ def check_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
-def render(tokenizer: Any, messages: Sequence[dict[str, str]], thinking: bool = False) -> str:
-    """The conversation as the model sees it, generation prompt included.
+def render(tokenizer: Any, messages: Sequence[dict[str, str]], thinking: bool = False,
+           add_generation_prompt: bool = True) -> str:
+    """The conversation as the model sees it, generation prompt included unless asked otherwise.
 
     No system message is added unless the conversation has one (a template may
     still add its own default, as Qwen2.5's does). ``enable_thinking`` is passed
     for templates that read it (Qwen3) and ignored by the others.
     """
     return tokenizer.apply_chat_template(
-        list(messages), tokenize=False, add_generation_prompt=True, enable_thinking=thinking
+        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt, enable_thinking=thinking
     )
 
 

@@ -165,7 +165,12 @@ def _load_published(path: Path) -> Fuser:
     config = _read_recipe(path / PUBLISHED_CONFIG)
     model = config.get("model")
     if not isinstance(model, dict):
-        raise FuserFormatError(f"{path / PUBLISHED_CONFIG} has no 'model' section.")
+        if "model_type" in config or "architectures" in config:
+            raise FuserFormatError(
+                f"{path} holds a model, not a fuser; pass it as --receiver or --sharer, and give the fuser folder "
+                "(config.json with final/, or fuser.json) as --fuser."
+            )
+        raise FuserFormatError(f"{path / PUBLISHED_CONFIG} has no 'model' section; it is not a published fuser.")
     final = path / PUBLISHED_DIR
     raw_map = _read_json(final / PUBLISHED_MAP)
     try:

@@ -13,7 +13,7 @@ import importlib
 import sys
 from typing import Sequence
 
-from .errors import C2CError
+from .errors import C2CError, describe
 
 COMMANDS = ("compare", "fuser", "train", "demo")
 
@@ -57,8 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an engine bug or a library failure: still one readable line
         if args.debug:
             raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"error: {type(exc).__name__}: {first} (run `c2c --debug ...` for the traceback)", file=sys.stderr)
+        print(f"error: {describe(exc)} (run `c2c --debug ...` for the traceback)", file=sys.stderr)
         return 1
 
 

@@ -323,7 +323,7 @@ class _Run:
             self.emit(TokenEvent(self.mode, part, token, delta, at))
 
         input_ids = torch.tensor([ids], device=model.device)  # (1, N)
-        out = decode(
+        decode(
             model.model, input_ids, self.settings, max_new_tokens=limit, eos_token_ids=model.eos_token_ids,
             pad_token_id=model.tokenizer.pad_token_id, cache=cache, on_token=on_token, cancel=self.cancel,
         )

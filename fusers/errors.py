@@ -58,3 +58,11 @@ class DiskSpaceError(DownloadError):
 
 class AuthError(DownloadError):
     """A gated or private repo needs a login: a missing, expired or unapproved token."""
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the user: a typed error's own message, or the type and first line of anything else."""
+    if isinstance(exc, C2CError):
+        return str(exc)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -241,13 +241,8 @@ def load_pair(
 
     report(f"Loading receiver {receiver.source}")
     r = load_model(receiver, "receiver")
-    try:
-        report(f"Loading sharer {sharer.source}")
-        s = load_model(sharer, "sharer")
-    except BaseException:
-        del r
-        gc.collect()
-        raise
+    report(f"Loading sharer {sharer.source}")  # a cancel here drops the receiver with this frame
+    s = load_model(sharer, "sharer")
     pair = Pair(r, s, None)
     if loaded_fuser is not None:
         loaded_fuser.check_pair(r.shape, s.shape, r.source, s.source)

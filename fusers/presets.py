@@ -69,7 +69,7 @@ def find_preset(name: str, presets: list[Preset] | None = None) -> Preset | None
 def _published(offline: bool) -> list[tuple[str, str, str, str]]:
     try:
         from . import hub
-    except ImportError:  # a build without downloads: the pair names are still worth showing
+    except ImportError:  # a build without fusers.hub: no published pairs to offer
         return []
     try:
         return [(p.name, p.receiver, p.sharer, p.status) for p in hub.list_pairs(offline=offline)]

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from fusers import hub
-from fusers.errors import C2CError, Cancelled
+from fusers.errors import C2CError, Cancelled, describe
 
 from .bridge import BackgroundJob
 
@@ -37,14 +37,6 @@ COLUMNS = ("Pair", "Receiver", "Sharer", "Size", "Status", "Progress")
 NAME, RECEIVER, SHARER, SIZE, STATUS, PROGRESS = range(len(COLUMNS))
 STATUS_WORDS = {"absent": "not downloaded", "partial": "partly downloaded", "complete": "downloaded"}
 BAR_STEPS = 1000
-
-
-def error_text(exc: BaseException) -> str:
-    """What the user reads: the typed error's own message, or one line for anything unexpected."""
-    if isinstance(exc, C2CError):
-        return str(exc)
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 class FuserDownloads(QObject):
@@ -115,7 +107,7 @@ class FuserDownloads(QObject):
     def _on_end(self, name: str, outcome: str, exc: BaseException | None) -> None:
         self._jobs.pop(name, None)
         if outcome == "failed" and exc is not None:
-            self.errors[name] = error_text(exc)
+            self.errors[name] = describe(exc)
         self.ended.emit(name, outcome)
         if outcome == "done":
             self.pairs_changed.emit()
@@ -238,7 +230,7 @@ class GetFusersDialog(QDialog):
     def _listing_failed(self, exc: BaseException) -> None:
         self.refresh_button.setEnabled(True)
         self.source.setText(f"Published pairs in {hub.REPO_ID}: listed from the local cache.")
-        self._error(error_text(exc))
+        self._error(describe(exc))
 
     def _show(self, pairs: list[hub.PairListing]) -> None:
         online = any(p.online for p in pairs)
@@ -341,7 +333,7 @@ class GetFusersDialog(QDialog):
         try:
             freed = self.downloads.remove(name)
         except (C2CError, OSError) as exc:
-            self._error(error_text(exc))
+            self._error(describe(exc))
             return
         self.detail.setText(f"Removed {name}, freed {hub.format_bytes(freed)}.")
         self._reload_local()

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     pair.add_argument("--sharer", help="sharer: Hub id or local folder (default: the pair's or the fuser's)")
     pair.add_argument("--fuser", help="fuser folder or downloaded pair name")
     pair.add_argument("--device", help="device for both models: auto, cpu, cuda, cuda:N or mps")
-    pair.add_argument("--dtype", help="auto, float32, bfloat16 or float16")
+    pair.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), help="dtype of both models")
     pair.add_argument("--quantize", choices=("none", "8bit", "4bit"), help="quantize both models")
     run = p.add_argument_group("headless run")
     run.add_argument("--prompt", help="send this prompt to every pane once the pair is loaded")

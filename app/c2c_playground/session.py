@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fusers.engine import Engine, Mode
-from fusers.errors import C2CError, Cancelled, ModelLoadError
+from fusers.errors import Cancelled, ModelLoadError
 from fusers.generation import GenerationSettings
 from fusers.pair import LoadProgress, ModelSpec
 
@@ -142,11 +142,3 @@ class ModelSession:
     def shutdown(self) -> None:
         self.cancel_load()
         self.thread.shutdown(wait=False)
-
-
-def readable(exc: BaseException) -> str:
-    """An error as the banner shows it: the engine's own message, or the type and message of anything else."""
-    if isinstance(exc, C2CError):
-        return str(exc)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

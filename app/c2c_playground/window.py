@@ -16,13 +16,13 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QM
 
 from fusers.diff import align, summarize
 from fusers.engine import Mode
-from fusers.errors import C2CError, Cancelled
+from fusers.errors import C2CError, Cancelled, describe
 from fusers.pair import LoadProgress
 
 from . import bridge, export, theme
 from .app_settings import AppSettings
 from .crash import broken_install_message, show_startup_problem
-from .session import BrokenInstall, LoadRequest, Loaded, ModelSession, readable
+from .session import BrokenInstall, LoadRequest, Loaded, ModelSession
 from .widgets.banner import ErrorBanner
 from .widgets.charts import FuserPlot, LayerPoint, PhaseSpan, TotalsChart
 from .widgets.diff_view import DiffView
@@ -327,7 +327,7 @@ class MainWindow(QMainWindow):
         return job
 
     def _presets_failed(self, exc: BaseException) -> None:
-        self.banner.show_error(f"Could not list the presets: {readable(exc)}")
+        self.banner.show_error(f"Could not list the presets: {describe(exc)}")
 
     def load_from_form(self) -> asyncio.Task[bool] | None:
         if self.loading or self.running:
@@ -371,7 +371,7 @@ class MainWindow(QMainWindow):
             if not isinstance(exc, C2CError):
                 log.exception("loading the pair failed")
             self._show_loaded(None)
-            self.banner.show_error(readable(exc))
+            self.banner.show_error(describe(exc))
             return False
         finally:
             self.pair_panel.set_loading(False)
@@ -485,7 +485,7 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # the engine's typed errors, and anything torch raises: readable, app goes on
             if not isinstance(exc, C2CError):
                 log.error("pane %d (%s) failed", pane.number, pane.mode.value, exc_info=exc)
-            message = readable(exc)
+            message = describe(exc)
             pane.fail(message)
             self.banner.show_error(f"Pane {pane.number} ({pane.mode.label}): {message}")
             return
@@ -594,7 +594,7 @@ class MainWindow(QMainWindow):
             self._diff_finished()
 
         def failed(exc: BaseException) -> None:
-            self.diff_view.show_message(f"Could not align the answers: {readable(exc)}")
+            self.diff_view.show_message(f"Could not align the answers: {describe(exc)}")
             self._diff_finished()
 
         self._diff_job = bridge.BackgroundJob(lambda progress, cancel: align(keys_a, keys_b), on_done=done,

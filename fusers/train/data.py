@@ -112,8 +112,8 @@ def answer_ids(tokenizer: Any, prompt: Sequence[dict[str, str]], answer: str, th
     Tokenized on its own, as the receiver emits it after the prompt, and cut after the first
     end-of-sequence token (decoding stops there).
     """
-    full = tokenizer.apply_chat_template(list(prompt) + [{"role": "assistant", "content": answer}], tokenize=False,
-                                         add_generation_prompt=False, enable_thinking=thinking)
+    full = render(tokenizer, list(prompt) + [{"role": "assistant", "content": answer}], thinking,
+                  add_generation_prompt=False)
     head = render(tokenizer, prompt, thinking)
     tail = full[len(head):] if full.startswith(head) else answer + (tokenizer.eos_token or "")
     ids = list(tokenizer(tail, add_special_tokens=False)["input_ids"])

@@ -15,15 +15,15 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import torch
 
 from ..errors import Cancelled, TrainingError
 from ..pair import LoadedModel
 from .config import TrainConfig
-from .data import Conversation, Example, collate, conversations_from, tokenize
-from .forward import FusionModule, PhaseTimer, backward, run_batch
+from .data import Conversation, collate, conversations_from, tokenize
+from .forward import FusionModule, backward, run_batch
 from .model import build_fuser, choose_alignment, load_init
 from .state import (
     REPORT_NAME, TrainState, finish_folder, has_run, latest_checkpoint, prune, read_optimizer, read_rng, read_state,

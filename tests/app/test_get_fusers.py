@@ -23,7 +23,6 @@ from fusers import hub  # noqa: E402
 from PySide6.QtCore import QTimer  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from c2c_playground import bridge  # noqa: E402
 from c2c_playground.get_fusers import (  # noqa: E402
     NAME,
     PROGRESS,

@@ -208,3 +208,8 @@ def test_fuser_for_another_pair_names_both_pairs(mixed_pair):
     assert "org/receiver-A" in msg and "org/sharer-B" in msg and "my/receiver" in msg and "my/sharer" in msg
     assert "3 receiver layers, the receiver has 2" in msg
     fuser.check_pair(ModelShape.of(rcfg), ModelShape.of(scfg), "r", "s")  # the right pair passes
+
+
+def test_a_model_folder_given_as_fuser_says_so(tiny_dirs):
+    with pytest.raises(FuserFormatError, match="holds a model, not a fuser; pass it as --receiver or --sharer"):
+        load_fuser(tiny_dirs.receiver)
