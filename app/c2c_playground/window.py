@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import logging
+import random
 import threading
 from typing import Any
 
@@ -450,6 +452,9 @@ class MainWindow(QMainWindow):
         self.banner.dismiss()
         self._cancel = threading.Event()
         settings = self.generation.settings()
+        if settings.do_sample and settings.seed is None:
+            # one drawn seed for every pane of this send, so they sample alike and the export can repeat it
+            settings = dataclasses.replace(settings, seed=random.randrange(2**31))
         concurrent = self.generation.concurrent()
         self._run_task = bridge.spawn(self._run_all(jobs, settings, concurrent, self._cancel))
         self._set_running(True)
