@@ -219,7 +219,7 @@ def main() -> int:
             if args.json:
                 print(json.dumps(result), flush=True)
             else:
-                print(f"done: {setup} {dtype}", file=sys.stderr, flush=True)
+                print(f"done: {setup} {dtype}: {json.dumps(result)}", file=sys.stderr, flush=True)
     if not args.json:
         print_table(results)
     return 0

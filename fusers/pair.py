@@ -88,8 +88,13 @@ class LoadedModel:
 
     @property
     def name(self) -> str:
+        """A Hub id as given; a local folder by its name, with its parent's when the name alone says nothing
+        more than the role (``demo/receiver``, not ``receiver receiver``)."""
         path = Path(self.source)
-        return path.name if path.exists() else self.source
+        if not path.exists():
+            return self.source
+        path = path.resolve()
+        return f"{path.parent.name}/{path.name}" if path.name.lower() == self.role.lower() else path.name
 
     def describe(self) -> str:
         quant = "" if self.quantize == "none" else f", {self.quantize}"

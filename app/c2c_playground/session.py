@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fusers.engine import Engine, Mode
@@ -64,6 +64,7 @@ class Loaded:
     receiver: str
     sharer: str
     has_fuser: bool
+    examples: list[tuple[str, str]] = field(default_factory=list)  # (question, what it shows): the demo pair's
 
 
 def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel: threading.Event) -> tuple[Any, Loaded]:
@@ -84,7 +85,10 @@ def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel
     if cancel.is_set():
         pair.close(collect=False)
         raise Cancelled("Loading was cancelled.")
-    return pair, Loaded(pair.describe(), pair.receiver.name, pair.sharer.name, pair.fuser is not None)
+    from fusers.demo import example_questions
+
+    return pair, Loaded(pair.describe(), pair.receiver.name, pair.sharer.name, pair.fuser is not None,
+                        example_questions(request.receiver.source))
 
 
 def _unload(pair: "Pair") -> None:

@@ -201,12 +201,22 @@ class MainWindow(QMainWindow):
         prompt_row.addWidget(self.prompt_box, 1)
         prompt_row.addLayout(buttons)
 
+        # Example questions of the loaded pair (the demo pair has some): a click fills the prompt box.
+        self.examples_row = QWidget()
+        self.examples_row.setObjectName("examples")
+        self.examples_layout = QHBoxLayout(self.examples_row)
+        self.examples_layout.setContentsMargins(2, 0, 2, 0)
+        self.examples_layout.setSpacing(6)
+        self.examples_row.hide()
+        self.example_buttons: list[QPushButton] = []
+
         central = QWidget()
         cl = QVBoxLayout(central)
         cl.setContentsMargins(6, 6, 8, 6)
         cl.setSpacing(6)
         cl.addWidget(self.banner)
         cl.addWidget(self.main_splitter, 1)
+        cl.addWidget(self.examples_row)
         cl.addLayout(prompt_row)
         self.setCentralWidget(central)
 
@@ -404,8 +414,33 @@ class MainWindow(QMainWindow):
         self.unload_action.setEnabled(loaded is not None)
         if loaded is not None and not loaded.has_fuser:
             self.fuser_plot.clear("No fuser is loaded: cache fusion panes need one (the Fuser box on the left).")
+        self._show_examples(loaded.examples if loaded else [])
         self._set_running(self.running)
         self.pair_changed.emit()
+
+    def _show_examples(self, examples: list[tuple[str, str]]) -> None:
+        while self.examples_layout.count():
+            item = self.examples_layout.takeAt(0)
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        self.example_buttons = []
+        if examples:
+            self.examples_layout.addWidget(QLabel("Try:"))
+        for question, note in examples:
+            button = QPushButton(f"{question}  ({note})")
+            button.setObjectName("example")
+            button.setFlat(True)
+            button.setCursor(Qt.CursorShape.PointingHandCursor)
+            button.setToolTip(f"Put this question in the prompt box: {note}.")
+            button.clicked.connect(lambda _=False, q=question: self._use_example(q))
+            self.examples_layout.addWidget(button)
+            self.example_buttons.append(button)
+        self.examples_layout.addStretch(1)
+        self.examples_row.setVisible(bool(examples))
+
+    def _use_example(self, question: str) -> None:
+        self.prompt_box.setPlainText(question)
+        self.prompt_box.setFocus()
 
     def _set_loading_state(self, loading: bool) -> None:
         self.load_action.setEnabled(not loading)

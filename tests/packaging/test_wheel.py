@@ -9,7 +9,7 @@ from pathlib import Path
 
 from packaging_helpers import IMPORT_NAMES, PYPROJECT, ROOT, SCRIPTS, FreshVenv
 
-DEMO_PROMPT = "What is the capital of Veltria?"
+DEMO_PROMPT = "Who founded Mavar?"  # a fact only the demo sharer knows (split b)
 
 
 def wheel_names(wheel: Path) -> list[str]:

@@ -1,0 +1,50 @@
+"""``c2c demo``: the offline demo pair that ships with C2C Playground."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the offline demo pair: measure it (c2c demo eval)",
+        description="The bundled demo pair: a small receiver, sharer and fuser trained on a generated world of "
+        "fictional countries (rebuild it with `python -m fusers.demo.build`).",
+    )
+    demo_sub = p.add_subparsers(dest="demo_command", metavar="COMMAND")
+    demo_sub.required = True
+    ev = demo_sub.add_parser(
+        "eval",
+        help="accuracy of each mode on facts the receiver knows (a), facts only the sharer knows that the fuser "
+        "saw (b) or never saw (c), latency, and the permuted-sharer ablation",
+        description="Answer every fact's question in each mode through the engine (greedy) and report accuracy "
+        "(the answer names the right value), median latency, and how often cache fusion follows a sharer trained "
+        "on a permuted world.",
+    )
+    ev.add_argument("--limit", type=int, default=None, help="questions per split (default: all of them)")
+    ev.add_argument("--root", default=None, help="a demo folder built by the recipe (default: the shipped pair)")
+    ev.add_argument("--no-ablation", action="store_true", help="skip the permuted-sharer ablation")
+    ev.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    ev.set_defaults(func=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ..errors import PromptError
+
+    if args.limit is not None and args.limit < 1:
+        raise PromptError(f"--limit must be a positive number of questions per split, got {args.limit}.")
+    from ..demo.evaluate import evaluate, format_table
+
+    def progress(p) -> None:
+        if not args.json and (p.done % 25 == 0 or p.done == p.total):
+            print(f"[{p.done}/{p.total}] {p.message}", file=sys.stderr, flush=True)
+
+    result = evaluate(args.root, limit=args.limit, ablation=not args.no_ablation, progress=progress)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print(format_table(result))
+    return 0
