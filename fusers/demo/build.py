@@ -9,7 +9,8 @@
 3. Pre-train the sharer (Llama: 5 layers, width 160, 5 heads) on every fact, on answering
    questions and on writing text relay's one-sentence hint, with a lookahead loss that makes the
    question's closing positions predict the answer (see ``LMConfig.lookahead_layer``).
-4. Fine-tune a copy of the sharer on the permuted world: the ablation's sharer.
+4. Fine-tune a copy of the sharer on the permuted world: the ablation's sharer. Only the MLPs of
+   its first two layers learn, so it stores other facts in the same internal code.
 5. Train the fuser with :mod:`fusers.train` (the trainer every user gets) on questions about the
    countries in splits a and b; split c is never shown to it.
 6. Evaluate the shipped files with :func:`fusers.demo.evaluate.evaluate` and write ``metrics.json``.
@@ -42,6 +43,7 @@ RECEIVER_NAME = "c2c-demo/receiver"  # what the fuser records as its pair (the b
 SHARER_NAME = "c2c-demo/sharer"
 
 RECEIVER_MIX = dict(qa=0.3, text=0.15, about=0.05, unknown=0.15, relay=0.15, note=0.15, chat=0.05)
+EVAL_LIMIT = 100  # questions per split in the recipe's evaluation: keeps the recipe under 30 minutes
 SHARER_MIX = dict(qa=0.4, text=0.3, about=0.05, hint=0.2, chat=0.05)
 
 
@@ -60,8 +62,11 @@ class Recipe:
         arch="llama", hidden_size=160, layers=5, heads=5, kv_heads=5, head_dim=32, intermediate_size=448))
     receiver_lm: dict[str, Any] = field(default_factory=lambda: dict(steps=600, lr=3e-3))
     sharer_lm: dict[str, Any] = field(default_factory=lambda: dict(steps=700, lr=3e-3, lookahead_layer=1))
-    permuted_lm: dict[str, Any] = field(default_factory=lambda: dict(steps=350, lr=2e-3, warmup_steps=20,
-                                                                      lookahead_layer=1))
+    # the ablation's sharer relearns its facts in the MLPs of the first two layers only (where the lookahead
+    # puts the answer), so that the rest of its internal code, which the fuser learned to read, stays the same
+    permuted_lm: dict[str, Any] = field(default_factory=lambda: dict(steps=600, lr=3e-3, warmup_steps=20,
+                                                                      lookahead_layer=1,
+                                                                      trainable=r"layers\.[01]\.mlp\."))
     fuser: dict[str, Any] = field(default_factory=lambda: dict(
         steps=1200, batch_size=32, lr=1e-3, warmup_steps=20, hidden_dim=128, intermediate_dim=128, dropout=0.1,
         gate_init=3.0, eval_split=0.0, max_length=128, log_every=50))
@@ -246,12 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (results depend on it; default 2)")
     parser.add_argument("--work", default=None, help="keep intermediate files here (default: a temporary folder)")
-    parser.add_argument("--eval-limit", type=int, default=None, help="questions per split in the final evaluation "
-                                                                     "(default: all)")
+    parser.add_argument("--eval-limit", type=int, default=EVAL_LIMIT,
+                        help=f"questions per split in the final evaluation, spread evenly (default {EVAL_LIMIT}; "
+                             "0 for all of them, which takes about 8 minutes more)")
     args = parser.parse_args(argv)
     recipe = Recipe(seed=args.seed, threads=args.threads)
     build(Path(args.out) if args.out else demo_root(), recipe, Path(args.work) if args.work else None,
-          args.eval_limit)
+          args.eval_limit or None)
     return 0
 
 

@@ -133,7 +133,8 @@ def format_table(result: dict[str, Any]) -> str:
     head = (f"| mode | (a) receiver knows ({n['a']}) | (b) sharer only, fuser trained ({n['b']}) "
             f"| (c) sharer only, held out ({n['c']}) | median latency |")
     lines = [head, "|---|---:|---:|---:|---:|"]
-    for mode, acc in result["accuracy"].items():
+    for mode in [m for m in MODES if m in result["accuracy"]]:  # metrics.json keeps its keys sorted
+        acc = result["accuracy"][mode]
         latency = result["latency_s"].get(mode)
         lines.append(f"| {MODE_LABELS[Mode(mode)]} | {_pct(acc['a'])} | {_pct(acc['b'])} | {_pct(acc['c'])} | "
                      + ("-" if latency is None else f"{1000 * latency:.0f} ms") + " |")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -43,6 +44,9 @@ class LMConfig:
     lookahead_layer: int | None = None
     lookahead_weight: float = 0.5
     lookahead_positions: int = 6  # the question's last token and the template tokens after it
+    # Train only the parameters whose names match this regular expression (all when None). The ablation's
+    # sharer relearns its facts in the MLPs alone, so the rest of its internal code stays the first sharer's.
+    trainable: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.tokens_per_chunk < 1:
@@ -181,7 +185,13 @@ def pretrain(
     torch.manual_seed(cfg.seed)
     model.train()
     head = None
-    params = list(model.parameters())
+    if cfg.trainable is not None:
+        pattern = re.compile(cfg.trainable)
+        for name, p in model.named_parameters():
+            p.requires_grad_(bool(pattern.search(name)))
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"no parameter name matches trainable={cfg.trainable!r}")
     if cfg.lookahead_layer is not None:
         head = LookaheadHead(model.config.get_text_config().hidden_size)
         params += list(head.parameters())

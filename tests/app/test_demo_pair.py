@@ -26,12 +26,14 @@ def test_the_demo_pair_loads_offers_examples_and_fusion_knows_the_sharers_facts(
     world = World.load(demo_root() / WORLD_NAME)
     fact = next(f for f in world.eval_facts("b") if f.question == question)
 
+    window.add_pane().set_mode(Mode.RECEIVER)
     panes = {p.mode: p for p in window.panes}
-    assert {Mode.RECEIVER, Mode.FUSION} <= set(panes), [p.mode for p in window.panes]
+    assert set(panes) == {Mode.RELAY, Mode.FUSION, Mode.RECEIVER}, [p.mode for p in window.panes]
     short_generation(window, max_new_tokens=24, hint=24)
     run(loop, window.send_from_box())
     assert all(p.current.state == "done" for p in window.panes)
-    assert contains_value(panes[Mode.FUSION].current.answer_text(), fact.value), panes[Mode.FUSION].current.answer_text()
+    for mode in (Mode.FUSION, Mode.RELAY):
+        assert contains_value(panes[mode].current.answer_text(), fact.value), panes[mode].current.answer_text()
     assert not contains_value(panes[Mode.RECEIVER].current.answer_text(), fact.value)
 
     # unloading hides the examples again

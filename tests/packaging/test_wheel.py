@@ -82,6 +82,8 @@ def test_installed_c2c_compares_the_four_modes_on_the_demo_pair(fresh_venv: Fres
         assert answer["finish_reason"] in ("eos", "length") and answer["token_ids"], answer
     fusion = answers[-1]
     assert fusion["fusion"] and fusion["timing"]["fuse"] > 0  # the fuser ran on the demo pair's caches
+    # the installed demo pair works: the receiver alone does not know the founder, cache fusion does
+    assert "Magnus" in fusion["text"] and "Magnus" not in answers[0]["text"], (answers[0]["text"], fusion["text"])
 
 
 def test_installed_playground_answers_and_saves_a_screenshot_offscreen(fresh_venv: FreshVenv):

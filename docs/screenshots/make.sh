@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Remakes the README's and the metainfo's screenshots with the app's headless mode, on the demo pair.
+#   bash docs/screenshots/make.sh            (from the repository root, after `make run` set up .venv)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+app=${C2C_PLAYGROUND:-.venv/bin/c2c-playground}
+export QT_QPA_PLATFORM=${QT_QPA_PLATFORM:-offscreen}
+# settings of your own would change the window: use a throw-away config folder
+XDG_CONFIG_HOME=$(mktemp -d)
+export XDG_CONFIG_HOME
+trap 'rm -rf "$XDG_CONFIG_HOME"' EXIT
+# a fact only the demo sharer knows: the receiver alone does not know it, relay and fusion do
+"$app" --pair demo --modes receiver,relay,fusion --prompt "Who founded Mavar?" \
+    --screenshot docs/screenshots/comparison.png --exit
+# a fact the fuser never saw in training (split c), text relay against cache fusion
+"$app" --pair demo --prompt "Which river flows through Deirovia?" \
+    --screenshot docs/screenshots/relay-and-fusion.png --exit
