@@ -161,21 +161,17 @@ def build(out: Path, recipe: Recipe, work: Path | None = None, evaluate_limit: i
     tokenizer = build_tokenizer(world, recipe)
     lap("world_and_tokenizer", t)
 
-    t = time.perf_counter()
-    receiver = new_model(recipe.receiver, tokenizer, recipe.seed + 1)
-    histories["receiver"] = pretrain_model("receiver", receiver, tokenizer, Curriculum(world, "receiver", RECEIVER_MIX),
-                                           recipe.receiver_lm, recipe.seed + 11)
-    save_model(receiver, tokenizer, staging / RECEIVER_DIR)
-    del receiver
-    lap("receiver", t)
-
-    t = time.perf_counter()
-    sharer = new_model(recipe.sharer, tokenizer, recipe.seed + 2)
-    histories["sharer"] = pretrain_model("sharer", sharer, tokenizer, Curriculum(world, "sharer", SHARER_MIX),
-                                         recipe.sharer_lm, recipe.seed + 12)
-    save_model(sharer, tokenizer, staging / SHARER_DIR)
-    del sharer
-    lap("sharer", t)
+    for role, spec, mixture, settings, offset, folder in (
+        ("receiver", recipe.receiver, RECEIVER_MIX, recipe.receiver_lm, 1, RECEIVER_DIR),
+        ("sharer", recipe.sharer, SHARER_MIX, recipe.sharer_lm, 2, SHARER_DIR),
+    ):
+        t = time.perf_counter()
+        model = new_model(spec, tokenizer, recipe.seed + offset)
+        histories[role] = pretrain_model(role, model, tokenizer, Curriculum(world, role, mixture), settings,
+                                         recipe.seed + 10 + offset)
+        save_model(model, tokenizer, staging / folder)
+        del model
+        lap(role, t)
 
     t = time.perf_counter()
     # the ablation's sharer starts from the shipped (rounded) sharer, so it keeps its internal code and
