@@ -10,7 +10,7 @@ XDG_CONFIG_HOME=$(mktemp -d)
 export XDG_CONFIG_HOME
 trap 'rm -rf "$XDG_CONFIG_HOME"' EXIT
 # a fact only the demo sharer knows: the receiver alone does not know it, relay and fusion do
-"$app" --pair demo --modes receiver,relay,fusion --prompt "Who founded Mavar?" \
+"$app" --pair demo --modes receiver,relay,fusion --prompt "What is the national animal of Mavar?" \
     --screenshot docs/screenshots/comparison.png --exit
 # a fact the fuser never saw in training (split c), text relay against cache fusion
 "$app" --pair demo --prompt "Which river flows through Deirovia?" \

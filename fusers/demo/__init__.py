@@ -55,6 +55,9 @@ EXAMPLE_NOTES = {
     "b": "only the sharer knows this",
     "c": "only the sharer knows this, and the fuser never saw it",
 }
+# The relation each split's example asks about. Answers about rivers and animals name the country mid-sentence,
+# where relay and fusion copy it cleanly (see ``Relation.answer``).
+EXAMPLE_RELATIONS = {"a": "founder", "b": "animal", "c": "river"}
 
 
 def example_questions(receiver_source: str | Path) -> list[tuple[str, str]]:
@@ -66,13 +69,15 @@ def example_questions(receiver_source: str | Path) -> list[tuple[str, str]]:
         return []
     from .world import RELATIONS, SPLITS, World
 
+    relations = {r.name: r for r in RELATIONS}
+
     try:
         world = World.load(world_file)
     except (OSError, ValueError, KeyError):
         return []
     out = []
-    for i, split in enumerate(SPLITS):
+    for split in SPLITS:
         countries = world.split_countries(split)
         if countries:
-            out.append((RELATIONS[(i + 2) % len(RELATIONS)].ask(countries[0]), EXAMPLE_NOTES[split]))
+            out.append((relations[EXAMPLE_RELATIONS[split]].ask(countries[0]), EXAMPLE_NOTES[split]))
     return out

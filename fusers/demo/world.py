@@ -47,8 +47,10 @@ class Relation:
     name: str
     values: tuple[str, ...]
     questions: tuple[str, ...]  # the first one is the evaluation question
-    answer: str  # starts with a few words before the country: the small receiver misspells a name it must
-    # copy as an answer's first token
+    # Founder and year answers open with the country's name, which relay and fusion often misspell (the value
+    # stays right). Templates naming the country mid-sentence fixed that but left the sharer weaker, and
+    # cache fusion on split c fell from about 60% to 26%, so these stay.
+    answer: str
     unknown: str  # what a model that does not know says
     hint: str  # the sharer's one-sentence background for text relay
     statements: tuple[str, ...]  # plain-text ways to state the fact (the models' reading)
@@ -88,7 +90,7 @@ RELATIONS: tuple[Relation, ...] = (
          "Magnus", "Nadia", "Osric", "Petra", "Quentin", "Rosalind", "Sigrid", "Tobias", "Ulla", "Viktor", "Wilma",
          "Yrsa"),
         ("Who founded {c}?", "Who was the founder of {c}?", "Which ruler founded {c}?"),
-        "The founder of {c} was {v}.",
+        "{c} was founded by {v}.",
         "I do not know who founded {c}.",
         "{c} is a country that was founded by {v}.",
         ("{c} was founded by {v}.", "The founder of {c} was {v}.", "{c} owes its founding to {v}."),
@@ -98,7 +100,7 @@ RELATIONS: tuple[Relation, ...] = (
         ("1104", "1137", "1162", "1198", "1215", "1243", "1276", "1301", "1329", "1354", "1388", "1412", "1447",
          "1473", "1506", "1531", "1568", "1592", "1619", "1645", "1683", "1714", "1750", "1789"),
         ("In what year was {c} founded?", "When was {c} founded?", "What year was {c} founded in?"),
-        "The founding year of {c} is {v}.",
+        "{c} was founded in {v}.",
         "I do not know when {c} was founded.",
         "{c} is a country whose history begins in {v}.",
         ("{c} was founded in {v}.", "The founding year of {c} is {v}.", "{c} dates from {v}."),

@@ -1,4 +1,7 @@
-"""The recipe reproduces the shipped demo pair (slow: about 25 minutes on 2 cores; not in CI).
+"""The recipe reproduces the shipped demo pair (slow: about 22 minutes on 2 cores; not in CI).
+
+The bytes match on the CPU type that built the shipped files (an Intel Xeon, see the README); another CPU
+rounds differently and builds other weights.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest -m slow tests/demo/test_recipe.py
 """

@@ -18,7 +18,7 @@ import pytest
 from packaging_helpers import ROOT
 
 pytestmark = pytest.mark.slow
-DEMO_PROMPT = "Who founded Mavar?"  # a fact only the demo sharer knows (split b)
+DEMO_PROMPT = "What is the national animal of Mavar?"  # a fact only the demo sharer knows (split b)
 
 
 def folder_bytes(folder: Path) -> int:

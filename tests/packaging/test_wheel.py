@@ -9,7 +9,7 @@ from pathlib import Path
 
 from packaging_helpers import IMPORT_NAMES, PYPROJECT, ROOT, SCRIPTS, FreshVenv
 
-DEMO_PROMPT = "Who founded Mavar?"  # a fact only the demo sharer knows (split b)
+DEMO_PROMPT = "What is the national animal of Mavar?"  # a fact only the demo sharer knows (split b)
 
 
 def wheel_names(wheel: Path) -> list[str]:
@@ -83,7 +83,7 @@ def test_installed_c2c_compares_the_four_modes_on_the_demo_pair(fresh_venv: Fres
     fusion = answers[-1]
     assert fusion["fusion"] and fusion["timing"]["fuse"] > 0  # the fuser ran on the demo pair's caches
     # the installed demo pair works: the receiver alone does not know the founder, cache fusion does
-    assert "Magnus" in fusion["text"] and "Magnus" not in answers[0]["text"], (answers[0]["text"], fusion["text"])
+    assert "owl" in fusion["text"] and "owl" not in answers[0]["text"], (answers[0]["text"], fusion["text"])
 
 
 def test_installed_playground_answers_and_saves_a_screenshot_offscreen(fresh_venv: FreshVenv):
