@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .chat import FALLBACK_CHAT_TEMPLATE
 from .devices import DEVICES_HELP, dtype_name, resolve_device, resolve_dtype
-from .errors import C2CError, Cancelled, ModelLoadError
+from .errors import C2CError, Cancelled, ModelLoadError, TrainingError
 
 if TYPE_CHECKING:
     import torch
@@ -198,11 +198,50 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
         raise ModelLoadError(_explain_load_failure(role, spec.source, exc)) from exc
     if spec.quantize == "none":
         model.to(device)
+    elif spec.quantize == "4bit" and device.type == "cpu":
+        _keep_unpackable_layers_on_the_generic_kernel(model)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
 
     return LoadedModel.from_model(model, tokenizer, role, spec.source, device, dtype, spec.quantize)
+
+
+def _keep_unpackable_layers_on_the_generic_kernel(model: Any) -> None:
+    """On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit layer's weight for a faster kernel on its first
+    no-grad call, and that repacking fails (an assertion, or a reshape error) unless the layer's output size
+    is a multiple of 32 and its input size a multiple of the quantization block. Small models have such
+    layers: they keep the generic 4-bit kernel, which takes any shape."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
+            state = module.weight.quant_state
+            out_features, in_features = state.shape
+            if out_features % 32 or in_features % state.blocksize:
+                module.support_avx512bf16_for_cpu = False
+
+
+def keep_4bit_layers_differentiable(loaded: LoadedModel) -> None:
+    """Let gradients flow through ``loaded``'s 4-bit layers on the CPU (training backpropagates through the
+    frozen receiver). bitsandbytes' repacked AVX512-BF16 kernel has no autograd, so gradients through a
+    repacked layer would silently be zero: layers stay on the generic kernel. A layer that inference has
+    already repacked cannot be restored exactly, so that is an error."""
+    if loaded.quantize != "4bit" or loaded.device.type != "cpu":
+        return
+    import bitsandbytes as bnb
+
+    repacked = 0
+    for module in loaded.model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            repacked += bool(getattr(module.weight.quant_state, "packing_format_for_cpu", False))
+    if repacked:
+        raise TrainingError(
+            f"The {loaded.role} {loaded.source} has {repacked} 4-bit layers that bitsandbytes repacked for its fast "
+            "CPU inference kernel, which cannot pass gradients back. Load the model again and train before "
+            "answering with it (c2c train always does), or train without --quantize 4bit."
+        )
 
 
 def load_pair(

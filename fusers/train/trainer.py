@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..errors import Cancelled, TrainingError
-from ..pair import LoadedModel
+from ..pair import LoadedModel, keep_4bit_layers_differentiable
 from .config import TrainConfig
 from .data import Conversation, collate, conversations_from, tokenize
 from .forward import FusionModule, backward, run_batch
@@ -123,6 +123,7 @@ class _Run:
             loaded.model.eval()
             for param in loaded.model.parameters():
                 param.requires_grad_(False)
+        keep_4bit_layers_differentiable(receiver)  # the loss reaches the fuser through the receiver
         self.acc = Accelerator(cpu=self.device.type == "cpu")
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         if self.world > 1 and self.device.type != "cpu" and self.device != self.acc.device:
