@@ -87,7 +87,8 @@ def test_lists_pairs_downloads_with_progress_and_survives_closing(qtbot, fake_hu
     assert dialog.grab().save(str(shot)) and shot.stat().st_size > 0
     last[0] = time.monotonic()  # the screenshot blocks the loop on purpose; it is not a stall of the download
     bar = dialog.table.itemWidget(row(dialog, PAIR), PROGRESS)
-    assert 0 < bar.value() < bar.maximum() and row(dialog, PAIR).text(STATUS) == "downloading"
+    assert 0 < bar.value() < bar.maximum() and row(dialog, PAIR).text(STATUS) == "downloading", (
+        bar.value(), bar.maximum(), row(dialog, PAIR).text(STATUS), seen[-3:], manager.is_running(PAIR))
     assert "left" in dialog.detail.text() or "/s" in dialog.detail.text()
 
     dialog.close()  # the download runs on without the dialog

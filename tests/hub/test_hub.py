@@ -73,7 +73,9 @@ def test_listing_names_sizes_and_status(fake_hub: FakeHub) -> None:
 
 def test_download_with_models_then_compare_runs(fake_hub: FakeHub, hf_home: Path) -> None:
     events: list[hub.DownloadProgress] = []
+    fake_hub.faults.chunk_delay = 0.01  # a rate needs 0.2 s of transfer; a local server can be faster than that
     path = hub.download_pair(PAIR, with_models=True, progress=events.append)
+    fake_hub.faults.chunk_delay = 0.0
 
     assert path == hub.local_pair_path(PAIR)
     assert path.is_relative_to(hf_home / "hub")  # the standard cache under HF_HOME
