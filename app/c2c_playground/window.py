@@ -537,6 +537,12 @@ class MainWindow(QMainWindow):
         """Cancel every running pane; waiting panes do not start."""
         if self._cancel is not None:
             self._cancel.set()
+        if self.running:
+            # said at once: the models' thread sees the cancel at its next decoder layer, the UI need not wait
+            self.stop_button.setEnabled(False)
+            for pane in self.panes:
+                if pane.running:
+                    pane.show_stopping()
         if self.loading:
             self.cancel_load()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import threading
 from typing import Any, Awaitable
 
 
@@ -32,3 +34,70 @@ def short_generation(window, max_new_tokens: int = 8, hint: int = 4, ignore_eos:
 
     window.generation.set_settings(GenerationSettings(max_new_tokens=max_new_tokens, hint_max_new_tokens=hint,
                                                       ignore_eos=ignore_eos))
+
+
+class ModelProbe:
+    """Forward pre-hooks on a loaded pair: which thread runs each forward, and a hold at a known point.
+
+    The hooks run on whichever thread runs the models; the test reads what they record on the Qt thread.
+    ``hold_at=n`` blocks the n-th call of a receiver decoder layer (counted from 1) until :meth:`release`:
+    the models' thread then sits at a known point, however fast or slow the machine is.
+    """
+
+    def __init__(self, pair: Any, hold_at: int | None = None) -> None:
+        from fusers.generation import base_model
+
+        self.hold_at = hold_at
+        self.held = threading.Event()
+        self.released = threading.Event()
+        self.threads: list[tuple[str, threading.Thread]] = []  # (part, thread) of every forward
+        self.layer_calls = 0  # receiver decoder-layer calls begun
+        self.forwards = 0  # receiver decoder-stack forwards begun (one per prefill or decode step)
+        self.forwards_at_hold: int | None = None
+        self.layers_after_release = 0  # receiver decoder layers that ran to their end after release()
+        self._lock = threading.Lock()
+        self._handles: list[Any] = []
+        parts = [("receiver", base_model(pair.receiver.model)), ("sharer", base_model(pair.sharer.model))]
+        if pair.fuser is not None:  # the fuser calls its projectors' layers, not the projectors themselves
+            parts += [("fuser", m) for m in pair.fuser.modules() if not list(m.children())]
+        for part, module in parts:
+            self._handles.append(module.register_forward_pre_hook(functools.partial(self._seen, part)))
+        for layer in parts[0][1].layers:
+            self._handles.append(layer.register_forward_pre_hook(self._layer_begins))
+            self._handles.append(layer.register_forward_hook(self._layer_ends))
+
+    def _seen(self, part: str, module: Any, args: Any) -> None:
+        with self._lock:
+            self.threads.append((part, threading.current_thread()))
+            if part == "receiver":
+                self.forwards += 1
+
+    def _layer_begins(self, module: Any, args: Any) -> None:
+        with self._lock:
+            self.layer_calls += 1
+            hold = self.layer_calls == self.hold_at
+            if hold:
+                self.forwards_at_hold = self.forwards
+        if hold:
+            self.held.set()
+            # a safety net only: a failing test releases in its finally, and this never waits that long
+            self.released.wait(timeout=600)
+
+    def _layer_ends(self, module: Any, args: Any, output: Any) -> None:
+        with self._lock:
+            if self.released.is_set():
+                self.layers_after_release += 1
+
+    def release(self) -> None:
+        self.released.set()
+
+    def remove(self) -> None:
+        self.release()
+        for handle in self._handles:
+            handle.remove()
+
+    def __enter__(self) -> "ModelProbe":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()

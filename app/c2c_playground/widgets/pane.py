@@ -376,6 +376,11 @@ class ChatPane(QFrame):
         self._set_state("stopped")
         self._render()
 
+    def show_stopping(self) -> None:
+        """Stop was asked for; the run ends at its next decoder layer and then says "stopped"."""
+        self.state_label.setText("stopping\u2026")
+        self.state_label.setStyleSheet("color: #a15c00;")
+
     def _stop_ticking(self) -> None:
         self._ticker.stop()
 
