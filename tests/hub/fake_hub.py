@@ -8,7 +8,8 @@ The server speaks the part of the Hub API that ``huggingface_hub`` 2.x uses to l
 - ``GET  /{repo}/resolve/{rev}/{path}``             the bytes, with ``Range`` support
 
 and Hub-style errors (``X-Error-Code``: RepoNotFound, RevisionNotFound, EntryNotFound, GatedRepo). Tests add faults:
-drop the connection mid-file, announce a wrong size, serve other bytes than the listing's hash.
+drop the connection mid-file, announce a wrong size, serve other bytes than the listing's hash, hold a
+transfer at a byte until the test releases it.
 """
 
 from __future__ import annotations
@@ -77,6 +78,26 @@ class Faults:
     swap: dict = field(default_factory=dict)  # -> bytes served by HEAD/GET instead (listing unchanged)
     tree_size: dict = field(default_factory=dict)  # -> size the tree listing claims
     chunk_delay: float = 0.0  # seconds between 16 KiB pieces of every file: a slow link
+    hold: dict = field(default_factory=dict)  # -> bytes sent before the server waits for ``Gate.release``
+    gate: "Gate" = field(default_factory=lambda: Gate())
+
+
+class Gate:
+    """Where a held transfer stands: ``held`` once the bytes before the hold point are sent and flushed.
+
+    A test then looks at the client while the download sits at a known byte, however fast the machine.
+    """
+
+    def __init__(self) -> None:
+        self.held = threading.Event()
+        self.released = threading.Event()
+
+    def wait_released(self) -> None:
+        self.held.set()
+        self.released.wait(timeout=600)  # a safety net only: tests release in their finally (and reset does)
+
+    def release(self) -> None:
+        self.released.set()
 
 
 class FakeHub:
@@ -95,6 +116,7 @@ class FakeHub:
 
     def reset(self) -> None:
         with self.lock:
+            self.faults.gate.release()  # a transfer still held by a failed test goes on
             self.faults = Faults()
             self.log.clear()
 
@@ -255,6 +277,12 @@ class FakeHub:
             req.close_connection = True
             req.connection.shutdown(2)  # the peer sees the body end early, as on a dropped link
             return
+        hold = self.faults.hold.get(key)
+        if hold is not None and start < hold < len(data):
+            req.wfile.write(body[: hold - start])
+            req.wfile.flush()
+            self.faults.gate.wait_released()
+            body = body[hold - start:]
         for i in range(0, len(body), 16384):
             req.wfile.write(body[i:i + 16384])
             if self.faults.chunk_delay:

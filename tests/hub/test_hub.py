@@ -73,7 +73,8 @@ def test_listing_names_sizes_and_status(fake_hub: FakeHub) -> None:
 
 def test_download_with_models_then_compare_runs(fake_hub: FakeHub, hf_home: Path) -> None:
     events: list[hub.DownloadProgress] = []
-    fake_hub.faults.chunk_delay = 0.01  # a rate needs 0.2 s of transfer; a local server can be faster than that
+    # a rate needs 0.2 s of transfer: the slow link makes the largest file alone take >= 0.3 s on any machine
+    fake_hub.faults.chunk_delay = 0.01
     path = hub.download_pair(PAIR, with_models=True, progress=events.append)
     fake_hub.faults.chunk_delay = 0.0
 
