@@ -8,7 +8,7 @@ import threading
 from typing import Any, Awaitable
 
 
-def run(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any] | None, timeout: float = 60.0) -> Any:
+def run(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any] | None, timeout: float = 180.0) -> Any:
     """Drive Qt and asyncio until ``awaitable`` is done (a Task, a BackgroundJob, a coroutine)."""
     assert awaitable is not None, "nothing was started"
 

@@ -46,7 +46,7 @@ def open_dialog(qtbot, manager: FuserDownloads) -> GetFusersDialog:
     dialog = GetFusersDialog(manager=manager)
     qtbot.addWidget(dialog)
     dialog.show()
-    qtbot.waitUntil(lambda: dialog.listing_done, timeout=10_000)
+    qtbot.waitUntil(lambda: dialog.listing_done, timeout=60_000)
     return dialog
 
 
@@ -139,7 +139,7 @@ def test_cancel_then_remove(qtbot, fake_hub: FakeHub, manager, monkeypatch: pyte
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     dialog.select(PAIR)
     assert dialog.remove_button.isEnabled()
-    with qtbot.waitSignal(manager.pairs_changed, timeout=5_000):
+    with qtbot.waitSignal(manager.pairs_changed, timeout=60_000):
         qtbot.mouseClick(dialog.remove_button, qtbot_button())
     assert row(dialog, PAIR).text(STATUS) == "not downloaded" and "freed" in dialog.detail.text()
     assert dialog.table.itemWidget(row(dialog, PAIR), PROGRESS).value() == 0
@@ -149,7 +149,7 @@ def test_a_failed_download_shows_the_readable_error(qtbot, fake_hub: FakeHub, ma
     dialog = open_dialog(qtbot, manager)
     dialog.select(GATED_PAIR)
     dialog.with_models.setChecked(True)  # its sharer is gated and no token is set
-    with qtbot.waitSignal(manager.ended, timeout=20_000) as ended:
+    with qtbot.waitSignal(manager.ended, timeout=60_000) as ended:
         qtbot.mouseClick(dialog.download_button, qtbot_button())
     assert ended.args == [GATED_PAIR, "failed"]
     assert dialog.banner.isVisible() and "hf auth login" in dialog.banner.text()
@@ -157,7 +157,7 @@ def test_a_failed_download_shows_the_readable_error(qtbot, fake_hub: FakeHub, ma
     # The dialog stays usable: the next download works.
     dialog.select(EXTRA_PAIR)
     dialog.with_models.setChecked(False)
-    with qtbot.waitSignal(manager.ended, timeout=20_000) as ended:
+    with qtbot.waitSignal(manager.ended, timeout=60_000) as ended:
         qtbot.mouseClick(dialog.download_button, qtbot_button())
     assert ended.args == [EXTRA_PAIR, "done"] and not dialog.banner.isVisible()
     assert row(dialog, EXTRA_PAIR).text(STATUS) == "downloaded"

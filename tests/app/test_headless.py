@@ -54,7 +54,7 @@ def test_a_failed_load_exits_non_zero_with_the_reason(tiny_dirs, tmp_path):
 ])
 def test_launching_without_a_pair(tmp_path, args, code, says):
     shot = tmp_path / "empty.png"
-    proc = playground(*args, "--screenshot", str(shot), "--exit", tmp_path=tmp_path, timeout=60)
+    proc = playground(*args, "--screenshot", str(shot), "--exit", tmp_path=tmp_path)
     assert proc.returncode == code, proc.stderr
     assert says in proc.stderr and "Traceback" not in proc.stderr
     assert shot.exists() == (code == 0)
@@ -64,7 +64,7 @@ def test_a_missing_package_is_named_with_the_fix(tmp_path):
     # the interpreter sees no accelerate (as after `pip uninstall accelerate`)
     code = ("import sys; sys.modules['accelerate'] = None; from c2c_playground.main import main; "
             "sys.exit(main(sys.argv[1:]))")
-    proc = playground("--exit", tmp_path=tmp_path, code=code, timeout=60)
+    proc = playground("--exit", tmp_path=tmp_path, code=code)
     assert proc.returncode == 1
     assert "missing: accelerate" in proc.stderr and "pip install accelerate" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -60,7 +60,7 @@ def test_both_panes_stream_the_engines_answers_and_a_second_prompt_continues_eac
     assert [p.receiver_layer for p in window.fuser_plot.points] == [0, 1, 2]
     assert all(p.key_open for p in window.fuser_plot.points)
     # the token diff of pane 1 against pane 2 is fusers.diff.align of their token ids
-    qtbot.waitUntil(window.diff_idle, timeout=10_000)
+    qtbot.waitUntil(window.diff_idle, timeout=60_000)
     assert window.diff_view.canvas.ops == align([t.key for t in relay.current.answer_tokens],
                                                 [t.key for t in window.panes[1].current.answer_tokens])
     assert "divergence" in window.diff_view.divergence.text() or "identical" in window.diff_view.divergence.text()
@@ -284,7 +284,7 @@ def test_get_fusers_opens_the_download_dialog(window, qtbot):
     window.get_fusers_action.trigger()
     dialog = window.get_fusers_dialog
     assert isinstance(dialog, GetFusersDialog) and dialog.isVisible() and dialog.parent() is window
-    qtbot.waitUntil(lambda: dialog.listing_done, timeout=10_000)
+    qtbot.waitUntil(lambda: dialog.listing_done, timeout=60_000)
     with qtbot.waitSignal(dialog.finished):
         dialog.close()
     assert window.open_get_fusers() is dialog  # one dialog, shown again
@@ -326,7 +326,7 @@ def test_unexpected_errors_open_a_crash_dialog_that_copies_details(qtbot, loop, 
             thread.join()
         finally:
             handler.uninstall()
-        qtbot.waitUntil(lambda: len(handler.dialogs) > 0, timeout=5_000)
+        qtbot.waitUntil(lambda: len(handler.dialogs) > 0, timeout=60_000)
     dialog = handler.dialogs[-1]
     qtbot.addWidget(dialog)
     assert dialog.isVisible() and not dialog.isModal()
