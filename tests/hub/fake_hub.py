@@ -382,7 +382,8 @@ def fake_hub(hf_home: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
     """The fake hub, with huggingface_hub online and pointed at it, a fresh HF_HOME, and small read chunks.
 
     The real client runs unchanged; only its settings differ: 8 KiB chunks (instead of 10 MiB) so that
-    progress and cancel happen inside the tiny files, as they do inside real gigabyte files.
+    progress and cancel happen inside the tiny files, as they do inside real gigabyte files, and a read
+    timeout longer than any hold.
     """
     from huggingface_hub import constants
 
@@ -395,6 +396,8 @@ def fake_hub(hf_home: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 8192)
+    # a transfer a test holds (Faults.hold) must not hit the client's 10 s read timeout on a loaded machine
+    monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 600)
     return fake_hub_server
 
 
