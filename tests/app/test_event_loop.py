@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QTimer
 
 from fusers.engine import Mode
 from playground_helpers import ModelProbe, fill_pair, run, short_generation
