@@ -54,9 +54,16 @@ def _say(message: str) -> None:
 
 def _no_qt(exc: BaseException) -> int:
     """PySide6 itself is missing or broken: no Qt dialog is possible, so try Tk, then the terminal."""
-    text = (f"C2C Playground cannot start: Qt for Python (PySide6) does not load ({exc}).\n\n"
-            f"Install it with: {sys.executable} -m pip install PySide6-Essentials")
+    _tell_without_qt(f"C2C Playground cannot start: Qt for Python (PySide6) does not load ({exc}).\n\n"
+                     f"Install it with: {sys.executable} -m pip install PySide6-Essentials")
+    return EXIT_INSTALL
+
+
+def _tell_without_qt(text: str, dialog: bool = True) -> None:
+    """The terminal, and a Tk dialog (it needs neither Qt nor the xcb libraries) for a launch from a menu."""
     _say(text)
+    if not dialog:
+        return
     try:
         import tkinter
         from tkinter import messagebox
@@ -67,7 +74,6 @@ def _no_qt(exc: BaseException) -> int:
         root.destroy()
     except Exception:  # noqa: BLE001 - no display or no Tk: the terminal message above is all we can do
         pass
-    return EXIT_INSTALL
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,6 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from PySide6.QtWidgets import QApplication
     except ImportError as exc:
         return _no_qt(exc)
+    if QApplication.instance() is None:
+        from .platform_check import problem
+
+        # Qt aborts (a core dump) when its platform plugin does not load: find out first, and say why
+        text = problem()
+        if text is not None:
+            _tell_without_qt(text, dialog=not args.exit and bool(os.environ.get("DISPLAY")))
+            return EXIT_INSTALL
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "c2c-playground"])
     app.setApplicationName("c2c-playground")  # X11 WM_CLASS: StartupWMClass in the .desktop file
     app.setApplicationDisplayName("C2C Playground")

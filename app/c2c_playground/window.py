@@ -28,6 +28,7 @@ from .session import BrokenInstall, LoadRequest, Loaded, ModelSession
 from .widgets.banner import ErrorBanner
 from .widgets.charts import FuserPlot, LayerPoint, PhaseSpan, TotalsChart
 from .widgets.diff_view import DiffView
+from .widgets.examples import ExamplesRow
 from .widgets.pane import ChatPane
 from .widgets.setup import GenerationPanel, PairPanel
 
@@ -202,13 +203,8 @@ class MainWindow(QMainWindow):
         prompt_row.addLayout(buttons)
 
         # Example questions of the loaded pair (the demo pair has some): a click fills the prompt box.
-        self.examples_row = QWidget()
-        self.examples_row.setObjectName("examples")
-        self.examples_layout = QHBoxLayout(self.examples_row)
-        self.examples_layout.setContentsMargins(2, 0, 2, 0)
-        self.examples_layout.setSpacing(6)
-        self.examples_row.hide()
-        self.example_buttons: list[QPushButton] = []
+        self.examples_row = ExamplesRow()
+        self.examples_row.chosen.connect(self._use_example)
 
         central = QWidget()
         cl = QVBoxLayout(central)
@@ -419,24 +415,11 @@ class MainWindow(QMainWindow):
         self.pair_changed.emit()
 
     def _show_examples(self, examples: list[tuple[str, str]]) -> None:
-        while self.examples_layout.count():
-            item = self.examples_layout.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
-        self.example_buttons = []
-        if examples:
-            self.examples_layout.addWidget(QLabel("Try:"))
-        for question, note in examples:
-            button = QPushButton(f"{question}  ({note})")
-            button.setObjectName("example")
-            button.setFlat(True)
-            button.setCursor(Qt.CursorShape.PointingHandCursor)
-            button.setToolTip(f"Put this question in the prompt box: {note}.")
-            button.clicked.connect(lambda _=False, q=question: self._use_example(q))
-            self.examples_layout.addWidget(button)
-            self.example_buttons.append(button)
-        self.examples_layout.addStretch(1)
-        self.examples_row.setVisible(bool(examples))
+        self.examples_row.set_examples(examples)
+
+    @property
+    def example_buttons(self) -> list[QPushButton]:
+        return list(self.examples_row.buttons)
 
     def _use_example(self, question: str) -> None:
         self.prompt_box.setPlainText(question)
@@ -710,7 +693,9 @@ class MainWindow(QMainWindow):
     def _restore_layout(self) -> None:
         geometry = self.settings.blob("geometry")
         if geometry is None or not self.restoreGeometry(geometry):
-            self.resize(1440, 900)
+            self.fit_to_screen()
+        elif not self.screen().availableGeometry().contains(self.frameGeometry()):
+            self.fit_to_screen()  # saved on a bigger screen than this one
         state = self.settings.blob("state")
         if state is not None:
             self.restoreState(state)
@@ -720,6 +705,16 @@ class MainWindow(QMainWindow):
                 splitter.setSizes(sizes)
         if self.settings.sizes("main") is None:
             self.main_splitter.setSizes([560, 300])
+
+    def fit_to_screen(self) -> None:
+        """Size the window to the screen it opens on (1440x900 at most), centred, its frame inside the screen."""
+        area = self.screen().availableGeometry()
+        # the window manager's frame is not known before the first show: leave room for a typical one
+        width = max(min(1440, area.width() - 16), self.minimumSizeHint().width())
+        height = max(min(900, area.height() - 40), self.minimumSizeHint().height())
+        self.resize(min(width, area.width()), min(height, area.height()))
+        self.move(area.x() + max((area.width() - self.width()) // 2, 0),
+                  area.y() + max((area.height() - self.height() - 32) // 2, 0))
 
     def save_settings(self) -> None:
         self.settings.set_generation(self.generation.settings())

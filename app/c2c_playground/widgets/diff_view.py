@@ -148,6 +148,7 @@ class DiffView(QWidget):
             "<span style='color:#b42318'>\u25a2 first divergence</span>&nbsp;&nbsp; "
             "\u00b7 space &nbsp;\u21b5 line break &nbsp;\u2205 part of a character")
         legend.setObjectName("sectionNote")
+        legend.setWordWrap(True)  # a narrow window wraps the legend rather than widening the window
         self.canvas = AlignmentCanvas()
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)

@@ -177,7 +177,7 @@ class ChatPane(QFrame):
         layout.addWidget(self.transcript, 1)
         layout.addWidget(strip)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setMinimumWidth(260)
+        self.setMinimumWidth(200)  # four panes beside the set-up still fit 1280 pixels
 
         self._ticker = QTimer(self)
         self._ticker.setInterval(100)
