@@ -334,6 +334,26 @@ class _Run:
             self.finish_reason = "eos" if hit_eos else "length"
 
 
+WARM_UP_PROMPT = "Hello! Who are you?"
+
+
+def warm_up(pair: "Pair", cancel: threading.Event | None = None) -> None:
+    """Answer a short prompt once in each mode of ``pair``, a few tokens each, and forget the answers.
+
+    A process's first run pays one-time costs (the allocator's first blocks, kernel selection and caches,
+    the tokenizers' and chat templates' first calls): the first pane to run looked twice as slow as it is.
+    Text relay runs both models' prefill and decode, cache fusion the fuser too; the modes of one model
+    alone use the same steps.
+    """
+    engine = Engine(pair)
+    settings = GenerationSettings(max_new_tokens=4, hint_max_new_tokens=4, ignore_eos=True)
+    messages = [{"role": "user", "content": WARM_UP_PROMPT}]
+    for mode in (Mode.RELAY, Mode.FUSION) if pair.fuser is not None else (Mode.RELAY,):
+        if cancel is not None and cancel.is_set():
+            return  # the caller sees the cancel and drops the pair
+        engine.answer(mode, messages, settings, cancel=cancel)
+
+
 def _check_length(model: "LoadedModel", n_tokens: int) -> None:
     if n_tokens >= model.context_length:
         raise PromptError(

@@ -252,15 +252,17 @@ def load_pair(
     progress: Callable[[LoadProgress], None] | None = None,
     cancel: threading.Event | None = None,
     defaults: ModelSpec | None = None,
+    warm_up: bool = False,
 ) -> Pair:
     """Load a pair. With a fuser, a receiver or sharer left out comes from the fuser's record of its pair.
 
-    ``defaults`` carries device/dtype/quantize for models named only by the fuser.
+    ``defaults`` carries device/dtype/quantize for models named only by the fuser. ``warm_up`` answers once
+    in each mode as the last step (:func:`fusers.engine.warm_up`), so that the first real run is timed fairly.
     Cancel is checked between models; a cancelled load frees what it loaded and raises Cancelled.
     """
     from .checkpoint import load_fuser
 
-    total = 2 + (fuser is not None)
+    total = 2 + (fuser is not None) + warm_up
     step = 0
 
     def report(message: str) -> None:
@@ -291,6 +293,11 @@ def load_pair(
     if loaded_fuser is not None:
         loaded_fuser.check_pair(r.shape, s.shape, r.source, s.source)
         pair.fuser = loaded_fuser.to(device=r.device, dtype=r.dtype)
+    if warm_up:
+        from .engine import warm_up as answer_once_in_each_mode
+
+        report("Warming up: a short first answer in each mode")
+        answer_once_in_each_mode(pair, cancel)
     if progress is not None:
         progress(LoadProgress(total, total, "Ready"))
     return pair

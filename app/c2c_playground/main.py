@@ -174,6 +174,9 @@ async def start(window: Any, args: argparse.Namespace) -> int:
     if args.concurrent:
         window.generation.set_concurrent(True)
 
+    if os.environ.get("C2C_PLAYGROUND_REPORT"):
+        _report_on_stderr(window)
+
     panel = window.pair_panel
     explicit = any((args.pair, args.receiver, args.sharer, args.fuser))
     if args.pair:
@@ -228,6 +231,31 @@ async def start(window: Any, args: argparse.Namespace) -> int:
             return EXIT_FAILED
         return code
     return await _screenshot(window, args)
+
+
+def _report_on_stderr(window: Any) -> None:
+    """C2C_PLAYGROUND_REPORT=1: say on stderr what a test driving the real window from outside cannot see:
+    the pair loaded, a pane's answer streaming, a run's end with each pane's state."""
+    streaming: set[int] = set()
+
+    def loaded() -> None:
+        _say(f"report: pair loaded: {window.session.loaded.receiver}" if window.session.loaded else "report: no pair")
+
+    def tokens(pane: Any) -> None:
+        if pane.number not in streaming:
+            streaming.add(pane.number)
+            _say(f"report: pane {pane.number} ({pane.mode.value}) streaming")
+
+    def finished() -> None:
+        streaming.clear()
+        states = [f"pane {p.number} {p.mode.value} {p.current.state if p.current else 'idle'} "
+                  f"{len(p.current.answer_tokens) if p.current else 0} tokens" for p in window.panes]
+        _say(f"report: run finished: {'; '.join(states)}")
+
+    window.pair_changed.connect(loaded)
+    window.run_finished.connect(finished)
+    for pane in window.panes:
+        pane.tokens_changed.connect(tokens)
 
 
 async def _settle(window: Any) -> None:

@@ -81,7 +81,7 @@ def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel
 
     fuser = resolve_fuser(request.fuser) if request.fuser else None
     pair = load_pair(request.receiver, request.sharer, fuser, progress=progress, cancel=cancel,
-                     defaults=request.defaults)
+                     defaults=request.defaults, warm_up=True)  # the first send is timed as fairly as the next
     if cancel.is_set():
         pair.close(collect=False)
         raise Cancelled("Loading was cancelled.")

@@ -110,6 +110,7 @@ class MainWindow(QMainWindow):
         self._restore_layout()
         self._refresh_diff_choices()
         self._set_running(False)
+        self.prompt_box.setFocus()  # a user types the question first
 
 
         QShortcut(QKeySequence("Ctrl+Return"), self, self.send_from_box)
@@ -158,11 +159,14 @@ class MainWindow(QMainWindow):
         self.diff_view = DiffView()
         self.diff_view.panes_chosen.connect(self._diff_panes_chosen)
         self.fuser_plot = FuserPlot()
+        fuser_tab = QScrollArea()  # likewise: on a low screen the chart scrolls
+        fuser_tab.setWidgetResizable(True)
+        fuser_tab.setFrameShape(QScrollArea.Shape.NoFrame)
+        fuser_tab.setWidget(self.fuser_plot)
         self.tabs = QTabWidget()
         self.tabs.addTab(timing_tab, "Timing")
         self.tabs.addTab(self.diff_view, "Token diff")
-        self.tabs.addTab(self.fuser_plot, "Fuser insight")
-        self.tabs.setMinimumHeight(170)
+        self.tabs.addTab(fuser_tab, "Fuser insight")
         self.tabs.setUsesScrollButtons(False)
 
         self.main_splitter = QSplitter(Qt.Orientation.Vertical)

@@ -85,6 +85,9 @@ class ChatPane(QFrame):
             self.mode_box.addItem(m.label, m.value)
         self.mode_box.setCurrentIndex(MODES.index(self._mode))
         self.mode_box.currentIndexChanged.connect(self._mode_picked)
+        # narrow panes (four beside the set-up on a laptop) elide the mode's name rather than clip it
+        self.mode_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.mode_box.setMinimumContentsLength(4)
         self.mode_box.setToolTip("What answers in this pane: text relay, cache fusion, or one model alone")
         self.state_label = QLabel("idle")
         self.state_label.setObjectName("paneState")
@@ -135,6 +138,7 @@ class ChatPane(QFrame):
         self.hint_text.setObjectName("hintText")
         self.hint_text.setReadOnly(True)
         self.hint_text.setMaximumHeight(84)
+        self.hint_text.setMinimumHeight(40)  # a low screen shows fewer lines of the hint, and scrolls
         self.hint_text.setPlaceholderText("The sharer's hint streams here before the receiver answers.")
         self.hint_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)  # shrinks when folded
         hb = QVBoxLayout(self.hint_box)
