@@ -68,9 +68,11 @@ class Xvfb:
             raise AssertionError(f"xdotool {' '.join(args)} failed: {proc.stderr}")
         return proc.stdout
 
-    def wait_for_window(self, title: str = TITLE, timeout: float = 180) -> str:
-        """The id of the first visible window whose title matches (xdotool waits for it)."""
-        return self.xdotool("search", "--sync", "--onlyvisible", "--name", title, timeout=timeout).split()[0]
+    def wait_for_window(self, title: str = TITLE, pid: int | None = None, timeout: float = 180) -> str:
+        """The id of the first visible window whose title matches, of process ``pid`` if given (Qt sets
+        _NET_WM_PID; Tk does not), as soon as it is mapped (xdotool waits for it)."""
+        by_pid = ["--pid", str(pid)] if pid is not None else []
+        return self.xdotool("search", "--sync", "--onlyvisible", *by_pid, "--name", title, timeout=timeout).split()[0]
 
     def geometry(self, window: str) -> tuple[int, int, int, int]:
         """x, y, width, height of ``window`` on the screen."""
