@@ -5,7 +5,8 @@
 Each round is a fresh process (one-time costs are paid once per process): it opens the real MainWindow,
 loads the demo pair from its preset as a user does, sends an example question to the text relay and
 cache fusion panes one after another, clears, and sends it again. It reports, per pane, the median over
-rounds of first send's total / second send's total. The baseline, in the same run, is the same rounds
+rounds of first send's total / second send's total, in wall time (what the pane shows) and in CPU
+seconds of the models' thread (one torch thread; steady on a shared, busy machine). The baseline, in the same run, is the same rounds
 with the load's warm-up turned off (fusers.engine.warm_up made a no-op in that process).
 Target: with the warm-up, every pane's ratio within 10% of 1.
 """
@@ -30,10 +31,28 @@ def one_round(warm: bool) -> dict[str, list[float]]:
     os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="c2c-bench-first-")  # never the user's settings
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))
-    if not warm:
-        import fusers.engine
+    import torch
 
+    torch.set_num_threads(1)
+    import time
+
+    import fusers.engine
+
+    if not warm:
         fusers.engine.warm_up = lambda pair, cancel=None: None  # the baseline: loading as it was before
+    # CPU seconds of the models' thread per answer: unlike wall time, other processes on a shared machine
+    # barely change it, and with one torch thread all of a run's work is on that thread
+    cpu: dict[str, list[float]] = {}
+    answer = fusers.engine.Engine.answer
+
+    def timed_answer(self, mode, *args, **kwargs):  # type: ignore[no-untyped-def]
+        started = time.thread_time()
+        try:
+            return answer(self, mode, *args, **kwargs)
+        finally:
+            cpu.setdefault(f"{fusers.engine.Mode(mode).value} cpu", []).append(time.thread_time() - started)
+
+    fusers.engine.Engine.answer = timed_answer
     from PySide6.QtWidgets import QApplication
 
     from c2c_playground import bridge, theme
@@ -63,6 +82,7 @@ def one_round(warm: bool) -> dict[str, list[float]]:
             totals.setdefault(pane.mode.value, []).append(pane.current.result.timing.total)
     window.close()
     bridge.uninstall()
+    totals.update({mode: runs[-2:] for mode, runs in cpu.items()})  # the two sends (the warm-up ran before)
     return totals
 
 
@@ -101,7 +121,7 @@ def main() -> int:
     for label, modes in report.items():
         print(f"  {label}:")
         for mode, r in modes.items():
-            print(f"    {mode:8s} first {r['first_ms_median']:6.1f} ms  second {r['second_ms_median']:6.1f} ms  "
+            print(f"    {mode:10s} first {r['first_ms_median']:6.1f} ms  second {r['second_ms_median']:6.1f} ms  "
                   f"first/second {r['first_over_second_median']:.2f}  (rounds: "
                   f"{', '.join(f'{x:.2f}' for x in r['ratios'])})")
     return 0

@@ -15,3 +15,5 @@ trap 'rm -rf "$XDG_CONFIG_HOME"' EXIT
 # a fact the fuser never saw in training (split c), text relay against cache fusion
 "$app" --pair demo --prompt "Which river flows through Deirovia?" \
     --screenshot docs/screenshots/relay-and-fusion.png --exit
+# the real window on a real X server (Xvfb at 1366x768, the xcb platform), after a question typed in
+C2C_UPDATE_SCREENSHOTS=1 QT_QPA_PLATFORM= .venv/bin/python -m pytest -q tests/display -k TestANewUsersFirstStart

@@ -85,7 +85,8 @@ class PhaseBar(QWidget):
         if total <= 0 or not self.spans:
             p.setPen(QColor(theme.MUTED))
             p.setFont(_small_font(self))
-            p.drawText(r, Qt.AlignmentFlag.AlignCenter, self.empty_text)
+            p.drawText(r, Qt.AlignmentFlag.AlignCenter,  # a narrow pane elides it
+                       p.fontMetrics().elidedText(self.empty_text, Qt.TextElideMode.ElideRight, int(r.width()) - 4))
             return
         fm = QFontMetrics(_small_font(self))
         p.setFont(_small_font(self))

@@ -85,9 +85,8 @@ class ChatPane(QFrame):
             self.mode_box.addItem(m.label, m.value)
         self.mode_box.setCurrentIndex(MODES.index(self._mode))
         self.mode_box.currentIndexChanged.connect(self._mode_picked)
-        # narrow panes (four beside the set-up on a laptop) elide the mode's name rather than clip it
-        self.mode_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.mode_box.setMinimumContentsLength(4)
+        # narrow panes (four beside the set-up on a laptop) may squeeze the mode's name, which then elides
+        self.mode_box.setMinimumWidth(72)
         self.mode_box.setToolTip("What answers in this pane: text relay, cache fusion, or one model alone")
         self.state_label = QLabel("idle")
         self.state_label.setObjectName("paneState")
