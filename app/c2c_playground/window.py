@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QFontMetrics, QKeySequence, QPainter, QShortcut
+from PySide6.QtGui import QAction, QCloseEvent, QFontMetrics, QGuiApplication, QKeySequence, QPainter, QShortcut
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPlainTextEdit,
                                QPushButton, QScrollArea, QSizePolicy, QSplitter, QTabWidget, QVBoxLayout, QWidget,
                                QDockWidget)
@@ -698,7 +698,8 @@ class MainWindow(QMainWindow):
         geometry = self.settings.blob("geometry")
         if geometry is None or not self.restoreGeometry(geometry):
             self.fit_to_screen()
-        elif not self.screen().availableGeometry().contains(self.frameGeometry()):
+        elif QGuiApplication.platformName() != "offscreen" and \
+                not self.screen().availableGeometry().contains(self.frameGeometry()):
             self.fit_to_screen()  # saved on a bigger screen than this one
         state = self.settings.blob("state")
         if state is not None:
@@ -712,6 +713,9 @@ class MainWindow(QMainWindow):
 
     def fit_to_screen(self) -> None:
         """Size the window to the screen it opens on (1440x900 at most), centred, its frame inside the screen."""
+        if QGuiApplication.platformName() == "offscreen":
+            self.resize(1440, 900)  # its 800x600 screen is no real one: headless screenshots keep this size
+            return
         area = self.screen().availableGeometry()
         # the window manager's frame is not known before the first show: leave room for a typical one
         width = max(min(1440, area.width() - 16), self.minimumSizeHint().width())
