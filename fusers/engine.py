@@ -17,7 +17,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 
 from .alignment import TokenAligner
-from .chat import check_messages, encode
+from .chat import check_messages, encode, user
 from .devices import PeakMemory
 from .errors import ModeUnavailableError, PairMismatchError, PromptError
 from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill
@@ -347,10 +347,10 @@ def warm_up(pair: "Pair", cancel: threading.Event | None = None) -> None:
     """
     engine = Engine(pair)
     settings = GenerationSettings(max_new_tokens=4, hint_max_new_tokens=4, ignore_eos=True)
-    messages = [{"role": "user", "content": WARM_UP_PROMPT}]
+    messages = user(WARM_UP_PROMPT)
     for mode in (Mode.RELAY, Mode.FUSION) if pair.fuser is not None else (Mode.RELAY,):
         if cancel is not None and cancel.is_set():
-            return  # the caller sees the cancel and drops the pair
+            return  # the caller sees the cancel: load_pair raises Cancelled
         engine.answer(mode, messages, settings, cancel=cancel)
 
 

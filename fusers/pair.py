@@ -298,6 +298,8 @@ def load_pair(
 
         report("Warming up: a short first answer in each mode")
         answer_once_in_each_mode(pair, cancel)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Loading was cancelled.")
     if progress is not None:
         progress(LoadProgress(total, total, "Ready"))
     return pair

@@ -145,3 +145,29 @@ def test_a_message_that_repeats_template_text_is_not_found_inside_the_template(a
     message = slice(n_head, n_head + n_message)
     assert al.sharer_ids[message] == [aligner.align_token(i) for i in al.receiver_ids[message]]
     assert set(al.sharer_ids[n_head + n_message:]) <= tail
+
+
+def test_warm_up_is_a_step_of_the_load_and_leaves_answers_as_they_were(tiny_dirs):
+    """The warm-up (a short answer in each mode) counts in the load's progress and changes no later answer."""
+    import threading
+
+    from fusers.errors import Cancelled
+
+    steps = []
+    warm = load_pair(None, None, tiny_dirs.published, progress=steps.append, defaults=ModelSpec("-", "cpu"),
+                     warm_up=True)
+    assert [s.step for s in steps] == [1, 2, 3, 4, 4] and {s.total for s in steps} == {4}
+    assert steps[-2].message.startswith("Warming up") and steps[-1].message == "Ready"
+    cold = load_pair(None, None, tiny_dirs.published, defaults=ModelSpec("-", "cpu"))
+    for mode in (Mode.RELAY, Mode.FUSION, Mode.RECEIVER):
+        assert Engine(warm).answer(mode, QUESTION, SHORT).token_ids == \
+            Engine(cold).answer(mode, QUESTION, SHORT).token_ids, mode
+    cancel = threading.Event()
+
+    def stop_at_warm_up(p):
+        if p.message.startswith("Warming up"):
+            cancel.set()
+
+    with pytest.raises(Cancelled):  # cancelled while warming up: the load ends as cancelled
+        load_pair(None, None, tiny_dirs.published, progress=stop_at_warm_up, cancel=cancel,
+                  defaults=ModelSpec("-", "cpu"), warm_up=True)
