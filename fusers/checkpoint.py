@@ -135,8 +135,8 @@ def _load_ours(path: Path) -> Fuser:
             source=str(path),
             extra=dict(manifest.get("extra", {})),
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FuserFormatError(f"{path / MANIFEST_NAME} is malformed: {exc}") from exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a section of the wrong JSON type
+        raise FuserFormatError(f"{path / MANIFEST_NAME} is malformed ({type(exc).__name__}: {exc}).") from exc
 
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
@@ -179,7 +179,7 @@ def _load_published(path: Path) -> Fuser:
         for receiver_layer, pairs in links.items():
             sharer_layer, fuser_index = pairs[0]  # the reference uses the first pair of each list
             layer_map.append(LayerLink(int(receiver_layer), int(sharer_layer), int(fuser_index)))
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise FuserFormatError(
             f"{final / PUBLISHED_MAP} is malformed ({exc!r}); expected {{'0': {{'1': {{layer: [[sharer_layer, i]]}}}}}}."
         ) from exc
@@ -207,7 +207,11 @@ def _load_published(path: Path) -> Fuser:
             raise FuserFormatError(
                 f"{final / f'projector_{i}.json'} holds class {meta.get('class')!r}; only C2CProjector is supported."
             )
-        args = {k: _decode_typed(v) for k, v in dict(meta.get("init_args", {})).items()}
+        init_args = meta.get("init_args", {})
+        if not isinstance(init_args, dict):
+            raise FuserFormatError(f"{final / f'projector_{i}.json'}: init_args should be an object of projector "
+                                   f"arguments, not {type(init_args).__name__}.")
+        args = {k: _decode_typed(v) for k, v in init_args.items()}
         args.pop("device", None)  # where it was trained; placement is decided at load
         cfg = _projector_config(args, str(final / f"projector_{i}.json"))
         state = _load_pt(final / f"projector_{i}.pt")
@@ -312,6 +316,13 @@ def _build_projector(cfg: ProjectorConfig, state: dict[str, torch.Tensor], where
             raise FuserFormatError(
                 f"{where}: {name} has shape {tuple(state[name].shape)}, the projector arguments imply {tuple(shape)}."
             )
+        if not state[name].is_floating_point():
+            raise FuserFormatError(f"{where}: {name} holds {str(state[name].dtype).removeprefix('torch.')} values; "
+                                   "a fuser's weights are floating point. The file is damaged or not a fuser.")
+        if not bool(torch.isfinite(state[name]).all()):
+            # a fuser of NaNs would silently turn every fused answer into noise
+            raise FuserFormatError(f"{where}: {name} holds NaN or Inf values; the fuser is broken (a diverged "
+                                   "training run, or a damaged file). Train it again or download it again.")
     proj.load_state_dict(state, strict=True, assign=True)
     return proj
 
@@ -332,15 +343,33 @@ def _load_pt(path: Path) -> dict[str, torch.Tensor]:
                 raise
             state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) file
     except pickle.UnpicklingError as exc:
+        # torch names a refused global ("Unsupported global: GLOBAL x", "unsupported GLOBAL x"); other failures are damage
+        if "GLOBAL" not in str(exc):
+            raise FuserFormatError(f"{path} is corrupt, or holds pickle data a safe load refuses ({_reason(exc)}); "
+                                   "download the pair again.") from exc
         raise UnsafeCheckpointError(
             f"{path} holds objects other than tensors, which could run code when unpickled; refusing to load it. "
             "Get the fuser from a trusted source, or convert a trusted copy to safetensors with `c2c fuser convert`."
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise FuserFormatError(f"{path} is truncated or corrupt ({exc}); download the pair again.") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # damaged bytes make torch.load raise nearly anything (IndexError, KeyError, struct.error)
+        raise FuserFormatError(f"{path} is truncated or corrupt ({_first_line(exc)}); download the pair again.") from exc
     if not isinstance(state, dict):
         raise FuserFormatError(f"{path} holds a {type(state).__name__}, not a state dict.")
     return state
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+
+
+def _reason(exc: BaseException) -> str:
+    """The line of torch's long weights-only message that says what it refused."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return next((line for line in lines if "error" in line.lower() or "unsupported" in line.lower()),
+                _first_line(exc))[:200]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -366,7 +395,7 @@ def _read_recipe(path: Path) -> dict[str, Any]:
 
         try:
             data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise FuserFormatError(f"{path} is neither JSON nor YAML ({exc}).") from exc
         if not isinstance(data, dict):
             raise FuserFormatError(f"{path} should hold a mapping.") from None
