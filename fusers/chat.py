@@ -36,12 +36,25 @@ def check_messages(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
             raise PromptError(f"Message {i + 1} has role {role!r}; use one of {', '.join(ROLES)}.")
         if not isinstance(content, str):
             raise PromptError(f"Message {i + 1}'s content must be text.")
+        problem = unicode_problem(content)
+        if problem:
+            raise PromptError(f"Message {i + 1} {problem}")
         out.append({"role": role, "content": content})
     if out[-1]["role"] != "user":
         raise PromptError("The conversation must end with a user message to answer.")
     if not out[-1]["content"].strip():
         raise PromptError("The prompt is empty; type a question first.")
     return out
+
+
+def unicode_problem(text: str) -> str | None:
+    """What keeps ``text`` from being encoded (an unpaired surrogate, which no tokenizer takes), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"holds an unpaired surrogate (\\u{ord(text[exc.start]):04x} at character {exc.start + 1}), "
+                "which is not valid Unicode text; remove it or paste the text again.")
+    return None
 
 
 def render(tokenizer: Any, messages: Sequence[dict[str, str]], thinking: bool = False,

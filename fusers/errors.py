@@ -32,6 +32,10 @@ class PromptError(C2CError):
     """The prompt or conversation cannot be answered (empty, too long, malformed)."""
 
 
+class SettingsError(C2CError, ValueError):
+    """Generation or training settings out of range or of the wrong type (the message names the setting)."""
+
+
 class ModeUnavailableError(C2CError):
     """An answer mode needs something that is not loaded (cache fusion without a fuser)."""
 

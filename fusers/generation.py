@@ -13,6 +13,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
+from .errors import SettingsError
+
 if TYPE_CHECKING:
     import torch
     from transformers import Cache, PreTrainedModel
@@ -37,24 +39,35 @@ class GenerationSettings:
     thinking: bool = _opt(False, "Let templates that support it (Qwen3) open a thinking block.")
 
     def __post_init__(self) -> None:
+        # a saved or scripted value of the wrong type is an error here, never a surprise mid-run
+        for name in ("do_sample", "ignore_eos", "thinking"):
+            if not isinstance(getattr(self, name), bool):
+                raise SettingsError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("temperature", "top_p"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SettingsError(f"{name} must be a number, got {value!r}")
         for name in ("max_new_tokens", "hint_max_new_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+                raise SettingsError(f"{name} must be a positive integer, got {value!r}")
+        if not self.temperature > 0 or self.temperature == float("inf"):
+            raise SettingsError(f"temperature must be > 0 and finite, got {self.temperature!r}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"top_k must be an integer >= 0, got {self.top_k!r}")
-        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
-            raise ValueError(f"seed must be a non-negative integer or None, got {self.seed!r}")
+            raise SettingsError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
+            raise SettingsError(f"top_k must be an integer >= 0, got {self.top_k!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
+                                      or not 0 <= self.seed < 2**63):
+            raise SettingsError(f"seed must be an integer in [0, 2**63) or None, got {self.seed!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GenerationSettings":
+        if not isinstance(data, dict):
+            raise SettingsError(f"generation settings must be a mapping of names to values, got {type(data).__name__}")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from ..chat import ROLES, check_messages, render
+from ..chat import ROLES, check_messages, render, unicode_problem
 from ..errors import DataError, PairMismatchError, PromptError
 
 if TYPE_CHECKING:
@@ -41,7 +41,9 @@ def load_conversations(path: str | Path) -> list[Conversation]:
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8 JSONL.") from exc
     out = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # JSONL lines end at "\n" only: str.splitlines would also split at U+2028, U+0085 and others, which JSON
+    # writers leave unescaped inside strings
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -72,6 +74,9 @@ def parse_conversation(record: Any, where: str, line: int = 0) -> Conversation:
         prompt = check_messages(messages[:last])
     except PromptError as exc:
         raise DataError(f"{where}: the turns before the last assistant turn are not a prompt: {exc}") from None
+    problem = unicode_problem(messages[last]["content"])
+    if problem:
+        raise DataError(f"{where}: the answer {problem}")
     return Conversation(prompt, messages[last]["content"], line)
 
 
