@@ -72,7 +72,14 @@ class AppSettings:
     # the pair form: sources and placement of each model
     def pair_form(self) -> dict[str, Any]:
         form = self._json("pair/form", {})
-        return form if isinstance(form, dict) else {}
+        if not isinstance(form, dict):
+            return {}
+        # only text where the form has text: a hand-edited or old file must not break the set-up panel
+        out: dict[str, Any] = {k: form[k] for k in ("preset", "fuser") if isinstance(form.get(k), str)}
+        for part in ("receiver", "sharer"):
+            if isinstance(form.get(part), dict):
+                out[part] = {k: v for k, v in form[part].items() if isinstance(k, str) and isinstance(v, str)}
+        return out
 
     def set_pair_form(self, form: dict[str, Any]) -> None:
         self._set_json("pair/form", form)

@@ -335,13 +335,17 @@ class GenerationPanel(QGroupBox):
         )
 
     def set_settings(self, s: GenerationSettings) -> None:
-        self.max_new_tokens.setValue(s.max_new_tokens)
-        self.hint_tokens.setValue(s.hint_max_new_tokens)
+        # values beyond a box's range (a script's, an old file's) are clamped: a 64-bit int overflows Qt's spin box
+        def put(box: Any, value: float) -> None:
+            box.setValue(min(max(value, box.minimum()), box.maximum()))
+
+        put(self.max_new_tokens, s.max_new_tokens)
+        put(self.hint_tokens, s.hint_max_new_tokens)
         self.decoding.setCurrentIndex(1 if s.do_sample else 0)
-        self.temperature.setValue(s.temperature)
-        self.top_p.setValue(s.top_p)
-        self.top_k.setValue(s.top_k)
-        self.seed.setValue(-1 if s.seed is None else s.seed)
+        put(self.temperature, s.temperature)
+        put(self.top_p, s.top_p)
+        put(self.top_k, s.top_k)
+        put(self.seed, -1 if s.seed is None else s.seed)
         self.thinking.setChecked(s.thinking)
         self.ignore_eos.setChecked(s.ignore_eos)
         self._sampling_toggled()
