@@ -68,5 +68,10 @@ def describe(exc: BaseException) -> str:
     """One line for the user: a typed error's own message, or the type and first line of anything else."""
     if isinstance(exc, C2CError):
         return str(exc)
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch's CUDA/MPS OOM, by name:
+        where = "GPU" if type(exc).__name__ == "OutOfMemoryError" else "memory"  # no torch import here
+        said = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        return (f"Out of {where}{f' ({said})' if said else ''}: the models did not fit. Free some memory (close other programs or panes), or load "
+                "a smaller model, a lower dtype (bfloat16) or 8-/4-bit quantization, or ask for fewer new tokens.")
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

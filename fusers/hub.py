@@ -22,6 +22,7 @@ This module never imports torch: ``c2c fuser list`` stays fast.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -325,7 +326,7 @@ def _translate(exc: BaseException, what: str, repo_id: str | None = None) -> Dow
     if isinstance(exc, (httpx2.TransportError, ConnectionError, TimeoutError)):
         return DownloadError(f"Lost the connection to {endpoint()} while fetching {what} ({first}). Run the download "
                              "again: finished files are kept.")
-    if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
+    if isinstance(exc, OSError) and getattr(exc, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return DiskSpaceError(f"The disk filled up while fetching {what}. Free some space and download again.")
     return DownloadError(f"Could not fetch {what} from {endpoint()}: {first}")
 

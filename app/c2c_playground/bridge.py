@@ -25,6 +25,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, Coroutine, Generator, TypeVar
 
+from fusers.errors import C2CError
+
 T = TypeVar("T")
 
 _loop: asyncio.AbstractEventLoop | None = None
@@ -138,6 +140,27 @@ def _is_valid(obj: Any) -> bool:
     return shiboken6.isValid(obj)
 
 
+class ModelThreadCrash(C2CError):
+    """Work on the models' thread ended with SystemExit, KeyboardInterrupt or the like (a library's sys.exit)."""
+
+
+def _contained(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn``; an exception that is not an Exception becomes a :class:`ModelThreadCrash`.
+
+    asyncio re-raises SystemExit and KeyboardInterrupt out of the event loop itself, so one reaching a
+    future from the models' thread would stop the whole app; as an Exception it reaches the banner.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except Exception:
+        raise
+    except BaseException as exc:
+        said = f" ({str(exc).strip().splitlines()[0][:160]})" if str(exc).strip() else ""
+        raise ModelThreadCrash(
+            f"The models' thread was stopped by {type(exc).__name__}{said} in {getattr(fn, '__name__', 'its work')}; "
+            "the app goes on: send again, or load the pair again if answers look wrong.") from exc
+
+
 class ModelThread:
     """The one thread that owns the models: every load, run and unload goes through :meth:`call`.
 
@@ -150,12 +173,12 @@ class ModelThread:
         self._concurrent: ThreadPoolExecutor | None = None
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> "asyncio.Future[T]":
-        return loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        return loop().run_in_executor(self._executor, functools.partial(_contained, fn, *args, **kwargs))
 
     def call_concurrently(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> "asyncio.Future[T]":
         if self._concurrent is None:
             self._concurrent = ThreadPoolExecutor(max_workers=4, thread_name_prefix="c2c-concurrent")
-        return loop().run_in_executor(self._concurrent, functools.partial(fn, *args, **kwargs))
+        return loop().run_in_executor(self._concurrent, functools.partial(_contained, fn, *args, **kwargs))
 
     def shutdown(self, wait: bool = True) -> None:
         for pool in (self._executor, self._concurrent):
