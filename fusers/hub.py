@@ -327,7 +327,8 @@ def _translate(exc: BaseException, what: str, repo_id: str | None = None) -> Dow
         return DownloadError(f"Lost the connection to {endpoint()} while fetching {what} ({first}). Run the download "
                              "again: finished files are kept.")
     if isinstance(exc, OSError) and getattr(exc, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return DiskSpaceError(f"The disk filled up while fetching {what}. Free some space and download again.")
+        return DiskSpaceError(f"The disk filled up (or a quota or file-size limit was reached) while fetching {what}. "
+                              "Free some space and download again: finished files are kept.")
     return DownloadError(f"Could not fetch {what} from {endpoint()}: {first}")
 
 
