@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
