@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from importlib import metadata
 
+from .qt_refcount import keep_none_alive
+
+keep_none_alive()  # before any Qt call: PySide6 6.12 leaks references to None on Python < 3.12
+
 try:
     __version__ = metadata.version("c2c-playground")
 except metadata.PackageNotFoundError:  # run from a source tree that was never installed
