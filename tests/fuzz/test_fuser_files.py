@@ -180,6 +180,7 @@ forbidden = st.sampled_from([_RunsCode(), {"w": _RunsCode()}, Path("/"), {"w": t
                              {"cls": Fuser}, {"f": print}])
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # torch's note on protocol 5, expected
 @given(forbidden, st.sampled_from([True, False]), st.sampled_from([2, pickle.HIGHEST_PROTOCOL]))
 def test_pickles_of_forbidden_objects_are_refused(obj: Any, zipped: bool, protocol: int) -> None:
     buf = io.BytesIO()
