@@ -111,6 +111,7 @@ def test_a_model_folder_deleted_while_its_pair_is_loaded(window, loop, own_pair,
     assert_survived(window, loop, before, tmp_path, "sharer")
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # the garbage opens like a pickle
 def test_a_fuser_file_replaced_with_garbage_between_two_loads(window, loop, own_pair, tmp_path) -> None:
     before = converse(window, loop, own_pair)
     pt = own_pair.published / "final" / "projector_1.pt"
@@ -134,8 +135,9 @@ def test_a_crash_in_the_models_thread(window, loop, own_pair, tmp_path) -> None:
     assert_survived(window, loop, before, tmp_path, "SystemExit (a library gave up)")
 
 
-def test_the_hf_cache_on_a_full_disk_during_a_download(qtbot, loop, tmp_path, monkeypatch) -> None:
+def test_the_hf_cache_on_a_full_disk_during_a_download(qtbot, window, loop, own_pair, tmp_path, monkeypatch) -> None:
     """A size limit on every file the process writes: the real client's download fails part-way with EFBIG."""
+    before = converse(window, loop, own_pair)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from hub.fake_hub import PAIR, running_hub
 
@@ -154,7 +156,7 @@ def test_the_hf_cache_on_a_full_disk_during_a_download(qtbot, loop, tmp_path, mo
     largest = max(len(b) for p, b in server.repos[hub.REPO_ID].files.items() if p.startswith(PAIR + "/"))
 
     manager = FuserDownloads()
-    dialog = GetFusersDialog(manager=manager)
+    dialog = GetFusersDialog(window, manager=manager)
     qtbot.addWidget(dialog)
     dialog.show()
     qtbot.waitUntil(lambda: dialog.listing_done, timeout=10_000)
@@ -177,3 +179,9 @@ def test_the_hf_cache_on_a_full_disk_during_a_download(qtbot, loop, tmp_path, mo
     qtbot.waitUntil(lambda: not manager.is_running(PAIR), timeout=60_000)
     assert dialog._items[PAIR].text(STATUS) == "downloaded" and hub.local_pair_path(PAIR) is not None
     manager.cancel_all()
+    dialog.close()
+    exported = json.loads(Path(window.export_comparison(str(tmp_path / "after.json"))).read_text())
+    for pane, turns in zip(exported["panes"], before):
+        assert [(t["prompt"], t["answer"]) for t in pane["turns"]] == turns
+    run(loop, window.send("One more question."))
+    assert all(p.current.state == "done" for p in window.panes), window.banner.message()
