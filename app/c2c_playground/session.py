@@ -88,7 +88,7 @@ def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel
     from fusers.demo import example_questions
 
     return pair, Loaded(pair.describe(), pair.receiver.name, pair.sharer.name, pair.fuser is not None,
-                        example_questions(request.receiver.source))
+                        example_questions(pair.receiver.source))  # the request may leave it to the fuser
 
 
 def _unload(pair: "Pair") -> None:
