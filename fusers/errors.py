@@ -16,6 +16,11 @@ class ModelLoadError(C2CError):
     """A receiver or sharer could not be loaded (missing folder, bad id, no GPU...)."""
 
 
+class UnsupportedModelError(ModelLoadError):
+    """A model this project cannot use: a GGUF architecture transformers cannot read, or layers without
+    keys and values of their own, which cache fusion cannot fuse."""
+
+
 class FuserFormatError(C2CError):
     """A fuser checkpoint is missing files, is malformed, or has wrong keys or shapes."""
 

@@ -172,7 +172,11 @@ class Fuser(nn.Module):
                 r_part = r[:, :, start:]
                 s_part = s[:, :, start:].to(device=device, dtype=dtype)
                 if r_part.shape[2] != s_part.shape[2]:
-                    raise ValueError(f"caches differ in length: receiver {r_part.shape[2]}, sharer {s_part.shape[2]}")
+                    raise PairMismatchError(
+                        f"Receiver layer {link.receiver_layer} holds {r_part.shape[2]} positions and sharer layer "
+                        f"{link.sharer_layer} {s_part.shape[2]}: cache fusion needs one sharer entry per receiver "
+                        "position. Prefill both models into full caches (fusers.generation.new_cache)."
+                    )
                 res, w = proj.residual(kind, s_part, r_part.to(dtype))
                 fused = (r_part.to(dtype) + res).to(r.dtype).contiguous()  # (B, Ht, N, Dt), like the cache
                 if start == 0:

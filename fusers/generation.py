@@ -78,9 +78,17 @@ def base_model(model: "PreTrainedModel") -> "torch.nn.Module":
 
 
 def new_cache(model: "PreTrainedModel") -> "Cache":
+    """A cache that keeps every position in every layer.
+
+    Not ``DynamicCache(config=...)``: for sliding-window models (Gemma 2/3, Mistral) that one keeps only
+    the last ``sliding_window`` positions in the sliding layers, and cache fusion needs every position of
+    both models. Decoding on a full cache is what ``generate`` does: the sliding layers' masks still limit
+    attention to their window.
+    """
     from transformers import DynamicCache
 
-    return DynamicCache(config=model.config)
+    del model  # every model gets the same layout
+    return DynamicCache()
 
 
 class Interrupted(Exception):

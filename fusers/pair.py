@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .chat import FALLBACK_CHAT_TEMPLATE
 from .devices import DEVICES_HELP, dtype_name, resolve_device, resolve_dtype
-from .errors import C2CError, Cancelled, ModelLoadError, TrainingError
+from .errors import C2CError, Cancelled, ModelLoadError, TrainingError, UnsupportedModelError
 
 if TYPE_CHECKING:
     import torch
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from .fuser import Fuser, ModelShape
 
 QUANTIZE = ("none", "8bit", "4bit")
+# Attention layers that keep keys and values of their own in the cache: cache fusion fuses those.
+OWN_KV_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
 
 
 def _opt(default: Any, text: str) -> Any:
@@ -291,6 +293,8 @@ def load_pair(
     s = load_model(sharer, "sharer")
     pair = Pair(r, s, None)
     if loaded_fuser is not None:
+        check_cache_layout(r)
+        check_cache_layout(s)
         loaded_fuser.check_pair(r.shape, s.shape, r.source, s.source)
         pair.fuser = loaded_fuser.to(device=r.device, dtype=r.dtype)
     if warm_up:
@@ -303,6 +307,27 @@ def load_pair(
     if progress is not None:
         progress(LoadProgress(total, total, "Ready"))
     return pair
+
+
+def check_cache_layout(loaded: LoadedModel) -> None:
+    """Raise :class:`UnsupportedModelError` unless every layer of ``loaded`` keeps its own keys and values.
+
+    Sliding-window layers are fine (caches keep every position, see ``generation.new_cache``); linear
+    attention or state-space layers hold no per-position keys, and shared-KV layers (Gemma-3n) reuse
+    another layer's, so a fuser has nothing of theirs to read or write.
+    """
+    config = loaded.model.config.get_text_config()
+    types = list(getattr(config, "layer_types", None) or getattr(config, "layers_block_type", None) or [])
+    odd = sorted({str(t) for t in types} - set(OWN_KV_LAYER_TYPES) - {"attention"})
+    shared = int(getattr(config, "num_kv_shared_layers", 0) or 0)
+    if odd or shared:
+        what = (f"{sum(str(t) in odd for t in types)} layers of type {', '.join(odd)}" if odd
+                else f"{shared} layers that share another layer's keys and values (num_kv_shared_layers)")
+        raise UnsupportedModelError(
+            f"Cache fusion cannot use the {loaded.role} {loaded.source}: it has {what}, which keep no keys and "
+            "values of their own for a fuser to read or write. Load it without a fuser (receiver, sharer and "
+            "text relay work), or pick a model whose layers are all attention layers."
+        )
 
 
 def _explain_load_failure(role: str, source: str, exc: Exception) -> str:

@@ -18,7 +18,7 @@ from .layer_map import build_layer_map
 from .projector import C2CProjector, ProjectorConfig
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-ARCHITECTURES = ("qwen3", "qwen2", "llama")
+ARCHITECTURES = ("qwen3", "qwen2", "llama", "gemma3")
 
 # A little English so a byte-level BPE learns ordinary merges.
 _CORPUS = """
@@ -85,8 +85,11 @@ def tiny_config(
     intermediate_size: int = 128,
     max_position_embeddings: int = 1024,
     tokenizer: Any = None,
+    sliding_window: int = 8,
 ) -> Any:
-    from transformers import LlamaConfig, Qwen2Config, Qwen3Config
+    """``sliding_window`` is for gemma3 only: its layers alternate sliding, sliding, full, like Gemma-3's
+    five-to-one pattern but with a full layer within three."""
+    from transformers import Gemma3TextConfig, LlamaConfig, Qwen2Config, Qwen3Config
 
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch must be one of {ARCHITECTURES}")
@@ -109,6 +112,10 @@ def tiny_config(
         if head_dim not in (None, hidden_size // heads):
             raise ValueError("qwen2 derives head_dim from hidden_size / heads")
         return Qwen2Config(**common)
+    if arch == "gemma3":
+        types = ["full_attention" if i % 3 == 2 else "sliding_attention" for i in range(layers)]
+        return Gemma3TextConfig(head_dim=head_dim or hidden_size // heads, sliding_window=sliding_window,
+                                layer_types=types, **common)
     return LlamaConfig(head_dim=head_dim or hidden_size // heads, **common)
 
 
