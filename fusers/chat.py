@@ -8,14 +8,43 @@ from .errors import PromptError
 
 ROLES = ("system", "user", "assistant")
 
-# Used only for tokenizers that ship without a chat template (some base models):
-# ChatML, as the Qwen models use, so the same prompt shape reaches every model.
+# ChatML, as the Qwen models use: the tiny test tokenizers carry its markers as tokens.
 FALLBACK_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+
+# For models without a chat template (base models): plain text turns, as in the pretraining data, so no
+# marker outside the model's vocabulary reaches it. Its own begin-of-text token leads, when it has one.
+PLAIN_FORMAT_NAME = "plain Question:/Answer: turns"
+PLAIN_PROMPT_TEMPLATE = (
+    "{% if bos_token %}{{ bos_token }}{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
+    "{% elif message['role'] == 'user' %}{{ 'Question: ' + message['content'] + '\n' }}"
+    "{% else %}{{ 'Answer: ' + message['content'] + '\n\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Answer:' }}{% endif %}"
+)
+# A base model answers, then writes the next turn itself: its answer ends where a new turn begins.
+PLAIN_STOP_STRINGS = ("\nQuestion:", "\nAnswer:")
+
+
+def find_stop(text: str, stop_strings: Sequence[str]) -> tuple[int | None, int]:
+    """(where the first stop string begins, or None; how much of the end may still begin one)."""
+    found = [i for i in (text.find(s) for s in stop_strings) if i >= 0]
+    if found:
+        return min(found), 0
+    held = 0
+    for stop in stop_strings:
+        for n in range(min(len(stop) - 1, len(text)), held, -1):
+            if text.endswith(stop[:n]):
+                held = n
+                break
+    return None, held
 
 
 def user(text: str) -> list[dict[str, str]]:

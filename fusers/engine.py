@@ -17,7 +17,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 
 from .alignment import TokenAligner
-from .chat import check_messages, encode, user
+from .chat import check_messages, encode, find_stop, user
 from .devices import PeakMemory
 from .errors import ModeUnavailableError, PairMismatchError, PromptError
 from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill
@@ -298,9 +298,11 @@ class _Run:
         self.rec.start(prefill_phase or ("hint" if is_hint else "decode"))
         first = True
         hit_eos = False
+        stop = threading.Event()
+        shown = ""  # the text streamed so far: text that may begin a stop string waits
 
         def on_token(token: int) -> None:
-            nonlocal first, hit_eos
+            nonlocal first, hit_eos, shown
             at = self.rec.elapsed()
             if first:
                 first = False
@@ -313,12 +315,25 @@ class _Run:
                 hit_eos = True
                 return  # end of sequence: not part of the answer
             delta = detok.push(token)
+            out = self.hint_ids if is_hint else self.answer_ids
+            out.append(token)
+            text = detok.text
+            if model.stop_strings:
+                at_stop, held = find_stop(text, model.stop_strings)
+                if at_stop is not None:  # the model began a new turn: the answer ends before it
+                    stop.set()
+                    hit_eos = True
+                    text = text[:at_stop].rstrip()
+                    while out and len(model.tokenizer.decode(out, skip_special_tokens=True).rstrip()) > len(text):
+                        out.pop()  # the stop string's tokens are not part of the answer
+                else:
+                    text = text[:len(text) - held]
+                delta = text[len(shown):] if text.startswith(shown) else ("" if shown.startswith(text) else delta)
+                shown = text
             if is_hint:
-                self.hint_ids.append(token)
-                self.hint_text = detok.text
+                self.hint_text = text
             else:
-                self.answer_ids.append(token)
-                self.answer_text = detok.text
+                self.answer_text = text
                 self.token_times.append(at)
             self.emit(TokenEvent(self.mode, part, token, delta, at))
 
@@ -326,7 +341,13 @@ class _Run:
         decode(
             model.model, input_ids, self.settings, max_new_tokens=limit, eos_token_ids=model.eos_token_ids,
             pad_token_id=model.tokenizer.pad_token_id, cache=cache, on_token=on_token, cancel=self.cancel,
+            stop=stop,
         )
+        if model.stop_strings and not stop.is_set():  # ended without a new turn: the text held back is answer
+            if is_hint:
+                self.hint_text = detok.text
+            else:
+                self.answer_text = detok.text
         self.rec.close_open(self.rec.elapsed())
         if self.cancel.is_set():
             raise _Stop

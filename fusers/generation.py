@@ -163,11 +163,13 @@ def decode(
     cache: "Cache | None" = None,
     on_token: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
+    stop: threading.Event | None = None,
 ) -> list[int]:
     """Generate after ``input_ids`` (1, N); ``cache`` may hold the first N-1 positions.
 
     Returns the new token ids, the final end-of-sequence token excluded. Raises
-    :class:`Interrupted` if ``cancel`` is set during a forward pass.
+    :class:`Interrupted` if ``cancel`` is set during a forward pass. ``stop`` (set by ``on_token``,
+    say at a stop string) ends decoding after the current token, as an end-of-sequence would.
     """
     import torch
     from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
@@ -188,7 +190,8 @@ def decode(
 
     class _Cancel(StoppingCriteria):
         def __call__(self, ids: "torch.Tensor", scores: "torch.Tensor", **kwargs: Any) -> "torch.Tensor":
-            return torch.full((ids.shape[0],), bool(cancel and cancel.is_set()), dtype=torch.bool, device=ids.device)
+            done = bool(cancel and cancel.is_set()) or bool(stop and stop.is_set())
+            return torch.full((ids.shape[0],), done, dtype=torch.bool, device=ids.device)
 
     out_ids: list[int] = []
 

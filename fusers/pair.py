@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .chat import FALLBACK_CHAT_TEMPLATE
+from .chat import PLAIN_FORMAT_NAME, PLAIN_PROMPT_TEMPLATE, PLAIN_STOP_STRINGS
 from .devices import DEVICES_HELP, dtype_name, resolve_device, resolve_dtype
 from .errors import C2CError, Cancelled, ModelLoadError, TrainingError, UnsupportedModelError
 
@@ -33,7 +34,8 @@ def _opt(default: Any, text: str) -> Any:
 class ModelSpec:
     """Where a model comes from and how to place it."""
 
-    source: str = _opt("", "Hub id (Qwen/Qwen3-0.6B) or a local folder with config, weights and tokenizer.")
+    source: str = _opt("", "Hub id (Qwen/Qwen3-0.6B), a local folder with config, weights and tokenizer, or a "
+                           ".gguf file.")
     device: str = _opt("auto", f"Device: {DEVICES_HELP}.")
     dtype: str = _opt("auto", "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.")
     quantize: str = _opt("none", "none, 8bit or 4bit (nf4) through bitsandbytes.")
@@ -60,7 +62,8 @@ class LoadedModel:
     shape: ModelShape
     context_length: int
     eos_token_ids: list[int]
-    fallback_template: bool = False
+    fallback_template: bool = False  # no chat template of its own: plain Question:/Answer: turns
+    stop_strings: tuple[str, ...] = ()  # text that ends an answer (where a base model starts the next turn)
 
     @classmethod
     def from_model(cls, model: "PreTrainedModel", tokenizer: Any, role: str, source: str,
@@ -70,7 +73,7 @@ class LoadedModel:
 
         fallback = False
         if not getattr(tokenizer, "chat_template", None):
-            tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+            tokenizer.chat_template = PLAIN_PROMPT_TEMPLATE
             fallback = True
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -86,6 +89,7 @@ class LoadedModel:
             role=role, source=source, model=model, tokenizer=tokenizer, device=device, dtype=dtype,
             quantize=quantize, memory_bytes=int(model.get_memory_footprint()), shape=ModelShape.of(model.config),
             context_length=context, eos_token_ids=sorted(eos), fallback_template=fallback,
+            stop_strings=PLAIN_STOP_STRINGS if fallback else (),
         )
 
     @property
@@ -100,8 +104,9 @@ class LoadedModel:
 
     def describe(self) -> str:
         quant = "" if self.quantize == "none" else f", {self.quantize}"
+        prompt = f"; no chat template: {PLAIN_FORMAT_NAME}" if self.fallback_template else ""
         return (f"{self.role} {self.name}: {self.device}, {dtype_name(self.dtype)}{quant}, "
-                f"{self.memory_bytes / 2**20:.1f} MiB, {self.shape.describe()}")
+                f"{self.memory_bytes / 2**20:.1f} MiB, {self.shape.describe()}{prompt}")
 
 
 @dataclass
@@ -168,14 +173,23 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     dtype = resolve_dtype(spec.dtype, device)
     source = spec.source
     local = Path(source).expanduser()
-    if local.exists():
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if is_gguf(source):
+        from . import real_models
+
+        local = real_models.prepare(local)  # the bundled Gemma file is assembled from its packages on first use
+        if not local.is_file():
+            raise ModelLoadError(f"The {role} GGUF file {local} does not exist.")
+        # an absolute folder: a relative one would be taken for a Hub id
+        source, kwargs["gguf_file"] = str(local.resolve().parent), local.name
+    elif local.exists():
         if not (local / "config.json").is_file():
-            raise ModelLoadError(f"The {role} folder {local} has no config.json; point to a saved model folder.")
+            raise ModelLoadError(f"The {role} folder {local} has no config.json; point to a saved model folder, "
+                                 "or to a .gguf file.")
         source = str(local)
     elif source.startswith((".", "/", "~")) or source.count("/") > 1:
         raise ModelLoadError(f"The {role} folder {source} does not exist.")
 
-    kwargs: dict[str, Any] = {"dtype": dtype}
     if spec.quantize != "none":
         if device.type == "mps":
             raise ModelLoadError("bitsandbytes quantization does not run on MPS; use --quantize none or the CPU.")
@@ -192,11 +206,14 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
             )
         kwargs["device_map"] = {"": str(device)}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        # a GGUF file carries the tokenizer and the chat template too
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=kwargs.get("gguf_file"))
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except C2CError:
         raise
-    except Exception as exc:  # transformers and the Hub raise many types; turn them into one readable error
+    except Exception as exc:
+        if "gguf_file" in kwargs:
+            _explain_gguf_failure(role, spec.source, exc)  # transformers and the Hub raise many types; turn them into one readable error
         raise ModelLoadError(_explain_load_failure(role, spec.source, exc)) from exc
     if spec.quantize == "none":
         model.to(device)
@@ -287,9 +304,9 @@ def load_pair(
     if receiver is None or sharer is None:
         raise ModelLoadError("Give both a receiver and a sharer, or a fuser that names them.")
 
-    report(f"Loading receiver {receiver.source}")
+    report(_loading_message("receiver", receiver))
     r = load_model(receiver, "receiver")
-    report(f"Loading sharer {sharer.source}")  # a cancel here drops the receiver with this frame
+    report(_loading_message("sharer", sharer))  # a cancel here drops the receiver with this frame
     s = load_model(sharer, "sharer")
     pair = Pair(r, s, None)
     if loaded_fuser is not None:
@@ -328,6 +345,32 @@ def check_cache_layout(loaded: LoadedModel) -> None:
             "values of their own for a fuser to read or write. Load it without a fuser (receiver, sharer and "
             "text relay work), or pick a model whose layers are all attention layers."
         )
+
+
+def _loading_message(role: str, spec: ModelSpec) -> str:
+    if is_gguf(spec.source):  # dequantizing takes seconds to a minute: say why it is slow
+        return f"Loading {role} {Path(spec.source).name} (GGUF: dequantizing its weights)"
+    return f"Loading {role} {spec.source}"
+
+
+def is_gguf(source: str | Path) -> bool:
+    return str(source).lower().endswith(".gguf")
+
+
+def _explain_gguf_failure(role: str, source: str, exc: Exception) -> None:
+    """Raise the typed error for a GGUF file transformers could not read; return for other failures."""
+    text = str(exc)
+    found = re.search(r"architecture (\S+) is not supported", text)
+    if found:
+        from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+        raise UnsupportedModelError(
+            f"The {role} {source} is a GGUF file of architecture {found.group(1)}, which transformers cannot read "
+            f"(it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}). Use a model of one of those "
+            "architectures, or its Hub folder."
+        ) from exc
+    if isinstance(exc, ImportError) and "gguf" in text.lower():
+        raise ModelLoadError(f"Reading the GGUF file {source} needs the gguf package: pip install gguf.") from exc
 
 
 def _explain_load_failure(role: str, source: str, exc: Exception) -> str:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from .errors import C2CError
 
 DEMO_NAME = "demo"
+REAL_NAME = "real"
+REAL_LABEL = "SmolLM2-135M \u2190 Gemma-3-270M (real models, offline)"
 
 
 @dataclass(frozen=True)
@@ -18,8 +20,8 @@ class Preset:
     name: str  # what --pair takes: "demo" or a published pair folder name
     receiver: str  # Hub id or folder
     sharer: str
-    fuser: str  # a fuser folder, or a published pair name that sources.resolve_fuser finds once downloaded
-    kind: str  # "demo", "published" or "downloaded"
+    fuser: str  # a fuser folder, a published pair name that sources.resolve_fuser finds once downloaded, or ""
+    kind: str  # "demo", "real" (two real models, no fuser), "published" or "downloaded"
     status: str  # "ready" (the fuser is on disk), "partial" (download unfinished) or "absent"
 
     @property
@@ -30,6 +32,8 @@ class Preset:
     def label(self) -> str:
         if self.kind == "demo":
             return "Demo pair (offline)"
+        if self.kind == "real":
+            return REAL_LABEL
         note = {"ready": "", "partial": " (download unfinished)", "absent": " (not downloaded)"}[self.status]
         return f"{self.name}{note}"
 
@@ -48,6 +52,7 @@ def list_presets(offline: bool = True) -> list[Preset]:
         out.append(Preset(DEMO_NAME, receiver, sharer, fuser, "demo", "ready"))
     except C2CError:
         pass  # the demo pair is not installed in this build
+    out.extend(_real())
     published: list[Preset] = []
     for name, receiver, sharer, status in _published(offline):
         ready = status == "complete"
@@ -64,6 +69,20 @@ def find_preset(name: str, presets: list[Preset] | None = None) -> Preset | None
         if preset.name.lower() == wanted:
             return preset
     return None
+
+
+def _real() -> list[Preset]:
+    """The two real models, when their packages are installed: no fuser (train one with ``c2c train``)."""
+    from . import real_models
+
+    if not real_models.installed():
+        return []
+    try:
+        receiver = real_models.smollm2_path()
+    except C2CError:
+        return []
+    # the Gemma file is assembled from its parts when the pair loads, not when the menu is listed
+    return [Preset(REAL_NAME, str(receiver), str(real_models.gemma3_target()), "", "real", "ready")]
 
 
 def _published(offline: bool) -> list[tuple[str, str, str, str]]:

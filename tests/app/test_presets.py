@@ -15,7 +15,7 @@ from playground_helpers import run, short_generation  # noqa: E402
 
 def test_every_published_pair_is_a_preset_with_its_models(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
-    presets = {p.name: p for p in list_presets() if p.kind != "demo"}
+    presets = {p.name: p for p in list_presets() if p.kind not in ("demo", "real")}
     assert set(presets) == set(hub.KNOWN_PAIRS)
     for name, (receiver, sharer) in hub.KNOWN_PAIRS.items():
         p = presets[name]
@@ -43,7 +43,8 @@ def test_a_downloaded_pair_is_a_ready_preset_that_loads_and_answers(window, loop
     presets = run(loop, window.refresh_presets())
     downloaded = [p for p in presets if p.kind == "downloaded"]
     assert [p.name for p in downloaded] == [PAIR] and downloaded[0].ready
-    assert presets.index(downloaded[0]) <= 1  # ready pairs first (after the demo pair, when it is installed)
+    # ready pairs first (after the demo pair and the real pair, when they are installed)
+    assert presets.index(downloaded[0]) == sum(p.kind in ("demo", "real") for p in presets)
     panel = window.pair_panel
     labels = [panel.preset.itemText(i) for i in range(panel.preset.count())]
     assert PAIR in labels and f"{PAIR} (not downloaded)" not in labels

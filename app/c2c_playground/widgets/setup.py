@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout,
-                               QLabel, QLineEdit, QProgressBar, QPushButton, QSpinBox, QToolButton, QVBoxLayout,
+                               QLabel, QLineEdit, QMenu, QProgressBar, QPushButton, QSpinBox, QToolButton, QVBoxLayout,
                                QWidget)
 
 from fusers.generation import GenerationSettings
@@ -32,11 +32,15 @@ class ModelRow:
         self.role = role
         self.source = QLineEdit()
         self.source.setPlaceholderText(placeholder)
-        self.source.setToolTip(f"The {role}: a Hub id (Qwen/Qwen3-0.6B) or a local model folder")
+        self.source.setToolTip(f"The {role}: a Hub id (Qwen/Qwen3-0.6B), a local model folder or a .gguf file")
         self.browse = QToolButton()
         self.browse.setText("\u2026")
-        self.browse.setToolTip(f"Choose a local {role} folder")
-        self.browse.clicked.connect(self._browse)
+        self.browse.setToolTip(f"Choose a local {role} folder or GGUF file")
+        self.browse.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.browse)
+        self.browse_folder = menu.addAction("Model folder\u2026", self._browse)
+        self.browse_gguf = menu.addAction("GGUF file\u2026", self._browse_gguf)
+        self.browse.setMenu(menu)
         self.device = QComboBox()
         self.device.setEditable(True)  # cuda:1 and friends
         self.device.addItems(DEVICES)
@@ -55,6 +59,13 @@ class ModelRow:
         folder = QFileDialog.getExistingDirectory(self.source, f"Choose the {self.role} folder", self.source.text())
         if folder:
             self.source.setText(folder)
+
+    def _browse_gguf(self) -> None:
+        # LM Studio, Ollama, GPT4All and Jan keep their models as GGUF files
+        path, _ = QFileDialog.getOpenFileName(self.source, f"Choose the {self.role} GGUF file", self.source.text(),
+                                              "GGUF models (*.gguf);;All files (*)")
+        if path:
+            self.source.setText(path)
 
     def widgets(self) -> list[QWidget]:
         return [self.source, self.browse, self.device, self.dtype, self.quantize]
@@ -188,7 +199,8 @@ class PairPanel(QGroupBox):
         for p in self.presets:
             self.preset.addItem(p.label, p.name)
             self.preset.setItemData(self.preset.count() - 1,
-                                    f"receiver {p.receiver}\nsharer {p.sharer}\nfuser {p.fuser}",
+                                    f"receiver {p.receiver}\nsharer {p.sharer}\nfuser "
+                                    + (p.fuser or "none (train one with c2c train)"),
                                     Qt.ItemDataRole.ToolTipRole)
         index = self.preset.findData(current)
         self.preset.setCurrentIndex(max(index, 0))
