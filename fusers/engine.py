@@ -319,6 +319,7 @@ class _Run:
             out.append(token)
             text = detok.text
             if model.stop_strings:
+                text = text.lstrip()  # plain turns: the answer follows "Answer:" after a space or a line break
                 at_stop, held = find_stop(text, model.stop_strings)
                 if at_stop is not None:  # the model began a new turn: the answer ends before it
                     stop.set()
@@ -345,9 +346,9 @@ class _Run:
         )
         if model.stop_strings and not stop.is_set():  # ended without a new turn: the text held back is answer
             if is_hint:
-                self.hint_text = detok.text
+                self.hint_text = detok.text.strip()
             else:
-                self.answer_text = detok.text
+                self.answer_text = detok.text.strip()
         self.rec.close_open(self.rec.elapsed())
         if self.cancel.is_set():
             raise _Stop

@@ -211,9 +211,9 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except C2CError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # transformers and the Hub raise many types; turn them into one readable error
         if "gguf_file" in kwargs:
-            _explain_gguf_failure(role, spec.source, exc)  # transformers and the Hub raise many types; turn them into one readable error
+            _explain_gguf_failure(role, spec.source, exc)
         raise ModelLoadError(_explain_load_failure(role, spec.source, exc)) from exc
     if spec.quantize == "none":
         model.to(device)
@@ -364,9 +364,10 @@ def _explain_gguf_failure(role: str, source: str, exc: Exception) -> None:
     if found:
         from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
+        readable = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"})  # those two are sections
         raise UnsupportedModelError(
             f"The {role} {source} is a GGUF file of architecture {found.group(1)}, which transformers cannot read "
-            f"(it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}). Use a model of one of those "
+            f"(it reads {', '.join(readable)}). Use a model of one of those "
             "architectures, or its Hub folder."
         ) from exc
     if isinstance(exc, ImportError) and "gguf" in text.lower():

@@ -13,6 +13,7 @@ _private = Path(tempfile.mkdtemp(prefix="c2c-tests-"))
 os.environ["HF_HOME"] = str(_private / "hf")
 os.environ["XDG_CONFIG_HOME"] = str(_private / "config")
 os.environ["XDG_DATA_HOME"] = str(_private / "data")
+os.environ["XDG_CACHE_HOME"] = str(_private / "cache")  # the real Gemma file is assembled here (fusers.real_models)
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests that serve a local hub turn this off for themselves
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
