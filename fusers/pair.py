@@ -208,7 +208,10 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     try:
         # a GGUF file carries the tokenizer and the chat template too
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=kwargs.get("gguf_file"))
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        if "gguf_file" in kwargs and "quantization_config" in kwargs:
+            model = _quantized_from_gguf(source, kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except C2CError:
         raise
     except Exception as exc:  # transformers and the Hub raise many types; turn them into one readable error
@@ -345,6 +348,31 @@ def check_cache_layout(loaded: LoadedModel) -> None:
             "values of their own for a fuser to read or write. Load it without a fuser (receiver, sharer and "
             "text relay work), or pick a model whose layers are all attention layers."
         )
+
+
+def _quantized_from_gguf(folder: str, kwargs: dict[str, Any]) -> "PreTrainedModel":
+    """transformers refuses bitsandbytes on top of a GGUF file: dequantize it, write the weights as a plain
+    model folder (a model loaded from GGUF refuses ``save_pretrained``; one built from its config does not),
+    and load that folder quantized."""
+    import copy
+    import tempfile
+
+    from transformers import AutoModelForCausalLM
+
+    plain_kwargs = {k: v for k, v in kwargs.items() if k not in ("quantization_config", "device_map")}
+    dequantized = AutoModelForCausalLM.from_pretrained(folder, **plain_kwargs)
+    config = copy.deepcopy(dequantized.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the GGUF record: bitsandbytes' takes its place
+    plain = AutoModelForCausalLM.from_config(config, dtype=kwargs["dtype"])
+    plain.load_state_dict(dequantized.state_dict())
+    del dequantized
+    with tempfile.TemporaryDirectory(prefix="c2c-gguf-") as tmp:
+        plain.save_pretrained(tmp)
+        del plain
+        gc.collect()
+        return AutoModelForCausalLM.from_pretrained(
+            tmp, **{k: v for k, v in kwargs.items() if k != "gguf_file"})
 
 
 def _loading_message(role: str, spec: ModelSpec) -> str:
