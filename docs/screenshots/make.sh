@@ -17,3 +17,6 @@ trap 'rm -rf "$XDG_CONFIG_HOME"' EXIT
     --screenshot docs/screenshots/relay-and-fusion.png --exit
 # the real window on a real X server (Xvfb at 1366x768, the xcb platform), after a question typed in
 C2C_UPDATE_SCREENSHOTS=1 QT_QPA_PLATFORM= .venv/bin/python -m pytest -q tests/display -k TestANewUsersFirstStart
+# the two real models (make real-models): SmolLM2-135M-Instruct receiver, Gemma-3-270M base sharer
+"$app" --pair real --modes receiver,sharer,relay --prompt "What is the capital of Japan?" \
+    --max-new-tokens 32 --screenshot docs/screenshots/real-pair.png --exit

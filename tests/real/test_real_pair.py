@@ -154,3 +154,13 @@ def test_the_real_pair_is_a_preset_when_installed(real_paths):
     preset = find_preset("real")
     assert preset is not None and preset.label == REAL_LABEL == "SmolLM2-135M \u2190 Gemma-3-270M (real models, offline)"
     assert (Path(preset.receiver), Path(preset.sharer)) == real_paths and preset.fuser == ""
+
+
+def test_a_gguf_file_loads_8bit_on_top_and_still_answers(real_paths):
+    from fusers.pair import ModelSpec, load_model
+
+    receiver = load_model(ModelSpec(str(real_paths[0]), "cpu", "auto", "8bit"), "receiver")
+    assert receiver.quantize == "8bit" and "8bit" in receiver.describe()
+    assert type(receiver.model.model.layers[0].self_attn.q_proj).__name__ == "Linear8bitLt"
+    answer = Engine(Pair(receiver, receiver)).answer(Mode.RECEIVER, JAPAN, SETTINGS)
+    assert "Tokyo" in answer.text, answer.text
