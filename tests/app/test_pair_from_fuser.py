@@ -29,3 +29,9 @@ def test_pair_folder_and_fuser_folder_load_alone_headless(tiny_dirs, tmp_path):
                           "--exit", tmp_path=tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert "Traceback" not in proc.stderr and shot.exists()
+
+
+def test_the_model_pickers_take_folders_and_gguf_files(window):
+    for row in (window.pair_panel.receiver, window.pair_panel.sharer):
+        assert [a.text() for a in row.browse.menu().actions()] == ["Model folder\u2026", "GGUF file\u2026"]
+        assert ".gguf" in row.source.toolTip()
