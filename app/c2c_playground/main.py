@@ -30,9 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "QT_QPA_PLATFORM=offscreen).",
     )
     pair = p.add_argument_group("pair")
-    pair.add_argument("--pair", help="a preset: 'demo', a published pair name (once downloaded), or a fuser folder")
-    pair.add_argument("--receiver", help="receiver: Hub id or local folder (default: the pair's or the fuser's)")
-    pair.add_argument("--sharer", help="sharer: Hub id or local folder (default: the pair's or the fuser's)")
+    pair.add_argument("--pair", help="a preset: 'demo', 'real' (the two real models, once installed), a published "
+                      "pair name (once downloaded), or a fuser folder")
+    pair.add_argument("--receiver", help="receiver: Hub id, local folder or .gguf file (default: the pair's or the fuser's)")
+    pair.add_argument("--sharer", help="sharer: Hub id, local folder or .gguf file (default: the pair's or the fuser's)")
     pair.add_argument("--fuser", help="fuser folder or downloaded pair name")
     pair.add_argument("--device", help="device for both models: auto, cpu, cuda, cuda:N or mps")
     pair.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), help="dtype of both models")

@@ -11,8 +11,8 @@ from ..pair import QUANTIZE
 
 def add_pair_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pair")
-    group.add_argument("--receiver", help="receiver: Hub id or local folder (default: the fuser's receiver)")
-    group.add_argument("--sharer", help="sharer: Hub id or local folder (default: the fuser's sharer)")
+    group.add_argument("--receiver", help="receiver: Hub id, local folder or .gguf file (default: the fuser's receiver)")
+    group.add_argument("--sharer", help="sharer: Hub id, local folder or .gguf file (default: the fuser's sharer)")
     group.add_argument("--fuser", help="fuser: a published pair folder, one of ours, or a downloaded pair name")
     group.add_argument("--device", default="auto", help=DEVICES_HELP)
     group.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16")

@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "also accelerate launch --multi_gpu --num_processes N -m fusers.cli train ...",
     )
     pair = p.add_argument_group("pair")
-    pair.add_argument("--receiver", help="receiver: Hub id or local folder (with --resume: the saved run's)")
-    pair.add_argument("--sharer", help="sharer: Hub id or local folder (with --resume: the saved run's)")
+    pair.add_argument("--receiver", help="receiver: Hub id, local folder or .gguf file (with --resume: the saved run's)")
+    pair.add_argument("--sharer", help="sharer: Hub id, local folder or .gguf file (with --resume: the saved run's)")
     pair.add_argument("--device", default="auto", help=DEVICES_HELP + " (several processes: each its own GPU)")
     pair.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, "
                       "float16: the frozen models' dtype; the fuser keeps float32 weights")
