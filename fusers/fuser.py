@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -10,12 +11,13 @@ from torch import nn
 
 from .errors import PairMismatchError
 from .layer_map import LayerLink
-from .projector import C2CProjector
+from .projector import C2CProjector, gate_open
 
 if TYPE_CHECKING:
     from transformers import Cache, PretrainedConfig
 
 ALIGNMENT_STRATEGIES = ("first", "longest")
+KV = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -148,43 +150,66 @@ class Fuser(nn.Module):
                 + ". Load the pair the fuser was made for, or pick a fuser for this pair."
             )
 
-    @torch.no_grad()
-    def fuse_cache(self, receiver_cache: "Cache", sharer_cache: "Cache", start: int = 0) -> list[LayerFusion]:
-        """Fuse every receiver layer in place from positions ``start`` on; return per-layer statistics.
+    def fuse(
+        self, receiver_kv: list[KV], sharer_kv: list[KV], valid: torch.Tensor | None = None
+    ) -> tuple[list[KV], list[torch.Tensor]]:
+        """The one fusion path: inference (:meth:`fuse_cache`) and training (``FusionModule``) both call it.
 
-        Both caches must hold the same positions (one sharer entry per receiver position).
-        Closed gates skip their path entirely: ``0 * w * proj`` is zero, so this is exact.
+        ``receiver_kv``/``sharer_kv``: per-layer (K, V), each (B, H, L, D), one sharer entry per
+        receiver position. Returns the fused receiver (K, V) of every receiver layer, in layer
+        order, like the cache (dtype and layout), and the mean ``w`` of each link's K and V (zero where
+        the gate is closed) as () float32 tensors in layer-map order (no device sync). ``valid`` (B, L): the projector
+        works position by position, so it runs only on the valid positions, packed into one row;
+        padded positions keep the receiver's entries (the attention mask hides them).
+
+        In eval mode the gates are the hard threshold, and a closed gate skips its path entirely:
+        ``0 * w * proj`` is zero, so this is exact.
         """
         dtype, device = self.dtype, self.device
-        gates = self._gate_flags()  # one device sync for all gates, not one per layer
-        weights: list[torch.Tensor] = []
+        out_dtype = receiver_kv[0][0].dtype
+        # bf16/fp16 models under fp32 master weights (training on a GPU): matmuls in the models' dtype
+        mixed = out_dtype != dtype
+        autocast = torch.autocast(device.type, dtype=out_dtype) if mixed else contextlib.nullcontext()
+        flags = None if self.training else self._gate_flags()  # one device sync for all gates, not one per layer
         zero = torch.zeros((), device=device, dtype=torch.float32)
-        for i, link in enumerate(self.layer_map):
-            proj = self.projectors[link.fuser_index]
-            r_layer = receiver_cache.layers[link.receiver_layer]
-            s_layer = sharer_cache.layers[link.sharer_layer]
-            for j, (kind, attr) in enumerate((("key", "keys"), ("value", "values"))):
-                if not gates[2 * i + j]:
-                    weights.append(zero)
-                    continue
-                r = getattr(r_layer, attr)  # (B, Ht, N, Dt)
-                s = getattr(s_layer, attr)  # (B, Hs, N, Ds)
-                r_part = r[:, :, start:]
-                s_part = s[:, :, start:].to(device=device, dtype=dtype)
-                if r_part.shape[2] != s_part.shape[2]:
-                    raise PairMismatchError(
-                        f"Receiver layer {link.receiver_layer} holds {r_part.shape[2]} positions and sharer layer "
-                        f"{link.sharer_layer} {s_part.shape[2]}: cache fusion needs one sharer entry per receiver "
-                        "position. Prefill both models into full caches (fusers.generation.new_cache)."
-                    )
-                res, w = proj.residual(kind, s_part, r_part.to(dtype))
-                fused = (r_part.to(dtype) + res).to(r.dtype).contiguous()  # (B, Ht, N, Dt), like the cache
-                if start == 0:
-                    setattr(r_layer, attr, fused)
-                else:
-                    r[:, :, start:] = fused
-                weights.append(w.float().mean())
+        fused = list(receiver_kv)
+        weights: list[torch.Tensor] = [zero] * (2 * len(self.layer_map))
+        with autocast:
+            # in receiver-layer order, whatever the map's order: dropout and Gumbel draws come in that order
+            for i, link in sorted(enumerate(self.layer_map), key=lambda item: item[1].receiver_layer):
+                proj = self.projectors[link.fuser_index]
+                layer = []
+                for j, kind in enumerate(("key", "value")):
+                    r = receiver_kv[link.receiver_layer][j]  # (B, Ht, L, Dt)
+                    s = sharer_kv[link.sharer_layer][j].to(device=device, dtype=out_dtype if mixed else dtype)
+                    if r.shape[2] != s.shape[2]:
+                        raise PairMismatchError(
+                            f"Receiver layer {link.receiver_layer} holds {r.shape[2]} positions and sharer layer "
+                            f"{link.sharer_layer} {s.shape[2]}: cache fusion needs one sharer entry per receiver "
+                            "position. Prefill both models into full caches (fusers.generation.new_cache)."
+                        )
+                    if flags is not None and not flags[2 * i + j]:
+                        layer.append(r)
+                        continue
+                    r_in = r if mixed else r.to(dtype)
+                    if valid is None:
+                        out, w = proj.fuse(kind, s, r_in)  # (B, Ht, L, Dt), (B, Ht, L, 1)
+                    else:
+                        out, w = proj.fuse(kind, pack(s, valid), pack(r_in, valid))  # (1, H, N, D)
+                        out = unpack(out, r, valid)
+                    layer.append(out.to(out_dtype).contiguous())
+                    weights[2 * i + j] = w.detach().float().mean()
+                fused[link.receiver_layer] = (layer[0], layer[1])
+        return fused, weights
+
+    @torch.no_grad()
+    def fuse_cache(self, receiver_cache: "Cache", sharer_cache: "Cache") -> list[LayerFusion]:
+        """Fuse every receiver layer of ``receiver_cache`` (eval mode); return per-layer statistics."""
+        fused, weights = self.fuse(cache_kv(receiver_cache), cache_kv(sharer_cache))
+        for layer, (k, v) in zip(receiver_cache.layers, fused):
+            layer.keys, layer.values = k, v
         values = torch.stack(weights).tolist() if weights else []
+        gates = self._gate_flags()
         return [
             LayerFusion(link.receiver_layer, link.sharer_layer, gates[2 * i], gates[2 * i + 1],
                         values[2 * i], values[2 * i + 1])
@@ -192,9 +217,26 @@ class Fuser(nn.Module):
         ]
 
     def _gate_flags(self) -> list[bool]:
-        """[key open, value open] per link, in layer-map order."""
+        """[key open, value open] per link, in layer-map order, by the inference gate."""
         logits = []
         for link in self.layer_map:
             proj = self.projectors[link.fuser_index]
             logits += [proj.key_gate_logit, proj.value_gate_logit]
-        return (torch.stack(logits) > 0).tolist()
+        return gate_open(torch.stack(logits)).tolist()
+
+
+def cache_kv(cache: "Cache") -> list[KV]:
+    """Per-layer (K, V) of a transformers cache, each (B, H, L, D)."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def pack(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B, H, L, D) -> (1, H, N, D): the N valid positions of all rows, in order."""
+    return x.transpose(1, 2)[valid].transpose(0, 1).unsqueeze(0)
+
+
+def unpack(packed: torch.Tensor, base: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(1, H, N, D) back into a copy of ``base`` (B, H, L, D) at the valid positions."""
+    out = base.transpose(1, 2).to(packed.dtype, copy=True)  # (B, L, H, D)
+    out[valid] = packed[0].transpose(0, 1)
+    return out.transpose(1, 2)

@@ -150,14 +150,15 @@ class C2CProjector(nn.Module):
         self.gate_temperature.fill_(temp)
         return temp
 
-    def _gate(self, kind: str) -> torch.Tensor:
+    def gate(self, kind: str) -> torch.Tensor:
+        """() float32 gate of K or V: Gumbel-sigmoid while training, the hard threshold at inference."""
         logit = getattr(self, f"{kind}_gate_logit")
         if self.training:
             # Gumbel-sigmoid: logistic noise on the logit, squashed at the annealed temperature
             u = torch.rand((), device=logit.device, dtype=torch.float32).clamp(1e-6, 1 - 1e-6)
             noise = torch.log(u) - torch.log1p(-u)
             return torch.sigmoid((logit.float() + noise) / self.gate_temperature.float())
-        return (logit > 0).float()
+        return gate_open(logit).float()
 
     def residual(self, kind: str, sharer: torch.Tensor, receiver: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(w * proj, w)`` for one of K or V, before the gate.
@@ -177,15 +178,22 @@ class C2CProjector(nn.Module):
         w = w.transpose(1, 2).unsqueeze(-1)  # (B, Ht, N, 1)
         return w * proj, w
 
+    def fuse(self, kind: str, sharer: torch.Tensor, receiver: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One fused layer's K or V, the published step 7: ``receiver + gate * w * proj``.
+
+        sharer: (B, Hs, N, Ds); receiver: (B, Ht, N, Dt). Returns the fused (B, Ht, N, Dt) and
+        ``w`` (B, Ht, N, 1). Training and inference both fuse through here (``Fuser.fuse``).
+        """
+        res, w = self.residual(kind, sharer, receiver)
+        return receiver + self.gate(kind).to(receiver.dtype) * res, w
+
     def forward(
         self, sharer_k: torch.Tensor, sharer_v: torch.Tensor, receiver_k: torch.Tensor, receiver_v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fused (K, V), each (B, Ht, N, Dt): ``receiver + gate * w * proj``."""
-        out = []
-        for kind, s, t in (("key", sharer_k, receiver_k), ("value", sharer_v, receiver_v)):
-            res, _ = self.residual(kind, s, t)
-            out.append(t + self._gate(kind).to(t.dtype) * res)
-        return out[0], out[1]
+        """Fused (K, V), each (B, Ht, N, Dt)."""
+        return self.fuse("key", sharer_k, receiver_k)[0], self.fuse("value", sharer_v, receiver_v)[0]
 
-    def parameter_count(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+
+def gate_open(logit: torch.Tensor) -> torch.Tensor:
+    """The inference gate: open where the logit is positive (bool, same shape)."""
+    return logit > 0

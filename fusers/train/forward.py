@@ -18,67 +18,27 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..fuser import KV, Fuser, cache_kv
 from ..generation import base_model, prefill
 from .data import IGNORE, Batch
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from ..fuser import Fuser
-
-KV = tuple[torch.Tensor, torch.Tensor]
-
 
 class FusionModule(nn.Module):
     """The trainable part: wraps a :class:`Fuser` so DDP sees one module whose forward fuses a cache.
 
-    ``forward(receiver_kv, sharer_kv, valid)`` takes per-layer (K, V) of both caches, each
-    (B, H, L, D), and returns the fused receiver (K, V) per receiver layer. It calls each
-    ``C2CProjector`` as it is: Gumbel-sigmoid gates in training mode, the hard gate of
-    inference in eval mode. The projector works position by position, so it runs only on the
-    ``valid`` (B, L) positions, packed into one row; padded positions keep the receiver's
-    entries (the attention mask hides them). ``valid=None``: nothing is padded.
+    ``forward(receiver_kv, sharer_kv, valid)`` is :meth:`Fuser.fuse`, the path inference takes:
+    Gumbel-sigmoid gates in training mode, the hard gate of inference in eval mode.
     """
 
-    def __init__(self, fuser: "Fuser"):
+    def __init__(self, fuser: Fuser):
         super().__init__()
         self.fuser = fuser
-        self.links = sorted(fuser.layer_map, key=lambda link: link.receiver_layer)
 
     def forward(self, receiver_kv: list[KV], sharer_kv: list[KV], valid: torch.Tensor | None = None) -> list[KV]:
-        weight = self.fuser.projectors[0].key_in.weight
-        dtype = weight.dtype
-        out_dtype = receiver_kv[0][0].dtype
-        # bf16/fp16 models on a GPU: fp32 master weights, matmuls in the models' dtype (as inference runs them)
-        autocast = (torch.autocast(weight.device.type, dtype=out_dtype) if out_dtype != dtype
-                    else contextlib.nullcontext())
-        fused: list[KV] = []
-        with autocast:
-            for link in self.links:
-                proj = self.fuser.projectors[link.fuser_index]
-                rk, rv = receiver_kv[link.receiver_layer]  # (B, Ht, L, Dt)
-                sk, sv = sharer_kv[link.sharer_layer]  # (B, Hs, L, Ds)
-                if out_dtype == dtype:
-                    sk, sv = sk.to(dtype), sv.to(dtype)
-                if valid is None:
-                    k, v = proj(sk, sv, rk, rv)
-                else:
-                    k, v = proj(*(pack(t, valid) for t in (sk, sv, rk, rv)))  # (1, H, N, D)
-                    k, v = unpack(k, rk, valid), unpack(v, rv, valid)
-                fused.append((k.to(out_dtype), v.to(out_dtype)))
-        return fused
-
-
-def pack(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """(B, H, L, D) -> (1, H, N, D): the N valid positions of all rows, in order."""
-    return x.transpose(1, 2)[valid].transpose(0, 1).unsqueeze(0)
-
-
-def unpack(packed: torch.Tensor, base: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """(1, H, N, D) back into a copy of ``base`` (B, H, L, D) at the valid positions."""
-    out = base.transpose(1, 2).to(packed.dtype, copy=True)  # (B, L, H, D)
-    out[valid] = packed[0].transpose(0, 1)
-    return out.transpose(1, 2)
+        return self.fuser.fuse(receiver_kv, sharer_kv, valid)[0]
 
 
 @dataclass
@@ -113,10 +73,6 @@ class PhaseTimer:
 
 def _phase(timer: PhaseTimer | None, name: str):
     return timer.phase(name) if timer is not None else contextlib.nullcontext()
-
-
-def cache_kv(cache) -> list[KV]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def run_batch(
