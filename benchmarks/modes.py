@@ -51,7 +51,7 @@ QWEN2_5_0_5B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, 
 PUBLISHED_FUSER = dict(hidden_dim=1024, intermediate_dim=1024, num_layers=3, dropout=0.0)
 
 
-def build_setup(name: str, dtype: torch.dtype) -> tuple[Pair, list[dict[str, str]]]:
+def build_setup(name: str, dtype: torch.dtype, context: int = 1024) -> tuple[Pair, list[dict[str, str]]]:
     from transformers import Qwen2Config, Qwen3Config
 
     device = torch.device("cpu")
@@ -63,9 +63,9 @@ def build_setup(name: str, dtype: torch.dtype) -> tuple[Pair, list[dict[str, str
     else:
         tok = tiny.word_tokenizer(2000)
         rcfg = tiny.tiny_config("qwen3", len(tok), layers=4, hidden_size=128, heads=4, kv_heads=2, head_dim=32,
-                                intermediate_size=256, tokenizer=tok)
+                                intermediate_size=256, max_position_embeddings=context, tokenizer=tok)
         scfg = tiny.tiny_config("qwen2", len(tok), layers=3, hidden_size=96, heads=4, kv_heads=1,
-                                intermediate_size=192, tokenizer=tok)
+                                intermediate_size=192, max_position_embeddings=context, tokenizer=tok)
         fuser_dims = dict(hidden_dim=64, intermediate_dim=64, num_layers=3, dropout=0.0)
     receiver = tiny.build_model(rcfg, seed=1).to(dtype)
     sharer = tiny.build_model(scfg, seed=2).to(dtype)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
-import time
 from typing import TYPE_CHECKING
 
 from .errors import ModelLoadError
@@ -75,12 +73,6 @@ def synchronize(device: "torch.device") -> None:
         torch.mps.synchronize()
 
 
-def now(device: "torch.device | None" = None) -> float:
-    if device is not None:
-        synchronize(device)
-    return time.perf_counter()
-
-
 class PeakMemory:
     """Peak memory over a block: CUDA max allocated, or the process's peak RSS on the CPU.
 
@@ -131,10 +123,3 @@ def _rss_peak_bytes() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
-
-def rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return _rss_peak_bytes()

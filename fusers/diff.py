@@ -1,12 +1,10 @@
 """Token-by-token alignment of two answers: where two modes agree, and where they part.
 
-The app's token diff view and scripts share this. Pure Python, no torch: tokens are any
-hashable keys (token ids when both answers come from one tokenizer, token texts otherwise).
+The app's token diff view and scripts share this. No torch: tokens are any hashable keys
+(token ids when both answers come from one tokenizer, token texts otherwise).
 
 The alignment is a minimal edit script (Levenshtein: insert, delete and replace cost 1), one
-operation per token, so a changed token lines up with the token it replaced. A common prefix
-and suffix are trimmed first: two answers that agree for a while (the usual case, and every
-update while they stream) cost little more than their length.
+operation per token, so a changed token lines up with the token it replaced.
 """
 
 from __future__ import annotations
@@ -49,60 +47,57 @@ class DiffSummary:
 def align(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[DiffOp]:
     """The edit script turning ``a`` into ``b``, one :class:`DiffOp` per token, in order.
 
-    A changed token is one "replace", never a delete and an insert (that would cost 2). Among
-    minimal scripts, ties keep tokens equal and put deletions and insertions as late as they can
-    go (the backtrace runs from the end), so answers of unequal length pair up from their start
-    and a token one answer inserts shows as a shift, with the tokens after it still equal.
+    A changed token is one "replace", never a delete and an insert (that would cost 2). The
+    script comes from rapidfuzz's Levenshtein (C++, with its common prefix and suffix trimmed
+    first, so answers that agree while they stream cost little more than their length).
     """
-    a, b = list(a), list(b)
-    pre = 0
-    while pre < len(a) and pre < len(b) and a[pre] == b[pre]:
-        pre += 1
-    suf = 0
-    while suf < len(a) - pre and suf < len(b) - pre and a[len(a) - 1 - suf] == b[len(b) - 1 - suf]:
-        suf += 1
-    mid_a, mid_b = a[pre:len(a) - suf], b[pre:len(b) - suf]
+    from rapidfuzz.distance import Levenshtein
 
-    ops = [DiffOp(EQUAL, i, i) for i in range(pre)]
-    ops += [DiffOp(k, None if i is None else i + pre, None if j is None else j + pre)
-            for k, i, j in _levenshtein(mid_a, mid_b)]
-    ops += [DiffOp(EQUAL, len(a) - suf + k, len(b) - suf + k) for k in range(suf)]
+    a, b = list(a), list(b)
+    ops: list[DiffOp] = []
+    a_run: list[int] = []  # a run of changed tokens between equal ones, as a's and b's indices
+    b_run: list[int] = []
+    for tag, a0, a1, b0, b1 in Levenshtein.opcodes(a, b):
+        if tag == EQUAL:
+            ops += _pair_up(a_run, b_run, a, b)
+            a_run, b_run = [], []
+            ops += [DiffOp(EQUAL, a0 + k, b0 + k) for k in range(a1 - a0)]
+        else:
+            a_run += range(a0, a1)
+            b_run += range(b0, b1)
+    ops += _pair_up(a_run, b_run, a, b)
+    return _prefer_equal(ops, a, b)
+
+
+def _pair_up(a_run: list[int], b_run: list[int], a: list[Hashable], b: list[Hashable]) -> list[DiffOp]:
+    """A changed run as replacements paired from its start, the longer side's surplus last."""
+    ops = [DiffOp(EQUAL if a[i] == b[j] else REPLACE, i, j) for i, j in zip(a_run, b_run)]
+    ops += [DiffOp(DELETE, i, None) for i in a_run[len(b_run):]]
+    ops += [DiffOp(INSERT, None, j) for j in b_run[len(a_run):]]
     return ops
 
 
-def _levenshtein(a: list[Hashable], b: list[Hashable]) -> list[tuple[str, int | None, int | None]]:
-    n, m = len(a), len(b)
-    if n == 0:
-        return [(INSERT, None, j) for j in range(m)]
-    if m == 0:
-        return [(DELETE, i, None) for i in range(n)]
-    # cost[i][j]: edits turning a[:i] into b[:j]
-    cost = [list(range(m + 1))]
-    for i in range(1, n + 1):
-        prev, row, ai = cost[-1], [i] + [0] * m, a[i - 1]
-        for j in range(1, m + 1):
-            if ai == b[j - 1]:
-                row[j] = prev[j - 1]  # matching equal tokens is always optimal
-            else:
-                row[j] = 1 + min(prev[j - 1], prev[j], row[j - 1])
-        cost.append(row)
-    out: list[tuple[str, int | None, int | None]] = []
-    i, j = n, m
-    while i > 0 or j > 0:
-        here = cost[i][j]
-        if i > 0 and j > 0 and a[i - 1] == b[j - 1] and here == cost[i - 1][j - 1]:
-            out.append((EQUAL, i - 1, j - 1))
-            i, j = i - 1, j - 1
-        elif i > 0 and here == cost[i - 1][j] + 1:
-            out.append((DELETE, i - 1, None))
-            i -= 1
-        elif j > 0 and here == cost[i][j - 1] + 1:
-            out.append((INSERT, None, j - 1))
-            j -= 1
-        else:
-            out.append((REPLACE, i - 1, j - 1))
-            i, j = i - 1, j - 1
-    out.reverse()
+def _prefer_equal(ops: list[DiffOp], a: list[Hashable], b: list[Hashable]) -> list[DiffOp]:
+    """Among scripts of the same cost, keep tokens equal: two replacements whose tokens are one
+    token apart become a deletion, an equal token and an insertion (a shifted answer shows as a
+    shift). Costs are unchanged, so the script stays minimal."""
+    out: list[DiffOp] = []
+    k = 0
+    while k < len(ops):
+        op = ops[k]
+        nxt = ops[k + 1] if k + 1 < len(ops) else None
+        if op.kind == REPLACE and nxt is not None and nxt.kind == REPLACE:
+            i, j = op.a, op.b
+            if a[i + 1] == b[j]:
+                out += [DiffOp(DELETE, i, None), DiffOp(EQUAL, i + 1, j), DiffOp(INSERT, None, j + 1)]
+                k += 2
+                continue
+            if a[i] == b[j + 1]:
+                out += [DiffOp(INSERT, None, j), DiffOp(EQUAL, i, j + 1), DiffOp(DELETE, i + 1, None)]
+                k += 2
+                continue
+        out.append(op)
+        k += 1
     return out
 
 

@@ -72,11 +72,6 @@ class GenerationSettings:
         return cls(**known)
 
 
-def base_model(model: "PreTrainedModel") -> "torch.nn.Module":
-    """The decoder stack without the LM head: prefilling a cache needs no logits."""
-    return model.base_model
-
-
 def new_cache(model: "PreTrainedModel") -> "Cache":
     """A cache that keeps every position in every layer.
 
@@ -110,7 +105,7 @@ def interruptible(model: "PreTrainedModel", cancel: threading.Event | None) -> I
         if cancel.is_set():
             raise Interrupted
 
-    layers = getattr(base_model(model), "layers", None) or []
+    layers = getattr(model.base_model, "layers", None) or []
     handles = [layer.register_forward_pre_hook(check) for layer in layers]
     try:
         yield
@@ -130,7 +125,7 @@ def prefill(model: "PreTrainedModel", input_ids: "torch.Tensor", cancel: threadi
     if input_ids.shape[-1] == 0:
         return cache
     with torch.inference_mode(), interruptible(model, cancel):
-        base_model(model)(input_ids=input_ids, cache=cache, use_cache=True)
+        model.base_model(input_ids=input_ids, cache=cache, use_cache=True)  # no LM head: a prefill needs no logits
     return cache
 
 
@@ -218,15 +213,30 @@ def decode(
 
 
 class Detokenizer:
-    """Turns a growing list of token ids into text deltas, holding back broken UTF-8."""
+    """Turns a growing list of token ids into text deltas, holding back broken UTF-8.
+
+    Fast tokenizers decode incrementally (``tokenizers.decoders.DecodeStream``: constant work
+    per token); others, and those that clean up spaces after decoding (which a stream cannot
+    do), decode the whole answer again for every token.
+    """
 
     def __init__(self, tokenizer: Any):
         self._tok = tokenizer
         self.ids: list[int] = []
         self.text = ""
+        self._backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._stream = None
+        if self._backend is not None and not getattr(tokenizer, "clean_up_tokenization_spaces", False):
+            from tokenizers.decoders import DecodeStream
+
+            self._stream = DecodeStream(skip_special_tokens=True)
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
+        if self._stream is not None:
+            delta = self._stream.step(self._backend, token_id) or ""  # None: a character is still incomplete
+            self.text += delta
+            return delta
         text = self._tok.decode(self.ids, skip_special_tokens=True)
         if text.endswith("\ufffd"):
             return ""  # a multi-byte character is still incomplete

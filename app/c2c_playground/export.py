@@ -34,13 +34,15 @@ def _turn(turn: "Turn") -> dict[str, Any]:
     return {
         "prompt": turn.prompt,
         "mode": turn.mode.value,
-        "state": turn.state,
+        "state": turn.state.value,
         "hint": (result.hint if result is not None else turn.hint or None) if turn.mode.value == "relay" else None,
         "answer": turn.answer_text(),
         "finish_reason": result.finish_reason if result is not None else None,
         "error": turn.error,
         "concurrent": turn.concurrent,
         "timing": result.timing.to_dict() if result is not None else None,
+        # the run's own settings, the seed a sampled run drew included: enough to repeat it
+        "settings": dict(result.settings) if result is not None else None,
     }
 
 

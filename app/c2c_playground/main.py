@@ -224,7 +224,9 @@ async def start(window: Any, args: argparse.Namespace) -> int:
             _say(f"error: {window.banner.message() or 'the prompt was not sent'}")
             return EXIT_FAILED
         await run
-        failed = [p for p in window.panes if p.current is not None and p.current.state == "error"]
+        from .widgets.pane import TurnState
+
+        failed = [p for p in window.panes if p.current is not None and p.current.state is TurnState.ERROR]
         await _settle(window)
         code = await _screenshot(window, args)
         if failed:

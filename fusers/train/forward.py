@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..fuser import KV, Fuser, cache_kv
-from ..generation import base_model, prefill
+from ..generation import prefill
 from .data import IGNORE, Batch
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def run_batch(
         fused_flat = [t for kv in fused for t in kv]
         r_cache = DynamicCache(ddp_cache_data=fused, config=receiver.config)
     with _phase(timer, "receiver_answer"):
-        hidden = base_model(receiver)(
+        hidden = receiver.base_model(
             input_ids=batch.tail, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
             cache=r_cache, use_cache=True,
         ).last_hidden_state  # (B, T, hidden)

@@ -221,6 +221,21 @@ def test_export_writes_json_and_markdown(window, loop, tiny_dirs, tmp_path):
     assert "## Pane 1: Text relay" in md and "Sharer's hint:" in md and "| 2 | Cache fusion |" in md
 
 
+def test_export_records_the_settings_each_run_used_the_drawn_seed_included(window, loop, tiny_dirs, tmp_path):
+    assert load(window, loop, tiny_dirs)
+    window.generation.set_settings(GenerationSettings(max_new_tokens=6, hint_max_new_tokens=3, do_sample=True,
+                                                      temperature=1.5, seed=None))
+    run(loop, window.send(PROMPT))
+    data = json.loads(open(window.export_comparison(str(tmp_path / "s.json")), encoding="utf-8").read())
+    assert data["settings"]["seed"] is None  # the form says "random"...
+    fusion = data["panes"][1]["turns"][0]
+    assert fusion["state"] == "done" and isinstance(fusion["settings"]["seed"], int)  # ...the run drew one
+    # and the recorded settings repeat the run
+    again = window.session.engine.answer(Mode.FUSION, [{"role": "user", "content": PROMPT}],
+                                         GenerationSettings.from_dict(fusion["settings"]))
+    assert again.text == fusion["answer"]
+
+
 def test_settings_round_trip(qtbot, loop, app_settings, tmp_path):
     from c2c_playground.window import MainWindow
 

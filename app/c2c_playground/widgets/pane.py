@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -25,13 +26,33 @@ if TYPE_CHECKING:
 MODES = (Mode.RELAY, Mode.FUSION, Mode.RECEIVER, Mode.SHARER)
 
 
+class TurnState(StrEnum):
+    """Where one turn of a pane stands. A ``StrEnum``: exports write its value."""
+
+    WAITING = "waiting"  # queued behind other panes
+    RUNNING = "running"
+    DONE = "done"
+    STOPPED = "stopped"  # cancelled while running: its partial answer stays in the conversation
+    ERROR = "error"
+    SKIPPED = "skipped"  # stopped before it started
+
+    @property
+    def busy(self) -> bool:
+        return self in (TurnState.WAITING, TurnState.RUNNING)
+
+    @property
+    def answered(self) -> bool:
+        """The turn has an answer the conversation keeps (stopped ones too)."""
+        return self in (TurnState.DONE, TurnState.STOPPED)
+
+
 @dataclass
 class Turn:
     """One prompt and this pane's answer to it."""
 
     prompt: str
     mode: Mode
-    state: str = "waiting"  # waiting, running, done, stopped, error, skipped
+    state: TurnState = TurnState.WAITING
     hint: str = ""
     answer: str = ""  # as streamed
     hint_tokens: list[Token] = field(default_factory=list)
@@ -53,7 +74,7 @@ class Turn:
 
     @property
     def finished(self) -> bool:
-        return self.state in ("done", "stopped", "error", "skipped")
+        return not self.state.busy
 
     def answer_text(self) -> str:
         """The engine's final text once the run is over, the streamed text until then."""
@@ -260,7 +281,7 @@ class ChatPane(QFrame):
         """The conversation so far, as messages for the engine: every answered turn (stopped ones too)."""
         messages: list[dict[str, str]] = []
         for turn in self.turns:
-            if turn.state in ("done", "stopped") and turn.answer_text():
+            if turn.state.answered and turn.answer_text():
                 messages += [{"role": "user", "content": turn.prompt},
                              {"role": "assistant", "content": turn.answer_text()}]
         return messages
@@ -274,7 +295,7 @@ class ChatPane(QFrame):
 
     @property
     def running(self) -> bool:
-        return bool(self.turns) and self.turns[-1].state in ("waiting", "running")
+        return bool(self.turns) and self.turns[-1].state.busy
 
     def begin_turn(self, prompt: str) -> list[dict[str, str]]:
         """Add a turn waiting to run; returns the messages to answer (history plus the prompt)."""
@@ -283,7 +304,7 @@ class ChatPane(QFrame):
         self.ask_bar.hide()
         self.hint_text.clear()
         self._update_hint_title()
-        self._set_state("waiting")
+        self._set_state(TurnState.WAITING)
         self._render()
         self._show_metrics()
         return messages
@@ -309,18 +330,18 @@ class ChatPane(QFrame):
     # -- a run ----------------------------------------------------------------------------------------------
     def start(self, concurrent: bool) -> None:
         turn = self.turns[-1]
-        turn.state, turn.concurrent = "running", concurrent
+        turn.state, turn.concurrent = TurnState.RUNNING, concurrent
         turn.mode = self._mode
         self.run_kind = "concurrent run" if concurrent else "sequential run"
         self.metrics.setToolTip("Concurrent runs share the machine, so their timings overlap and run slower."
                                 if concurrent else "Panes ran one after another: each timing is the pane's own.")
-        self._set_state("running")
+        self._set_state(TurnState.RUNNING)
         self._render()
         self._ticker.start()
 
     def handle_event(self, event: Any) -> None:
         """A TokenEvent or PhaseEvent from the engine, delivered on the Qt thread."""
-        if not self.turns or self.turns[-1].state != "running":
+        if not self.turns or self.turns[-1].state is not TurnState.RUNNING:
             return
         turn = self.turns[-1]
         if turn.clock_offset is None:
@@ -354,7 +375,7 @@ class ChatPane(QFrame):
     def finish(self, answer: "Answer") -> None:
         turn = self.turns[-1]
         turn.result = answer
-        turn.state = "stopped" if answer.finish_reason == "cancelled" else "done"
+        turn.state = TurnState.STOPPED if answer.finish_reason == "cancelled" else TurnState.DONE
         if answer.mode is Mode.RELAY and answer.hint is not None and answer.hint != turn.hint:
             turn.hint = answer.hint
             self.hint_text.setPlainText(theme.printable(answer.hint))
@@ -366,17 +387,17 @@ class ChatPane(QFrame):
 
     def fail(self, message: str) -> None:
         turn = self.turns[-1]
-        turn.state, turn.error = "error", message
+        turn.state, turn.error = TurnState.ERROR, message
         self._stop_ticking()
-        self._set_state("error")
+        self._set_state(TurnState.ERROR)
         self._render()
         self._show_metrics()
 
     def skip(self) -> None:
         """Stopped before it started."""
         turn = self.turns[-1]
-        turn.state = "skipped"
-        self._set_state("stopped")
+        turn.state = TurnState.SKIPPED
+        self._set_state(TurnState.STOPPED)
         self._render()
 
     def show_stopping(self) -> None:
@@ -391,7 +412,8 @@ class ChatPane(QFrame):
         self._show_metrics()
 
     # -- display --------------------------------------------------------------------------------------------
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: TurnState | str) -> None:
+        """The header's label for the last turn's state, or ``"idle"`` for a pane with no turns."""
         self.phase_bar.empty_text = {"waiting": "waiting for its turn", "running": "starting\u2026"}.get(
             state, "phases appear here while a pane runs")
         text = {"waiting": "waiting\u2026", "running": "running\u2026", "done": "done", "stopped": "stopped",
@@ -400,7 +422,7 @@ class ChatPane(QFrame):
             state, theme.MUTED)
         self.state_label.setText(text)
         self.state_label.setStyleSheet(f"color: {color};")
-        self.set_busy(state in ("waiting", "running"))
+        self.set_busy(isinstance(state, TurnState) and state.busy)
 
     def _update_hint_title(self) -> None:
         turn = self.current
@@ -468,7 +490,7 @@ class ChatPane(QFrame):
     def _show_metrics(self) -> None:
         dash = "\u2013"
         turn = self.current
-        if turn is None or turn.state == "waiting":
+        if turn is None or turn.state is TurnState.WAITING:
             self._set_figures(dash, dash, dash, dash, "" if turn is None else self.run_kind)
             self.phase_bar.set_spans([], 0.0)
             return
@@ -503,14 +525,10 @@ def _html(text: str) -> str:
 
 
 def _turn_note(turn: Turn) -> str:
-    if turn.state == "waiting":
-        return "waiting for its turn"
-    if turn.state == "running":
-        return "streaming\u2026"
-    if turn.state == "skipped":
-        return "stopped before it started"
-    if turn.state == "error":
-        return "failed"
+    note = {TurnState.WAITING: "waiting for its turn", TurnState.RUNNING: "streaming\u2026",
+            TurnState.SKIPPED: "stopped before it started", TurnState.ERROR: "failed"}.get(turn.state)
+    if note is not None:
+        return note
     result = turn.result
     if result is None:
         return ""
