@@ -85,13 +85,7 @@ def save_fuser(fuser: Fuser, path: str | Path, extra: dict[str, Any] | None = No
     manifest = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "receiver": info.receiver,
-        "sharer": info.sharer,
-        "receiver_layers": info.receiver_layers,
-        "sharer_layers": info.sharer_layers,
-        "mapping": info.mapping,
-        "alignment": {"enabled": info.is_do_alignment, "strategy": info.alignment_strategy},
-        "layer_map": [[link.receiver_layer, link.sharer_layer, link.fuser_index] for link in fuser.layer_map],
+        **fuser.manifest(),
         "projectors": [p.config.to_dict() for p in fuser.projectors],
         "extra": {**info.extra, **(extra or {})},
     }

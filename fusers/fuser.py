@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
+from .config import ConfigBase
 from .errors import PairMismatchError
 from .layer_map import LayerLink
 from .projector import C2CProjector, gate_open
@@ -41,8 +42,10 @@ class ModelShape:
 
 
 @dataclass
-class FuserInfo:
+class FuserInfo(ConfigBase):
     """Which pair a fuser was made for and how it maps and aligns tokens."""
+
+    config_name: ClassVar[str] = "fuser fields"
 
     receiver: str
     sharer: str
@@ -60,9 +63,6 @@ class FuserInfo:
             raise ValueError(
                 f"alignment_strategy must be one of {', '.join(ALIGNMENT_STRATEGIES)}, got {self.alignment_strategy!r}"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -103,6 +103,19 @@ class Fuser(nn.Module):
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.state_dict().values())
+
+    def manifest(self) -> dict[str, Any]:
+        """What this fuser is for and how it maps layers, as the manifest (and ``c2c fuser inspect``) write it."""
+        info = self.info
+        return {
+            "receiver": info.receiver,
+            "sharer": info.sharer,
+            "receiver_layers": info.receiver_layers,
+            "sharer_layers": info.sharer_layers,
+            "mapping": info.mapping,
+            "alignment": {"enabled": info.is_do_alignment, "strategy": info.alignment_strategy},
+            "layer_map": [[link.receiver_layer, link.sharer_layer, link.fuser_index] for link in self.layer_map],
+        }
 
     def gates(self) -> list[tuple[int, bool, bool]]:
         """(receiver layer, key gate open, value gate open) for each link."""

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
+
+from .config import ConfigBase, option
 
 from .errors import SettingsError
 
@@ -20,23 +22,21 @@ if TYPE_CHECKING:
     from transformers import Cache, PreTrainedModel
 
 
-def _opt(default: Any, text: str) -> Any:
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
-class GenerationSettings:
+class GenerationSettings(ConfigBase):
     """How every answer mode decodes."""
 
-    max_new_tokens: int = _opt(256, "Most tokens in an answer.")
-    do_sample: bool = _opt(False, "Sample instead of greedy decoding.")
-    temperature: float = _opt(0.7, "Sampling temperature (> 0); only when sampling.")
-    top_p: float = _opt(0.8, "Nucleus sampling mass in (0, 1]; only when sampling.")
-    top_k: int = _opt(20, "Keep the k most likely tokens (0 = all); only when sampling.")
-    seed: int | None = _opt(0, "Seed for sampling; None draws a fresh one.")
-    hint_max_new_tokens: int = _opt(64, "Most tokens in the sharer's hint (text relay).")
-    ignore_eos: bool = _opt(False, "Decode max_new_tokens even past end-of-sequence (benchmarks).")
-    thinking: bool = _opt(False, "Let templates that support it (Qwen3) open a thinking block.")
+    config_name: ClassVar[str] = "generation settings"
+
+    max_new_tokens: int = option(256, "Most tokens in an answer.")
+    do_sample: bool = option(False, "Sample instead of greedy decoding.")
+    temperature: float = option(0.7, "Sampling temperature (> 0); only when sampling.")
+    top_p: float = option(0.8, "Nucleus sampling mass in (0, 1]; only when sampling.")
+    top_k: int = option(20, "Keep the k most likely tokens (0 = all); only when sampling.")
+    seed: int | None = option(0, "Seed for sampling; None draws a fresh one.")
+    hint_max_new_tokens: int = option(64, "Most tokens in the sharer's hint (text relay).")
+    ignore_eos: bool = option(False, "Decode max_new_tokens even past end-of-sequence (benchmarks).")
+    thinking: bool = option(False, "Let templates that support it (Qwen3) open a thinking block.")
 
     def __post_init__(self) -> None:
         # a saved or scripted value of the wrong type is an error here, never a surprise mid-run
@@ -61,15 +61,11 @@ class GenerationSettings:
                                       or not 0 <= self.seed < 2**63):
             raise SettingsError(f"seed must be an integer in [0, 2**63) or None, got {self.seed!r}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GenerationSettings":
         if not isinstance(data, dict):
             raise SettingsError(f"generation settings must be a mapping of names to values, got {type(data).__name__}")
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        return super().from_dict(data)
 
 
 def new_cache(model: "PreTrainedModel") -> "Cache":

@@ -7,11 +7,12 @@ import logging
 import re
 import threading
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from .chat import PLAIN_FORMAT_NAME, PLAIN_PROMPT_TEMPLATE, PLAIN_STOP_STRINGS
+from .config import ConfigBase, option
 from .devices import DEVICES_HELP, dtype_name, resolve_device, resolve_dtype
 from .errors import C2CError, Cancelled, ModelLoadError, TrainingError, UnsupportedModelError
 
@@ -26,19 +27,18 @@ QUANTIZE = ("none", "8bit", "4bit")
 OWN_KV_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
 
 
-def _opt(default: Any, text: str) -> Any:
-    return field(default=default, metadata={"help": text})
-
-
 @dataclass
-class ModelSpec:
+class ModelSpec(ConfigBase):
     """Where a model comes from and how to place it."""
 
-    source: str = _opt("", "Hub id (Qwen/Qwen3-0.6B), a local folder with config, weights and tokenizer, or a "
+    config_name: ClassVar[str] = "model settings"
+    config_error: ClassVar[type[Exception]] = ModelLoadError
+
+    source: str = option("", "Hub id (Qwen/Qwen3-0.6B), a local folder with config, weights and tokenizer, or a "
                            ".gguf file.")
-    device: str = _opt("auto", f"Device: {DEVICES_HELP}.")
-    dtype: str = _opt("auto", "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.")
-    quantize: str = _opt("none", "none, 8bit or 4bit (nf4) through bitsandbytes.")
+    device: str = option("auto", f"Device: {DEVICES_HELP}.")
+    dtype: str = option("auto", "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.")
+    quantize: str = option("none", "none, 8bit or 4bit (nf4) through bitsandbytes.")
 
     def __post_init__(self) -> None:
         self.source = str(self.source)

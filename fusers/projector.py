@@ -7,39 +7,35 @@ H KV heads, N positions, D head dim; ``s``/``t`` mark sharer/receiver.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-def _required(text: str) -> Any:
-    return field(metadata={"help": text})
-
-
-def _help(text: str, default: Any) -> Any:
-    return field(default=default, metadata={"help": text})
+from .config import ConfigBase, option, required
 
 
 @dataclass
-class ProjectorConfig:
+class ProjectorConfig(ConfigBase):
     """Hyperparameters of one C2CProjector (the published ``init_args``)."""
 
-    source_dim: int = _required("Sharer head dim.")
-    target_dim: int = _required("Receiver head dim.")
-    source_num_heads: int = _required("Sharer KV head count.")
-    target_num_heads: int = _required("Receiver KV head count.")
-    hidden_dim: int = _help("Width of the fuser's hidden stream.", 1024)
-    intermediate_dim: int = _help("Inner width of the FFN blocks.", 1024)
-    num_layers: int = _help("Depth of the projection path; the published fusers use 3 (must be >= 3).", 3)
-    dropout: float = _help("Dropout inside the FFN blocks during training.", 0.1)
-    initial_temperature: float = _help("Gumbel-sigmoid gate temperature at the start of training.", 1.0)
-    final_temperature: float = _help("Gate temperature reached after anneal_steps (geometric annealing).", 0.001)
-    anneal_steps: int = _help("Training steps over which the gate temperature anneals.", 1000)
-    dtype: str = _help("Dtype the checkpoint was trained in (weights are cast to the receiver's at load).", "float32")
-    zero_init: bool = _help("Start the projection outputs at zero so an untrained fuser changes nothing.", False)
+    config_name: ClassVar[str] = "projector arguments"
+
+    source_dim: int = required("Sharer head dim.")
+    target_dim: int = required("Receiver head dim.")
+    source_num_heads: int = required("Sharer KV head count.")
+    target_num_heads: int = required("Receiver KV head count.")
+    hidden_dim: int = option(1024, "Width of the fuser's hidden stream.")
+    intermediate_dim: int = option(1024, "Inner width of the FFN blocks.")
+    num_layers: int = option(3, "Depth of the projection path; the published fusers use 3 (must be >= 3).")
+    dropout: float = option(0.1, "Dropout inside the FFN blocks during training.")
+    initial_temperature: float = option(1.0, "Gumbel-sigmoid gate temperature at the start of training.")
+    final_temperature: float = option(0.001, "Gate temperature reached after anneal_steps (geometric annealing).")
+    anneal_steps: int = option(1000, "Training steps over which the gate temperature anneals.")
+    dtype: str = option("float32", "Dtype the checkpoint was trained in (weights are cast to the receiver's at load).")
+    zero_init: bool = option(False, "Start the projection outputs at zero so an untrained fuser changes nothing.")
 
     def __post_init__(self) -> None:
         for name in ("source_dim", "target_dim", "source_num_heads", "target_num_heads", "hidden_dim",
@@ -64,17 +60,6 @@ class ProjectorConfig:
     @property
     def target_width(self) -> int:
         return self.target_dim * self.target_num_heads
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, args: dict[str, Any]) -> "ProjectorConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(args) - known)
-        if unknown:
-            raise ValueError(f"unknown projector arguments: {', '.join(unknown)}")
-        return cls(**args)
 
 
 class RMSNorm(nn.Module):

@@ -6,8 +6,10 @@ Kept free of torch so that ``c2c --help`` stays instant.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..config import ConfigBase, option
 
 from ..errors import TrainingError
 from ..layer_map import MAPPINGS
@@ -24,60 +26,59 @@ RUN_DEFINING = (
 )
 
 
-def _opt(default: Any, text: str, group: str = "training") -> Any:
-    return field(default=default, metadata={"help": text, "group": group})
-
-
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigBase):
     """How a fuser is trained. Every field is a ``c2c train`` option (``--batch-size`` for ``batch_size``)."""
 
+    config_name: ClassVar[str] = "training settings"
+    config_error: ClassVar[type[Exception]] = TrainingError
+
     # -- length of the run
-    steps: int | None = _opt(None, "Optimizer steps to train; when left out, --epochs decides.")
-    epochs: float = _opt(1.0, "Passes over the training split when --steps is not given.")
-    batch_size: int = _opt(8, "Conversations per micro-batch on each process.")
-    grad_accum: int = _opt(1, "Micro-batches per optimizer step (gradient accumulation).")
+    steps: int | None = option(None, "Optimizer steps to train; when left out, --epochs decides.")
+    epochs: float = option(1.0, "Passes over the training split when --steps is not given.")
+    batch_size: int = option(8, "Conversations per micro-batch on each process.")
+    grad_accum: int = option(1, "Micro-batches per optimizer step (gradient accumulation).")
     # -- optimizer
-    lr: float = _opt(1e-4, "Peak learning rate (AdamW).", "optimizer")
-    warmup_steps: int | None = _opt(None, "Linear warm-up steps; when left out, --warmup-ratio of the steps.", "optimizer")
-    warmup_ratio: float = _opt(0.05, "Fraction of the steps spent warming up when --warmup-steps is not given.",
+    lr: float = option(1e-4, "Peak learning rate (AdamW).", "optimizer")
+    warmup_steps: int | None = option(None, "Linear warm-up steps; when left out, --warmup-ratio of the steps.", "optimizer")
+    warmup_ratio: float = option(0.05, "Fraction of the steps spent warming up when --warmup-steps is not given.",
                                "optimizer")
-    schedule: str = _opt("cosine", f"Learning-rate schedule after warm-up: {', '.join(SCHEDULES)}.", "optimizer")
-    weight_decay: float = _opt(0.01, "AdamW weight decay (not applied to biases, norms and gate logits).", "optimizer")
-    max_grad_norm: float = _opt(1.0, "Clip the gradient norm to this value; 0 turns clipping off.", "optimizer")
-    seed: int = _opt(0, "Seed for the fuser's initial weights, the data order, the eval split and the gate noise.")
+    schedule: str = option("cosine", f"Learning-rate schedule after warm-up: {', '.join(SCHEDULES)}.", "optimizer")
+    weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases, norms and gate logits).", "optimizer")
+    max_grad_norm: float = option(1.0, "Clip the gradient norm to this value; 0 turns clipping off.", "optimizer")
+    seed: int = option(0, "Seed for the fuser's initial weights, the data order, the eval split and the gate noise.")
     # -- data
-    eval_split: float = _opt(0.05, "Fraction of the conversations held out for evaluation (0: no evaluation).", "data")
-    eval_every: int = _opt(0, "Evaluate on the held-out split every N steps (0: only before and after training).",
+    eval_split: float = option(0.05, "Fraction of the conversations held out for evaluation (0: no evaluation).", "data")
+    eval_every: int = option(0, "Evaluate on the held-out split every N steps (0: only before and after training).",
                            "data")
-    max_length: int = _opt(1024, "Most receiver tokens per conversation (prompt + answer); longer ones are truncated, "
+    max_length: int = option(1024, "Most receiver tokens per conversation (prompt + answer); longer ones are truncated, "
                                  "the prompt from its start and the answer at its end.", "data")
-    thinking: bool = _opt(False, "Render prompts with the thinking block open (Qwen3 templates), as at inference.",
+    thinking: bool = option(False, "Render prompts with the thinking block open (Qwen3 templates), as at inference.",
                           "data")
     # -- the fuser
-    mapping: str = _opt("last_aligned", f"Which sharer layer feeds each receiver layer: {', '.join(MAPPINGS)}.",
+    mapping: str = option("last_aligned", f"Which sharer layer feeds each receiver layer: {', '.join(MAPPINGS)}.",
                         "fuser")
-    alignment: str = _opt("auto", "Token alignment between tokenizers: auto (align only when the vocabularies "
+    alignment: str = option("auto", "Token alignment between tokenizers: auto (align only when the vocabularies "
                                   "differ, with the longest strategy), none, first or longest.", "fuser")
-    hidden_dim: int = _opt(1024, "Fuser hidden width (the published fusers use 1024).", "fuser")
-    intermediate_dim: int = _opt(1024, "Fuser FFN inner width (the published fusers use 1024).", "fuser")
-    num_layers: int = _opt(3, "Depth of the fuser's projection path (>= 3; the published fusers use 3).", "fuser")
-    dropout: float = _opt(0.1, "Dropout inside the fuser during training.", "fuser")
-    initial_temperature: float = _opt(1.0, "Gumbel-sigmoid gate temperature at step 0.", "fuser")
-    final_temperature: float = _opt(0.001, "Gate temperature at the end of annealing (geometric).", "fuser")
-    anneal_steps: int | None = _opt(None, "Steps over which the gate temperature anneals; when left out, all of them.",
+    hidden_dim: int = option(1024, "Fuser hidden width (the published fusers use 1024).", "fuser")
+    intermediate_dim: int = option(1024, "Fuser FFN inner width (the published fusers use 1024).", "fuser")
+    num_layers: int = option(3, "Depth of the fuser's projection path (>= 3; the published fusers use 3).", "fuser")
+    dropout: float = option(0.1, "Dropout inside the fuser during training.", "fuser")
+    initial_temperature: float = option(1.0, "Gumbel-sigmoid gate temperature at step 0.", "fuser")
+    final_temperature: float = option(0.001, "Gate temperature at the end of annealing (geometric).", "fuser")
+    anneal_steps: int | None = option(None, "Steps over which the gate temperature anneals; when left out, all of them.",
                                     "fuser")
-    gate_init: float = _opt(0.0, "Initial gate logit of a new fuser. 0, as published, starts the gates half open "
+    gate_init: float = option(0.0, "Initial gate logit of a new fuser. 0, as published, starts the gates half open "
                                  "under the Gumbel noise; a positive value starts them open and speeds short runs.",
                             "fuser")
-    zero_init: bool = _opt(True, "Start a new fuser with zeroed output layers, so it leaves the receiver unchanged.",
+    zero_init: bool = option(True, "Start a new fuser with zeroed output layers, so it leaves the receiver unchanged.",
                            "fuser")
-    init: str | None = _opt(None, "Start from this fuser (a folder in either format, or a downloaded pair name) "
+    init: str | None = option(None, "Start from this fuser (a folder in either format, or a downloaded pair name) "
                                   "and fine-tune it; its shape and layer map are kept.", "fuser")
     # -- bookkeeping
-    log_every: int = _opt(10, "Report loss, learning rate and tokens/s every N steps.", "output")
-    save_every: int = _opt(0, "Write a resumable checkpoint every N steps (0: only at the end).", "output")
-    keep_checkpoints: int = _opt(2, "How many step checkpoints to keep (the newest ones).", "output")
+    log_every: int = option(10, "Report loss, learning rate and tokens/s every N steps.", "output")
+    save_every: int = option(0, "Write a resumable checkpoint every N steps (0: only at the end).", "output")
+    keep_checkpoints: int = option(2, "How many step checkpoints to keep (the newest ones).", "output")
 
     def __post_init__(self) -> None:
         def positive_int(name: str, allow_zero: bool = False, allow_none: bool = False) -> None:
@@ -141,19 +142,6 @@ class TrainConfig:
     def anneal(self, total_steps: int) -> int:
         return self.anneal_steps if self.anneal_steps is not None else total_steps
 
-    # -- (de)serialisation
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise TrainingError(f"unknown training settings: {', '.join(unknown)}.")
-        return cls(**data)
-
     def differences(self, other: "TrainConfig") -> list[str]:
         """The run-defining settings in which ``other`` differs, as readable ``name: a != b`` strings."""
         return [f"{name}: {getattr(other, name)!r} (saved run: {getattr(self, name)!r})"
@@ -162,4 +150,4 @@ class TrainConfig:
 
 def option_fields() -> list[Any]:
     """The dataclass fields, for building CLI options from their help text."""
-    return list(fields(TrainConfig))
+    return TrainConfig.help_fields()

@@ -9,7 +9,6 @@ B follow the same curve as one process with batch N*B.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import threading
 import time
@@ -182,9 +181,7 @@ class _Run:
         self.model = self.acc.prepare_model(self.fusion, device_placement=False)  # DDP when several processes
         self.params = [p for p in self.fuser.parameters() if p.requires_grad]
         self.optimizer = _adamw(self.fuser, cfg)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, functools.partial(lr_factor, warmup=cfg.warmup(self.total), total=self.total,
-                                              schedule=cfg.schedule))
+        self.scheduler = lr_scheduler(self.optimizer, cfg.warmup(self.total), self.total, cfg.schedule)
         self.alignment = alignment[1] if alignment[0] else "none"
         self.last_lr = float(self.scheduler.get_last_lr()[0])
 
@@ -451,17 +448,25 @@ class _Run:
             self._emit(record)
 
 
+def lr_scheduler(optimizer: torch.optim.Optimizer, warmup: int, total: int, schedule: str) -> Any:
+    """transformers' schedule (linear warm-up over ``warmup`` steps, then ``schedule`` down towards 0 at
+    ``total``), one step ahead: step ``s`` runs at the schedule's ``s + 1`` of ``total + 1``, so warm-up
+    never spends a step at a zero learning rate."""
+    from transformers import get_scheduler
+    from transformers.optimization import get_constant_schedule_with_warmup
+
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])  # starting at step 1 (last_epoch=0) needs it
+    if schedule == "constant":  # get_scheduler passes no last_epoch to this one
+        return get_constant_schedule_with_warmup(optimizer, warmup + 1, last_epoch=0)
+    return get_scheduler(schedule, optimizer, num_warmup_steps=warmup + 1, num_training_steps=total + 1,
+                         scheduler_specific_kwargs={"last_epoch": 0})
+
+
 def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
-    """Multiplier of the peak LR at ``step`` (0-based): linear warm-up that never spends a step at 0, then the
-    schedule down towards 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    if schedule == "constant":
-        return 1.0
-    progress = min((step - warmup) / max(1, total - warmup), 1.0)
-    if schedule == "linear":
-        return 1.0 - progress
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
+    """The multiplier of the peak LR that :func:`lr_scheduler` applies at ``step`` (0-based)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(()))], lr=1.0)
+    return float(lr_scheduler(optimizer, warmup, total, schedule).lr_lambdas[0](step + 1))
 
 
 def _adamw(fuser: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

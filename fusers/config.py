@@ -1,0 +1,43 @@
+"""The config base every settings dataclass shares (peft style): help text on each field, one strict
+``to_dict``/``from_dict`` pair."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, TypeVar
+
+C = TypeVar("C", bound="ConfigBase")
+
+
+def option(default: Any, text: str, group: str | None = None) -> Any:
+    """A dataclass field with help text (the CLI builds its options from it), in an optional help group."""
+    metadata = {"help": text} if group is None else {"help": text, "group": group}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def required(text: str) -> Any:
+    """A dataclass field without a default, with help text."""
+    return dataclasses.field(metadata={"help": text})
+
+
+class ConfigBase:
+    """Mixin for ``@dataclass`` configs: ``from_dict`` rejects unknown keys, naming them."""
+
+    config_name: ClassVar[str] = "settings"  # how an error message names this config
+    config_error: ClassVar[type[Exception]] = ValueError
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise cls.config_error(f"unknown {cls.config_name}: {', '.join(unknown)}.")
+        return cls(**data)
+
+    @classmethod
+    def help_fields(cls) -> list[dataclasses.Field]:
+        """The fields, for building CLI options from their help text."""
+        return list(dataclasses.fields(cls))  # type: ignore[arg-type]
