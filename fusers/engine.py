@@ -196,9 +196,7 @@ class Engine:
         hint_prompt = encode(sharer.tokenizer, history + [context_turn], run.settings.thinking)
         run.rec.end("tokenize")
         _check_length(sharer, len(hint_prompt))
-        hint_start = run.rec.elapsed()
         run.generate(sharer, hint_prompt, part="hint", prefill_phase="sharer_prefill")
-        run.rec.timing.hint = run.rec.elapsed() - hint_start
         run.check_cancel()
 
         run.rec.start("tokenize")
@@ -295,7 +293,12 @@ class _Run:
         limit = max(1, min(limit, model.context_length - len(ids)))
         detok = Detokenizer(model.tokenizer)
         eos = set() if self.settings.ignore_eos else set(model.eos_token_ids)
-        self.rec.start(prefill_phase or ("hint" if is_hint else "decode"))
+        if prefill_phase is not None:  # the prompt but its last token, as cache fusion prefills it
+            self.rec.start(prefill_phase)
+            cache = prefill(model.model, torch.tensor([ids[:-1]], device=model.device), self.cancel)  # (1, N-1)
+            self.rec.end(prefill_phase)
+            self.check_cancel()
+        self.rec.start("hint" if is_hint else "decode")  # from the last prompt token on, the first step included
         first = True
         hit_eos = False
         stop = threading.Event()
@@ -306,9 +309,6 @@ class _Run:
             at = self.rec.elapsed()
             if first:
                 first = False
-                if prefill_phase is not None:
-                    self.rec.end(prefill_phase, at)
-                    self.rec.start("hint" if is_hint else "decode")
                 if not is_hint:
                     self.rec.timing.ttft = at
             if token in eos:

@@ -23,7 +23,10 @@ class Phase:
 
 @dataclass
 class Timing:
-    """Seconds unless stated. ``hint`` is the text relay's hint-writing time (sharer prefill + decode)."""
+    """Seconds unless stated; each phase field is the time of its phase (``docs/engine-api.md`` defines them).
+
+    ``hint`` is the sharer decoding the text relay's hint; its prompt is in ``sharer_prefill``.
+    """
 
     tokenize: float = 0.0
     sharer_prefill: float = 0.0

@@ -15,6 +15,7 @@ PHASE_LABELS = {
     "fuse": "fuse",
     "hint": "hint writing",
     "decode": "decode",
+    "between": "between phases",  # time no phase covers (handing caches over, setting up a decode)
 }
 PHASE_COLORS = {
     "tokenize": "#a3acb9",
@@ -23,6 +24,7 @@ PHASE_COLORS = {
     "fuse": "#8a5cd1",
     "hint": "#e0b12f",
     "decode": "#2f9e6e",
+    "between": "#c9ced6",
 }
 MODE_COLORS = {"relay": "#c98a12", "fusion": "#1f8a8a", "receiver": "#3d7bd9", "sharer": "#d06a2c"}
 

@@ -23,6 +23,21 @@ class PhaseSpan:
     end: float | None  # None while the phase runs
 
 
+def with_gaps(spans: Sequence[PhaseSpan], until: float | None = None) -> list[PhaseSpan]:
+    """``spans`` with each stretch no phase covers (up to ``until``, when given) as a ``between`` span, so a
+    chart names it instead of leaving a blank sliver."""
+    out: list[PhaseSpan] = []
+    covered = 0.0
+    for span in sorted(spans, key=lambda s: s.start):
+        if span.start > covered:
+            out.append(PhaseSpan("between", covered, span.start))
+        out.append(span)
+        covered = max(covered, span.end if span.end is not None else math.inf)
+    if until is not None and until > covered:
+        out.append(PhaseSpan("between", covered, until))
+    return out
+
+
 def seconds(value: float) -> str:
     if value < 1:
         return f"{value * 1000:.0f} ms"
@@ -90,7 +105,7 @@ class PhaseBar(QWidget):
             return
         fm = QFontMetrics(_small_font(self))
         p.setFont(_small_font(self))
-        for span in self.spans:
+        for span in with_gaps(self.spans):
             end = span.end if span.end is not None else self.now
             x0 = r.left() + r.width() * span.start / total
             x1 = r.left() + r.width() * max(end, span.start) / total
@@ -188,7 +203,7 @@ class TotalsChart(QWidget):
             p.drawText(QRectF(12, y, label_w - 8, self.ROW), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
                        label)
             bar = QRectF(left, y + 5, width, self.ROW - 10)
-            for span in spans:
+            for span in with_gaps(spans, total):
                 end = span.end if span.end is not None else total
                 x0 = bar.left() + bar.width() * span.start / axis_end
                 x1 = bar.left() + bar.width() * end / axis_end
