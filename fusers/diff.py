@@ -10,13 +10,12 @@ operation per token, so a changed token lines up with the token it replaced.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Hashable, Sequence
+from typing import Hashable, NamedTuple, Sequence
 
 EQUAL, INSERT, DELETE, REPLACE = "equal", "insert", "delete", "replace"
 
 
-@dataclass(frozen=True)
-class DiffOp:
+class DiffOp(NamedTuple):  # a tuple: cheap to make by the thousand on every streamed token
     kind: str  # "equal", "insert" (only in b), "delete" (only in a) or "replace" (a's token became b's)
     a: int | None  # index into a; None for insert
     b: int | None  # index into b; None for delete
@@ -57,15 +56,21 @@ def align(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[DiffOp]:
     ops: list[DiffOp] = []
     a_run: list[int] = []  # a run of changed tokens between equal ones, as a's and b's indices
     b_run: list[int] = []
-    for tag, a0, a1, b0, b1 in Levenshtein.opcodes(a, b):
-        if tag == EQUAL:
+    i = j = 0  # the next tokens of a and b no operation has covered yet
+    for tag, ai, bj in Levenshtein.editops(a, b):
+        if ai > i:  # the tokens between two edits are equal
             ops += _pair_up(a_run, b_run, a, b)
             a_run, b_run = [], []
-            ops += [DiffOp(EQUAL, a0 + k, b0 + k) for k in range(a1 - a0)]
-        else:
-            a_run += range(a0, a1)
-            b_run += range(b0, b1)
+            ops += [DiffOp(EQUAL, i + k, j + k) for k in range(ai - i)]
+            i, j = ai, bj
+        if tag != INSERT:
+            a_run.append(ai)
+            i = ai + 1
+        if tag != DELETE:
+            b_run.append(bj)
+            j = bj + 1
     ops += _pair_up(a_run, b_run, a, b)
+    ops += [DiffOp(EQUAL, i + k, j + k) for k in range(len(a) - i)]
     return _prefer_equal(ops, a, b)
 
 
