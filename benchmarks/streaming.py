@@ -126,10 +126,9 @@ def main() -> None:
     fused = {}
     rows = []
     for n in lengths:
-        stream = min(streaming_overhead(engine, messages, n, True)[0] for _ in range(args.rounds))
+        streamed = [streaming_overhead(engine, messages, n, True) for _ in range(args.rounds)]
+        stream, receiver_ids = min(s for s, _ in streamed), streamed[0][1]
         full = min(streaming_overhead(engine, messages, n, False)[0] for _ in range(args.rounds))
-        receiver_ids = engine.answer(Mode.RECEIVER, messages, GenerationSettings(max_new_tokens=n,
-                                                                                 ignore_eos=True)).token_ids
         fused[n] = engine.answer(Mode.FUSION, messages, GenerationSettings(max_new_tokens=n,
                                                                             ignore_eos=True)).token_ids
         gen = torch.Generator().manual_seed(n)
