@@ -217,8 +217,14 @@ class Fuser(nn.Module):
 
     @torch.no_grad()
     def fuse_cache(self, receiver_cache: "Cache", sharer_cache: "Cache") -> list[LayerFusion]:
-        """Fuse every receiver layer of ``receiver_cache`` (eval mode); return per-layer statistics."""
-        fused, weights = self.fuse(cache_kv(receiver_cache), cache_kv(sharer_cache))
+        """Fuse every receiver layer of ``receiver_cache`` in place, as inference does (hard gates, no
+        dropout, whatever mode the module is in); return per-layer statistics."""
+        was_training = self.training
+        self.eval()
+        try:
+            fused, weights = self.fuse(cache_kv(receiver_cache), cache_kv(sharer_cache))
+        finally:
+            self.train(was_training)
         for layer, (k, v) in zip(receiver_cache.layers, fused):
             layer.keys, layer.values = k, v
         values = torch.stack(weights).tolist() if weights else []
