@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
 
 from .config import ConfigBase, option
-
 from .errors import SettingsError
 
 if TYPE_CHECKING:
