@@ -92,8 +92,6 @@ def test_every_mode_streams_its_answer_and_reports_timing(tiny_pair):
 def test_the_peak_memory_is_what_the_run_itself_holds(tiny_pair):
     """A run that holds 96 MiB more at one point reports a peak that much higher; the next run, which does not,
     reports a low peak again (a process-lifetime high-water mark, or a number that is always above 0, fails)."""
-    from fusers.generation import base_model
-
     extra = 96 * 2**20
     held: list[torch.Tensor] = []
 
@@ -104,7 +102,7 @@ def test_the_peak_memory_is_what_the_run_itself_holds(tiny_pair):
     engine = Engine(tiny_pair)
     settings = GenerationSettings(max_new_tokens=4)
     before = engine.answer(Mode.RECEIVER, QUESTION, settings).timing.peak_memory_bytes
-    handle = base_model(tiny_pair.receiver.model).register_forward_pre_hook(allocate)
+    handle = tiny_pair.receiver.model.base_model.register_forward_pre_hook(allocate)
     try:
         bigger = engine.answer(Mode.RECEIVER, QUESTION, settings).timing.peak_memory_bytes
     finally:
