@@ -45,8 +45,6 @@ class ModelProbe:
     """
 
     def __init__(self, pair: Any, hold_at: int | None = None) -> None:
-        from fusers.generation import base_model
-
         self.hold_at = hold_at
         self.held = threading.Event()
         self.released = threading.Event()
@@ -57,7 +55,7 @@ class ModelProbe:
         self.layers_after_release = 0  # receiver decoder layers that ran to their end after release()
         self._lock = threading.Lock()
         self._handles: list[Any] = []
-        parts = [("receiver", base_model(pair.receiver.model)), ("sharer", base_model(pair.sharer.model))]
+        parts = [("receiver", pair.receiver.model.base_model), ("sharer", pair.sharer.model.base_model)]
         if pair.fuser is not None:  # the fuser calls its projectors' layers, not the projectors themselves
             parts += [("fuser", m) for m in pair.fuser.modules() if not list(m.children())]
         for part, module in parts:
