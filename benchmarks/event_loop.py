@@ -100,12 +100,12 @@ class Probe:
         return list(self.stalls)
 
 
-def measure(hidden: int, tokens: int, rounds: int) -> dict[str, dict[str, float]]:
+def open_window():
+    """The app's window as a user gets it (theme, qasync bridge), at 1440x900, shown; (app, window)."""
     from PySide6.QtWidgets import QApplication
 
     from c2c_playground import bridge, theme
     from c2c_playground.window import MainWindow
-    from fusers.generation import GenerationSettings
 
     app = QApplication.instance() or QApplication([])
     theme.apply(app)
@@ -113,6 +113,14 @@ def measure(hidden: int, tokens: int, rounds: int) -> dict[str, dict[str, float]
     window = MainWindow(persist=False)
     window.resize(1440, 900)
     window.show()
+    return app, window
+
+
+def measure(hidden: int, tokens: int, rounds: int) -> dict[str, dict[str, float]]:
+    from c2c_playground import bridge
+    from fusers.generation import GenerationSettings
+
+    app, window = open_window()
     receiver, sharer, fuser = build_pair(_private / f"pair-{hidden}", hidden)
     panel = window.pair_panel
     panel.receiver.source.setText(str(receiver))

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from event_loop import Probe, percentiles  # noqa: E402 - same probe, same private settings folder
+from event_loop import Probe, open_window, percentiles  # noqa: E402 - same probe, same private settings folder
 
 GOALS = {"rss_growth_pct": 5.0, "stall_p99_ms": 16.0}
 # (pane modes) in turn; every conversation uses the next layout, so panes are added, removed and re-moded
@@ -48,26 +48,19 @@ def resources() -> dict[str, int]:
 
 def soak(sends: int, log=print) -> dict:
     from PySide6.QtCore import qInstallMessageHandler
-    from PySide6.QtWidgets import QApplication
 
     quiet = ("does not support propagateSizeHints", "does not support raise")  # the offscreen plugin's notes
     qInstallMessageHandler(lambda mode, context, message: None if any(q in message for q in quiet)
                            else print(message, file=sys.stderr))
 
-    from c2c_playground import bridge, theme
-    from c2c_playground.window import MainWindow
+    from c2c_playground import bridge
     from fusers.demo import WORLD_NAME, demo_root
     from fusers.demo.world import World
     from fusers.engine import Mode
     from fusers.generation import GenerationSettings
     from fusers.presets import DEMO_NAME
 
-    app = QApplication.instance() or QApplication([])
-    theme.apply(app)
-    bridge.install(app)
-    window = MainWindow(persist=False)
-    window.resize(1440, 900)
-    window.show()
+    app, window = open_window()
     run = bridge.run_until_complete
     run(window.refresh_presets())
     if window.pair_panel.choose_preset(DEMO_NAME) is None or not run(window.load_from_form()):
