@@ -15,22 +15,13 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
+from desktop_tools import tool
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREEN = (1366, 768)
 TITLE = "^C2C Playground$"
 
 
-def tool(name: str, package: str) -> str:
-    """A desktop tool of .ci/run's apt-get step; missing, it skips here and fails in CI."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (Debian package {package}; .ci/run installs it with apt-get)"
-        if os.environ.get("C2C_REQUIRE_DESKTOP_TOOLS"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def launcher() -> list[str]:

@@ -11,7 +11,7 @@ import sysconfig
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
+from desktop_tools import tool
 from packaging_helpers import PYPROJECT, ROOT, load_packaging_script
 
 from c2c_playground import desktop_entry
@@ -23,14 +23,6 @@ SCREENSHOTS = ROOT / "docs" / "screenshots"
 make_icons = load_packaging_script("make_icons")
 
 
-def tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed (Debian package {package}; .ci/run installs it with apt-get)"
-        if os.environ.get("C2C_REQUIRE_DESKTOP_TOOLS"):  # set by .ci/run: there a missing tool is a failure
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def read_entry(path: Path) -> configparser.ConfigParser:
