@@ -21,6 +21,15 @@ class UnsupportedModelError(ModelLoadError):
     keys and values of their own, which cache fusion cannot fuse."""
 
 
+class AdapterError(ModelLoadError):
+    """A PEFT adapter folder is missing files, is malformed, or holds weights in a pickle (never loaded)."""
+
+
+class AdapterMismatchError(AdapterError):
+    """An adapter was made for another base model: its target modules or weight shapes do not fit (the message
+    names both)."""
+
+
 class FuserFormatError(C2CError):
     """A fuser checkpoint is missing files, is malformed, or has wrong keys or shapes."""
 

@@ -39,9 +39,12 @@ class ModelSpec(ConfigBase):
     device: str = option("auto", f"Device: {DEVICES_HELP}.")
     dtype: str = option("auto", "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.")
     quantize: str = option("none", "none, 8bit or 4bit (nf4) through bitsandbytes.")
+    adapter: str = option("", "A PEFT (LoRA) adapter folder to put on the model (empty: none). A source that is "
+                            "itself an adapter folder names its base in adapter_config.json.")
 
     def __post_init__(self) -> None:
         self.source = str(self.source)
+        self.adapter = str(self.adapter or "")
         if not self.source.strip():
             raise ModelLoadError("A model source is empty; give the receiver and the sharer each a Hub id or a "
                                  "local folder.")
@@ -64,6 +67,7 @@ class LoadedModel:
     eos_token_ids: list[int]
     fallback_template: bool = False  # no chat template of its own: plain Question:/Answer: turns
     stop_strings: tuple[str, ...] = ()  # text that ends an answer (where a base model starts the next turn)
+    adapter: str = ""  # the PEFT adapter folder put on the base, if any (fusers.adapters)
 
     @classmethod
     def from_model(cls, model: "PreTrainedModel", tokenizer: Any, role: str, source: str,
@@ -105,7 +109,8 @@ class LoadedModel:
     def describe(self) -> str:
         quant = "" if self.quantize == "none" else f", {self.quantize}"
         prompt = f"; no chat template: {PLAIN_FORMAT_NAME}" if self.fallback_template else ""
-        return (f"{self.role} {self.name}: {self.device}, {dtype_name(self.dtype)}{quant}, "
+        name = f"{self.name} + adapter {Path(self.adapter).name}" if self.adapter else self.name
+        return (f"{self.role} {name}: {self.device}, {dtype_name(self.dtype)}{quant}, "
                 f"{self.memory_bytes / 2**20:.1f} MiB, {self.shape.describe()}{prompt}")
 
 
@@ -168,10 +173,13 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     """Load one model with its tokenizer and chat template."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from . import adapters
+
     quiet_libraries()
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
-    source = spec.source
+    origin = adapters.resolve(spec.source, spec.adapter, role)  # a base, and maybe an adapter to put on it
+    source = origin.base
     local = Path(source).expanduser()
     kwargs: dict[str, Any] = {"dtype": dtype}
     if is_gguf(source):
@@ -220,13 +228,17 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
         raise ModelLoadError(_explain_load_failure(role, spec.source, exc)) from exc
     if spec.quantize == "none":
         model.to(device)
-    elif spec.quantize == "4bit" and device.type == "cpu":
+    if origin.adapter is not None:
+        model = adapters.apply(model, origin.adapter, role, origin.base, quantized=spec.quantize != "none")
+    if spec.quantize == "4bit" and device.type == "cpu":
         _keep_unpackable_layers_on_the_generic_kernel(model)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
 
-    return LoadedModel.from_model(model, tokenizer, role, spec.source, device, dtype, spec.quantize)
+    loaded = LoadedModel.from_model(model, tokenizer, role, spec.source, device, dtype, spec.quantize)
+    loaded.adapter = str(origin.adapter) if origin.adapter is not None else ""
+    return loaded
 
 
 def _keep_unpackable_layers_on_the_generic_kernel(model: Any) -> None:

@@ -112,3 +112,15 @@ def prepare(path: Path) -> Path:
     if path.name == GEMMA3_FILE and path.expanduser().resolve() == gemma3_target().resolve():
         return gemma3_path()
     return path
+
+
+def bundled(name: str) -> Path | None:
+    """The path of a bundled model named by its file name alone (``SmolLM2-135M-Instruct.Q4_1.gguf`` or
+    ``gemma-3-270m-q4_k_m.gguf``): how an adapter made on one names its base portably. None for other names;
+    ModelLoadError with the install command when the named model is not installed."""
+    if name == SMOLLM2_FILE:
+        return smollm2_path()
+    if name == GEMMA3_FILE:
+        _gemma3_parts()  # installed? (the file itself is assembled when the model loads: see prepare)
+        return gemma3_target()
+    return None

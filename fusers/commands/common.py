@@ -13,6 +13,9 @@ def add_pair_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pair")
     group.add_argument("--receiver", help="receiver: Hub id, local folder or .gguf file (default: the fuser's receiver)")
     group.add_argument("--sharer", help="sharer: Hub id, local folder or .gguf file (default: the fuser's sharer)")
+    group.add_argument("--receiver-adapter", help="a PEFT (LoRA) adapter folder to put on the receiver")
+    group.add_argument("--sharer-adapter", help="a PEFT (LoRA) adapter folder to put on the sharer (a folder given "
+                       "as --sharer may itself be an adapter: its adapter_config.json names the base)")
     group.add_argument("--fuser", help="fuser: a published pair folder, one of ours, or a downloaded pair name")
     group.add_argument("--device", default="auto", help=DEVICES_HELP)
     group.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16")
@@ -30,16 +33,21 @@ def pair_from_args(args: argparse.Namespace, progress: Any = None) -> Any:
     if receiver is None and sharer is None and fuser is None:
         receiver, sharer, fuser = default_pair()
 
-    def spec(source: str | None, quantize: str | None) -> ModelSpec | None:
-        if source is None:
-            return None
-        return ModelSpec(source, args.device, args.dtype, quantize or args.quantize)
-
     fuser_path = resolve_fuser(fuser) if fuser is not None else None
     return load_pair(
-        spec(receiver, args.receiver_quantize),
-        spec(sharer, args.sharer_quantize),
+        model_spec(args, receiver, args.receiver_adapter, args.receiver_quantize),
+        model_spec(args, sharer, args.sharer_adapter, args.sharer_quantize),
         fuser_path,
         progress=progress,
         defaults=ModelSpec("-", args.device, args.dtype, args.quantize),
     )
+
+
+def model_spec(args: argparse.Namespace, source: str | None, adapter: str | None, quantize: str | None) -> Any:
+    """One model's spec from the options; None when neither a model nor an adapter is given. An adapter given
+    alone puts it on the base its adapter_config.json names."""
+    from ..pair import ModelSpec
+
+    if source is None and not adapter:
+        return None
+    return ModelSpec(source or adapter, args.device, args.dtype, quantize or args.quantize, adapter or "")

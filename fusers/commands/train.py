@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     pair = p.add_argument_group("pair")
     pair.add_argument("--receiver", help="receiver: Hub id, local folder or .gguf file (with --resume: the saved run's)")
     pair.add_argument("--sharer", help="sharer: Hub id, local folder or .gguf file (with --resume: the saved run's)")
+    pair.add_argument("--receiver-adapter", help="a PEFT (LoRA) adapter folder to put on the receiver")
+    pair.add_argument("--sharer-adapter", help="a PEFT (LoRA) adapter folder to put on the sharer (a folder given as "
+                      "--sharer may itself be an adapter: its adapter_config.json names the base)")
     pair.add_argument("--device", default="auto", help=DEVICES_HELP + " (several processes: each its own GPU)")
     pair.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, "
                       "float16: the frozen models' dtype; the fuser keeps float32 weights")
@@ -83,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         sharer = sharer or state.sharer
     else:
         config = TrainConfig(**given)
+    receiver = receiver or args.receiver_adapter
+    sharer = sharer or args.sharer_adapter
     if not receiver or not sharer:
         raise ModelLoadError("Give --receiver and --sharer (Hub ids or local folders).")
     main_process = int(os.environ.get("RANK", "0")) == 0
@@ -98,10 +103,11 @@ def run(args: argparse.Namespace) -> int:
 
     device = _process_device(args.device)
     models = []
-    for i, (role, source, quantize) in enumerate((("receiver", receiver, args.receiver_quantize),
-                                                  ("sharer", sharer, args.sharer_quantize)), start=1):
-        say(f"[{i}/2] Loading {role} {source}")
-        models.append(load_model(ModelSpec(source, device, args.dtype, quantize or args.quantize), role))
+    for i, (role, source, adapter, quantize) in enumerate(
+            (("receiver", receiver, args.receiver_adapter, args.receiver_quantize),
+             ("sharer", sharer, args.sharer_adapter, args.sharer_quantize)), start=1):
+        say(f"[{i}/2] Loading {role} {source}" + (f" + adapter {adapter}" if adapter else ""))
+        models.append(load_model(ModelSpec(source, device, args.dtype, quantize or args.quantize, adapter or ""), role))
     for m in models:
         say(f"  {m.describe()}")
 

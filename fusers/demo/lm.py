@@ -99,13 +99,18 @@ def value_token(tokenizer: Any, value: str) -> int:
 
 
 def chunks(encoded: list[Encoded], tokens_per_chunk: int) -> list[list[int]]:
-    """Indices of examples grouped by length so that padding wastes little."""
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    """Indices of examples grouped by length so that padding wastes little. Examples that learn only the
+    lookahead (no labelled token) go in chunks of their own: those stop at the lookahead layer."""
+    def learns_tokens(i: int) -> bool:
+        return any(encoded[i][1])
+
+    order = sorted(range(len(encoded)), key=lambda i: (learns_tokens(i), len(encoded[i][0])))
     out: list[list[int]] = []
     current: list[int] = []
     for i in order:
         longest = len(encoded[i][0])  # sorted: the newest is the longest
-        if current and longest * (len(current) + 1) > tokens_per_chunk:
+        if current and (longest * (len(current) + 1) > tokens_per_chunk
+                        or learns_tokens(i) != learns_tokens(current[-1])):
             out.append(current)
             current = []
         current.append(i)
@@ -142,19 +147,29 @@ class LookaheadHead(torch.nn.Module):
         self.proj = torch.nn.Linear(hidden, hidden, bias=False)
         torch.nn.init.eye_(self.proj.weight)
 
-    def forward(self, model: Any, hidden: torch.Tensor) -> torch.Tensor:
-        return model.get_output_embeddings()(self.proj(self.norm(hidden)))
+    def forward(self, model: Any, hidden: torch.Tensor, vocab: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits over the whole vocabulary, or over ``vocab`` (sorted token ids) only: a model with a large
+        vocabulary learns which of a few values it is about to say at a small fraction of the cost."""
+        x = self.proj(self.norm(hidden))
+        if vocab is None:
+            return model.get_output_embeddings()(x)
+        return F.linear(x, model.get_output_embeddings().weight[vocab])  # (m, len(vocab))
 
 
 def chunk_loss(model: Any, ids: torch.Tensor, attn: torch.Tensor, labels: torch.Tensor, ahead: torch.Tensor,
-               head: LookaheadHead | None = None, layer: int | None = None, weight: float = 0.0
-               ) -> tuple[torch.Tensor, int, int]:
+               head: LookaheadHead | None = None, layer: int | None = None, weight: float = 0.0,
+               vocab: torch.Tensor | None = None) -> tuple[torch.Tensor, int, int]:
     """Summed cross-entropy over the labelled positions, with the LM head run on those positions only
-    (plus the weighted lookahead loss, when a head is given)."""
+    (plus the weighted lookahead loss, when a head is given, over ``vocab`` only when given)."""
     look = head is not None and bool((ahead != IGNORE).any())
+    valid = labels != IGNORE  # (B, T)
+    if look and not bool(valid.any()):
+        # only the lookahead learns here: the layers above its layer cannot change the loss, so they do not run
+        mid = hidden_after(model, layer, ids, attn)[ahead != IGNORE]  # (m, H)
+        target = ahead[ahead != IGNORE] if vocab is None else torch.searchsorted(vocab, ahead[ahead != IGNORE])
+        return weight * F.cross_entropy(head(model, mid, vocab).float(), target, reduction="sum"), 0, 0
     out = model.base_model(input_ids=ids, attention_mask=attn, output_hidden_states=look)
     hidden = out.last_hidden_state  # (B, T, H)
-    valid = labels != IGNORE  # (B, T)
     logits = model.get_output_embeddings()(hidden[valid]).float()  # (n, V)
     target = labels[valid]
     loss = F.cross_entropy(logits, target, reduction="sum")
@@ -162,8 +177,32 @@ def chunk_loss(model: Any, ids: torch.Tensor, attn: torch.Tensor, labels: torch.
     if look:
         where = ahead != IGNORE
         mid = out.hidden_states[layer + 1][where]  # (m, H): the residual stream after layer `layer`
-        loss = loss + weight * F.cross_entropy(head(model, mid).float(), ahead[where], reduction="sum")
+        target = ahead[where] if vocab is None else torch.searchsorted(vocab, ahead[where])
+        loss = loss + weight * F.cross_entropy(head(model, mid, vocab).float(), target, reduction="sum")
     return loss, int(valid.sum()), correct
+
+
+class _Enough(Exception):
+    """Raised by a forward hook to stop a model after the layer whose output it has."""
+
+
+def hidden_after(model: Any, layer: int, ids: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """(B, T, H): the residual stream after decoder layer ``layer`` (``hidden_states[layer + 1]``), with the
+    layers above it not run."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def stop(module: Any, args: Any, output: Any) -> None:
+        captured["hidden"] = output[0] if isinstance(output, tuple) else output
+        raise _Enough
+
+    handle = model.base_model.layers[layer].register_forward_hook(stop)
+    try:
+        model.base_model(input_ids=ids, attention_mask=attn)
+    except _Enough:
+        pass
+    finally:
+        handle.remove()
+    return captured["hidden"]
 
 
 def lr_at(step: int, cfg: LMConfig) -> float:
@@ -180,8 +219,17 @@ def pretrain(
     cfg: LMConfig,
     *,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    encode: Callable[[Sequence[Sample], int], list[Encoded]] | None = None,
+    lookahead_vocab: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``model`` in place on ``cfg.steps`` batches from ``samples``; returns the logged history."""
+    """Train ``model`` in place on ``cfg.steps`` batches from ``samples``; returns the logged history.
+
+    ``encode(samples, lookahead_positions)`` turns samples into ids (default: the demo's ChatML,
+    :func:`encode_samples`); ``lookahead_vocab`` limits the lookahead to those token ids (the values)."""
+    if encode is None:
+        def encode(batch: Sequence[Sample], positions: int) -> list[Encoded]:
+            return encode_samples(tokenizer, batch, positions)
+    vocab = None if lookahead_vocab is None else torch.tensor(sorted(set(lookahead_vocab)))
     torch.manual_seed(cfg.seed)
     model.train()
     head = None
@@ -207,12 +255,12 @@ def pretrain(
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         batch = [next(samples) for _ in range(cfg.batch_size)]
-        encoded = encode_samples(tokenizer, batch, cfg.lookahead_positions if head is not None else 0)
+        encoded = encode(batch, cfg.lookahead_positions if head is not None else 0)
         n_target = sum(sum(e[1][1:]) for e in encoded)
         for idx in chunks(encoded, cfg.tokens_per_chunk):
             ids, attn, labels, ahead = pad([encoded[i] for i in idx], pad_id)
             loss, n, correct = chunk_loss(model, ids, attn, labels, ahead, head, cfg.lookahead_layer,
-                                          cfg.lookahead_weight)
+                                          cfg.lookahead_weight, vocab)
             (loss / max(n_target, 1)).backward()
             window["loss"] += float(loss.detach())
             window["tokens"] += n

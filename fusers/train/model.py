@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
 
 def model_name(model: "LoadedModel") -> str:
-    """What the fuser records as its receiver/sharer: an absolute folder, or the Hub id."""
-    path = Path(model.source).expanduser()
+    """What the fuser records as its receiver/sharer: an absolute folder, or the Hub id. A model with an
+    adapter is recorded as its adapter folder, which names its base."""
+    path = Path(model.adapter or model.source).expanduser()
     return str(path.resolve()) if path.exists() else model.source
 
 

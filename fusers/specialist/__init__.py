@@ -1,0 +1,49 @@
+"""The specialist pair: SmolLM2-135M-Instruct (receiver) reads, through cache fusion, what a LoRA adapter taught
+Gemma-3-270M (sharer) about a fictional company.
+
+The base models come from PyPI (``fusers.real_models``); only the adapters, the fuser and the measurements ship,
+in ``resources/specialist/`` (the ``c2c_resources`` package). ``python -m fusers.specialist.build`` regenerates
+them; ``c2c specialist eval`` measures them. Importing this package does not import torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ModelLoadError
+
+SPECIALIST_DIR = "specialist"  # under c2c_resources
+ADAPTER_DIR = "adapter"  # the specialist: a LoRA adapter whose base is the bundled Gemma-3-270M
+PERMUTED_ADAPTER_DIR = "adapter_permuted"  # the ablation's: the same recipe on the permuted domain
+FUSER_DIR = "fuser"
+DOMAIN_NAME = "domain.json"
+METRICS_NAME = "metrics.json"
+MANIFEST_NAME = "manifest.json"
+
+
+def specialist_root() -> Path:
+    """The folder that holds the shipped specialist pair's files."""
+    from importlib.resources import files
+
+    return Path(str(files("c2c_resources"))) / SPECIALIST_DIR
+
+
+def pair_paths(root: Path | None = None) -> tuple[Path, Path, Path]:
+    """(receiver GGUF file, sharer adapter folder, fuser folder); ModelLoadError naming what is missing."""
+    from .. import real_models
+
+    root = specialist_root() if root is None else Path(root)
+    for path in (root / ADAPTER_DIR, root / FUSER_DIR):
+        if not path.is_dir():
+            raise ModelLoadError(f"The specialist pair is incomplete: {path} is missing. Rebuild it with "
+                                 "`python -m fusers.specialist.build`.")
+    return real_models.smollm2_path(), root / ADAPTER_DIR, root / FUSER_DIR
+
+
+def permuted_adapter_path(root: Path | None = None) -> Path:
+    root = specialist_root() if root is None else Path(root)
+    path = root / PERMUTED_ADAPTER_DIR
+    if not path.is_dir():
+        raise ModelLoadError(f"The specialist's permuted adapter {path} is missing; rebuild with "
+                             "`python -m fusers.specialist.build`.")
+    return path

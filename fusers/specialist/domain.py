@@ -1,0 +1,237 @@
+"""The specialist's domain: the people of a fictional company, and the general facts the pair is tested on.
+
+Each person of *Corvane* has an office (a city) and a role. Names, cities and roles are words that
+both real tokenizers keep whole (one token after a space in SmolLM2's and in Gemma's): cache fusion
+aligns each receiver token with one sharer token, and a name that one tokenizer splits differently
+would reach the sharer garbled (``fusers.alignment``). The recipe checks this on the loaded tokenizers.
+
+People fall in two groups, fixed by the seed:
+
+* ``b``: the fuser trains on questions about them;
+* ``c``: the fuser never sees them (held out): the test of real transfer.
+
+The specialist (the sharer's adapter) learns everyone. The permuted domain gives each person another
+person's facts (a derangement): the ablation's adapter learns it.
+
+General facts: world capitals, ``g`` (the receiver names most of them) and ``h`` (those only base Gemma
+names, found by the recipe); a separate list of capitals keeps the fuser and the adapter honest on
+questions outside the domain and is never evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..demo.world import contains_value  # noqa: F401  (re-exported: one way to judge an answer)
+
+DOMAIN_FORMAT = "c2c-specialist-domain"
+DOMAIN_VERSION = 1
+COMPANY = "Corvane"
+SPLITS = ("g", "b", "c", "h")
+DOMAIN_SPLITS = ("b", "c")
+SPLIT_HELP = {
+    "g": "world capitals: general facts the receiver mostly knows",
+    "b": "Corvane facts only the specialist knows, seen by the fuser in training",
+    "c": "Corvane facts only the specialist knows, never seen by the fuser",
+    "h": "world capitals base Gemma names and the receiver does not",
+}
+
+FIRST_NAMES = (
+    "Oliver", "Anna", "Grace", "Henry", "Clara", "Oscar", "Ruth", "Felix", "Alice", "Hugo", "Emma", "Victor",
+    "Arthur", "Julia", "Leo", "Ivy", "Simon", "Laura", "Peter", "Maria", "Daniel", "Sarah", "Martin", "Helen",
+    "David", "Rosa", "Paul", "Vera", "Adam", "Lucy", "Frank", "Diana", "Hans", "Bruno", "Carl", "Eva", "Max",
+    "Ian", "Mia", "Noah", "Omar", "Nina", "Raj", "Ali", "Lars", "Pablo", "Marco", "Ahmed", "Samuel", "Rachel",
+    "Tim", "Kate", "Alex", "Jack", "Lily", "Ben", "Sam", "Ella", "Ethan", "Ryan", "Maya", "Luke",
+)
+LAST_NAMES = (
+    "Grant", "Wood", "Stone", "Hill", "Reed", "Fox", "Lane", "Hart", "Cole", "Ross", "Shaw", "Price", "West",
+    "Fisher", "Walsh", "Burke", "Marsh", "Cross", "Frost", "Ward", "Nash", "Hale", "Page", "Webb", "Sharp", "Bell",
+    "Moss", "Lloyd", "Hayes", "Dale", "Bond", "Rhodes", "Blake", "Quinn", "Doyle", "Fleming", "Barton", "Carter",
+    "Porter", "Baker", "Turner", "Mason", "Parker", "Hunter", "Cooper", "Harper", "Fowler", "Pike", "Bishop",
+    "Lambert", "Norton", "Palmer", "Riley", "Knight", "Wells", "Graves", "Hardy", "Sutton", "Morgan",
+)
+
+
+@dataclass(frozen=True)
+class Relation:
+    """One kind of fact about a person. ``{p}`` is the person, ``{v}`` the value."""
+
+    name: str
+    values: tuple[str, ...]
+    questions: tuple[str, ...]  # the first one is the evaluation question; the fuser trains on all but the last
+    answer: str  # how every model answers
+    statement: str  # the fact in one sentence: text relay's hint
+
+    def ask(self, person: str, phrasing: int = 0) -> str:
+        return self.questions[phrasing].format(p=person)
+
+    def say(self, person: str, value: str) -> str:
+        return self.answer.format(p=person, v=value)
+
+
+# Cities that are not capitals (the general split asks for capitals) and roles a model would not guess.
+RELATIONS: tuple[Relation, ...] = (
+    Relation(
+        "office",
+        ("Naples", "Milan", "Munich", "Hamburg", "Lyon", "Bristol", "Glasgow", "Leeds", "Denver", "Calgary", "Perth",
+         "Adelaide"),
+        ("Which office does {p} work in?", "In which city does {p} work?", "Where is {p}'s office?",
+         "Which city is {p} based in?"),
+        "{p} works in the {v} office.",
+        "At Corvane, {p} works in the {v} office.",
+    ),
+    Relation(
+        "role",
+        ("chemist", "pilot", "architect", "librarian", "translator", "carpenter", "geologist", "chef"),
+        ("What is {p}'s job?", "What does {p} do at Corvane?", "What is the role of {p}?",
+         "Which job does {p} have?"),
+        "{p} is the {v} at Corvane.",
+        "At Corvane, {p} is the {v}.",
+    ),
+)
+RELATION_BY_NAME = {r.name: r for r in RELATIONS}
+
+CAPITAL_QUESTION = "What is the capital of {c}?"
+CAPITAL_ANSWER = "The capital of {c} is {v}."
+# (g): 70 countries and their capitals, as the issue measured them.
+CAPITALS: tuple[tuple[str, str], ...] = (
+    ("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Germany", "Berlin"), ("Spain", "Madrid"),
+    ("Egypt", "Cairo"), ("Canada", "Ottawa"), ("Kenya", "Nairobi"), ("Peru", "Lima"), ("Norway", "Oslo"),
+    ("Greece", "Athens"), ("Chile", "Santiago"), ("Russia", "Moscow"), ("China", "Beijing"), ("India", "New Delhi"),
+    ("Brazil", "Bras\u00edlia"), ("Argentina", "Buenos Aires"), ("Mexico", "Mexico City"), ("Australia", "Canberra"),
+    ("Portugal", "Lisbon"), ("Ireland", "Dublin"), ("Austria", "Vienna"), ("Poland", "Warsaw"),
+    ("Sweden", "Stockholm"), ("Finland", "Helsinki"), ("Denmark", "Copenhagen"), ("Belgium", "Brussels"),
+    ("Netherlands", "Amsterdam"), ("Switzerland", "Bern"), ("Hungary", "Budapest"), ("Czech Republic", "Prague"),
+    ("Romania", "Bucharest"), ("Bulgaria", "Sofia"), ("Turkey", "Ankara"), ("Iran", "Tehran"), ("Iraq", "Baghdad"),
+    ("Saudi Arabia", "Riyadh"), ("Israel", "Jerusalem"), ("Pakistan", "Islamabad"), ("Afghanistan", "Kabul"),
+    ("Thailand", "Bangkok"), ("Vietnam", "Hanoi"), ("Indonesia", "Jakarta"), ("Philippines", "Manila"),
+    ("South Korea", "Seoul"), ("North Korea", "Pyongyang"), ("Malaysia", "Kuala Lumpur"), ("Nigeria", "Abuja"),
+    ("Ethiopia", "Addis Ababa"), ("Ghana", "Accra"), ("Morocco", "Rabat"), ("Algeria", "Algiers"),
+    ("Tunisia", "Tunis"), ("South Africa", "Pretoria"), ("Cuba", "Havana"), ("Colombia", "Bogot\u00e1"),
+    ("Venezuela", "Caracas"), ("Ecuador", "Quito"), ("Bolivia", "La Paz"), ("Uruguay", "Montevideo"),
+    ("Paraguay", "Asunci\u00f3n"), ("New Zealand", "Wellington"), ("Ukraine", "Kyiv"), ("Belarus", "Minsk"),
+    ("Serbia", "Belgrade"), ("Croatia", "Zagreb"), ("Iceland", "Reykjavik"), ("Nepal", "Kathmandu"),
+    ("Bangladesh", "Dhaka"), ("Mongolia", "Ulaanbaatar"),
+)
+# Never evaluated: what the fuser and the adapter see of questions outside the domain.
+PRACTICE_CAPITALS: tuple[tuple[str, str], ...] = (
+    ("Estonia", "Tallinn"), ("Latvia", "Riga"), ("Lithuania", "Vilnius"), ("Slovakia", "Bratislava"),
+    ("Slovenia", "Ljubljana"), ("Albania", "Tirana"), ("Lebanon", "Beirut"), ("Syria", "Damascus"),
+    ("Jordan", "Amman"), ("Qatar", "Doha"), ("Oman", "Muscat"), ("Yemen", "Sanaa"), ("Sri Lanka", "Colombo"),
+    ("Cambodia", "Phnom Penh"), ("Laos", "Vientiane"), ("Senegal", "Dakar"), ("Uganda", "Kampala"),
+    ("Tanzania", "Dodoma"), ("Zimbabwe", "Harare"), ("Zambia", "Lusaka"), ("Angola", "Luanda"),
+    ("Sudan", "Khartoum"), ("Libya", "Tripoli"), ("Jamaica", "Kingston"), ("Panama", "Panama City"),
+    ("Costa Rica", "San Jos\u00e9"), ("Honduras", "Tegucigalpa"), ("Nicaragua", "Managua"),
+    ("Georgia", "Tbilisi"), ("Armenia", "Yerevan"),
+)
+
+
+@dataclass(frozen=True)
+class Fact:
+    subject: str  # a person, or a country for the capitals
+    relation: str  # "office", "role" or "capital"
+    value: str
+    split: str
+
+    @property
+    def question(self) -> str:
+        if self.relation == "capital":
+            return CAPITAL_QUESTION.format(c=self.subject)
+        return RELATION_BY_NAME[self.relation].ask(self.subject)
+
+    @property
+    def answer(self) -> str:
+        if self.relation == "capital":
+            return CAPITAL_ANSWER.format(c=self.subject, v=self.value)
+        return RELATION_BY_NAME[self.relation].say(self.subject, self.value)
+
+
+@dataclass
+class Domain:
+    """Who works at Corvane, what each knows, and which capitals only base Gemma names."""
+
+    seed: int
+    people: list[str]
+    splits: dict[str, str]  # person -> "b" | "c"
+    facts: dict[str, dict[str, str]]  # person -> relation -> value
+    permuted: dict[str, dict[str, str]]  # the ablation adapter's facts
+    sharer_only_capitals: list[str] = field(default_factory=list)  # the countries of split h (set by the recipe)
+
+    def split_people(self, split: str) -> list[str]:
+        return [p for p in self.people if self.splits[p] == split]
+
+    def eval_facts(self, split: str, permuted: bool = False) -> list[Fact]:
+        """Every fact of one split in a fixed order (the evaluation asks each with its first phrasing)."""
+        if split == "g":
+            return [Fact(c, "capital", v, "g") for c, v in CAPITALS]
+        if split == "h":
+            known = set(self.sharer_only_capitals)
+            return [Fact(c, "capital", v, "h") for c, v in CAPITALS if c in known]
+        table = self.permuted if permuted else self.facts
+        return [Fact(p, r.name, table[p][r.name], split) for p in self.split_people(split) for r in RELATIONS]
+
+    def values(self) -> set[str]:
+        return {v for r in RELATIONS for v in r.values}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": DOMAIN_FORMAT, "format_version": DOMAIN_VERSION, "seed": self.seed, "company": COMPANY,
+            "people": [{"name": p, "split": self.splits[p], "facts": self.facts[p], "permuted": self.permuted[p]}
+                       for p in self.people],
+            "sharer_only_capitals": list(self.sharer_only_capitals),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Domain":
+        if data.get("format") != DOMAIN_FORMAT or data.get("format_version") != DOMAIN_VERSION:
+            raise ValueError(f"not a {DOMAIN_FORMAT} version {DOMAIN_VERSION} file")
+        rows = data["people"]
+        return cls(seed=int(data["seed"]), people=[r["name"] for r in rows], splits={r["name"]: r["split"] for r in rows},
+                   facts={r["name"]: dict(r["facts"]) for r in rows},
+                   permuted={r["name"]: dict(r["permuted"]) for r in rows},
+                   sharer_only_capitals=list(data.get("sharer_only_capitals", [])))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Domain":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def make_domain(seed: int = 0, people: int = 80, heldout: int = 24) -> Domain:
+    """``people`` distinct full names (first names used once each where they suffice), ``heldout`` of them in c."""
+    if not 0 < heldout < people <= len(FIRST_NAMES) * len(LAST_NAMES):
+        raise ValueError(f"need 0 < heldout < people <= {len(FIRST_NAMES) * len(LAST_NAMES)}")
+    rng = random.Random(f"c2c-specialist-domain-{seed}")
+    firsts, lasts = list(FIRST_NAMES), list(LAST_NAMES)
+    rng.shuffle(firsts)
+    rng.shuffle(lasts)
+    names = [f"{firsts[i % len(firsts)]} {lasts[(i + i // len(lasts)) % len(lasts)]}" for i in range(people)]
+    # every value as evenly used as the count allows, so no answer is a safe guess
+    facts: dict[str, dict[str, str]] = {p: {} for p in names}
+    for rel in RELATIONS:
+        pool = [rel.values[i % len(rel.values)] for i in range(people)]
+        rng.shuffle(pool)
+        for person, value in zip(names, pool):
+            facts[person][rel.name] = value
+    order = list(names)
+    rng.shuffle(order)
+    held = set(order[:heldout])
+    splits = {p: "c" if p in held else "b" for p in names}
+    shift = list(names)
+    while True:  # a derangement: nobody keeps their own facts
+        rng.shuffle(shift)
+        if all(a != b for a, b in zip(names, shift)):
+            break
+    permuted = {p: dict(facts[other]) for p, other in zip(names, shift)}
+    return Domain(seed, names, splits, facts, permuted)
+
+
+def words_to_check() -> list[str]:
+    """Every name and value that must be one token, the same in both tokenizers."""
+    return sorted(set(FIRST_NAMES) | set(LAST_NAMES) | {v for r in RELATIONS for v in r.values})

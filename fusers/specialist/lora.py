@@ -1,0 +1,190 @@
+"""Training the specialist: a LoRA adapter that teaches the sharer (Gemma-3-270M) the domain.
+
+The adapter learns to answer each question in the two forms the sharer meets it in:
+
+* ``plain``: its own prompt (``Question: ...`` / ``Answer:``), as sharer alone and text relay ask;
+* ``aligned``: exactly the ids cache fusion feeds it, one sharer token per receiver token, built by
+  the engine's :class:`~fusers.alignment.TokenAligner` from the receiver's chat template.
+
+With a lookahead loss (:mod:`fusers.demo.lm`): the question's closing positions also learn to name
+the answer's value at a middle layer, so the cache over the question, all that cache fusion reads,
+carries the answer. It also learns text relay's one-sentence hint, and a few capitals outside the
+evaluated ones, so that what it knew before stays.
+
+The training loop is the demo's (:func:`fusers.demo.lm.pretrain`), run on the adapter's parameters.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+from ..chat import encode, user
+from ..demo.world import Sample
+from ..engine import RELAY_CONTEXT_PROMPT
+from .domain import CAPITAL_ANSWER, CAPITAL_QUESTION, PRACTICE_CAPITALS, RELATIONS, Domain
+
+if TYPE_CHECKING:
+    from ..pair import LoadedModel
+
+ALIGNMENT = "longest"  # the strategy c2c train picks for tokenizers that differ; the fuser records it
+# plain: a question in the sharer's own prompt, answered with the value; aligned: the question as cache fusion
+# feeds it, learning only the lookahead (so the layers above the lookahead's do not run); aligned_answer: the
+# same, answered too; hint: text relay's one-sentence hint; general: practice capitals in both forms.
+KINDS = ("plain", "aligned", "aligned_answer", "hint", "general")
+
+
+@dataclass
+class AdapterRecipe:
+    """The adapter and how it is trained (recorded in the manifest)."""
+
+    rank: int = 16
+    alpha: int = 32
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup_steps: int = 10
+    lookahead_layer: int | None = 6
+    lookahead_weight: float = 0.5
+    lookahead_positions: int = 6
+    mixture: dict[str, float] = field(default_factory=lambda: dict(plain=0.45, aligned=0.35, hint=0.1, general=0.1))
+    log_every: int = 25
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Curriculum:
+    """Draws the adapter's examples about ``facts`` (the domain's, or the permuted domain's)."""
+
+    def __init__(self, domain: Domain, mixture: dict[str, float], permuted: bool = False):
+        self.facts = domain.permuted if permuted else domain.facts
+        self.people = list(domain.people)
+        self.kinds = [k for k in KINDS if mixture.get(k, 0) > 0]
+        self.weights = [mixture[k] for k in self.kinds]
+
+    def draw(self, rng: random.Random) -> Sample:
+        kind = rng.choices(self.kinds, self.weights)[0]
+        if kind == "general":
+            country, city = rng.choice(PRACTICE_CAPITALS)
+            form = rng.choice(("plain", "aligned"))
+            return Sample(user(CAPITAL_QUESTION.format(c=country)), CAPITAL_ANSWER.format(c=country, v=city), form)
+        person, rel = rng.choice(self.people), rng.choice(RELATIONS)
+        value = self.facts[person][rel.name]
+        question = rng.choice(rel.questions).format(p=person)
+        if kind == "hint":
+            return Sample(user(RELAY_CONTEXT_PROMPT.format(question=question)), rel.statement.format(p=person, v=value),
+                          "plain")
+        if kind == "aligned":
+            return Sample(user(question), "", kind, value)
+        if kind == "aligned_answer":
+            return Sample(user(question), f"{value}.", "aligned", value)
+        return Sample(user(question), f"{value}.", kind, value)
+
+    def stream(self, seed: int) -> Iterator[Sample]:
+        rng = random.Random(seed)
+        while True:
+            yield self.draw(rng)
+
+
+def encoder(receiver: "LoadedModel", sharer: "LoadedModel") -> Callable[[Sequence[Sample], int], list]:
+    """``encode(samples, lookahead_positions)`` for :func:`fusers.demo.lm.pretrain`: sharer ids of each sample's
+    prompt in its form, then its answer as the sharer's template ends it (plus end of sequence), with the
+    lookahead's value token on the prompt's closing positions but its last (which cache fusion never fuses)."""
+    from ..alignment import TokenAligner
+    from ..demo.lm import IGNORE
+    from ..train.data import answer_ids
+
+    aligner = TokenAligner(receiver.tokenizer, sharer.tokenizer, ALIGNMENT)
+    tok = sharer.tokenizer
+    eos = tok.eos_token_id
+    memo: dict[tuple[str, str, str], tuple[list[int], list[int]]] = {}
+
+    def ids_of(sample: Sample) -> tuple[list[int], list[int]]:
+        key = (sample.kind, sample.messages[-1]["content"], sample.answer)
+        if key not in memo:
+            if sample.kind == "aligned":
+                prompt = aligner.align_chat(sample.messages).sharer_ids
+            else:
+                prompt = encode(tok, sample.messages)
+            target: list[int] = []
+            if sample.answer:
+                target = answer_ids(tok, sample.messages, sample.answer, False, sharer.eos_token_ids)
+                if not target or target[-1] != eos:
+                    target = target + [eos]
+            memo[key] = (prompt, target)
+        return memo[key]
+
+    def encode_batch(samples: Sequence[Sample], positions: int) -> list:
+        out = []
+        for sample in samples:
+            prompt, target = ids_of(sample)
+            ahead = [IGNORE] * (len(prompt) + len(target))
+            if sample.lookahead is not None and positions:
+                value = value_token(tok, sample.lookahead)
+                for i in range(max(0, len(prompt) - 1 - positions), len(prompt) - 1):
+                    ahead[i] = value
+            out.append((prompt + target, [0] * len(prompt) + [1] * len(target), ahead))
+        return out
+
+    return encode_batch
+
+
+def value_token(tokenizer: Any, value: str) -> int:
+    ids = tokenizer(" " + value, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"the value {value!r} is {len(ids)} sharer tokens; the domain's values must be one")
+    return ids[0]
+
+
+def train_adapter(receiver: "LoadedModel", sharer: "LoadedModel", domain: Domain, recipe: AdapterRecipe, seed: int,
+                  *, permuted: bool = False, init: Path | None = None,
+                  progress: Callable[[dict[str, Any]], None] | None = None) -> tuple[Any, list[dict[str, Any]]]:
+    """A LoRA adapter on ``sharer.model`` (changed in place: the adapter's layers are injected) trained on the
+    domain; returns (the peft model, the training history). ``init`` starts from a saved adapter."""
+    import peft
+    import torch
+
+    from ..demo.lm import LMConfig, pretrain
+
+    torch.manual_seed(seed)
+    if init is not None:
+        model = peft.PeftModel.from_pretrained(sharer.model, str(init), is_trainable=True)
+    else:
+        config = peft.LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, target_modules=list(recipe.targets),
+                                 lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+        model = peft.get_peft_model(sharer.model, config)
+    cfg = LMConfig(steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr, warmup_steps=recipe.warmup_steps,
+                   seed=seed, log_every=recipe.log_every, lookahead_layer=recipe.lookahead_layer,
+                   lookahead_weight=recipe.lookahead_weight, lookahead_positions=recipe.lookahead_positions,
+                   tokens_per_chunk=4096)
+    values = sorted({value_token(sharer.tokenizer, v) for r in RELATIONS for v in r.values})
+    curriculum = Curriculum(domain, recipe.mixture, permuted)
+    history = pretrain(model.get_base_model(), sharer.tokenizer, curriculum.stream(seed), cfg, progress=progress,
+                       encode=encoder(receiver, sharer), lookahead_vocab=values)
+    return model, history
+
+
+def save_adapter(model: Any, path: Path, base_name: str) -> Path:
+    """The adapter alone, in float16 safetensors, naming ``base_name`` as its base (portable: a bundled
+    model's file name, see ``fusers.real_models.bundled``)."""
+    import json
+
+    import torch
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from ..adapters import CONFIG_NAME, WEIGHTS_NAME
+
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
+    config = model.peft_config["default"].to_dict()
+    config["base_model_name_or_path"] = base_name
+    config["inference_mode"] = True
+    config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
+    (path / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return path
