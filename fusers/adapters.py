@@ -19,6 +19,7 @@ quantization grid.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,12 +69,23 @@ def resolve(source: str, adapter: str | Path | None, role: str) -> ModelSource:
         if not folder.is_dir():
             raise AdapterError(f"The {role} adapter folder {folder} does not exist.")
         read_config(folder)
-        base = source if source and not is_adapter_folder(source) else base_of(folder, role)
+        base = _bundled_or(source) if source and not is_adapter_folder(source) else base_of(folder, role)
         return ModelSource(base, folder)
     if is_adapter_folder(source):
         folder = Path(source).expanduser()
         return ModelSource(base_of(folder, role), folder)
-    return ModelSource(source)
+    return ModelSource(_bundled_or(source))
+
+
+def _bundled_or(name: str) -> str:
+    """A bundled real model's file name (``SmolLM2-135M-Instruct.Q4_1.gguf``) as its installed path; any other
+    source as it is."""
+    from . import real_models
+
+    if Path(name).expanduser().exists():
+        return name  # a file of that name right here wins
+    bundled = real_models.bundled(name)
+    return str(bundled) if bundled is not None else name
 
 
 def base_of(folder: Path, role: str) -> str:
@@ -82,15 +94,10 @@ def base_of(folder: Path, role: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise AdapterError(f"The {role} adapter {folder} does not name its base model (base_model_name_or_path is "
                            f"empty); give the base too: --{role} BASE --{role}-adapter {folder}.")
-    from . import real_models
-
-    bundled = real_models.bundled(name)
-    if bundled is not None:
-        return str(bundled)
     path = Path(name).expanduser()
     if not path.is_absolute() and (folder / path).exists():
         return str((folder / path).resolve())  # a base shipped beside its adapter
-    return name
+    return _bundled_or(name)
 
 
 def apply(model: "PreTrainedModel", folder: Path, role: str, base: str, quantized: bool) -> "PreTrainedModel":
@@ -127,10 +134,13 @@ def apply(model: "PreTrainedModel", folder: Path, role: str, base: str, quantize
     config.inference_mode = True
     where = f"the {role} adapter {folder} does not fit the base {base}"
     try:
-        wrapped = peft.PeftModel(model, config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # peft asks transformers a deprecated question
+            wrapped = peft.PeftModel(model, config)
     except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
         raise AdapterMismatchError(f"{where.capitalize()}: {_first_line(exc)}") from None
-    expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(wrapped).items()}
+    expected = {k: tuple(v.shape) for k, v in
+                get_peft_model_state_dict(wrapped, save_embedding_layers=False).items()}
     given = {k: tuple(v.shape) for k, v in state.items()}
     missing, unexpected = sorted(expected.keys() - given.keys()), sorted(given.keys() - expected.keys())
     wrong = [f"{k} is {given[k]}, the base needs {expected[k]}" for k in sorted(expected.keys() & given.keys())

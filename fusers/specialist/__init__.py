@@ -28,16 +28,24 @@ def specialist_root() -> Path:
     return Path(str(files("c2c_resources"))) / SPECIALIST_DIR
 
 
-def pair_paths(root: Path | None = None) -> tuple[Path, Path, Path]:
-    """(receiver GGUF file, sharer adapter folder, fuser folder); ModelLoadError naming what is missing."""
-    from .. import real_models
-
+def shipped_files(root: Path | None = None) -> tuple[Path, Path]:
+    """(sharer adapter folder, fuser folder); ModelLoadError naming what is missing."""
     root = specialist_root() if root is None else Path(root)
     for path in (root / ADAPTER_DIR, root / FUSER_DIR):
         if not path.is_dir():
             raise ModelLoadError(f"The specialist pair is incomplete: {path} is missing. Rebuild it with "
                                  "`python -m fusers.specialist.build`.")
-    return real_models.smollm2_path(), root / ADAPTER_DIR, root / FUSER_DIR
+    return root / ADAPTER_DIR, root / FUSER_DIR
+
+
+def pair_paths(root: Path | None = None) -> tuple[Path, Path, Path]:
+    """(receiver GGUF file, sharer adapter folder, fuser folder); ModelLoadError naming what is missing, the
+    real models' install command included."""
+    from .. import real_models
+
+    adapter, fuser = shipped_files(root)
+    real_models.bundled(real_models.GEMMA3_FILE)  # the base of the adapter: installed?
+    return real_models.smollm2_path(), adapter, fuser
 
 
 def permuted_adapter_path(root: Path | None = None) -> Path:

@@ -235,3 +235,33 @@ def make_domain(seed: int = 0, people: int = 80, heldout: int = 24) -> Domain:
 def words_to_check() -> list[str]:
     """Every name and value that must be one token, the same in both tokenizers."""
     return sorted(set(FIRST_NAMES) | set(LAST_NAMES) | {v for r in RELATIONS for v in r.values})
+
+
+def fuser_conversations(domain: Domain, phrasings: int = 3) -> list[dict[str, Any]]:
+    """The fuser's training data: questions about the people of ``b`` in their first ``phrasings`` phrasings,
+    and the practice capitals (so that fusion learns to leave general answers right). ``c`` is never included."""
+    def turn(question: str, answer: str) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+    records = []
+    for person in domain.split_people("b"):
+        for rel in RELATIONS:
+            value = domain.facts[person][rel.name]
+            records.extend(turn(q.format(p=person), rel.say(person, value)) for q in rel.questions[:phrasings])
+    records.extend(turn(CAPITAL_QUESTION.format(c=c), CAPITAL_ANSWER.format(c=c, v=v)) for c, v in PRACTICE_CAPITALS)
+    return records
+
+
+def check_words(receiver_tokenizer: Any, sharer_tokenizer: Any, words: list[str] | None = None) -> None:
+    """Raise ValueError unless every name and value is one token after a space, the same text, in both."""
+    bad = []
+    for word in words_to_check() if words is None else words:
+        pieces = []
+        for tok in (receiver_tokenizer, sharer_tokenizer):
+            ids = tok(" " + word, add_special_tokens=False)["input_ids"]
+            pieces.append(tok.decode(ids) if len(ids) == 1 else None)
+        if None in pieces or pieces[0] != pieces[1]:
+            bad.append(word)
+    if bad:
+        raise ValueError(f"{len(bad)} names or values are not one token in both tokenizers ({', '.join(bad[:8])}); "
+                         "cache fusion would show them to the sharer garbled")

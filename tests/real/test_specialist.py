@@ -1,0 +1,88 @@
+"""The shipped specialist pair on the two real models: its files, its numbers, and a sample of them re-measured.
+
+The models are the session's (conftest.py loads them once); each adapter goes on a copy of the base Gemma in
+seconds. The full numbers are in resources/specialist/metrics.json and the README; tests/specialist/test_recipe.py
+(slow) rebuilds the pair.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fusers import real_models
+from fusers.specialist import ADAPTER_DIR, DOMAIN_NAME, FUSER_DIR, PERMUTED_ADAPTER_DIR, specialist_root
+from fusers.specialist.domain import Domain, contains_value
+from fusers.specialist.evaluate import evaluate, shipped_metrics, with_adapter
+
+MB = 2**20
+
+
+def test_the_shipped_files_are_small_safe_and_name_the_bundled_base():
+    root = specialist_root()
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 30 * MB
+    assert {p.suffix for p in files} <= {".safetensors", ".json"}  # nothing that unpickles
+    for folder in (ADAPTER_DIR, PERMUTED_ADAPTER_DIR):
+        config = json.loads((root / folder / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == real_models.GEMMA3_FILE and config["peft_type"] == "LORA"
+    fuser = json.loads((root / FUSER_DIR / "fuser.json").read_text())
+    assert fuser["receiver"] == real_models.SMOLLM2_FILE
+
+
+def test_the_adapter_folder_loads_on_the_installed_gemma(real_paths):
+    from fusers.adapters import resolve
+    from fusers.presets import SPECIALIST_LABEL, find_preset
+
+    origin = resolve(str(specialist_root() / ADAPTER_DIR), "", "sharer")
+    assert origin.base == str(real_paths[1]) and origin.adapter == specialist_root() / ADAPTER_DIR
+    preset = find_preset("specialist")
+    assert preset is not None and preset.ready and preset.label == SPECIALIST_LABEL
+    assert preset.receiver == str(real_paths[0]) and preset.sharer == str(specialist_root() / ADAPTER_DIR)
+    assert preset.fuser == str(specialist_root() / FUSER_DIR)
+
+
+def test_the_shipped_numbers():
+    """What the recipe measured (metrics.json, the README's table), against the goals the pair meets."""
+    m = shipped_metrics()
+    acc = m["accuracy"]
+    assert acc["receiver"]["b"] <= 0.05 and acc["receiver"]["c"] <= 0.05  # the receiver does not know Corvane
+    assert acc["sharer"]["b"] >= 0.9 and acc["sharer"]["c"] >= 0.9  # the adapter made Gemma a specialist
+    assert acc["fusion"]["g"] >= acc["receiver"]["g"] - 0.02  # fusion does not spoil general knowledge
+    assert m["fusion_to_relay_latency"] < 0.6
+
+
+@pytest.fixture(scope="module")
+def specialist(real_models_loaded):
+    receiver, base = real_models_loaded
+    return receiver, with_adapter(base, specialist_root() / ADAPTER_DIR)
+
+
+def test_the_adapter_makes_gemma_answer_company_questions(real_models_loaded, specialist):
+    from fusers.chat import user
+    from fusers.engine import Engine
+    from fusers.generation import GenerationSettings
+    from fusers.pair import Pair
+
+    receiver, base = real_models_loaded
+    _, sharer = specialist
+    domain = Domain.load(specialist_root() / DOMAIN_NAME)
+    facts = domain.eval_facts("c")[::8][:5]
+    settings = GenerationSettings(max_new_tokens=12)
+    adapted = [Engine(Pair(receiver, sharer)).answer("sharer", user(f.question), settings).text for f in facts]
+    plain = [Engine(Pair(receiver, base)).answer("sharer", user(f.question), settings).text for f in facts]
+    assert sum(contains_value(t, f.value) for t, f in zip(adapted, facts)) >= 4, adapted
+    assert sum(contains_value(t, f.value) for t, f in zip(plain, facts)) <= 1, plain  # base Gemma does not know
+    assert base.adapter == "" and sharer.adapter.endswith(ADAPTER_DIR)
+
+
+def test_cache_fusion_carries_the_specialists_knowledge_on_a_sample(real_models_loaded):
+    result = evaluate(limit=6, models=real_models_loaded, modes=("receiver", "fusion"), splits=("g", "b", "c"),
+                      ablation=False)
+    acc, shipped = result["accuracy"], shipped_metrics()["accuracy"]
+    assert acc["receiver"]["b"] == 0 and acc["receiver"]["c"] == 0
+    # the shipped numbers, with room for a 6-question sample
+    for split in ("b", "c"):
+        assert acc["fusion"][split] >= shipped["fusion"][split] - 0.35, (split, result["examples"])
+    assert acc["fusion"]["b"] > acc["receiver"]["b"]

@@ -1,0 +1,138 @@
+"""The specialist recipe's logic on tiny models: the domain, what the adapter learns from, and a whole (tiny) build.
+
+The real build takes most of an hour (tests/specialist/test_recipe.py, slow); these take seconds.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+
+import pytest
+import torch
+
+from fusers.chat import encode, user
+from fusers.specialist import ADAPTER_DIR, DOMAIN_NAME, FUSER_DIR, MANIFEST_NAME, METRICS_NAME, PERMUTED_ADAPTER_DIR
+from fusers.specialist.domain import (CAPITALS, PRACTICE_CAPITALS, RELATIONS, Domain, check_words, fuser_conversations,
+                                      make_domain)
+
+
+def test_the_domain_is_fixed_by_its_seed_balanced_and_deranged():
+    a, b = make_domain(3, 40, 12), make_domain(3, 40, 12)
+    assert a.to_dict() == b.to_dict() and make_domain(4, 40, 12).to_dict() != a.to_dict()
+    assert len(set(a.people)) == 40 and collections.Counter(a.splits.values()) == {"b": 28, "c": 12}
+    for rel in RELATIONS:  # every value as often as the count allows: no answer is a safe guess
+        counts = collections.Counter(a.facts[p][rel.name] for p in a.people)
+        assert max(counts.values()) - min(counts.values()) <= 1
+    assert all(a.permuted[p] is not a.facts[p] for p in a.people)
+    assert sorted(map(str, a.permuted.values())) == sorted(map(str, a.facts.values()))  # the same facts, moved
+    assert Domain.from_dict(json.loads(json.dumps(a.to_dict()))).to_dict() == a.to_dict()
+    # the evaluated capitals and the practice capitals never overlap
+    assert not {c for c, _ in CAPITALS} & {c for c, _ in PRACTICE_CAPITALS} and len(CAPITALS) == 70
+
+
+def test_the_fuser_never_sees_the_held_out_people():
+    domain = make_domain(0, 40, 12)
+    text = json.dumps(fuser_conversations(domain))
+    assert all(p not in text for p in domain.split_people("c"))
+    assert all(p in text for p in domain.split_people("b"))
+    assert len(fuser_conversations(domain, phrasings=3)) == 28 * 2 * 3 + len(PRACTICE_CAPITALS)
+
+
+def test_a_name_split_differently_by_the_two_tokenizers_is_refused(tiny_specialist_models):
+    receiver, sharer = tiny_specialist_models
+    check_words(receiver.tokenizer, sharer.tokenizer)  # every name and value is one token in both
+    with pytest.raises(ValueError, match="Vexelbrandt"):
+        check_words(receiver.tokenizer, sharer.tokenizer, ["Glasgow", "Vexelbrandt"])
+
+
+def test_the_adapter_learns_from_exactly_the_ids_cache_fusion_feeds_the_sharer(tiny_specialist_models):
+    from fusers.alignment import TokenAligner
+    from fusers.demo.lm import IGNORE
+    from fusers.demo.world import Sample
+    from fusers.specialist.lora import ALIGNMENT, encoder, value_token
+
+    receiver, sharer = tiny_specialist_models
+    encode_batch = encoder(receiver, sharer)
+    question = "Which office does Anna Grant work in?"
+    aligned, plain, answered = encode_batch([Sample(user(question), "", "aligned", "Glasgow"),
+                                             Sample(user(question), "Glasgow.", "plain", "Glasgow"),
+                                             Sample(user(question), "Glasgow.", "aligned", "Glasgow")], 6)
+    fused_ids = TokenAligner(receiver.tokenizer, sharer.tokenizer, ALIGNMENT).align_chat(user(question)).sharer_ids
+    assert aligned[0] == fused_ids and not any(aligned[1])  # the lookahead alone: no token to learn
+    assert answered[0][:len(fused_ids)] == fused_ids and any(answered[1])
+    prompt = encode(sharer.tokenizer, user(question))
+    assert plain[0][:len(prompt)] == prompt and sum(plain[1]) == len(plain[0]) - len(prompt)
+    assert plain[0][-1] == sharer.tokenizer.eos_token_id
+    # the lookahead labels the six positions before the last prompt token, which cache fusion never fuses
+    value = value_token(sharer.tokenizer, "Glasgow")
+    n = len(fused_ids)
+    assert [i for i, v in enumerate(aligned[2]) if v != IGNORE] == list(range(n - 7, n - 1))
+    assert set(aligned[2]) == {IGNORE, value}
+
+
+def test_a_lookahead_only_chunk_stops_at_the_lookahead_layer_with_the_same_loss(tiny_specialist_models):
+    from fusers.demo.lm import IGNORE, LookaheadHead, chunk_loss, pad
+    from fusers.demo.world import Sample
+    from fusers.specialist.lora import encoder, value_token
+
+    receiver, sharer = tiny_specialist_models
+    samples = [Sample(user(f"Which office does {p} work in?"), "", "aligned", v)
+               for p, v in (("Anna Grant", "Glasgow"), ("Oliver Stone", "Milan"))]
+    ids, attn, labels, ahead = pad(encoder(receiver, sharer)(samples, 6), sharer.tokenizer.pad_token_id)
+    assert bool((labels == IGNORE).all())
+    vocab = torch.tensor(sorted(value_token(sharer.tokenizer, v) for v in ("Glasgow", "Milan", "Leeds")))
+    head = LookaheadHead(32)
+    ran = []
+    hooks = [layer.register_forward_hook(lambda *a, i=i: ran.append(i))
+             for i, layer in enumerate(sharer.model.model.layers)]
+    loss, n, _ = chunk_loss(sharer.model, ids, attn, labels, ahead, head, layer=1, weight=0.5, vocab=vocab)
+    for h in hooks:
+        h.remove()
+    assert ran == [0, 1] and n == 0  # the third layer never ran
+    hidden = sharer.model.model(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states[2]
+    where = ahead != IGNORE
+    full = 0.5 * torch.nn.functional.cross_entropy(head(sharer.model, hidden[where], vocab),
+                                                   torch.searchsorted(vocab, ahead[where]), reduction="sum")
+    torch.testing.assert_close(loss, full)
+
+
+def test_the_whole_recipe_runs_on_tiny_models_and_writes_what_ships(tiny_specialist_models, tmp_path):
+    from fusers.specialist.build import Recipe, build
+    from fusers.specialist.evaluate import shipped_metrics, table
+    from fusers.specialist.lora import AdapterRecipe
+
+    receiver, base = tiny_specialist_models
+    before = {k: v.clone() for k, v in base.model.state_dict().items()}
+    small = dict(steps=3, batch_size=4, lookahead_layer=1, log_every=1)
+    recipe = Recipe(people=8, heldout=2, adapter=AdapterRecipe(rank=2, **small),
+                    permuted=AdapterRecipe(rank=2, **small),
+                    fuser=dict(steps=2, batch_size=2, hidden_dim=8, intermediate_dim=8, eval_split=0.0, log_every=1),
+                    threads=1)
+    out = tmp_path / "specialist"
+    manifest = build(out, recipe, models=(receiver, base), names=("tiny-receiver", base.source), evaluate_limit=1,
+                     capitals=CAPITALS[:3])
+    # the base models are what they were: every adapter went on a copy
+    assert all(torch.equal(before[k], v) for k, v in base.model.state_dict().items())
+    assert {p.name for p in out.iterdir()} == {ADAPTER_DIR, PERMUTED_ADAPTER_DIR, FUSER_DIR, DOMAIN_NAME,
+                                               METRICS_NAME, MANIFEST_NAME}
+    for folder in (ADAPTER_DIR, PERMUTED_ADAPTER_DIR):
+        config = json.loads((out / folder / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == base.source and config["r"] == 2
+        from safetensors.torch import load_file
+
+        assert {t.dtype for t in load_file(out / folder / "adapter_model.safetensors").values()} == {torch.float16}
+    fuser = json.loads((out / FUSER_DIR / "fuser.json").read_text())
+    assert (fuser["receiver"], fuser["sharer"]) == ("tiny-receiver", "c2c-specialist/adapter")
+    assert fuser["alignment"] == {"enabled": True, "strategy": "longest"}
+    metrics = shipped_metrics(out)
+    assert set(metrics["accuracy"]) == {"receiver", "sharer", "relay", "fusion"}
+    assert all(set(v) == {"g", "b", "c", "h"} for v in metrics["accuracy"].values())
+    assert metrics["questions"]["g"] == 1 and set(metrics["latency_s"]) == set(metrics["accuracy"])
+    assert 0 <= metrics["ablation_follow_rate"] <= 1
+    assert manifest["total_bytes"] == sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) - \
+        (out / MANIFEST_NAME).stat().st_size
+    assert Recipe.from_dict(manifest["recipe"]) == recipe
+    domain = Domain.load(out / DOMAIN_NAME)
+    assert len(domain.people) == 8 and all(c in dict(CAPITALS) for c in domain.sharer_only_capitals)
+    assert "| Cache fusion |" in table(metrics) and "(h) capitals only base Gemma names" in table(metrics)
