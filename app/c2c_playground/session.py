@@ -87,9 +87,11 @@ def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel
         pair.close(collect=False)
         raise Cancelled("Loading was cancelled.")
     from fusers.demo import example_questions
+    from fusers.specialist import example_questions as specialist_examples
 
-    return pair, Loaded(pair.describe(), pair.receiver.name, pair.sharer.name, pair.fuser is not None,
-                        example_questions(pair.receiver.source))  # the request may leave it to the fuser
+    # the request may leave the models to the fuser: the loaded pair says which they are
+    examples = example_questions(pair.receiver.source) or specialist_examples(pair.sharer.adapter)
+    return pair, Loaded(pair.describe(), pair.receiver.name, pair.sharer.name, pair.fuser is not None, examples)
 
 
 def _unload(pair: "Pair") -> None:

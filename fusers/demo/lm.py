@@ -221,18 +221,19 @@ def pretrain(
     progress: Callable[[dict[str, Any]], None] | None = None,
     encode: Callable[[Sequence[Sample], int], list[Encoded]] | None = None,
     lookahead_vocab: Sequence[int] | None = None,
+    head: LookaheadHead | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` in place on ``cfg.steps`` batches from ``samples``; returns the logged history.
 
     ``encode(samples, lookahead_positions)`` turns samples into ids (default: the demo's ChatML,
-    :func:`encode_samples`); ``lookahead_vocab`` limits the lookahead to those token ids (the values)."""
+    :func:`encode_samples`); ``lookahead_vocab`` limits the lookahead to those token ids (the values);
+    ``head`` is the lookahead head to use (default: a new one), trained unless its parameters are frozen."""
     if encode is None:
         def encode(batch: Sequence[Sample], positions: int) -> list[Encoded]:
             return encode_samples(tokenizer, batch, positions)
     vocab = None if lookahead_vocab is None else torch.tensor(sorted(set(lookahead_vocab)))
     torch.manual_seed(cfg.seed)
     model.train()
-    head = None
     if cfg.trainable is not None:
         pattern = re.compile(cfg.trainable)
         for name, p in model.named_parameters():
@@ -240,9 +241,11 @@ def pretrain(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"no parameter name matches trainable={cfg.trainable!r}")
-    if cfg.lookahead_layer is not None:
-        head = LookaheadHead(model.config.get_text_config().hidden_size)
-        params += list(head.parameters())
+    if cfg.lookahead_layer is None:
+        head = None
+    else:
+        head = head or LookaheadHead(model.config.get_text_config().hidden_size)
+        params += [p for p in head.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     plain = [p for p in params if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},

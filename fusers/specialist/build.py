@@ -53,7 +53,9 @@ class Recipe:
     people: int = 80
     heldout: int = 24
     adapter: AdapterRecipe = field(default_factory=AdapterRecipe)
-    permuted: AdapterRecipe = field(default_factory=AdapterRecipe)
+    permuted: AdapterRecipe = field(default_factory=lambda: AdapterRecipe(
+        steps=120, from_specialist=True, trainable=r"layers\.[0-6]\.mlp\.",
+        mixture=dict(aligned=0.5, plain_lookahead=0.5)))
     fuser: dict[str, Any] = field(default_factory=lambda: dict(
         steps=300, batch_size=4, lr=1e-3, warmup_steps=10, hidden_dim=128, intermediate_dim=128, dropout=0.1,
         gate_init=3.0, eval_split=0.0, max_length=128, log_every=25))
@@ -167,11 +169,15 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
             log(f"{stage} step {record['step']}/{record['steps']} loss {record['loss']:.3f} "
                 f"token accuracy {record['token_accuracy']:.3f} ({record['tokens_per_s']:.0f} tokens/s)")
 
-        model, histories[stage] = train_adapter(receiver, trainee, domain, settings, seed, permuted=permuted,
-                                                progress=progress)
-        save_adapter(model, staging / folder, names[1])
-        del model, trainee
+        trained = train_adapter(receiver, trainee, domain, settings, seed, permuted=permuted, progress=progress,
+                                init=specialist if settings.from_specialist else None)
+        histories[stage] = trained.history
+        save_adapter(trained.model, staging / folder, names[1])
+        if not permuted:
+            specialist = trained  # the ablation's adapter may start from it
+        del trained, trainee
         lap(stage, t)
+    del specialist
 
     t = time.perf_counter()
     specialist = with_adapter(base, staging / ADAPTER_DIR)  # the stored (float16) adapter: what ships

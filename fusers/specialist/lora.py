@@ -16,7 +16,9 @@ The training loop is the demo's (:func:`fusers.demo.lm.pretrain`), run on the ad
 
 from __future__ import annotations
 
+import copy
 import random
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -30,10 +32,11 @@ if TYPE_CHECKING:
     from ..pair import LoadedModel
 
 ALIGNMENT = "longest"  # the strategy c2c train picks for tokenizers that differ; the fuser records it
-# plain: a question in the sharer's own prompt, answered with the value; aligned: the question as cache fusion
-# feeds it, learning only the lookahead (so the layers above the lookahead's do not run); aligned_answer: the
-# same, answered too; hint: text relay's one-sentence hint; general: practice capitals in both forms.
-KINDS = ("plain", "aligned", "aligned_answer", "hint", "general")
+# What the adapter learns from, by kind: "plain", a question in the sharer's own prompt answered with the value;
+# "aligned", the question as cache fusion feeds it, learning the lookahead alone (so the layers above the
+# lookahead's do not run); "aligned_answer", the same answered too; "plain_lookahead", the sharer's own prompt
+# learning the lookahead alone; "hint", text relay's one-sentence hint; "general", practice capitals in both forms.
+KINDS = ("plain", "aligned", "aligned_answer", "plain_lookahead", "hint", "general")
 
 
 @dataclass
@@ -51,6 +54,10 @@ class AdapterRecipe:
     lookahead_weight: float = 0.5
     lookahead_positions: int = 6
     mixture: dict[str, float] = field(default_factory=lambda: dict(plain=0.45, aligned=0.35, hint=0.1, general=0.1))
+    # The ablation's adapter starts from the specialist's, with its lookahead head frozen, and relearns the facts
+    # in the parameters that match ``trainable`` only: the rest of the code the fuser learned to read stays.
+    from_specialist: bool = False
+    trainable: str | None = None
     log_every: int = 25
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,11 +85,9 @@ class Curriculum:
         if kind == "hint":
             return Sample(user(RELAY_CONTEXT_PROMPT.format(question=question)), rel.statement.format(p=person, v=value),
                           "plain")
-        if kind == "aligned":
-            return Sample(user(question), "", kind, value)
-        if kind == "aligned_answer":
-            return Sample(user(question), f"{value}.", "aligned", value)
-        return Sample(user(question), f"{value}.", kind, value)
+        form = "plain" if kind.startswith("plain") else "aligned"
+        answered = kind in ("plain", "aligned_answer")
+        return Sample(user(question), f"{value}." if answered else "", form, value)
 
     def stream(self, seed: int) -> Iterator[Sample]:
         rng = random.Random(seed)
@@ -140,32 +145,50 @@ def value_token(tokenizer: Any, value: str) -> int:
     return ids[0]
 
 
+@dataclass
+class Trained:
+    model: Any  # the peft model (its base is the sharer's model, changed in place)
+    head: Any  # the lookahead head, or None
+    history: list[dict[str, Any]]
+
+
 def train_adapter(receiver: "LoadedModel", sharer: "LoadedModel", domain: Domain, recipe: AdapterRecipe, seed: int,
-                  *, permuted: bool = False, init: Path | None = None,
-                  progress: Callable[[dict[str, Any]], None] | None = None) -> tuple[Any, list[dict[str, Any]]]:
+                  *, permuted: bool = False, init: Trained | None = None,
+                  progress: Callable[[dict[str, Any]], None] | None = None) -> Trained:
     """A LoRA adapter on ``sharer.model`` (changed in place: the adapter's layers are injected) trained on the
-    domain; returns (the peft model, the training history). ``init`` starts from a saved adapter."""
+    domain (or the permuted domain). ``init``: start from that adapter's weights, with its lookahead head frozen."""
     import peft
     import torch
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
-    from ..demo.lm import LMConfig, pretrain
+    from ..demo.lm import LMConfig, LookaheadHead, pretrain
 
     torch.manual_seed(seed)
+    head = None
     if init is not None:
-        model = peft.PeftModel.from_pretrained(sharer.model, str(init), is_trainable=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            model = peft.get_peft_model(sharer.model, copy.deepcopy(init.model.peft_config["default"]))
+        set_peft_model_state_dict(model, get_peft_model_state_dict(init.model))
+        if init.head is not None:
+            head = copy.deepcopy(init.head).requires_grad_(False)
     else:
         config = peft.LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, target_modules=list(recipe.targets),
                                  lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
-        model = peft.get_peft_model(sharer.model, config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # peft asks transformers a deprecated question
+            model = peft.get_peft_model(sharer.model, config)
     cfg = LMConfig(steps=recipe.steps, batch_size=recipe.batch_size, lr=recipe.lr, warmup_steps=recipe.warmup_steps,
                    seed=seed, log_every=recipe.log_every, lookahead_layer=recipe.lookahead_layer,
                    lookahead_weight=recipe.lookahead_weight, lookahead_positions=recipe.lookahead_positions,
-                   tokens_per_chunk=4096)
+                   tokens_per_chunk=4096, trainable=None if recipe.trainable is None else rf"{recipe.trainable}.*lora_")
+    if head is None and recipe.lookahead_layer is not None:
+        head = LookaheadHead(sharer.model.config.get_text_config().hidden_size)
     values = sorted({value_token(sharer.tokenizer, v) for r in RELATIONS for v in r.values})
     curriculum = Curriculum(domain, recipe.mixture, permuted)
     history = pretrain(model.get_base_model(), sharer.tokenizer, curriculum.stream(seed), cfg, progress=progress,
-                       encode=encoder(receiver, sharer), lookahead_vocab=values)
-    return model, history
+                       encode=encoder(receiver, sharer), lookahead_vocab=values, head=head)
+    return Trained(model, head, history)
 
 
 def save_adapter(model: Any, path: Path, base_name: str) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,9 @@ def make_adapter(base: Path, out: Path, targets=("q_proj", "v_proj", "down_proj"
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base)
-    wrapped = peft.get_peft_model(model, peft.LoraConfig(r=rank, lora_alpha=8, target_modules=list(targets)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # peft asks transformers a deprecated question
+        wrapped = peft.get_peft_model(model, peft.LoraConfig(r=rank, lora_alpha=8, target_modules=list(targets)))
     torch.manual_seed(seed)
     with torch.no_grad():
         for name, param in wrapped.named_parameters():
@@ -166,7 +169,6 @@ def test_on_a_quantized_base_the_adapter_stays_beside_the_quantized_weights(base
 
 def test_the_cli_puts_an_adapter_on_the_sharer_and_training_records_it(tiny_dirs, tmp_path, capsys):
     from fusers.cli import main
-    from fusers.train import TrainConfig, train
 
     adapter = make_adapter(tiny_dirs.sharer, tmp_path / "sharer-adapter", targets=("q_proj", "k_proj", "v_proj"))
     args = ["compare", "--receiver", str(tiny_dirs.receiver), "--sharer", str(tiny_dirs.sharer), "--prompt", "Hello",
@@ -177,12 +179,14 @@ def test_the_cli_puts_an_adapter_on_the_sharer_and_training_records_it(tiny_dirs
     adapted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert adapted["token_ids"] != alone["token_ids"]
 
-    receiver = load_model(ModelSpec(str(tiny_dirs.receiver), "cpu"), "receiver")
-    sharer = load_model(ModelSpec(str(tiny_dirs.sharer), "cpu", adapter=str(adapter)), "sharer")
-    data = [{"messages": [{"role": "user", "content": f"Hello {i}"}, {"role": "assistant", "content": "Hi."}]}
-            for i in range(4)]
-    train(receiver, sharer, data, TrainConfig(steps=1, batch_size=2, hidden_dim=16, intermediate_dim=16,
-                                              eval_split=0.0), tmp_path / "fuser")
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Hello {i}"},
+                                                     {"role": "assistant", "content": "Hi."}]}) + "\n" for i in range(4)))
+    assert main(["train", "--receiver", str(tiny_dirs.receiver), "--sharer", str(tiny_dirs.sharer), "--sharer-adapter",
+                 str(adapter), "--data", str(data), "--out", str(tmp_path / "fuser"), "--steps", "1", "--batch-size",
+                 "2", "--hidden-dim", "16", "--intermediate-dim", "16", "--eval-split", "0", "--device", "cpu",
+                 "--json"]) == 0
+    capsys.readouterr()
     recorded = json.loads((tmp_path / "fuser" / "fuser.json").read_text())
     # the fuser names the adapter folder, which names its base: --fuser alone loads the whole pair again
     assert Path(recorded["sharer"]).resolve() == adapter.resolve()

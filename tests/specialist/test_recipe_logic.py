@@ -106,7 +106,8 @@ def test_the_whole_recipe_runs_on_tiny_models_and_writes_what_ships(tiny_special
     before = {k: v.clone() for k, v in base.model.state_dict().items()}
     small = dict(steps=3, batch_size=4, lookahead_layer=1, log_every=1)
     recipe = Recipe(people=8, heldout=2, adapter=AdapterRecipe(rank=2, **small),
-                    permuted=AdapterRecipe(rank=2, **small),
+                    permuted=AdapterRecipe(rank=2, from_specialist=True, trainable=r"layers\.0\.mlp\.",
+                                           mixture=dict(aligned=0.5, plain_lookahead=0.5), **small),
                     fuser=dict(steps=2, batch_size=2, hidden_dim=8, intermediate_dim=8, eval_split=0.0, log_every=1),
                     threads=1)
     out = tmp_path / "specialist"
@@ -122,6 +123,10 @@ def test_the_whole_recipe_runs_on_tiny_models_and_writes_what_ships(tiny_special
         from safetensors.torch import load_file
 
         assert {t.dtype for t in load_file(out / folder / "adapter_model.safetensors").values()} == {torch.float16}
+    # the ablation's adapter relearned the permuted facts in the first layer's MLP only: the rest is the specialist's
+    first, second = (load_file(out / folder / "adapter_model.safetensors") for folder in (ADAPTER_DIR, PERMUTED_ADAPTER_DIR))
+    changed = sorted(k for k in first if not torch.equal(first[k], second[k]))
+    assert changed and all(".layers.0.mlp." in k for k in changed), changed
     fuser = json.loads((out / FUSER_DIR / "fuser.json").read_text())
     assert (fuser["receiver"], fuser["sharer"]) == ("tiny-receiver", "c2c-specialist/adapter")
     assert fuser["alignment"] == {"enabled": True, "strategy": "longest"}
