@@ -41,7 +41,9 @@ def unmerged_logits(base: Path, adapter: Path) -> torch.Tensor:
     import peft
     from transformers import AutoModelForCausalLM
 
-    model = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter)).eval()
     with torch.no_grad():
         return model(input_ids=IDS).logits
 
