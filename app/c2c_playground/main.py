@@ -30,10 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "QT_QPA_PLATFORM=offscreen).",
     )
     pair = p.add_argument_group("pair")
-    pair.add_argument("--pair", help="a preset: 'demo', 'real' (the two real models, once installed), a published "
+    pair.add_argument("--pair", help="a preset: 'demo', 'real' (the two real models, once installed), 'specialist' "
+                      "(the real models with the Corvane specialist adapter and its fuser), a published "
                       "pair name (once downloaded), or a fuser folder")
     pair.add_argument("--receiver", help="receiver: Hub id, local folder or .gguf file (default: the pair's or the fuser's)")
     pair.add_argument("--sharer", help="sharer: Hub id, local folder or .gguf file (default: the pair's or the fuser's)")
+    pair.add_argument("--receiver-adapter", help="a LoRA adapter folder to put on the receiver")
+    pair.add_argument("--sharer-adapter", help="a LoRA adapter folder to put on the sharer")
     pair.add_argument("--fuser", help="fuser folder or downloaded pair name")
     pair.add_argument("--device", help="device for both models: auto, cpu, cuda, cuda:N or mps")
     pair.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), help="dtype of both models")
@@ -179,24 +182,27 @@ async def start(window: Any, args: argparse.Namespace) -> int:
         _report_on_stderr(window)
 
     panel = window.pair_panel
-    explicit = any((args.pair, args.receiver, args.sharer, args.fuser))
+    explicit = any((args.pair, args.receiver, args.sharer, args.fuser, args.receiver_adapter, args.sharer_adapter))
     if args.pair:
         if panel.choose_preset(args.pair) is None:
             # not a preset: a fuser folder or a downloaded pair's name, its models named by the fuser
             panel.preset.setCurrentIndex(0)
-            panel.receiver.source.clear()
-            panel.sharer.source.clear()
+            for row in (panel.receiver, panel.sharer):
+                row.source.clear()
+                row.adapter.clear()
             panel.fuser.setText(args.pair)
     elif explicit:
         panel.preset.setCurrentIndex(0)
-        panel.receiver.source.clear()
-        panel.sharer.source.clear()
+        for row in (panel.receiver, panel.sharer):
+            row.source.clear()
+            row.adapter.clear()
         panel.fuser.clear()
     elif any(p.name == DEMO_NAME for p in presets) and window.settings.pair_form().get("preset") in (None, DEMO_NAME):
         # the demo pair is the default (unless the user set up another pair), and small enough to load at once
         panel.choose_preset(DEMO_NAME)
         explicit = True
     for value, field in ((args.receiver, panel.receiver.source), (args.sharer, panel.sharer.source),
+                         (args.receiver_adapter, panel.receiver.adapter), (args.sharer_adapter, panel.sharer.adapter),
                          (args.fuser, panel.fuser)):
         if value:
             field.setText(value)
