@@ -141,3 +141,14 @@ def test_the_whole_recipe_runs_on_tiny_models_and_writes_what_ships(tiny_special
     domain = Domain.load(out / DOMAIN_NAME)
     assert len(domain.people) == 8 and all(c in dict(CAPITALS) for c in domain.sharer_only_capitals)
     assert "| Cache fusion |" in table(metrics) and "(h) capitals only base Gemma names" in table(metrics)
+
+
+def test_specialist_eval_refuses_bad_options_before_loading_anything(capsys, tmp_path):
+    from fusers.cli import main
+
+    assert main(["specialist", "eval", "--limit", "0"]) == 2
+    assert "--limit" in capsys.readouterr().err
+    assert main(["specialist", "eval", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "incomplete" in err and "fusers.specialist.build" in err
+
