@@ -157,11 +157,25 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     domain.save(staging / DOMAIN_NAME)
     lap("domain", t)
 
+    head = None  # the specialist's lookahead head: the ablation's adapter reads its answers through it
     for stage, folder, settings, permuted, seed in (
         ("adapter", ADAPTER_DIR, recipe.adapter, False, recipe.seed + 1),
         ("adapter_permuted", PERMUTED_ADAPTER_DIR, recipe.permuted, True, recipe.seed + 2),
     ):
         t = time.perf_counter()
+        # a --work folder keeps each adapter with the settings that made it: a rerun that changes only later
+        # stages (the fuser) reuses them
+        key = json.dumps({"seed": recipe.seed, "people": recipe.people, "heldout": recipe.heldout, "base": names[1],
+                          "adapter": asdict(recipe.adapter), stage: asdict(settings)}, sort_keys=True)
+        kept = work / "stages" / stage
+        if (kept / "key.json").is_file() and (kept / "key.json").read_text() == key:
+            log(f"reusing the {stage.replace('_', ' ')} in {kept}")
+            shutil.copytree(kept / folder, staging / folder)
+            histories[stage] = json.loads((kept / "history.json").read_text())
+            if not permuted:
+                head = load_head(kept, base)
+            lap(stage, t)
+            continue
         trainee = dataclasses.replace(base, model=copy.deepcopy(base.model))  # the base stays as it is
         log(f"training the {stage.replace('_', ' ')}: {settings.steps} steps of {settings.batch_size}")
 
@@ -169,15 +183,22 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
             log(f"{stage} step {record['step']}/{record['steps']} loss {record['loss']:.3f} "
                 f"token accuracy {record['token_accuracy']:.3f} ({record['tokens_per_s']:.0f} tokens/s)")
 
+        # the ablation's adapter starts from the stored specialist (float16), as a rerun that reuses it does
         trained = train_adapter(receiver, trainee, domain, settings, seed, permuted=permuted, progress=progress,
-                                init=specialist if settings.from_specialist else None)
+                                init=(staging / ADAPTER_DIR, head) if settings.from_specialist else None)
         histories[stage] = trained.history
         save_adapter(trained.model, staging / folder, names[1])
         if not permuted:
-            specialist = trained  # the ablation's adapter may start from it
+            head = trained.head
+        if kept.exists():
+            shutil.rmtree(kept)
+        shutil.copytree(staging / folder, kept / folder)
+        (kept / "history.json").write_text(json.dumps(trained.history))
+        if trained.head is not None and not permuted:
+            save_head(trained.head, kept)
+        (kept / "key.json").write_text(key)
         del trained, trainee
         lap(stage, t)
-    del specialist
 
     t = time.perf_counter()
     specialist = with_adapter(base, staging / ADAPTER_DIR)  # the stored (float16) adapter: what ships
@@ -227,6 +248,26 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     log(f"wrote {out} ({manifest['total_bytes'] / 2**20:.1f} MiB) in {timings['total'] / 60:.1f} min")
     print(table(metrics))
     return manifest
+
+
+def save_head(head: Any, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(folder / "lookahead_head.safetensors"))
+
+
+def load_head(folder: Path, base: "LoadedModel") -> Any:
+    """The specialist's lookahead head a --work folder kept (None when it trained without one)."""
+    from safetensors.torch import load_file
+
+    from ..demo.lm import LookaheadHead
+
+    path = folder / "lookahead_head.safetensors"
+    if not path.is_file():
+        return None
+    head = LookaheadHead(base.model.config.get_text_config().hidden_size)
+    head.load_state_dict(load_file(str(path)), strict=True)
+    return head
 
 
 def _version(package: str) -> str:

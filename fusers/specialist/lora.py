@@ -153,25 +153,25 @@ class Trained:
 
 
 def train_adapter(receiver: "LoadedModel", sharer: "LoadedModel", domain: Domain, recipe: AdapterRecipe, seed: int,
-                  *, permuted: bool = False, init: Trained | None = None,
+                  *, permuted: bool = False, init: tuple[Path, Any] | None = None,
                   progress: Callable[[dict[str, Any]], None] | None = None) -> Trained:
     """A LoRA adapter on ``sharer.model`` (changed in place: the adapter's layers are injected) trained on the
-    domain (or the permuted domain). ``init``: start from that adapter's weights, with its lookahead head frozen."""
+    domain (or the permuted domain). ``init``: (a stored adapter folder, its lookahead head): start from that
+    adapter, with the head frozen."""
     import peft
     import torch
-    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
     from ..demo.lm import LMConfig, LookaheadHead, pretrain
 
     torch.manual_seed(seed)
     head = None
     if init is not None:
+        folder, init_head = init
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            model = peft.get_peft_model(sharer.model, copy.deepcopy(init.model.peft_config["default"]))
-        set_peft_model_state_dict(model, get_peft_model_state_dict(init.model))
-        if init.head is not None:
-            head = copy.deepcopy(init.head).requires_grad_(False)
+            model = peft.PeftModel.from_pretrained(sharer.model, str(folder), is_trainable=True)
+        if init_head is not None:
+            head = copy.deepcopy(init_head).requires_grad_(False)
     else:
         config = peft.LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, target_modules=list(recipe.targets),
                                  lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")

@@ -112,7 +112,7 @@ def test_the_whole_recipe_runs_on_tiny_models_and_writes_what_ships(tiny_special
                     threads=1)
     out = tmp_path / "specialist"
     manifest = build(out, recipe, models=(receiver, base), names=("tiny-receiver", base.source), evaluate_limit=1,
-                     capitals=CAPITALS[:3])
+                     capitals=CAPITALS[:3], work=tmp_path / "work")
     # the base models are what they were: every adapter went on a copy
     assert all(torch.equal(before[k], v) for k, v in base.model.state_dict().items())
     assert {p.name for p in out.iterdir()} == {ADAPTER_DIR, PERMUTED_ADAPTER_DIR, FUSER_DIR, DOMAIN_NAME,
@@ -152,3 +152,27 @@ def test_specialist_eval_refuses_bad_options_before_loading_anything(capsys, tmp
     err = capsys.readouterr().err
     assert "incomplete" in err and "fusers.specialist.build" in err
 
+
+
+def test_a_rebuild_in_the_same_work_folder_reuses_the_adapters_when_only_the_fuser_changes(
+        tiny_specialist_models, tmp_path, capsys):
+    from fusers.specialist.build import Recipe, build
+    from fusers.specialist.lora import AdapterRecipe
+
+    receiver, base = tiny_specialist_models
+    small = dict(steps=2, batch_size=2, lookahead_layer=1, log_every=1, rank=2)
+    recipe = Recipe(people=6, heldout=2, adapter=AdapterRecipe(**small),
+                    permuted=AdapterRecipe(from_specialist=True, mixture=dict(aligned=1.0), **small),
+                    fuser=dict(steps=1, batch_size=2, hidden_dim=8, intermediate_dim=8, eval_split=0.0), threads=1)
+    common = dict(models=(receiver, base), names=("tiny-receiver", base.source), evaluate_limit=1, capitals=[],
+                  work=tmp_path / "work")
+    build(tmp_path / "first", recipe, **common)
+    first = {p.relative_to(tmp_path / "first"): p.read_bytes() for p in (tmp_path / "first").rglob("*.safetensors")}
+    capsys.readouterr()
+    recipe.fuser["hidden_dim"] = 16
+    build(tmp_path / "second", recipe, **common)
+    assert "reusing the adapter in" in capsys.readouterr().err
+    second = {p.relative_to(tmp_path / "second"): p.read_bytes() for p in (tmp_path / "second").rglob("*.safetensors")}
+    assert first.keys() == second.keys()
+    changed = {str(k) for k in first if first[k] != second[k]}
+    assert changed == {"fuser/fuser.safetensors"}  # both adapters reused, byte for byte
