@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 MANIFEST_FORMAT = "c2c-specialist-manifest"
 SHARER_NAME = "c2c-specialist/adapter"  # what the fuser records as its sharer (the preset gives the folder)
-EVAL_LIMIT = 40  # questions per split in the recipe's evaluation (g has 70, c 48)
+EVAL_LIMIT = 40  # questions of (b) and (c) each in the recipe's evaluation (c has 48); every capital of g and h
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Recipe:
     threads: int = 2
     people: int = 80
     heldout: int = 24
-    adapter: AdapterRecipe = field(default_factory=AdapterRecipe)
+    adapter: AdapterRecipe = field(default_factory=lambda: AdapterRecipe(steps=200))
     permuted: AdapterRecipe = field(default_factory=lambda: AdapterRecipe(
         steps=120, from_specialist=True, trainable=r"layers\.[0-6]\.mlp\.",
         mixture=dict(aligned=0.5, plain_lookahead=0.5)))
@@ -104,13 +104,14 @@ def sharer_only_capitals(receiver: "LoadedModel", sharer: "LoadedModel",
 
 def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedModel"] | None = None,
           names: tuple[str, str] | None = None, work: Path | None = None,
-          evaluate_limit: int | None = EVAL_LIMIT, capitals: Sequence[tuple[str, str]] | None = None
-          ) -> dict[str, Any]:
+          evaluate_limit: int | None = EVAL_LIMIT, limit_general: bool = False,
+          capitals: Sequence[tuple[str, str]] | None = None) -> dict[str, Any]:
     """Run the whole recipe and write the specialist folder ``out``; returns the manifest.
 
     ``models``: the receiver and the base sharer already loaded (float; they are not changed), and ``names``
     what the adapter records as its base and the fuser as its receiver. By default the two real models, named
-    by their bundled file names. ``capitals``: where split h is looked for (default: all of split g).
+    by their bundled file names. ``capitals``: where split h is looked for (default: all of split g);
+    ``limit_general``: the evaluation limit applies to g and h too (by default they are asked in full).
     """
     import tempfile
 
@@ -223,7 +224,7 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
 
     t = time.perf_counter()
     log("evaluating the pair through the engine")
-    metrics = evaluate(staging, limit=evaluate_limit, models=(receiver, base))
+    metrics = evaluate(staging, limit=evaluate_limit, limit_general=limit_general, models=(receiver, base))
     (staging / METRICS_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     lap("evaluation", t)
     timings["total"] = round(time.perf_counter() - began, 1)
@@ -235,7 +236,7 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
         "training": {name: (h[-1] if h else None) for name, h in histories.items()},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "peft": _version("peft")},
-        "load_average": _load_average(), "evaluate_limit": evaluate_limit,
+        "load_average": _load_average(), "evaluate_limit": evaluate_limit, "limit_general": limit_general,
     }
     (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 

@@ -59,12 +59,14 @@ def evaluate(
     modes: tuple[str, ...] = MODES,
     splits: tuple[str, ...] = SPLITS,
     ablation: bool = True,
+    limit_general: bool = True,
     models: tuple["LoadedModel", "LoadedModel"] | None = None,
     progress: Callable[[EvalProgress], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Evaluate the specialist pair in ``root`` (default: the shipped one) on ``limit`` facts per split (default
-    all). ``models``: the receiver and the base sharer already loaded (float), which stay unchanged."""
+    all; ``limit_general=False`` asks every capital of g and h whatever the limit). ``models``: the receiver and
+    the base sharer already loaded (float), which stay unchanged."""
     from ..checkpoint import load_fuser
     from ..engine import Engine
     from ..generation import GenerationSettings
@@ -81,8 +83,8 @@ def evaluate(
     settings = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS, hint_max_new_tokens=HINT_MAX_NEW_TOKENS)
     cancel = cancel or threading.Event()
 
-    # (g) has every capital: a limit samples it like the others
-    questions = {split: sample(domain.eval_facts(split), limit) for split in splits}
+    questions = {split: sample(domain.eval_facts(split), limit if limit_general or split in DOMAIN_SPLITS else None)
+                 for split in splits}
     ablation_facts = sample([f for split in DOMAIN_SPLITS for f in domain.eval_facts(split)
                              if domain.permuted[f.subject][f.relation] != f.value], limit) if ablation else []
     tick = Ticker(sum(len(q) for q in questions.values()) * len(modes) + len(ablation_facts), progress, cancel)

@@ -23,7 +23,8 @@ def test_the_recipe_rebuilds_the_shipped_pair(tmp_path):
     shipped = specialist_root()
     manifest = json.loads((shipped / MANIFEST_NAME).read_text())
     out = tmp_path / "specialist"
-    build(out, Recipe.from_dict(manifest["recipe"]), work=tmp_path / "work", evaluate_limit=manifest["evaluate_limit"])
+    build(out, Recipe.from_dict(manifest["recipe"]), work=tmp_path / "work", evaluate_limit=manifest["evaluate_limit"],
+          limit_general=manifest["limit_general"])
 
     assert json.loads((out / DOMAIN_NAME).read_text())["people"] == json.loads((shipped / DOMAIN_NAME).read_text())["people"]
     new, old = (json.loads((d / METRICS_NAME).read_text()) for d in (out, shipped))

@@ -112,7 +112,7 @@ def test_the_whole_recipe_runs_on_tiny_models_and_writes_what_ships(tiny_special
                     threads=1)
     out = tmp_path / "specialist"
     manifest = build(out, recipe, models=(receiver, base), names=("tiny-receiver", base.source), evaluate_limit=1,
-                     capitals=CAPITALS[:3], work=tmp_path / "work")
+                     limit_general=True, capitals=CAPITALS[:3], work=tmp_path / "work")
     # the base models are what they were: every adapter went on a copy
     assert all(torch.equal(before[k], v) for k, v in base.model.state_dict().items())
     assert {p.name for p in out.iterdir()} == {ADAPTER_DIR, PERMUTED_ADAPTER_DIR, FUSER_DIR, DOMAIN_NAME,
@@ -165,7 +165,7 @@ def test_a_rebuild_in_the_same_work_folder_reuses_the_adapters_when_only_the_fus
                     permuted=AdapterRecipe(from_specialist=True, mixture=dict(aligned=1.0), **small),
                     fuser=dict(steps=1, batch_size=2, hidden_dim=8, intermediate_dim=8, eval_split=0.0), threads=1)
     common = dict(models=(receiver, base), names=("tiny-receiver", base.source), evaluate_limit=1, capitals=[],
-                  work=tmp_path / "work")
+                  limit_general=True, work=tmp_path / "work")
     build(tmp_path / "first", recipe, **common)
     first = {p.relative_to(tmp_path / "first"): p.read_bytes() for p in (tmp_path / "first").rglob("*.safetensors")}
     capsys.readouterr()
