@@ -121,7 +121,7 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     from .. import real_models
     from ..checkpoint import load_fuser, save_fuser
     from ..train import TrainConfig, train
-    from .domain import check_words, fuser_conversations, make_domain
+    from .domain import Domain, check_words, fuser_conversations, make_domain
     from .evaluate import evaluate, load_base_models, table, with_adapter
     from .lora import save_adapter, train_adapter
 
@@ -153,7 +153,16 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     t = time.perf_counter()
     domain = make_domain(recipe.seed, recipe.people, recipe.heldout)
     check_words(receiver.tokenizer, base.tokenizer)
-    domain.sharer_only_capitals = sharer_only_capitals(receiver, base, capitals)
+    key = json.dumps({"seed": recipe.seed, "people": recipe.people, "heldout": recipe.heldout, "models": names,
+                      "capitals": capitals}, sort_keys=True)
+    kept = work / "stages" / "domain"
+    if (kept / "key.json").is_file() and (kept / "key.json").read_text() == key:
+        domain = Domain.load(kept / DOMAIN_NAME)  # split h, measured by an earlier run in this --work folder
+    else:
+        domain.sharer_only_capitals = sharer_only_capitals(receiver, base, capitals)
+        kept.mkdir(parents=True, exist_ok=True)
+        domain.save(kept / DOMAIN_NAME)
+        (kept / "key.json").write_text(key)
     log(f"{len(domain.people)} people; capitals only base Gemma names: {', '.join(domain.sharer_only_capitals)}")
     domain.save(staging / DOMAIN_NAME)
     lap("domain", t)
