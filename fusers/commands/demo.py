@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any, Callable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,21 +25,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(the answer names the right value), median latency, and how often cache fusion follows a sharer trained "
         "on a permuted world.",
     )
-    ev.add_argument("--limit", type=int, default=None, help="questions per split (default: all of them)")
-    ev.add_argument("--root", default=None, help="a demo folder built by the recipe (default: the shipped pair)")
-    ev.add_argument("--no-ablation", action="store_true", help="skip the permuted-sharer ablation")
-    ev.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    add_eval_arguments(ev, "a demo folder built by the recipe (default: the shipped pair)",
+                       "skip the permuted-sharer ablation")
     ev.set_defaults(func=run_eval)
 
 
-def run_eval(args: argparse.Namespace) -> int:
+def add_eval_arguments(parser: argparse.ArgumentParser, root_help: str, ablation_help: str) -> None:
+    """The options of an evaluation command (``c2c demo eval``, ``c2c specialist eval``)."""
+    parser.add_argument("--limit", type=int, default=None, help="questions per split (default: all of them)")
+    parser.add_argument("--root", default=None, help=root_help)
+    parser.add_argument("--no-ablation", action="store_true", help=ablation_help)
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
+
+
+def run_evaluation(args: argparse.Namespace, evaluate: Callable[..., dict[str, Any]],
+                   table: Callable[[dict[str, Any]], str], check: Callable[[], Any] | None = None) -> int:
+    """Check the options (and ``check()``, what must exist before minutes of loading), run ``evaluate`` with a
+    progress line every 25 answers, print JSON or the table."""
     from ..errors import PromptError
 
     if args.limit is not None and args.limit < 1:
         raise PromptError(f"--limit must be a positive number of questions per split, got {args.limit}.")
-    from ..demo.evaluate import evaluate, format_table
+    if check is not None:
+        check()
 
-    def progress(p) -> None:
+    def progress(p: Any) -> None:
         if not args.json and (p.done % 25 == 0 or p.done == p.total):
             print(f"[{p.done}/{p.total}] {p.message}", file=sys.stderr, flush=True)
 
@@ -46,5 +57,11 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
-        print(format_table(result))
+        print(table(result))
     return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ..demo.evaluate import evaluate, format_table
+
+    return run_evaluation(args, evaluate, format_table)

@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import (
     FUSER_DIR, MANIFEST_NAME, METRICS_NAME, PERMUTED_SHARER_DIR, RECEIVER_DIR, SHARER_DIR, WORLD_NAME, demo_root,
@@ -125,10 +125,62 @@ def pretrain_model(name: str, model: Any, tokenizer: Any, curriculum: Any, setti
     return pretrain(model, tokenizer, sample_stream(curriculum, seed), cfg, progress=progress)
 
 
+class Workshop:
+    """Where a recipe works: a work folder (temporary unless given) with a fresh staging folder for the files it
+    writes, and the time each stage took."""
+
+    def __init__(self, work: Path | None, prefix: str, say: Callable[[str], None]):
+        import tempfile
+
+        self.began = time.perf_counter()
+        self.say = say
+        self.own = work is None
+        self.work = Path(tempfile.mkdtemp(prefix=prefix)) if work is None else Path(work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.staging = self.work / "out"
+        if self.staging.exists():
+            shutil.rmtree(self.staging)
+        self.staging.mkdir(parents=True)
+        self.timings: dict[str, float] = {}
+
+    def lap(self, stage: str, start: float) -> None:
+        self.timings[stage] = round(time.perf_counter() - start, 1)
+        self.say(f"{stage} took {self.timings[stage]:.0f} s")
+
+    def files(self) -> dict[str, int]:
+        """Every staged file's size, by its path in the folder."""
+        return {str(p.relative_to(self.staging)): p.stat().st_size for p in sorted(self.staging.rglob("*"))
+                if p.is_file()}
+
+    def finish(self, out: Path, manifest: dict[str, Any]) -> None:
+        """Write ``manifest.json``, put the staged folder at ``out`` (replacing it) and drop a temporary work folder."""
+        (self.staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        out = Path(out)
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(self.staging, out)
+        if self.own:
+            shutil.rmtree(self.work, ignore_errors=True)
+        self.say(f"wrote {out} ({manifest['total_bytes'] / 2**20:.1f} MiB) in {self.timings['total'] / 60:.1f} min")
+
+
+def recipe_arguments(prog: str, description: str, out_help: str, eval_limit: int, eval_help: str
+                     ) -> argparse.ArgumentParser:
+    """The options every recipe takes. Also sets OpenMP's passive wait: on a shared machine, threads that spin
+    while waiting for a busy core make training several times slower; waiting passively changes the speed only,
+    not the results. (Read when torch loads.)"""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--out", default=None, help=out_help)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (results depend on it; default 2)")
+    parser.add_argument("--work", default=None, help="keep intermediate files here (default: a temporary folder)")
+    parser.add_argument("--eval-limit", type=int, default=eval_limit, help=eval_help)
+    return parser
+
+
 def build(out: Path, recipe: Recipe, work: Path | None = None, evaluate_limit: int | None = None) -> dict[str, Any]:
     """Run the whole recipe and write the demo folder ``out``; returns the manifest."""
-    import tempfile
-
     import tokenizers
     import torch
     import transformers
@@ -140,20 +192,9 @@ def build(out: Path, recipe: Recipe, work: Path | None = None, evaluate_limit: i
     from .world import Curriculum, fuser_conversations, make_world
 
     torch.set_num_threads(recipe.threads)
-    began = time.perf_counter()
-    timings: dict[str, float] = {}
+    shop = Workshop(work, "c2c-demo-build-", log)
+    work, staging, timings, lap = shop.work, shop.staging, shop.timings, shop.lap
     histories: dict[str, Any] = {}
-    own_work = work is None
-    work = Path(tempfile.mkdtemp(prefix="c2c-demo-build-")) if work is None else Path(work)
-    work.mkdir(parents=True, exist_ok=True)
-    staging = work / "out"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-
-    def lap(stage: str, start: float) -> None:
-        timings[stage] = round(time.perf_counter() - start, 1)
-        log(f"{stage} took {timings[stage]:.0f} s")
 
     t = time.perf_counter()
     world = make_world(recipe.seed, recipe.countries, recipe.heldout)
@@ -212,9 +253,9 @@ def build(out: Path, recipe: Recipe, work: Path | None = None, evaluate_limit: i
     metrics = evaluate(staging, limit=evaluate_limit)
     (staging / METRICS_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     lap("evaluation", t)
-    timings["total"] = round(time.perf_counter() - began, 1)
+    timings["total"] = round(time.perf_counter() - shop.began, 1)
 
-    files = {str(p.relative_to(staging)): p.stat().st_size for p in sorted(staging.rglob("*")) if p.is_file()}
+    files = shop.files()
     manifest = {
         "format": MANIFEST_FORMAT, "format_version": 1, "recipe": recipe.to_dict(),
         "mixtures": {"receiver": RECEIVER_MIX, "sharer": SHARER_MIX},
@@ -224,32 +265,17 @@ def build(out: Path, recipe: Recipe, work: Path | None = None, evaluate_limit: i
                      "transformers": transformers.__version__, "tokenizers": tokenizers.__version__},
         "evaluate_limit": evaluate_limit,
     }
-    (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(staging, out)
-    if own_work:
-        shutil.rmtree(work, ignore_errors=True)
-    log(f"wrote {out} ({manifest['total_bytes'] / 2**20:.1f} MiB) in {timings['total'] / 60:.1f} min")
+    shop.finish(out, manifest)
     print(format_table(metrics))
     return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
-    # On a shared machine, OpenMP threads that spin while waiting for a busy core make training several
-    # times slower; waiting passively changes the speed only, not the results. (Read when torch loads.)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    parser = argparse.ArgumentParser(prog="python -m fusers.demo.build", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=None, help="where to write the demo pair (default: the installed "
-                                                    "resources/demo folder)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (results depend on it; default 2)")
-    parser.add_argument("--work", default=None, help="keep intermediate files here (default: a temporary folder)")
-    parser.add_argument("--eval-limit", type=int, default=EVAL_LIMIT,
-                        help=f"questions per split in the final evaluation, spread evenly (default {EVAL_LIMIT}; "
-                             "0 for all of them, which takes about 8 minutes more)")
+    parser = recipe_arguments(
+        "python -m fusers.demo.build", __doc__.split("\n\n")[0],
+        "where to write the demo pair (default: the installed resources/demo folder)", EVAL_LIMIT,
+        f"questions per split in the final evaluation, spread evenly (default {EVAL_LIMIT}; 0 for all of them, "
+        "which takes about 8 minutes more)")
     args = parser.parse_args(argv)
     recipe = Recipe(seed=args.seed, threads=args.threads)
     build(Path(args.out) if args.out else demo_root(), recipe, Path(args.work) if args.work else None,

@@ -81,20 +81,26 @@ def encode_samples(tokenizer: Any, samples: Sequence[Sample], lookahead_position
     t_ids = tokenizer(targets, add_special_tokens=False)["input_ids"]
     out = []
     for s, p, t in zip(samples, p_ids, t_ids):
-        ahead = [IGNORE] * (len(p) + len(t))
-        if s.lookahead is not None and lookahead_positions:
-            value = value_token(tokenizer, s.lookahead)
-            for i in range(max(0, len(p) - 1 - lookahead_positions), len(p) - 1):
-                ahead[i] = value
-        out.append((p + t, [0] * len(p) + [1] * len(t), ahead))
+        value = value_token(tokenizer, s.lookahead) if s.lookahead is not None and lookahead_positions else None
+        out.append(labelled(p, t, value, lookahead_positions))
     return out
+
+
+def labelled(prompt: list[int], target: list[int], lookahead: int | None, positions: int) -> Encoded:
+    """(ids, loss mask, lookahead) of one example: the target's tokens learn; with a ``lookahead`` token, the
+    prompt's last ``positions`` positions but its final one (which the engine never fuses) learn to predict it."""
+    ahead = [IGNORE] * (len(prompt) + len(target))
+    if lookahead is not None and positions:
+        for i in range(max(0, len(prompt) - 1 - positions), len(prompt) - 1):
+            ahead[i] = lookahead
+    return prompt + target, [0] * len(prompt) + [1] * len(target), ahead
 
 
 def value_token(tokenizer: Any, value: str) -> int:
     """The single token of a value as it appears inside a sentence (after a space)."""
     ids = tokenizer(" " + value, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
-        raise ValueError(f"the value {value!r} is {len(ids)} tokens; the demo tokenizer must keep values whole")
+        raise ValueError(f"the value {value!r} is {len(ids)} tokens; the tokenizer must keep values whole")
     return ids[0]
 
 

@@ -20,7 +20,6 @@ was measured. The base models are not shipped.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
@@ -33,7 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from . import ADAPTER_DIR, DOMAIN_NAME, FUSER_DIR, MANIFEST_NAME, METRICS_NAME, PERMUTED_ADAPTER_DIR, specialist_root
+from ..demo.build import Workshop, recipe_arguments
+from . import ADAPTER_DIR, DOMAIN_NAME, FUSER_DIR, METRICS_NAME, PERMUTED_ADAPTER_DIR, specialist_root
 from .lora import ALIGNMENT, AdapterRecipe
 
 if TYPE_CHECKING:
@@ -113,8 +113,6 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     by their bundled file names. ``capitals``: where split h is looked for (default: all of split g);
     ``limit_general``: the evaluation limit applies to g and h too (by default they are asked in full).
     """
-    import tempfile
-
     import torch
     import transformers
 
@@ -126,20 +124,9 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     from .lora import save_adapter, train_adapter
 
     torch.set_num_threads(recipe.threads)
-    began = time.perf_counter()
-    timings: dict[str, float] = {}
+    shop = Workshop(work, "c2c-specialist-build-", log)
+    work, staging, timings, lap = shop.work, shop.staging, shop.timings, shop.lap
     histories: dict[str, Any] = {}
-    own_work = work is None
-    work = Path(tempfile.mkdtemp(prefix="c2c-specialist-build-")) if work is None else Path(work)
-    work.mkdir(parents=True, exist_ok=True)
-    staging = work / "out"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-
-    def lap(stage: str, start: float) -> None:
-        timings[stage] = round(time.perf_counter() - start, 1)
-        log(f"{stage} took {timings[stage]:.0f} s")
 
     t = time.perf_counter()
     if models is None:
@@ -236,9 +223,9 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     metrics = evaluate(staging, limit=evaluate_limit, limit_general=limit_general, models=(receiver, base))
     (staging / METRICS_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     lap("evaluation", t)
-    timings["total"] = round(time.perf_counter() - began, 1)
+    timings["total"] = round(time.perf_counter() - shop.began, 1)
 
-    files = {str(p.relative_to(staging)): p.stat().st_size for p in sorted(staging.rglob("*")) if p.is_file()}
+    files = shop.files()
     manifest = {
         "format": MANIFEST_FORMAT, "format_version": 1, "recipe": recipe.to_dict(), "models": list(names),
         "timings_s": timings, "files": files, "total_bytes": sum(files.values()),
@@ -247,15 +234,7 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
                      "transformers": transformers.__version__, "peft": _version("peft")},
         "load_average": _load_average(), "evaluate_limit": evaluate_limit, "limit_general": limit_general,
     }
-    (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(staging, out)
-    if own_work:
-        shutil.rmtree(work, ignore_errors=True)
-    log(f"wrote {out} ({manifest['total_bytes'] / 2**20:.1f} MiB) in {timings['total'] / 60:.1f} min")
+    shop.finish(out, manifest)
     print(table(metrics))
     return manifest
 
@@ -295,18 +274,11 @@ def _load_average() -> list[float] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # On a shared machine, OpenMP threads that spin while waiting for a busy core make training several
-    # times slower; waiting passively changes the speed only, not the results. (Read when torch loads.)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    parser = argparse.ArgumentParser(prog="python -m fusers.specialist.build", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=None, help="where to write the specialist pair (default: the installed "
-                                                    "resources/specialist folder)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (results depend on it; default 2)")
-    parser.add_argument("--work", default=None, help="keep intermediate files here (default: a temporary folder)")
-    parser.add_argument("--eval-limit", type=int, default=EVAL_LIMIT,
-                        help=f"questions per split in the final evaluation, spread evenly (default {EVAL_LIMIT}; "
-                             "0 for all of them)")
+    parser = recipe_arguments(
+        "python -m fusers.specialist.build", __doc__.split("\n\n")[0],
+        "where to write the specialist pair (default: the installed resources/specialist folder)", EVAL_LIMIT,
+        f"questions of (b) and (c) each in the final evaluation, spread evenly (default {EVAL_LIMIT}; 0 for all of "
+        "them); every capital of (g) and (h) is asked")
     args = parser.parse_args(argv)
     recipe = Recipe(seed=args.seed, threads=args.threads)
     build(Path(args.out) if args.out else specialist_root(), recipe, work=Path(args.work) if args.work else None,

@@ -100,7 +100,7 @@ def encoder(receiver: "LoadedModel", sharer: "LoadedModel") -> Callable[[Sequenc
     prompt in its form, then its answer as the sharer's template ends it (plus end of sequence), with the
     lookahead's value token on the prompt's closing positions but its last (which cache fusion never fuses)."""
     from ..alignment import TokenAligner
-    from ..demo.lm import IGNORE
+    from ..demo.lm import labelled, value_token
     from ..train.data import answer_ids
 
     aligner = TokenAligner(receiver.tokenizer, sharer.tokenizer, ALIGNMENT)
@@ -127,22 +127,11 @@ def encoder(receiver: "LoadedModel", sharer: "LoadedModel") -> Callable[[Sequenc
         out = []
         for sample in samples:
             prompt, target = ids_of(sample)
-            ahead = [IGNORE] * (len(prompt) + len(target))
-            if sample.lookahead is not None and positions:
-                value = value_token(tok, sample.lookahead)
-                for i in range(max(0, len(prompt) - 1 - positions), len(prompt) - 1):
-                    ahead[i] = value
-            out.append((prompt + target, [0] * len(prompt) + [1] * len(target), ahead))
+            value = value_token(tok, sample.lookahead) if sample.lookahead is not None and positions else None
+            out.append(labelled(prompt, target, value, positions))
         return out
 
     return encode_batch
-
-
-def value_token(tokenizer: Any, value: str) -> int:
-    ids = tokenizer(" " + value, add_special_tokens=False)["input_ids"]
-    if len(ids) != 1:
-        raise ValueError(f"the value {value!r} is {len(ids)} sharer tokens; the domain's values must be one")
-    return ids[0]
 
 
 @dataclass
@@ -161,7 +150,7 @@ def train_adapter(receiver: "LoadedModel", sharer: "LoadedModel", domain: Domain
     import peft
     import torch
 
-    from ..demo.lm import LMConfig, LookaheadHead, pretrain
+    from ..demo.lm import LMConfig, LookaheadHead, pretrain, value_token
 
     torch.manual_seed(seed)
     head = None
@@ -184,7 +173,7 @@ def train_adapter(receiver: "LoadedModel", sharer: "LoadedModel", domain: Domain
                    tokens_per_chunk=4096, trainable=None if recipe.trainable is None else rf"{recipe.trainable}.*lora_")
     if head is None and recipe.lookahead_layer is not None:
         head = LookaheadHead(sharer.model.config.get_text_config().hidden_size)
-    values = sorted({value_token(sharer.tokenizer, v) for r in RELATIONS for v in r.values})
+    values = sorted({value_token(sharer.tokenizer, v) for r in RELATIONS for v in r.values})  # one token each
     curriculum = Curriculum(domain, recipe.mixture, permuted)
     history = pretrain(model.get_base_model(), sharer.tokenizer, curriculum.stream(seed), cfg, progress=progress,
                        encode=encoder(receiver, sharer), lookahead_vocab=values, head=head)

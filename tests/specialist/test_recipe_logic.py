@@ -50,7 +50,8 @@ def test_the_adapter_learns_from_exactly_the_ids_cache_fusion_feeds_the_sharer(t
     from fusers.alignment import TokenAligner
     from fusers.demo.lm import IGNORE
     from fusers.demo.world import Sample
-    from fusers.specialist.lora import ALIGNMENT, encoder, value_token
+    from fusers.demo.lm import value_token
+    from fusers.specialist.lora import ALIGNMENT, encoder
 
     receiver, sharer = tiny_specialist_models
     encode_batch = encoder(receiver, sharer)
@@ -74,7 +75,8 @@ def test_the_adapter_learns_from_exactly_the_ids_cache_fusion_feeds_the_sharer(t
 def test_a_lookahead_only_chunk_stops_at_the_lookahead_layer_with_the_same_loss(tiny_specialist_models):
     from fusers.demo.lm import IGNORE, LookaheadHead, chunk_loss, pad
     from fusers.demo.world import Sample
-    from fusers.specialist.lora import encoder, value_token
+    from fusers.demo.lm import value_token
+    from fusers.specialist.lora import encoder
 
     receiver, sharer = tiny_specialist_models
     samples = [Sample(user(f"Which office does {p} work in?"), "", "aligned", v)
