@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 # Before anything imports Qt or huggingface_hub: no screen, and never the user's real caches or settings.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 _private = Path(tempfile.mkdtemp(prefix="c2c-tests-"))
+atexit.register(shutil.rmtree, _private, ignore_errors=True)  # it holds converted real models: GBs
 os.environ["HF_HOME"] = str(_private / "hf")
 os.environ["XDG_CONFIG_HOME"] = str(_private / "config")
 os.environ["XDG_DATA_HOME"] = str(_private / "data")
