@@ -67,9 +67,6 @@ CONFIG_FETCH_LIMIT = 1 << 20  # listing reads a pair's config.json over HTTP onl
 STALE_PARTIAL_S = 3600.0  # a temporary download file untouched this long was left by a killed process
 CANCELLED = "Download cancelled; finished files stay in the cache and are not fetched again."
 
-STAGES = ("fuser", "receiver", "sharer")
-STATUSES = ("absent", "partial", "complete")
-
 
 @dataclass(frozen=True)
 class PairListing:
@@ -846,13 +843,12 @@ def download_pair(
                 raise DownloadError(f"{folder / PAIR_CONFIG} names no model.base_model / model.teacher_model; "
                                     "download the models yourself and pass --receiver and --sharer.")
             for stage, repo_id in zip(("receiver", "sharer"), models):
-                if repo_id in {r for _, r, _ in stages}:
-                    continue
                 try:
-                    stages.append((stage, repo_id, _plan_model(repo_id)))
-                except DownloadError:
+                    if repo_id not in {r for _, r, _ in stages}:  # a pair may name one model twice
+                        stages.append((stage, repo_id, _plan_model(repo_id)))
+                except (DownloadError, Cancelled):
                     raise
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:  # noqa: BLE001 - named after the model, not the pair
                     raise _translate(exc, f"the {stage} {repo_id}", repo_id) from exc
     except (DownloadError, Cancelled):
         raise
