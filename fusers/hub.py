@@ -8,9 +8,9 @@ downloaded here is also what ``huggingface_hub`` and ``transformers`` find, and 
 
 - Fetching is ``hf_hub_download``, one call per file: it writes each file to a unique temporary file and
   renames it into ``blobs/`` only when whole, resumes a dropped connection with a ``Range`` request, and never
-  fetches a finished file again. ``snapshot_download`` fixes the commit ``main`` points to and records it and the
-  repo's listing in the cache (what finds a pair offline later). We call ``hf_hub_download`` per file, in a
-  small thread pool, rather than ``snapshot_download`` for the whole folder, because ``snapshot_download``
+  fetches a finished file again. ``snapshot_download`` fetches a pair's (or a model's) first small file and
+  records ``refs/main`` and the repo's listing in the cache (what finds a pair offline later). The rest comes
+  through ``hf_hub_download`` per file, in a small thread pool, not ``snapshot_download``, because that one
   hands every file the same aggregate progress bar: which file is arriving and how far it is, which the app
   and the CLI show, is lost there, and a failure or Ctrl-C does not stop the transfers still running.
 - The cache is read with ``scan_cache_dir`` and emptied with ``delete_files`` / ``delete_revisions``
