@@ -16,13 +16,13 @@ DEVICES_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
 
 
 def resolve_device(device: str = "auto") -> "torch.device":
-    """Turn ``auto``/``cpu``/``cuda[:N]``/``mps`` into a usable ``torch.device``."""
+    """Turn ``auto``/``cpu``/``cuda[:N]``/``mps`` into a usable ``torch.device`` (a GPU always by number)."""
     import torch
 
     name = (device or "auto").strip().lower()
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", torch.cuda.current_device())
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
             return torch.device("mps")
@@ -40,6 +40,8 @@ def resolve_device(device: str = "auto") -> "torch.device":
         raise ModelLoadError(
             f"Device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) are visible."
         )
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())  # by number: records and memory are per GPU
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ModelLoadError(f"Device {device!r} was asked for but MPS is not available here; use --device cpu.")
     return dev

@@ -175,7 +175,8 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     dtype = resolve_dtype(spec.dtype, device)
     source = spec.source
     local = Path(source).expanduser()
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    # accelerate places each weight on the device as it is read: no whole copy of the model on the host first
+    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": placement(device)}
     temporary: Path | None = None  # a GGUF file's converted folder when the cache could not keep it
     if is_gguf(source):
         from . import real_models
@@ -207,7 +208,6 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
             )
-        kwargs["device_map"] = {"": str(device)}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -218,15 +218,18 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)  # loaded weights no longer need their files
-    if spec.quantize == "none":
-        model.to(device)
-    elif spec.quantize == "4bit" and device.type == "cpu":
+    if spec.quantize == "4bit" and device.type == "cpu":
         _keep_unpackable_layers_on_the_generic_kernel(model)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
 
     return LoadedModel.from_model(model, tokenizer, role, spec.source, device, dtype, spec.quantize)
+
+
+def placement(device: "torch.device") -> dict[str, str]:
+    """The ``device_map`` that puts a whole model on ``device``, weight by weight as it loads."""
+    return {"": str(device)}
 
 
 def _keep_unpackable_layers_on_the_generic_kernel(model: Any) -> None:
