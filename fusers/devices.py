@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import resource
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from .errors import ModelLoadError
 
@@ -22,7 +22,7 @@ def resolve_device(device: str = "auto") -> "torch.device":
     name = (device or "auto").strip().lower()
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
+            return numbered(torch.device("cuda"))
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
             return torch.device("mps")
@@ -40,11 +40,20 @@ def resolve_device(device: str = "auto") -> "torch.device":
         raise ModelLoadError(
             f"Device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) are visible."
         )
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())  # by number: records and memory are per GPU
+    dev = numbered(dev)
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ModelLoadError(f"Device {device!r} was asked for but MPS is not available here; use --device cpu.")
     return dev
+
+
+def numbered(device: "torch.device | str") -> "torch.device":
+    """``device`` with a GPU named by its number (``cuda`` -> ``cuda:0``): records and memory are per GPU."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def resolve_dtype(dtype: str, device: "torch.device") -> "torch.dtype":
@@ -65,45 +74,71 @@ def dtype_name(dtype: "torch.dtype") -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def synchronize(device: "torch.device") -> None:
-    """Wait for queued kernels so that clock readings mean something."""
+def device_key(device: "torch.device") -> str:
+    """A device as records name it: ``cpu``, ``cuda:0``, ``mps``."""
+    return str(device)
+
+
+def unique_devices(devices: "Iterable[torch.device]") -> "list[torch.device]":
+    """``devices`` in order, each once."""
+    out: list = []
+    for device in devices:
+        if device not in out:
+            out.append(device)
+    return out
+
+
+def synchronize(*devices: "torch.device") -> None:
+    """Wait for the kernels queued on every device given, so that clock readings mean something."""
     import torch
 
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
+    for device in unique_devices(devices):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elif device.type == "mps":
+            torch.mps.synchronize()
 
 
 class PeakMemory:
-    """Peak memory over a block: CUDA max allocated, or the process's peak RSS on the CPU.
+    """Peak memory over a block, per device: CUDA max allocated on each GPU; on the CPU (and MPS, whose memory
+    is the host's) the process's peak RSS.
 
     On Linux the RSS high-water mark is reset at the start (``clear_refs``), so the
-    reading belongs to the block and not to the whole process's past.
+    reading belongs to the block and not to the whole process's past. ``peak_bytes`` is the first device's
+    peak (the answering model's), ``by_device`` every device's, keyed by :func:`device_key`.
     """
 
-    def __init__(self, device: "torch.device"):
-        self.device = device
-        self.peak_bytes = 0
+    def __init__(self, *devices: "torch.device"):
+        if not devices:
+            raise ValueError("PeakMemory needs at least one device")
+        self.devices = unique_devices(devices)
+        self.by_device: dict[str, int] = {}
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.by_device.get(device_key(self.devices[0]), 0)
 
     def __enter__(self) -> "PeakMemory":
         import torch
 
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
+        for device in self.devices:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+        if any(device.type != "cuda" for device in self.devices):
             _reset_rss_peak()
         return self
 
-    def read(self) -> int:
+    def read(self) -> dict[str, int]:
         import torch
 
-        if self.device.type == "cuda":
-            return int(torch.cuda.max_memory_allocated(self.device))
-        return _rss_peak_bytes()
+        out: dict[str, int] = {}
+        for device in self.devices:
+            cuda = device.type == "cuda"
+            out[device_key(device)] = int(torch.cuda.max_memory_allocated(device)) if cuda else _rss_peak_bytes()
+        return out
 
     def __exit__(self, *exc) -> None:
-        self.peak_bytes = self.read()
+        self.by_device = self.read()
 
 
 def _reset_rss_peak() -> None:

@@ -115,6 +115,16 @@ class Engine:
         self.pair = pair
         self._aligner: TokenAligner | None = None
 
+    def devices(self, mode: Mode | str) -> list["torch.device"]:
+        """The devices a run of ``mode`` uses, the answering model's first (the fuser sits on the receiver's)."""
+        mode = Mode(mode)
+        receiver, sharer = self.pair.receiver.device, self.pair.sharer.device
+        if mode is Mode.RECEIVER:
+            return [receiver]
+        if mode is Mode.SHARER:
+            return [sharer]
+        return [receiver] if sharer == receiver else [receiver, sharer]
+
     def available_modes(self) -> list[Mode]:
         return [m for m in Mode if m is not Mode.FUSION or self.pair.fuser is not None]
 
@@ -141,10 +151,10 @@ class Engine:
             if on_event is not None:
                 on_event(event)
 
-        device = (self.pair.sharer if mode is Mode.SHARER else self.pair.receiver).device
-        rec = Recorder(device, on_phase=lambda name, s, e: emit(PhaseEvent(mode, name, s, e)))
+        devices = self.devices(mode)
+        rec = Recorder(devices, on_phase=lambda name, s, e: emit(PhaseEvent(mode, name, s, e)))
         run = _Run(mode, settings, rec, emit, cancel)
-        with PeakMemory(device) as peak, _seeded(settings, device):
+        with PeakMemory(*devices) as peak, _seeded(settings, devices):
             try:
                 if mode is Mode.RECEIVER:
                     self._alone(self.pair.receiver, messages, run)
@@ -162,6 +172,7 @@ class Engine:
         t = rec.timing
         t.total = end
         t.peak_memory_bytes = peak.peak_bytes
+        t.peak_memory_by_device = peak.by_device
         t.tokens_out = len(run.answer_ids)
         if len(run.token_times) > 1:
             t.decode_tokens_per_s = (len(run.token_times) - 1) / max(run.token_times[-1] - run.token_times[0], 1e-9)
@@ -389,15 +400,15 @@ _SAMPLING_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _seeded(settings: GenerationSettings, device: "torch.device") -> Iterator[None]:
+def _seeded(settings: GenerationSettings, devices: "list[torch.device]") -> Iterator[None]:
     """Sampling draws from a private RNG state seeded per run; greedy runs leave RNG alone."""
     if not settings.do_sample:
         yield
         return
     import torch
 
-    devices = [device] if device.type == "cuda" else []
-    with _SAMPLING_LOCK, torch.random.fork_rng(devices=devices):
+    gpus = [d.index for d in devices if d.type == "cuda"]
+    with _SAMPLING_LOCK, torch.random.fork_rng(devices=gpus):
         torch.manual_seed(settings.seed)
         yield
 

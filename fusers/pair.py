@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from . import gguf
 from .chat import PLAIN_FORMAT_NAME, PLAIN_PROMPT_TEMPLATE, PLAIN_STOP_STRINGS
 from .config import ConfigBase, option
-from .devices import DEVICES_HELP, dtype_name, resolve_device, resolve_dtype
+from .devices import DEVICES_HELP, dtype_name, numbered, resolve_device, resolve_dtype
 from .errors import C2CError, Cancelled, ModelLoadError, TrainingError, UnsupportedModelError
 from .gguf import is_gguf
 
@@ -73,6 +73,7 @@ class LoadedModel:
         """Wrap a model already in memory (benchmarks and recipes build theirs on the spot)."""
         from .fuser import ModelShape
 
+        device = numbered(device)
         fallback = False
         if not getattr(tokenizer, "chat_template", None):
             tokenizer.chat_template = PLAIN_PROMPT_TEMPLATE

@@ -56,3 +56,45 @@ def test_a_model_loaded_on_the_cpu_has_every_weight_there_as_saved(float32_model
     state = loaded.model.state_dict()
     assert {t.device.type for t in state.values()} == {"cpu"}
     assert all(torch.equal(state[name], tensor) for name, tensor in saved.items())
+
+
+def test_a_run_uses_the_devices_of_the_models_it_runs(tiny_pair):
+    """Which devices a run clocks and measures: on a CPU-only machine a sharer elsewhere is stood in for by a
+    record on the meta device (the run itself is not made; the CUDA tests run the real mix)."""
+    import dataclasses
+
+    from fusers.engine import Engine, Mode
+    from fusers.pair import Pair
+
+    cpu, meta = torch.device("cpu"), torch.device("meta")
+    same = Engine(tiny_pair)
+    assert all(same.devices(mode) == [cpu] for mode in Mode)
+    mixed = Engine(Pair(tiny_pair.receiver, dataclasses.replace(tiny_pair.sharer, device=meta), tiny_pair.fuser))
+    assert mixed.devices(Mode.RECEIVER) == [cpu] and mixed.devices(Mode.SHARER) == [meta]
+    assert mixed.devices(Mode.RELAY) == mixed.devices(Mode.FUSION) == [cpu, meta]
+
+
+def test_a_cpu_only_run_reports_one_peak_for_the_cpu(tiny_pair):
+    from fusers.chat import user
+    from fusers.engine import Engine, Mode
+    from fusers.generation import GenerationSettings
+
+    engine = Engine(tiny_pair)
+    for mode in Mode:
+        t = engine.answer(mode, user("Hello"), GenerationSettings(max_new_tokens=3)).timing
+        assert t.peak_memory_by_device == {"cpu": t.peak_memory_bytes}, mode
+        assert t.peak_memory_bytes >= 0.5 * _rss("VmRSS")  # the process's peak RSS, not a share of it
+        assert t.to_dict()["peak_memory_by_device"] == {"cpu": t.peak_memory_bytes}
+
+
+def test_peak_memory_and_the_recorder_take_each_device_once():
+    from fusers.devices import PeakMemory
+    from fusers.timing import Recorder
+
+    cpu = torch.device("cpu")
+    with PeakMemory(cpu, cpu) as peak:
+        block = torch.ones(16 * 2**20 // 4)  # 16 MiB, written: resident
+    assert list(peak.by_device) == ["cpu"] and peak.peak_bytes == peak.by_device["cpu"] >= block.nbytes
+    assert Recorder([cpu, cpu]).devices == [cpu] and Recorder(cpu).devices == [cpu]
+    with pytest.raises(ValueError, match="at least one device"):
+        PeakMemory()
