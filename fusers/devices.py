@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import resource
 import sys
-from typing import TYPE_CHECKING, Iterable
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from .errors import ModelLoadError
 
 if TYPE_CHECKING:  # torch is imported lazily: `c2c --help` and the app's first paint stay fast
     import torch
 
+T = TypeVar("T")
+U = TypeVar("U")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
 
@@ -97,6 +101,58 @@ def synchronize(*devices: "torch.device") -> None:
             torch.cuda.synchronize(device)
         elif device.type == "mps":
             torch.mps.synchronize()
+
+
+def overlapped(first: Callable[[], T], first_device: "torch.device", second: Callable[[], U],
+               second_device: "torch.device") -> tuple[T, float, U, float]:
+    """Run ``first`` in a worker thread and ``second`` on this thread at the same time; return each result with
+    the ``time.perf_counter()`` at which its work was done.
+
+    On a GPU ``first`` runs on a CUDA stream of its own, queued after what this thread had queued on its device
+    (its inputs), so two models on one GPU overlap too; ``second`` runs on the current stream. Each end time is
+    read once its own stream has finished, not the whole device. A later call's stream again waits for the
+    current one, so memory ``first``'s results leave behind is never reused while the current stream reads it.
+    An exception in either is raised here, the worker's first, after both have stopped.
+    """
+    import torch
+
+    side = None
+    if first_device.type == "cuda":
+        side = torch.cuda.Stream(first_device)  # from torch's pool of streams
+        side.wait_stream(torch.cuda.current_stream(first_device))
+    outcome: dict[str, Any] = {}
+
+    def done(device: "torch.device", stream: Any = None) -> float:
+        if stream is not None:
+            stream.synchronize()
+        elif device.type == "cuda":
+            torch.cuda.current_stream(device).synchronize()
+        elif device.type == "mps":
+            torch.mps.synchronize()
+        return time.perf_counter()
+
+    def worker() -> None:
+        try:
+            if side is None:
+                result = first()
+            else:
+                with torch.cuda.stream(side):
+                    result = first()
+            outcome["first"] = (result, done(first_device, side))
+        except BaseException as exc:  # raised on the calling thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=worker, name="c2c-overlapped", daemon=True)
+    thread.start()
+    try:
+        second_result = second()
+        second_end = done(second_device)
+    finally:
+        thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    first_result, first_end = outcome["first"]
+    return first_result, first_end, second_result, second_end
 
 
 class PeakMemory:

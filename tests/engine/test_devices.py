@@ -98,3 +98,74 @@ def test_peak_memory_and_the_recorder_take_each_device_once():
     assert Recorder([cpu, cpu]).devices == [cpu] and Recorder(cpu).devices == [cpu]
     with pytest.raises(ValueError, match="at least one device"):
         PeakMemory()
+
+
+def _phase(timing, name):
+    return next(p for p in timing.phases if p.name == name)
+
+
+def test_cache_fusion_overlaps_its_prefills_only_where_a_gpu_takes_part(tiny_pair):
+    import dataclasses
+
+    from fusers.engine import Engine
+    from fusers.pair import Pair
+
+    assert not Engine(tiny_pair).overlaps_prefills()  # the CPU: both prefills would only share its cores
+    gpu = dataclasses.replace(tiny_pair.receiver, device=torch.device("cuda", 0))  # a record: nothing runs on it
+    assert Engine(Pair(gpu, tiny_pair.sharer, tiny_pair.fuser)).overlaps_prefills()
+    assert Engine(Pair(tiny_pair.receiver, tiny_pair.sharer), prefills="overlap").overlaps_prefills()
+    assert not Engine(Pair(gpu, tiny_pair.sharer, tiny_pair.fuser), prefills="sequential").overlaps_prefills()
+    with pytest.raises(ValueError, match="prefills must be one of auto, overlap, sequential"):
+        Engine(tiny_pair, prefills="parallel")
+
+
+def test_overlapped_prefills_fuse_and_answer_exactly_as_sequential_ones(tiny_pair):
+    """Forced on the CPU (threads, no streams), overlapping changes no token and no fused value; the sequential
+    fallback runs one prefill after the other."""
+    from fusers.chat import user
+    from fusers.engine import Engine, Mode
+    from fusers.generation import GenerationSettings
+
+    settings = GenerationSettings(max_new_tokens=8, ignore_eos=True)
+    question = user("Tell me a short story about a small red fox.")
+    one_by_one = Engine(tiny_pair).answer(Mode.FUSION, question, settings)
+    together = Engine(tiny_pair, prefills="overlap").answer(Mode.FUSION, question, settings)
+    assert together.token_ids == one_by_one.token_ids and len(together.token_ids) == 8
+    assert [vars(f) for f in together.fusion] == [vars(f) for f in one_by_one.fusion]
+    sharer, receiver = _phase(one_by_one.timing, "sharer_prefill"), _phase(one_by_one.timing, "receiver_prefill")
+    assert sharer.end <= receiver.start
+    sharer, receiver = _phase(together.timing, "sharer_prefill"), _phase(together.timing, "receiver_prefill")
+    assert sharer.start <= receiver.start < sharer.end and receiver.start < receiver.end  # both ran at once
+    assert together.timing.sharer_prefill == pytest.approx(sharer.end - sharer.start)
+    assert [p.name for p in together.timing.phases] == ["tokenize", "sharer_prefill", "receiver_prefill", "fuse",
+                                                          "decode"]
+
+
+def test_overlapped_prefills_can_be_cancelled_and_pass_errors_on(tiny_pair):
+    import threading
+
+    from fusers.chat import user
+    from fusers.devices import overlapped
+    from fusers.engine import Engine, Mode, PhaseEvent
+    from fusers.generation import GenerationSettings
+
+    cancel = threading.Event()
+
+    def on_event(event):
+        if isinstance(event, PhaseEvent) and event.phase == "receiver_prefill" and event.end is None:
+            cancel.set()  # Stop pressed while both prompts are being read
+
+    answer = Engine(tiny_pair, prefills="overlap").answer(Mode.FUSION, user("Hello"), GenerationSettings(),
+                                                          on_event=on_event, cancel=cancel)
+    assert answer.finish_reason == "cancelled" and answer.token_ids == []
+    cpu = torch.device("cpu")
+    ran = []
+
+    def fails():
+        raise KeyError("from the worker")
+
+    with pytest.raises(KeyError, match="from the worker"):
+        overlapped(fails, cpu, lambda: ran.append("second"), cpu)
+    assert ran == ["second"]  # the calling thread's work ran to its end first
+    first, first_end, second, second_end = overlapped(lambda: 1, cpu, lambda: 2, cpu)
+    assert (first, second) == (1, 2) and first_end > 0 and second_end > 0
