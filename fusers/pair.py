@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from . import gguf
 from .chat import PLAIN_FORMAT_NAME, PLAIN_PROMPT_TEMPLATE, PLAIN_STOP_STRINGS
 from .config import ConfigBase, option
-from .devices import DEVICES_HELP, dtype_name, numbered, resolve_device, resolve_dtype
+from .devices import DEVICES_HELP, dtype_name, numbered, release_freed_memory, resolve_device, resolve_dtype
 from .errors import C2CError, Cancelled, ModelLoadError, TrainingError, UnsupportedModelError
 from .gguf import is_gguf
 
@@ -224,11 +224,12 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    release_freed_memory()  # what dequantizing and quantizing freed goes back to the system, not to the allocator
 
     return LoadedModel.from_model(model, tokenizer, role, spec.source, device, dtype, spec.quantize)
 
 
-def placement(device: "torch.device") -> dict[str, str]:
+def placement(device: "torch.device | str") -> dict[str, str]:
     """The ``device_map`` that puts a whole model on ``device``, weight by weight as it loads."""
     return {"": str(device)}
 
