@@ -215,6 +215,25 @@ def release_freed_memory() -> None:
         trim(0)
 
 
+def file_backed(tensors: "Iterable[torch.Tensor]") -> "list[torch.Tensor]":
+    """Those of ``tensors`` whose memory is a memory-mapped file (Linux; none found elsewhere).
+
+    transformers reads safetensors files through ``mmap``: a weight kept in the file's dtype stays a view of
+    the file, and one such view keeps the whole mapping, and every page of it that loading touched, resident.
+    """
+    ranges = []
+    try:
+        with open("/proc/self/maps") as fh:
+            for line in fh:
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and parts[5].startswith("/"):  # a file, not [heap], [stack] or anonymous
+                    start, end = (int(x, 16) for x in parts[0].split("-"))
+                    ranges.append((start, end))
+    except OSError:
+        return []
+    return [t for t in tensors if t.device.type == "cpu" and any(a <= t.data_ptr() < b for a, b in ranges)]
+
+
 def _reset_rss_peak() -> None:
     try:
         with open("/proc/self/clear_refs", "w") as fh:

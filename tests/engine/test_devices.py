@@ -169,3 +169,55 @@ def test_overlapped_prefills_can_be_cancelled_and_pass_errors_on(tiny_pair):
     assert ran == ["second"]  # the calling thread's work ran to its end first
     first, first_end, second, second_end = overlapped(lambda: 1, cpu, lambda: 2, cpu)
     assert (first, second) == (1, 2) and first_end > 0 and second_end > 0
+
+
+def test_freed_memory_goes_back_to_the_system():
+    """glibc keeps freed heap memory for reuse; release_freed_memory hands it back. Real malloc in a fresh
+    process, so that the heap's layout is known: 100 blocks of 2 MiB, each pinned in place by a small block
+    after it, freed."""
+    import subprocess
+    import sys
+
+    code = """
+import ctypes
+from fusers.devices import release_freed_memory
+libc = ctypes.CDLL(None)
+if not hasattr(libc, "malloc_trim"):
+    print("no-glibc"); raise SystemExit
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def rss():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:")) // 1024
+big = libc.malloc(8 << 20); ctypes.memset(big, 1, 8 << 20); libc.free(big)  # glibc's mmap threshold rises to 8 MiB
+start = rss()
+blocks = []
+pins = []
+for _ in range(100):
+    blocks.append(libc.malloc(2 << 20)); ctypes.memset(blocks[-1], 1, 2 << 20); pins.append(libc.malloc(300 << 10))
+for block in blocks:
+    libc.free(block)
+held = rss() - start
+release_freed_memory()
+print(held, rss() - start)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    if out == ["no-glibc"]:
+        pytest.skip("this C library has no malloc_trim (not glibc): nothing to hand back")
+    held, after = map(int, out)
+    assert held >= 150, f"the set-up did not leave freed memory in the heap ({held} MiB)"
+    assert after <= 20, f"{after} of {held} MiB stayed"
+
+
+def test_a_quantized_model_keeps_none_of_its_weights_in_the_file(tiny_dirs):
+    """Unquantized, the weights are the memory-mapped file itself (no copy). Quantized, the weights
+    bitsandbytes leaves alone (embeddings, norms) get memory of their own, so the file, every page of it that
+    quantizing read, is let go."""
+    from fusers.devices import file_backed
+
+    plain = load_model(ModelSpec(str(tiny_dirs.receiver), "cpu", "float32"), "receiver")
+    assert file_backed(plain.model.parameters())  # straight from the file
+    quantized = load_model(ModelSpec(str(tiny_dirs.receiver), "cpu", "float32", "8bit"), "receiver")
+    embedding = quantized.model.get_input_embeddings().weight
+    assert embedding.dtype == torch.float32 and not embedding.is_meta
+    assert file_backed(list(quantized.model.parameters()) + list(quantized.model.buffers())) == []
+    torch.testing.assert_close(embedding, plain.model.get_input_embeddings().weight, rtol=0, atol=0)
