@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from . import gguf
 from .chat import PLAIN_FORMAT_NAME, PLAIN_PROMPT_TEMPLATE, PLAIN_STOP_STRINGS
 from .config import ConfigBase, option
-from .devices import DEVICES_HELP, dtype_name, resolve_device, resolve_dtype
+from .devices import (DEVICES_HELP, dtype_name, file_backed, numbered, release_freed_memory, resolve_device,
+                      resolve_dtype)
 from .errors import C2CError, Cancelled, ModelLoadError, TrainingError, UnsupportedModelError
 from .gguf import is_gguf
 
@@ -73,6 +74,7 @@ class LoadedModel:
         """Wrap a model already in memory (benchmarks and recipes build theirs on the spot)."""
         from .fuser import ModelShape
 
+        device = numbered(device)
         fallback = False
         if not getattr(tokenizer, "chat_template", None):
             tokenizer.chat_template = PLAIN_PROMPT_TEMPLATE
@@ -175,7 +177,8 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     dtype = resolve_dtype(spec.dtype, device)
     source = spec.source
     local = Path(source).expanduser()
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    # accelerate places each weight on the device as it is read: no whole copy of the model on the host first
+    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": placement(device)}
     temporary: Path | None = None  # a GGUF file's converted folder when the cache could not keep it
     if is_gguf(source):
         from . import real_models
@@ -207,7 +210,6 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
             )
-        kwargs["device_map"] = {"": str(device)}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -218,15 +220,30 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)  # loaded weights no longer need their files
-    if spec.quantize == "none":
-        model.to(device)
-    elif spec.quantize == "4bit" and device.type == "cpu":
+    if spec.quantize != "none":
+        _own_the_unquantized_weights(model)
+    if spec.quantize == "4bit" and device.type == "cpu":
         _keep_unpackable_layers_on_the_generic_kernel(model)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    release_freed_memory()  # what dequantizing and quantizing freed goes back to the system, not to the allocator
 
     return LoadedModel.from_model(model, tokenizer, role, spec.source, device, dtype, spec.quantize)
+
+
+def placement(device: "torch.device | str") -> dict[str, str]:
+    """The ``device_map`` that puts a whole model on ``device``, weight by weight as it loads."""
+    return {"": str(device)}
+
+
+def _own_the_unquantized_weights(model: Any) -> None:
+    """A quantized model keeps the weights bitsandbytes leaves alone (embeddings, norms) as views of its
+    memory-mapped safetensors file, and those views kept the whole file, every page of it read while
+    quantizing, resident: 1.9x the quantized model's size on the CPU. Copied into memory of their own, the
+    file is let go."""
+    for tensor in file_backed(list(model.parameters()) + list(model.buffers())):
+        tensor.data = tensor.data.clone()
 
 
 def _keep_unpackable_layers_on_the_generic_kernel(model: Any) -> None:

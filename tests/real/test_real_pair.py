@@ -159,9 +159,12 @@ def test_the_real_pair_is_a_preset_when_installed(real_paths):
 def test_a_gguf_file_loads_8bit_on_top_and_still_answers(real_paths):
     from fusers.pair import ModelSpec, load_model
 
+    from fusers.devices import file_backed
+
     receiver = load_model(ModelSpec(str(real_paths[0]), "cpu", "auto", "8bit"), "receiver")
     assert receiver.quantize == "8bit" and "8bit" in receiver.describe()
     assert type(receiver.model.model.layers[0].self_attn.q_proj).__name__ == "Linear8bitLt"
+    assert file_backed(receiver.model.parameters()) == []  # the converted folder's file is let go (load_memory.py)
     answer = Engine(Pair(receiver, receiver)).answer(Mode.RECEIVER, JAPAN, SETTINGS)
     assert "Tokyo" in answer.text, answer.text
 
