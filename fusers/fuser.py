@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -215,30 +215,37 @@ class Fuser(nn.Module):
                     groups.setdefault(key, []).append((i, j))
         with autocast:
             for key, paths in groups.items():
-                cfg = self.projectors[self.layer_map[paths[0][0]].fuser_index].config
-                stacks = self._stacks(key, paths, everyone[key])
-                gates = None
-                if flags is None:  # training: each path's Gumbel-sigmoid gate, drawn in path order
-                    gates = torch.stack([self._projector(i).gate(KINDS[j]) for i, j in paths])  # (G,)
-                x, rows = self._inputs(paths, receiver_kv, sharer_kv, valid, cfg, in_dtype)  # (G, M, Ws+Wt)
-                m = x.shape[1]
-                per_pass = self.paths_per_pass or max(1, PASS_ELEMENTS // (m * _widest(cfg)))
-                for a in range(0, len(paths), per_pass):
-                    b = min(a + per_pass, len(paths))
-                    proj, w = stacked_residual({n: t[a:b] for n, t in stacks.items()}, x[a:b], cfg.num_layers,
-                                               cfg.dropout, self.training)  # (g, M, Wt), (g, M, Ht)
-                    receiver = x[a:b, :, cfg.source_width:].view(b - a, m, cfg.target_num_heads, cfg.target_dim)
-                    residual = w.unsqueeze(-1) * proj.view_as(receiver)  # (g, M, Ht, Dt)
-                    if gates is not None:
-                        residual = gates[a:b].to(residual.dtype).view(-1, 1, 1, 1) * residual
-                    out = receiver + residual
-                    mean_w = w.detach().float().mean(dim=(1, 2))  # (g,)
-                    for g, (i, j) in enumerate(paths[a:b]):
-                        link = self.layer_map[i]
-                        fused[link.receiver_layer][j] = self._output(out[g], receiver_kv[link.receiver_layer][j],
-                                                                     rows, valid)
-                        weights[2 * i + j] = mean_w[g]
+                for (i, j), out, mean_w in self._fuse_group(paths, everyone[key], receiver_kv, sharer_kv, valid,
+                                                            in_dtype, gumbel=flags is None):
+                    fused[self.layer_map[i].receiver_layer][j] = out
+                    weights[2 * i + j] = mean_w
         return [(k, v) for k, v in fused], weights
+
+    def _fuse_group(self, paths: list[tuple[int, int]], group: list[tuple[int, int]], receiver_kv: list[KV],
+                    sharer_kv: list[KV], valid: torch.Tensor | None, dtype: torch.dtype, gumbel: bool
+                    ) -> Iterator[tuple[tuple[int, int], torch.Tensor, torch.Tensor]]:
+        """Fuse ``paths`` (all of one projector shape; ``group``: every path of that shape) in batched passes;
+        yield each path's fused (B, Ht, L, Dt) in the cache's dtype and its mean ``w``."""
+        cfg = self._projector(paths[0][0]).config
+        stacks = self._stacks(_shape_key(cfg), paths, group)
+        # training: each path's Gumbel-sigmoid gate, drawn in path order; eval: open (closed paths never run)
+        gates = torch.stack([self._projector(i).gate(KINDS[j]) for i, j in paths]) if gumbel else None  # (G,)
+        x, rows = self._inputs(paths, receiver_kv, sharer_kv, valid, cfg, dtype)  # (G, M, Ws+Wt)
+        m = x.shape[1]
+        per_pass = self.paths_per_pass or max(1, PASS_ELEMENTS // (m * _widest(cfg)))
+        for a in range(0, len(paths), per_pass):
+            b = min(a + per_pass, len(paths))
+            proj, w = stacked_residual({n: t[a:b] for n, t in stacks.items()}, x[a:b], cfg.num_layers, cfg.dropout,
+                                       self.training)  # (g, M, Wt), (g, M, Ht)
+            receiver = x[a:b, :, cfg.source_width:].view(b - a, m, cfg.target_num_heads, cfg.target_dim)
+            residual = w.unsqueeze(-1) * proj.view_as(receiver)  # (g, M, Ht, Dt)
+            if gates is not None:
+                residual = gates[a:b].to(residual.dtype).view(-1, 1, 1, 1) * residual
+            out = receiver + residual  # the published step 7
+            mean_w = w.detach().float().mean(dim=(1, 2))  # (g,)
+            for g, (i, j) in enumerate(paths[a:b]):
+                base = receiver_kv[self.layer_map[i].receiver_layer][j]
+                yield (i, j), self._output(out[g], base, rows, valid), mean_w[g]
 
     def _projector(self, link_index: int) -> C2CProjector:
         return self.projectors[self.layer_map[link_index].fuser_index]
@@ -272,7 +279,8 @@ class Fuser(nn.Module):
             out = unpack(out, base, valid)
         return out.to(base.dtype).contiguous()
 
-    def _stacks(self, key: tuple, paths: list[tuple[int, int]], group: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+    def _stacks(self, key: tuple, paths: list[tuple[int, int]], group: list[tuple[int, int]]
+                ) -> dict[str, torch.Tensor]:
         """The weights of ``paths``, stacked: {name: (G, ...)} in ``paths``' order.
 
         With gradients (training) they are stacked afresh on every call, so that the gradients reach each
