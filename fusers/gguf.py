@@ -14,6 +14,7 @@ the load.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import os
 import re
@@ -132,7 +133,8 @@ def _forget_older_copies(path: Path, dtype: str, keep: Path) -> None:
 
 def _run_converter(path: Path, out: Path, dtype: str, role: str) -> None:
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)  # the child imports this same engine
+    # The child imports this same engine: the folder holding the `fusers` package (a checkout or site-packages).
+    root = str(Path(str(importlib.resources.files("fusers"))).parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     done = subprocess.run([sys.executable, "-m", "fusers.gguf", str(path), str(out), dtype, role],
                           capture_output=True, text=True, env=env)
