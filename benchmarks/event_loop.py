@@ -49,8 +49,9 @@ GOALS = {"stall_p99_ms": 16.0, "stall_max_ms": 100.0, "cancel_ms": 200.0, "first
 PROMPT = "Tell me what you know about the moon and the tides."
 
 
-def build_pair(root: Path, hidden: int) -> tuple[Path, Path, Path]:
-    """A random tiny receiver (Qwen3), sharer (Qwen2) sharing a tokenizer, and a fuser with open gates."""
+def build_pair(root: Path, hidden: int, context: int = 1024) -> tuple[Path, Path, Path]:
+    """A random tiny receiver (Qwen3), sharer (Qwen2) sharing a tokenizer, and a fuser with open gates;
+    ``context`` positions in both."""
     from transformers import AutoConfig
 
     from fusers import tiny
@@ -58,9 +59,9 @@ def build_pair(root: Path, hidden: int) -> tuple[Path, Path, Path]:
 
     tok = tiny.bpe_tokenizer(400)
     receiver = tiny.save_model(root / "receiver", "qwen3", tok, seed=1, layers=4, hidden_size=hidden, heads=4,
-                               kv_heads=2, head_dim=hidden // 4)
+                               kv_heads=2, head_dim=hidden // 4, max_position_embeddings=context)
     sharer = tiny.save_model(root / "sharer", "qwen2", tok, seed=2, layers=3, hidden_size=hidden, heads=4,
-                             kv_heads=1)
+                             kv_heads=1, max_position_embeddings=context)
     fuser = tiny.random_fuser(AutoConfig.from_pretrained(receiver), AutoConfig.from_pretrained(sharer),
                               receiver=str(receiver), sharer=str(sharer), seed=3)
     return receiver, sharer, save_published(fuser, root / "fuser")
@@ -121,7 +122,8 @@ def measure(hidden: int, tokens: int, rounds: int) -> dict[str, dict[str, float]
     from fusers.generation import GenerationSettings
 
     app, window = open_window()
-    receiver, sharer, fuser = build_pair(_private / f"pair-{hidden}", hidden)
+    # text relay's prompt holds the hint (half the answer's tokens) before the answer itself
+    receiver, sharer, fuser = build_pair(_private / f"pair-{hidden}", hidden, context=max(1024, 2 * tokens + 512))
     panel = window.pair_panel
     panel.receiver.source.setText(str(receiver))
     panel.sharer.source.setText(str(sharer))

@@ -1,6 +1,7 @@
 """Cache fusion against its floor, text relay and receiver alone.
 
     python benchmarks/modes.py [--json] [--setups tiny,qwen] [--dtypes float32,bfloat16] [--rounds 3]
+                               [--device cpu|cuda] [--variants]
 
 Two set-ups: a tiny pair, and the real Qwen3-0.6B receiver / Qwen2.5-0.5B-Instruct sharer
 architectures (configs below) with random weights, a 128-token prompt, 64 new tokens with EOS
@@ -13,6 +14,11 @@ interleaved and medians reported. The floor is what cache fusion cannot avoid: r
 plus the sharer's prefill plus the fusers' forward pass. The sharer's prefill is measured as a
 user would call it: a plain forward over the prompt without its last token, with cache and all
 logits.
+
+``--variants`` also runs cache fusion with its prefills one after the other and at the same time
+(``Engine(prefills=...)``; at the same time is what a GPU does by default), and with the fusers' paths
+one after another (``Fuser.paths_per_pass = 1``) and batched (the default), and reports each one's
+TTFT, total and fuse phase. ``--device cuda`` builds the models on the GPU.
 """
 
 from __future__ import annotations
@@ -51,10 +57,10 @@ QWEN2_5_0_5B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, 
 PUBLISHED_FUSER = dict(hidden_dim=1024, intermediate_dim=1024, num_layers=3, dropout=0.0)
 
 
-def build_setup(name: str, dtype: torch.dtype, context: int = 1024) -> tuple[Pair, list[dict[str, str]]]:
+def build_setup(name: str, dtype: torch.dtype, context: int = 1024,
+                device: torch.device = torch.device("cpu")) -> tuple[Pair, list[dict[str, str]]]:
     from transformers import Qwen2Config, Qwen3Config
 
-    device = torch.device("cpu")
     if name == "qwen":
         tok = tiny.word_tokenizer(QWEN3_0_6B["vocab_size"])
         ids = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id)
@@ -67,8 +73,9 @@ def build_setup(name: str, dtype: torch.dtype, context: int = 1024) -> tuple[Pai
         scfg = tiny.tiny_config("qwen2", len(tok), layers=3, hidden_size=96, heads=4, kv_heads=1,
                                 intermediate_size=192, max_position_embeddings=context, tokenizer=tok)
         fuser_dims = dict(hidden_dim=64, intermediate_dim=64, num_layers=3, dropout=0.0)
-    receiver = tiny.build_model(rcfg, seed=1).to(dtype)
-    sharer = tiny.build_model(scfg, seed=2).to(dtype)
+    with device:  # random weights made where they run: no host copy of the Qwen shapes
+        receiver = tiny.build_model(rcfg, seed=1).to(dtype)
+        sharer = tiny.build_model(scfg, seed=2).to(dtype)
     r, s = ModelShape.of(rcfg), ModelShape.of(scfg)
     pcfg = ProjectorConfig(source_dim=s.head_dim, target_dim=r.head_dim, source_num_heads=s.kv_heads,
                            target_num_heads=r.kv_heads, **fuser_dims)
@@ -82,7 +89,7 @@ def build_setup(name: str, dtype: torch.dtype, context: int = 1024) -> tuple[Pai
         projectors.append(proj)
     info = FuserInfo(receiver=f"{name}-receiver", sharer=f"{name}-sharer", receiver_layers=r.layers,
                      sharer_layers=s.layers)
-    fuser = Fuser(projectors, build_layer_map("last_aligned", r.layers, s.layers), info).to(dtype).eval()
+    fuser = Fuser(projectors, build_layer_map("last_aligned", r.layers, s.layers), info).to(device, dtype).eval()
     pair = Pair(LoadedModel.from_model(receiver, tok, "receiver", f"{name}-receiver", device, dtype),
                 LoadedModel.from_model(sharer, tok, "sharer", f"{name}-sharer", device, dtype), fuser)
     # a user message whose rendered prompt is exactly PROMPT_TOKENS tokens
@@ -98,7 +105,7 @@ def build_setup(name: str, dtype: torch.dtype, context: int = 1024) -> tuple[Pai
 def time_sharer_prefill(pair: Pair, messages) -> float:
     """A plain forward over the prompt without its last token, with cache and all logits."""
     model = pair.sharer.model
-    ids = torch.tensor([encode(pair.receiver.tokenizer, messages)[:-1]])
+    ids = torch.tensor([encode(pair.receiver.tokenizer, messages)[:-1]], device=pair.sharer.device)
     synchronize(pair.sharer.device)
     t0 = time.perf_counter()
     model(input_ids=ids, cache=new_cache(model), use_cache=True)
@@ -118,14 +125,34 @@ def time_fuser_forward(pair: Pair, caches) -> float:
     return time.perf_counter() - t0
 
 
-def run_setup(name: str, dtype_name: str, rounds: int, long_hint: bool) -> dict:
+def run_variants(pair: Pair, messages, settings: GenerationSettings, rounds: int) -> dict:
+    """Cache fusion with its prefills one after the other or at once, and its fusers' paths one after another
+    or batched: medians of TTFT, total and the fuse phase, interleaved."""
+    combos = [(prefills, passes) for prefills in ("sequential", "overlap") for passes in ("per_path", "batched")]
+    engines = {prefills: Engine(pair, prefills=prefills) for prefills, _ in combos}
+    timings: dict[str, list] = {f"{p}+{f}": [] for p, f in combos}
+    for prefills, passes in combos:  # warm-up of each: the batched pass packs its weights on its first call
+        pair.fuser.paths_per_pass = 1 if passes == "per_path" else None
+        engines[prefills].answer(Mode.FUSION, messages, GenerationSettings(max_new_tokens=2))
+    for _ in range(rounds):
+        for prefills, passes in combos:
+            pair.fuser.paths_per_pass = 1 if passes == "per_path" else None
+            timings[f"{prefills}+{passes}"].append(engines[prefills].answer(Mode.FUSION, messages, settings).timing)
+    pair.fuser.paths_per_pass = None
+    return {key: {field: statistics.median(getattr(t, field) for t in ts)
+                  for field in ("ttft", "total", "fuse", "sharer_prefill", "receiver_prefill")}
+            for key, ts in timings.items()}
+
+
+def run_setup(name: str, dtype_name: str, rounds: int, long_hint: bool, device: torch.device = torch.device("cpu"),
+              variants: bool = False) -> dict:
     dtype = getattr(torch, dtype_name)
-    pair, messages = build_setup(name, dtype)
+    pair, messages = build_setup(name, dtype, device=device)
     engine = Engine(pair)
     settings = GenerationSettings(max_new_tokens=NEW_TOKENS, hint_max_new_tokens=NEW_TOKENS, ignore_eos=True)
     long = GenerationSettings(max_new_tokens=NEW_TOKENS, hint_max_new_tokens=256, ignore_eos=True)
 
-    ids = torch.tensor([encode(pair.receiver.tokenizer, messages)[:-1]])
+    ids = torch.tensor([encode(pair.receiver.tokenizer, messages)[:-1]], device=device)
     caches = (prefill(pair.receiver.model, ids), prefill(pair.sharer.model, ids))
     engine.answer(Mode.FUSION, messages, GenerationSettings(max_new_tokens=2))  # warm-up (allocator, kernels)
     runs: dict[str, list] = {k: [] for k in ("receiver", "relay", "fusion", "relay_256", "sharer_prefill",
@@ -145,6 +172,7 @@ def run_setup(name: str, dtype_name: str, rounds: int, long_hint: bool) -> dict:
 
     out = {
         "setup": name,
+        "device": str(pair.receiver.device),
         "dtype": dtype_name,
         "rounds": rounds,
         "threads": torch.get_num_threads(),
@@ -164,6 +192,9 @@ def run_setup(name: str, dtype_name: str, rounds: int, long_hint: bool) -> dict:
         "sharer_prefill_s": med("sharer_prefill"),
         "fuser_forward_s": med("fuser_forward"),
         "fuser_parameters": pair.fuser.parameter_count(),
+        "fusion_prefills": "overlapped" if engine.overlaps_prefills() else "sequential",
+        # the last fusion run's peak per device (CUDA max allocated; the process's peak RSS for the CPU)
+        "fusion_peak_memory_by_device": runs["fusion"][-1].peak_memory_by_device,
     }
     extra = out["sharer_prefill_s"] + out["fuser_forward_s"]
     out["fusion_ttft_over_floor"] = (out["fusion_ttft_s"] - out["receiver_ttft_s"]) / extra
@@ -172,6 +203,11 @@ def run_setup(name: str, dtype_name: str, rounds: int, long_hint: bool) -> dict:
     out["relay_over_fusion_total"] = out["relay_total_s"] / out["fusion_total_s"]
     if out["relay_256_total_s"] is not None:
         out["relay_256_over_fusion_total"] = out["relay_256_total_s"] / out["fusion_total_s"]
+    if variants:
+        out["variants"] = run_variants(pair, messages, settings, rounds)
+        v = out["variants"]
+        out["overlapped_over_sequential_ttft"] = v["overlap+batched"]["ttft"] / v["sequential+batched"]["ttft"]
+        out["batched_over_per_path_fuse"] = v["sequential+batched"]["fuse"] / v["sequential+per_path"]["fuse"]
     pair.close()
     return out
 
@@ -186,6 +222,8 @@ def print_table(results: list[dict]) -> None:
         ("fusion_ttft_over_floor", "fusion_ttft_over_floor", ""), ("fusion_total_over_floor", "fusion_total_over_floor", ""),
         ("fused_decode_speed_ratio", "fused_decode_speed_ratio", ""), ("relay_over_fusion_total", "relay_over_fusion_total", ""),
         ("relay_256_over_fusion_total", "relay_256_over_fusion_total", ""),
+        ("overlapped_over_sequential_ttft", "overlapped_over_sequential_ttft", ""),
+        ("batched_over_per_path_fuse", "batched_over_per_path_fuse", ""),
     ]
     head = "| measure | " + " | ".join(f"{r['setup']} {r['dtype']}" for r in results) + " |"
     print(head)
@@ -206,15 +244,21 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-long-hint", action="store_true", help="skip the 256-token hint relay")
     parser.add_argument("--json", action="store_true", help="print one JSON object per set-up and dtype")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the models are built and run")
+    parser.add_argument("--variants", action="store_true",
+                        help="also cache fusion with sequential / overlapped prefills and per-path / batched fusers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from fusers.devices import resolve_device
+
+    device = resolve_device(args.device)
     from fusers.pair import quiet_libraries
 
     quiet_libraries()
     results = []
     for setup in args.setups.split(","):
         for dtype in args.dtypes.split(","):
-            result = run_setup(setup, dtype, args.rounds, not args.no_long_hint)
+            result = run_setup(setup, dtype, args.rounds, not args.no_long_hint, device, args.variants)
             results.append(result)
             if args.json:
                 print(json.dumps(result), flush=True)

@@ -251,7 +251,9 @@ def save_published(fuser: Fuser, path: str | Path) -> Path:
     for i, proj in enumerate(fuser.projectors):
         meta = {"class": "C2CProjector", "init_args": _encode_args(proj.config.to_dict())}
         (final / f"projector_{i}.json").write_text(json.dumps(meta, indent=2) + "\n")
-        state = {k: v.detach().to("cpu").contiguous() for k, v in proj.state_dict().items()}
+        # copies: a fuser that has fused holds its weights as views of stacks, and torch.save writes a view's
+        # whole storage
+        state = {k: v.detach().to("cpu", copy=True) for k, v in proj.state_dict().items()}
         torch.save(state, final / f"projector_{i}.pt")
     return path
 

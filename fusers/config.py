@@ -21,12 +21,11 @@ def required(text: str) -> Any:
 
 
 class ConfigBase:
-    """Mixin for ``@dataclass`` configs: ``from_dict`` rejects unknown keys, naming them (unless the class
-    sets ``ignore_unknown``); values are checked by each class's ``__post_init__``."""
+    """Mixin for ``@dataclass`` configs: ``from_dict`` rejects unknown keys, naming them; values are checked by
+    each class's ``__post_init__``."""
 
     config_name: ClassVar[str] = "settings"  # how an error message names this config
     config_error: ClassVar[type[Exception]] = ValueError
-    ignore_unknown: ClassVar[bool] = False  # True only where older or newer writers are expected
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
@@ -35,9 +34,7 @@ class ConfigBase:
     def from_dict(cls: type[C], data: dict[str, Any]) -> C:
         known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - known)
-        if unknown and cls.ignore_unknown:
-            data = {k: v for k, v in data.items() if k in known}
-        elif unknown:
+        if unknown:
             raise cls.config_error(f"unknown {cls.config_name}: {', '.join(unknown)}.")
         return cls(**data)
 

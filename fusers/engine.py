@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 
 from .alignment import TokenAligner
 from .chat import check_messages, encode, find_stop, user
-from .devices import PeakMemory
+from .devices import PeakMemory, overlapped
 from .errors import ModeUnavailableError, PairMismatchError, PromptError
 from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill
 from .timing import Recorder, Timing
@@ -40,6 +40,9 @@ class Mode(str, Enum):
     def label(self) -> str:
         return MODE_LABELS[self]
 
+
+# how cache fusion runs its two prefills: at the same time where a GPU takes part, or always, or one by one
+PREFILLS = ("auto", "overlap", "sequential")
 
 MODE_LABELS = {
     Mode.RECEIVER: "Receiver alone",
@@ -111,9 +114,29 @@ class _Stop(Exception):
 class Engine:
     """Answers conversations with a loaded :class:`~fusers.pair.Pair`. Not thread-safe: one run at a time."""
 
-    def __init__(self, pair: "Pair"):
+    def __init__(self, pair: "Pair", prefills: str = "auto"):
+        if prefills not in PREFILLS:
+            raise ValueError(f"prefills must be one of {', '.join(PREFILLS)}, got {prefills!r}")
         self.pair = pair
+        self.prefills = prefills
         self._aligner: TokenAligner | None = None
+
+    def overlaps_prefills(self) -> bool:
+        """Whether cache fusion runs the sharer's and the receiver's prefills at the same time: where a GPU
+        takes part (``auto``), each on its own stream or device; on a CPU they would only share its cores."""
+        if self.prefills != "auto":
+            return self.prefills == "overlap"
+        return any(d.type == "cuda" for d in (self.pair.sharer.device, self.pair.receiver.device))
+
+    def devices(self, mode: Mode | str) -> list["torch.device"]:
+        """The devices a run of ``mode`` uses, the answering model's first (the fuser sits on the receiver's)."""
+        mode = Mode(mode)
+        receiver, sharer = self.pair.receiver.device, self.pair.sharer.device
+        if mode is Mode.RECEIVER:
+            return [receiver]
+        if mode is Mode.SHARER:
+            return [sharer]
+        return [receiver] if sharer == receiver else [receiver, sharer]
 
     def available_modes(self) -> list[Mode]:
         return [m for m in Mode if m is not Mode.FUSION or self.pair.fuser is not None]
@@ -141,10 +164,10 @@ class Engine:
             if on_event is not None:
                 on_event(event)
 
-        device = (self.pair.sharer if mode is Mode.SHARER else self.pair.receiver).device
-        rec = Recorder(device, on_phase=lambda name, s, e: emit(PhaseEvent(mode, name, s, e)))
+        devices = self.devices(mode)
+        rec = Recorder(devices, on_phase=lambda name, s, e: emit(PhaseEvent(mode, name, s, e)))
         run = _Run(mode, settings, rec, emit, cancel)
-        with PeakMemory(device) as peak, _seeded(settings, device):
+        with PeakMemory(*devices) as peak, _seeded(settings, devices):
             try:
                 if mode is Mode.RECEIVER:
                     self._alone(self.pair.receiver, messages, run)
@@ -162,6 +185,7 @@ class Engine:
         t = rec.timing
         t.total = end
         t.peak_memory_bytes = peak.peak_bytes
+        t.peak_memory_by_device = peak.by_device
         t.tokens_out = len(run.answer_ids)
         if len(run.token_times) > 1:
             t.decode_tokens_per_s = (len(run.token_times) - 1) / max(run.token_times[-1] - run.token_times[0], 1e-9)
@@ -239,13 +263,22 @@ class Engine:
         # Both models prefill all but the last prompt token; the receiver feeds that token when decoding.
         s_input = torch.tensor([s_ids[:-1]], device=sharer.device)  # (1, N-1)
         r_input = torch.tensor([r_ids[:-1]], device=receiver.device)  # (1, N-1)
-        run.rec.start("sharer_prefill")
-        sharer_cache = prefill(sharer.model, s_input, run.cancel)
-        run.rec.end("sharer_prefill")
-        run.check_cancel()
-        run.rec.start("receiver_prefill")
-        receiver_cache = prefill(receiver.model, r_input, run.cancel)
-        run.rec.end("receiver_prefill")
+        if self.overlaps_prefills():  # independent until the fuse: TTFT nears the longer prefill, not the sum
+            run.rec.start("sharer_prefill")
+            run.rec.start("receiver_prefill")
+            sharer_cache, sharer_end, receiver_cache, receiver_end = overlapped(
+                lambda: prefill(sharer.model, s_input, run.cancel), sharer.device,
+                lambda: prefill(receiver.model, r_input, run.cancel), receiver.device)
+            run.rec.end("sharer_prefill", sharer_end - run.rec.t0)
+            run.rec.end("receiver_prefill", receiver_end - run.rec.t0)
+        else:
+            run.rec.start("sharer_prefill")
+            sharer_cache = prefill(sharer.model, s_input, run.cancel)
+            run.rec.end("sharer_prefill")
+            run.check_cancel()
+            run.rec.start("receiver_prefill")
+            receiver_cache = prefill(receiver.model, r_input, run.cancel)
+            run.rec.end("receiver_prefill")
         run.check_cancel()
         run.rec.start("fuse")
         if len(r_ids) > 1:
@@ -389,15 +422,15 @@ _SAMPLING_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _seeded(settings: GenerationSettings, device: "torch.device") -> Iterator[None]:
+def _seeded(settings: GenerationSettings, devices: "list[torch.device]") -> Iterator[None]:
     """Sampling draws from a private RNG state seeded per run; greedy runs leave RNG alone."""
     if not settings.do_sample:
         yield
         return
     import torch
 
-    devices = [device] if device.type == "cuda" else []
-    with _SAMPLING_LOCK, torch.random.fork_rng(devices=devices):
+    gpus = [d.index for d in devices if d.type == "cuda"]
+    with _SAMPLING_LOCK, torch.random.fork_rng(devices=gpus):
         torch.manual_seed(settings.seed)
         yield
 

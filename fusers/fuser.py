@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -12,13 +12,18 @@ from torch import nn
 from .config import ConfigBase
 from .errors import PairMismatchError
 from .layer_map import LayerLink
-from .projector import C2CProjector, gate_open
+from .projector import C2CProjector, ProjectorConfig, gate_open, stacked_residual
 
 if TYPE_CHECKING:
     from transformers import Cache, PretrainedConfig
 
 ALIGNMENT_STRATEGIES = ("first", "longest")
 KV = tuple[torch.Tensor, torch.Tensor]
+KINDS = ("key", "value")
+# The largest activation of one batched fuser pass, in elements (paths x positions x the widest layer), so
+# that long prompts run in several passes instead of holding every path's activations at once: 2**25 is
+# 128 MiB in float32, and 56 paths of the Qwen3-0.6B pairs' fusers at 127 positions take 8.2M.
+PASS_ELEMENTS = 2**25
 
 
 @dataclass
@@ -83,6 +88,8 @@ class Fuser(nn.Module):
         self.projectors = nn.ModuleList(projectors)
         self.layer_map = list(layer_map)
         self.info = info
+        self.paths_per_pass: int | None = None  # see fuse()
+        self._packs: dict[tuple, _Pack] = {}  # projector shape -> its paths' weights, stacked (see _stacks)
         if sorted(link.fuser_index for link in layer_map) != sorted(set(link.fuser_index for link in layer_map)):
             # one projector may not serve two receiver layers: its gate statistics would be ambiguous
             raise ValueError("the layer map uses a fuser index twice")
@@ -175,45 +182,126 @@ class Fuser(nn.Module):
         works position by position, so it runs only on the valid positions, packed into one row;
         padded positions keep the receiver's entries (the attention mask hides them).
 
-        In eval mode the gates are the hard threshold, and a closed gate skips its path entirely:
-        ``0 * w * proj`` is zero, so this is exact.
+        Every K and V path of projectors of one shape runs as one batched pass (``stacked_residual``), at most
+        ``paths_per_pass`` paths at a time (None: as many as ``PASS_ELEMENTS`` of activations allow; 1: one
+        path after another, as the reference does). In eval mode the gates are the hard threshold, and a
+        closed gate skips its path entirely: ``0 * w * proj`` is zero, so this is exact.
         """
         dtype, device = self.dtype, self.device
         out_dtype = receiver_kv[0][0].dtype
         # bf16/fp16 models under fp32 master weights (training on a GPU): matmuls in the models' dtype
         mixed = out_dtype != dtype
+        in_dtype = out_dtype if mixed else dtype
         autocast = torch.autocast(device.type, dtype=out_dtype) if mixed else contextlib.nullcontext()
         flags = None if self.training else self._gate_flags()  # one device sync for all gates, not one per layer
         zero = torch.zeros((), device=device, dtype=torch.float32)
-        fused = list(receiver_kv)
+        fused = [list(kv) for kv in receiver_kv]
         weights: list[torch.Tensor] = [zero] * (2 * len(self.layer_map))
+        groups: dict[tuple, list[tuple[int, int]]] = {}  # projector shape -> its (link, K or V) paths that run
+        everyone: dict[tuple, list[tuple[int, int]]] = {}  # ... and all of its paths, open or closed
+        # in receiver-layer order, whatever the map's order: Gumbel and dropout draws come in that order
+        for i, link in sorted(enumerate(self.layer_map), key=lambda item: item[1].receiver_layer):
+            r, s = receiver_kv[link.receiver_layer][0], sharer_kv[link.sharer_layer][0]
+            if r.shape[2] != s.shape[2]:
+                raise PairMismatchError(
+                    f"Receiver layer {link.receiver_layer} holds {r.shape[2]} positions and sharer layer "
+                    f"{link.sharer_layer} {s.shape[2]}: cache fusion needs one sharer entry per receiver "
+                    "position. Prefill both models into full caches (fusers.generation.new_cache)."
+                )
+            key = _shape_key(self.projectors[link.fuser_index].config)
+            for j in range(2):
+                everyone.setdefault(key, []).append((i, j))
+                if flags is None or flags[2 * i + j]:
+                    groups.setdefault(key, []).append((i, j))
         with autocast:
-            # in receiver-layer order, whatever the map's order: dropout and Gumbel draws come in that order
-            for i, link in sorted(enumerate(self.layer_map), key=lambda item: item[1].receiver_layer):
-                proj = self.projectors[link.fuser_index]
-                layer = []
-                for j, kind in enumerate(("key", "value")):
-                    r = receiver_kv[link.receiver_layer][j]  # (B, Ht, L, Dt)
-                    s = sharer_kv[link.sharer_layer][j].to(device=device, dtype=out_dtype if mixed else dtype)
-                    if r.shape[2] != s.shape[2]:
-                        raise PairMismatchError(
-                            f"Receiver layer {link.receiver_layer} holds {r.shape[2]} positions and sharer layer "
-                            f"{link.sharer_layer} {s.shape[2]}: cache fusion needs one sharer entry per receiver "
-                            "position. Prefill both models into full caches (fusers.generation.new_cache)."
-                        )
-                    if flags is not None and not flags[2 * i + j]:
-                        layer.append(r)
-                        continue
-                    r_in = r if mixed else r.to(dtype)
-                    if valid is None:
-                        out, w = proj.fuse(kind, s, r_in)  # (B, Ht, L, Dt), (B, Ht, L, 1)
-                    else:
-                        out, w = proj.fuse(kind, pack(s, valid), pack(r_in, valid))  # (1, H, N, D)
-                        out = unpack(out, r, valid)
-                    layer.append(out.to(out_dtype).contiguous())
-                    weights[2 * i + j] = w.detach().float().mean()
-                fused[link.receiver_layer] = (layer[0], layer[1])
-        return fused, weights
+            for key, paths in groups.items():
+                for (i, j), out, mean_w in self._fuse_group(paths, everyone[key], receiver_kv, sharer_kv, valid,
+                                                            in_dtype, gumbel=flags is None):
+                    fused[self.layer_map[i].receiver_layer][j] = out
+                    weights[2 * i + j] = mean_w
+        return [(k, v) for k, v in fused], weights
+
+    def _fuse_group(self, paths: list[tuple[int, int]], group: list[tuple[int, int]], receiver_kv: list[KV],
+                    sharer_kv: list[KV], valid: torch.Tensor | None, dtype: torch.dtype, gumbel: bool
+                    ) -> Iterator[tuple[tuple[int, int], torch.Tensor, torch.Tensor]]:
+        """Fuse ``paths`` (all of one projector shape; ``group``: every path of that shape) in batched passes;
+        yield each path's fused (B, Ht, L, Dt) in the cache's dtype and its mean ``w``."""
+        cfg = self._projector(paths[0][0]).config
+        stacks = self._stacks(_shape_key(cfg), paths, group)
+        # training: each path's Gumbel-sigmoid gate, drawn in path order; eval: open (closed paths never run)
+        gates = torch.stack([self._projector(i).gate(KINDS[j]) for i, j in paths]) if gumbel else None  # (G,)
+        x, rows = self._inputs(paths, receiver_kv, sharer_kv, valid, cfg, dtype)  # (G, M, Ws+Wt)
+        m = x.shape[1]
+        per_pass = self.paths_per_pass or max(1, PASS_ELEMENTS // (m * _widest(cfg)))
+        for a in range(0, len(paths), per_pass):
+            b = min(a + per_pass, len(paths))
+            proj, w = stacked_residual({n: t[a:b] for n, t in stacks.items()}, x[a:b], cfg.num_layers, cfg.dropout,
+                                       self.training)  # (g, M, Wt), (g, M, Ht)
+            receiver = x[a:b, :, cfg.source_width:].view(b - a, m, cfg.target_num_heads, cfg.target_dim)
+            residual = w.unsqueeze(-1) * proj.view_as(receiver)  # (g, M, Ht, Dt)
+            if gates is not None:
+                residual = gates[a:b].to(residual.dtype).view(-1, 1, 1, 1) * residual
+            out = receiver + residual  # the published step 7
+            mean_w = w.detach().float().mean(dim=(1, 2))  # (g,)
+            for g, (i, j) in enumerate(paths[a:b]):
+                base = receiver_kv[self.layer_map[i].receiver_layer][j]
+                yield (i, j), self._output(out[g], base, rows, valid), mean_w[g]
+
+    def _projector(self, link_index: int) -> C2CProjector:
+        return self.projectors[self.layer_map[link_index].fuser_index]
+
+    def _inputs(self, paths: list[tuple[int, int]], receiver_kv: list[KV], sharer_kv: list[KV],
+                valid: torch.Tensor | None, cfg: ProjectorConfig, dtype: torch.dtype) -> tuple[torch.Tensor, tuple]:
+        """The published steps 1-2 for every path: (G, M, Ws+Wt), sharer then receiver, heads flattened
+        head-major, M = the batch's positions (only the valid ones with ``valid``); and (B, N) of the rows.
+        A few whole-group copies, not a few per path: on a GPU each copy is a kernel launch."""
+        links = [self.layer_map[i] for i, _ in paths]
+        r = [receiver_kv[link.receiver_layer][j] for link, (_, j) in zip(links, paths)]  # (B, Ht, L, Dt) each
+        s = [sharer_kv[link.sharer_layer][j] for link, (_, j) in zip(links, paths)]  # (B, Hs, L, Ds) each
+        device = r[0].device
+        if valid is not None:
+            r = [pack(t.to(dtype), valid) for t in r]  # (1, Ht, N, Dt)
+            s = [pack(t.to(device=device, dtype=dtype), valid) for t in s]
+        rs, ss = torch.stack(r), torch.stack(s)  # (G, B, H, N, D); the sharer's on its own device
+        g, b, _, n, _ = rs.shape
+        x = torch.empty(g, b, n, cfg.source_width + cfg.target_width, device=device, dtype=dtype)
+        # (G, B, H, N, D) -> (G, B, N, H, D) into x's sharer and receiver halves; the copy moves and casts too
+        x[..., :cfg.source_width].unflatten(-1, (cfg.source_num_heads, cfg.source_dim)).copy_(ss.transpose(2, 3))
+        x[..., cfg.source_width:].unflatten(-1, (cfg.target_num_heads, cfg.target_dim)).copy_(rs.transpose(2, 3))
+        return x.view(g, b * n, -1), (b, n)
+
+    @staticmethod
+    def _output(out: torch.Tensor, base: torch.Tensor, rows: tuple[int, int], valid: torch.Tensor | None) -> torch.Tensor:
+        """One path's fused (M, Ht, Dt) back into the cache's (B, Ht, L, Dt) layout and dtype."""
+        b, n = rows
+        out = out.view(b, n, *out.shape[1:]).transpose(1, 2)  # (B, Ht, N, Dt)
+        if valid is not None:
+            out = unpack(out, base, valid)
+        return out.to(base.dtype).contiguous()
+
+    def _stacks(self, key: tuple, paths: list[tuple[int, int]], group: list[tuple[int, int]]
+                ) -> dict[str, torch.Tensor]:
+        """The weights of ``paths``, stacked: {name: (G, ...)} in ``paths``' order.
+
+        With gradients (training) they are stacked afresh on every call, so that the gradients reach each
+        projector's own parameters. Without (inference), the parameters of all the group's paths are packed
+        once into stacks that they then live in as views (the paths that run first), so a pass copies no
+        weight and the fuser's memory does not double; moving the fuser, loading weights with ``assign``, or a
+        gate that opens or closes packs again.
+        """
+        per_path = [self._projector(i).weights(KINDS[j]) for i, j in paths]
+        if torch.is_grad_enabled() and any(t.requires_grad for w in per_path for t in w.values()):
+            return {name: torch.stack([w[name] for w in per_path]) for name in per_path[0]}
+        running = set(paths)
+        order = paths + [p for p in group if p not in running]
+        pack = self._packs.get(key)
+        if pack is None or pack.order != order or pack.pointers[:len(paths)] != _pointers(per_path):
+            pack = self._packs[key] = _Pack.of([self._projector(i).weights(KINDS[j]) for i, j in order], order)
+        return {name: stack[:len(paths)] for name, stack in pack.stacks.items()}
+
+    def _apply(self, fn, recurse: bool = True):  # .to(), .half(), ...: the packs hold the old tensors
+        self._packs = {}
+        return super()._apply(fn, recurse)
 
     @torch.no_grad()
     def fuse_cache(self, receiver_cache: "Cache", sharer_cache: "Cache") -> list[LayerFusion]:
@@ -259,3 +347,37 @@ def unpack(packed: torch.Tensor, base: torch.Tensor, valid: torch.Tensor) -> tor
     out = base.transpose(1, 2).to(packed.dtype, copy=True)  # (B, L, H, D)
     out[valid] = packed[0].transpose(0, 1)
     return out.transpose(1, 2)
+
+
+@dataclass
+class _Pack:
+    """The weights of one shape's paths, stacked, with the paths' parameters living in them as views."""
+
+    order: list[tuple[int, int]]  # (link index, 0 for K or 1 for V), the paths that run first
+    stacks: dict[str, torch.Tensor]  # name -> (G, ...)
+    pointers: list[tuple[int, ...]]  # per path: where its parameters live, to see that they still do
+
+    @classmethod
+    def of(cls, per_path: list[dict[str, torch.Tensor]], order: list[tuple[int, int]]) -> "_Pack":
+        stacks = {}
+        # ordinary tensors even under inference_mode: the parameters live in them, and training updates them
+        with torch.inference_mode(False), torch.no_grad():
+            for name in per_path[0]:  # one weight at a time: the peak is one stack more, not a second fuser
+                stacks[name] = torch.stack([w[name].detach() for w in per_path])
+                for g, w in enumerate(per_path):
+                    w[name].data = stacks[name][g]
+        return cls(order, stacks, _pointers(per_path))
+
+
+def _pointers(per_path: list[dict[str, torch.Tensor]]) -> list[tuple[int, ...]]:
+    return [tuple(t.data_ptr() for t in w.values()) for w in per_path]
+
+
+def _shape_key(cfg: ProjectorConfig) -> tuple:
+    """Projectors whose paths can share a batched pass: same weight shapes, same dropout."""
+    return (cfg.source_width, cfg.target_width, cfg.target_num_heads, cfg.target_dim, cfg.hidden_dim,
+            cfg.intermediate_dim, cfg.num_layers, cfg.dropout)
+
+
+def _widest(cfg: ProjectorConfig) -> int:
+    return max(cfg.source_width + cfg.target_width, cfg.hidden_dim, cfg.intermediate_dim, cfg.target_width)

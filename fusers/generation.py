@@ -26,8 +26,7 @@ class GenerationSettings(ConfigBase):
     """How every answer mode decodes."""
 
     config_name: ClassVar[str] = "generation settings"
-    # the app keeps these between versions: a field a newer or older version wrote is dropped, not an error
-    ignore_unknown: ClassVar[bool] = True
+    config_error: ClassVar[type[Exception]] = SettingsError
 
     max_new_tokens: int = option(256, "Most tokens in an answer.")
     do_sample: bool = option(False, "Sample instead of greedy decoding.")

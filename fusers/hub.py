@@ -4,18 +4,21 @@ Everything lives in the standard Hugging Face cache (``HF_HUB_CACHE``, else ``HF
 downloaded here is also what ``huggingface_hub`` and ``transformers`` find, and the reverse. ``HF_ENDPOINT``,
 ``HF_TOKEN``, ``HF_HOME`` and ``HF_HUB_OFFLINE`` are read when a function is called, not at import.
 
-What ``huggingface_hub`` 2.x does for us and what we add:
+``huggingface_hub`` does the work; this module adds thin steps around it:
 
-- It downloads each file to a unique temporary file and renames it into ``blobs/`` only when complete, so a
-  partial file is never in the cache. A dropped connection is resumed inside the same call with an HTTP
-  ``Range`` request (a few retries); a later call restarts an unfinished file from zero. Finished files are
-  never fetched again: we skip files already in the snapshot.
-- It checks the byte count against the size the server announced (``HEAD``), nothing more: it does not hash
-  what it downloaded. We check every downloaded file against the repo tree listing: its size, and its sha256
-  (LFS files) or git blob sha1 (other files). A file that fails is deleted from the cache and the download
-  fails with :class:`~fusers.errors.DownloadError`.
-- It only warns about disk space per file; we check free space against the whole remaining download first
-  (:class:`~fusers.errors.DiskSpaceError`).
+- Fetching is ``hf_hub_download``, one call per file: it writes each file to a unique temporary file and
+  renames it into ``blobs/`` only when whole, resumes a dropped connection with a ``Range`` request, and never
+  fetches a finished file again. ``snapshot_download`` fetches a pair's (or a model's) first small file and
+  records ``refs/main`` and the repo's listing in the cache (what finds a pair offline later). The rest comes
+  through ``hf_hub_download`` per file, in a small thread pool, not ``snapshot_download``, because that one
+  hands every file the same aggregate progress bar: which file is arriving and how far it is, which the app
+  and the CLI show, is lost there, and a failure or Ctrl-C does not stop the transfers still running.
+- The cache is read with ``scan_cache_dir`` and emptied with ``delete_files`` / ``delete_revisions``
+  (:func:`remove_pair` says which, and why).
+- Added: every downloaded file is checked against the repo's tree listing (size, and sha256 for LFS files or
+  the git blob sha1 for others; huggingface_hub checks only the byte count), free disk space is checked
+  against the whole remaining download first, progress is reported per pair (bytes, files, rate, the files in
+  flight), a ``threading.Event`` cancels, and temporary files a killed process left behind are swept.
 
 This module never imports torch: ``c2c fuser list`` stays fast.
 """
@@ -30,7 +33,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -62,9 +65,7 @@ MAX_WORKERS = 4
 PROGRESS_INTERVAL_S = 0.1
 CONFIG_FETCH_LIMIT = 1 << 20  # listing reads a pair's config.json over HTTP only when it is this small
 STALE_PARTIAL_S = 3600.0  # a temporary download file untouched this long was left by a killed process
-
-STAGES = ("fuser", "receiver", "sharer")
-STATUSES = ("absent", "partial", "complete")
+CANCELLED = "Download cancelled; finished files stay in the cache and are not fetched again."
 
 
 @dataclass(frozen=True)
@@ -158,12 +159,6 @@ def _api() -> Any:
     return HfApi(endpoint=endpoint())  # token: HF_TOKEN or the saved login, looked up per request
 
 
-def _storage(repo_id: str) -> Path:
-    from huggingface_hub.file_download import repo_folder_name
-
-    return cache_dir() / repo_folder_name(repo_id=repo_id, repo_type="model")
-
-
 # -- small helpers ------------------------------------------------------------------------------------------
 
 def format_bytes(n: float | None) -> str:
@@ -211,25 +206,17 @@ class _Entry:
 def _entries(files: Iterable[Any], repo_id: str, commit: str) -> list[_Entry]:
     from huggingface_hub.hf_api import RepoFile
 
-    out = []
-    for f in files:
-        if isinstance(f, RepoFile):
-            out.append(_Entry(repo_id, commit, f.path, int(f.size), str(f.blob_id),
-                              f.lfs.sha256 if f.lfs is not None else None))
-    return out
+    return [_Entry(repo_id, commit, f.path, int(f.size), str(f.blob_id), f.lfs.sha256 if f.lfs is not None else None)
+            for f in files if isinstance(f, RepoFile)]
 
 
-def _snapshot_file(entry: _Entry) -> Path:
-    return _storage(entry.repo_id) / "snapshots" / entry.commit / entry.path
+def _folder_entries(entries: Iterable[_Entry], name: str) -> list[_Entry]:
+    return [e for e in entries if e.path.startswith(name + "/")]
 
 
-def _present(entry: _Entry) -> bool:
-    """The file is in the cache's snapshot of its commit.
-
-    Presence is enough: huggingface_hub only ever renames whole files into the cache, and we verify each one
-    against the Hub's listing when it arrives (and delete it if it fails).
-    """
-    return _snapshot_file(entry).is_file()
+def _pair_names(entries: Iterable[_Entry]) -> set[str]:
+    """The pair folders of a listing of the fuser repo: top-level folders with a config.json."""
+    return {e.path.split("/", 1)[0] for e in entries if e.path.count("/") == 1 and e.path.endswith("/" + PAIR_CONFIG)}
 
 
 def _hash_file(path: Path, entry: _Entry) -> tuple[str, str]:
@@ -260,18 +247,15 @@ def _verify(entry: _Entry, path: Path) -> None:
             problem = f"its {algorithm} is {digest[:12]}…, the repo listing says {expected[:12]}…"
     if problem is None:
         return
-    _delete_cached(path)
+    # The snapshot entry and its blob both go, even if another entry links the blob (delete_files would keep
+    # it): the blob is named by the etag the server claimed, so every entry that links it holds the bad bytes.
+    blob = Path(os.path.realpath(path))
+    path.unlink(missing_ok=True)
+    blob.unlink(missing_ok=True)
     raise DownloadError(
         f"{entry.repo_id}/{entry.path} from {endpoint()} failed verification ({problem}); the file was deleted. "
         "Run the download again; if it fails the same way, the server or a proxy is serving wrong files."
     )
-
-
-def _delete_cached(pointer: Path) -> None:
-    blob = Path(os.path.realpath(pointer))
-    pointer.unlink(missing_ok=True)
-    if blob != pointer:
-        blob.unlink(missing_ok=True)
 
 
 def _free_bytes(path: Path) -> int:
@@ -342,20 +326,44 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, (httpx2.TransportError, OfflineModeIsEnabled, ConnectionError, TimeoutError))
 
 
-# -- the cache, offline ------------------------------------------------------------------------------------
 
-def _cached_commits(repo_id: str) -> list[str]:
-    """Commits with a snapshot in the cache: the one ``main`` points to first, then newest first."""
-    storage = _storage(repo_id)
-    commits = []
-    ref = storage / "refs" / REVISION
-    if ref.is_file():
-        commits.append(ref.read_text().strip())
-    snaps = storage / "snapshots"
-    if snaps.is_dir():
-        others = sorted((p for p in snaps.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
-        commits += [p.name for p in others if p.name not in commits]
-    return commits
+
+# -- the cache, as scan_cache_dir sees it -------------------------------------------------------------------
+
+class _Cache:
+    """One ``scan_cache_dir`` of the HF cache, read by a public call from start to end."""
+
+    def __init__(self) -> None:
+        from huggingface_hub import scan_cache_dir
+        from huggingface_hub.errors import CacheNotFound
+
+        self.info = None
+        for _ in range(3):  # a file another thread deletes mid-scan (a failed check, a removal) fails the scan
+            try:
+                self.info = scan_cache_dir(cache_dir())
+                break
+            except CacheNotFound:
+                break
+            except FileNotFoundError:
+                continue
+
+    def revisions(self, repo_id: str) -> list[Any]:
+        """The repo's cached revisions (``CachedRevisionInfo``): the one ``main`` points to first, then newest."""
+        repo = next((r for r in self.info.repos if r.repo_id == repo_id and r.repo_type == "model"), None) \
+            if self.info is not None else None
+        if repo is None:
+            return []
+        return sorted(repo.revisions, key=lambda r: (REVISION not in r.refs, -r.last_modified))
+
+    def present(self, repo_id: str, commit: str) -> set[str]:
+        """Paths (in the repo) of the files the cache holds at ``commit``."""
+        for revision in self.revisions(repo_id):
+            if revision.commit_hash == commit:
+                return {f.file_path.relative_to(revision.snapshot_path).as_posix() for f in revision.files}
+        return set()
+
+    def pair_folders(self, name: str) -> list[Path]:
+        return [p for r in self.revisions(REPO_ID) if (p := r.snapshot_path / name).is_dir()]
 
 
 def _cached_tree(repo_id: str, commit: str) -> list[_Entry] | None:
@@ -368,10 +376,6 @@ def _cached_tree(repo_id: str, commit: str) -> list[_Entry] | None:
     except (CachedRepoTreeNotFoundError, OSError, ValueError):
         return None
     return _entries(files, repo_id, commit)
-
-
-def _folder_entries(entries: Iterable[_Entry], name: str) -> list[_Entry]:
-    return [e for e in entries if e.path.startswith(name + "/")]
 
 
 def _layout_complete(folder: Path) -> bool:
@@ -394,15 +398,18 @@ def local_pair_path(name: str) -> Path | None:
         _check_name(name)
     except DownloadError:
         return None
-    storage = _storage(REPO_ID)
-    for commit in _cached_commits(REPO_ID):
-        folder = storage / "snapshots" / commit / name
+    return _complete_pair(name, _Cache())
+
+
+def _complete_pair(name: str, cache: _Cache) -> Path | None:
+    for revision in cache.revisions(REPO_ID):
+        folder = revision.snapshot_path / name
         if not folder.is_dir():
             continue
-        tree = _cached_tree(REPO_ID, commit)
+        tree = _cached_tree(REPO_ID, revision.commit_hash)
         files = _folder_entries(tree, name) if tree is not None else None
         if files:
-            if all(_present(e) for e in files):
+            if {e.path for e in files} <= cache.present(REPO_ID, revision.commit_hash):
                 return folder
         elif tree is None and _layout_complete(folder):
             return folder
@@ -417,13 +424,13 @@ def _select_model_files(entries: list[_Entry]) -> list[_Entry]:
     return chosen
 
 
-def _model_cached(repo_id: str) -> bool:
-    for commit in _cached_commits(repo_id):
-        tree = _cached_tree(repo_id, commit)
+def _model_cached(repo_id: str, cache: _Cache) -> bool:
+    for revision in cache.revisions(repo_id):
+        tree = _cached_tree(repo_id, revision.commit_hash)
         if tree is not None:
             files = _select_model_files(tree)
-            return bool(files) and all(_present(e) for e in files)
-        snapshot = _storage(repo_id) / "snapshots" / commit
+            return bool(files) and {e.path for e in files} <= cache.present(repo_id, revision.commit_hash)
+        snapshot = revision.snapshot_path
         if (snapshot / "config.json").is_file() and any(snapshot.glob("*.safetensors")):
             return True  # fetched by another tool that kept no listing
     return False
@@ -437,54 +444,56 @@ def _read_pair_models(config_text: str) -> tuple[str, str] | None:
         return None
 
 
-def _cached_pair_models(name: str) -> tuple[str, str] | None:
-    storage = _storage(REPO_ID)
-    for commit in _cached_commits(REPO_ID):
-        config = storage / "snapshots" / commit / name / PAIR_CONFIG
-        if config.is_file():
-            found = _read_pair_models(config.read_text(errors="replace"))
-            if found:
-                return found
-    return None
+def _pair_models(name: str, cache: _Cache) -> tuple[str, str] | None:
+    """(receiver, sharer) from a cached copy of the pair's config.json, else the spec's table."""
+    for revision in cache.revisions(REPO_ID):
+        config = revision.snapshot_path / name / PAIR_CONFIG
+        if config.is_file() and (found := _read_pair_models(config.read_text(errors="replace"))):
+            return found
+    return KNOWN_PAIRS.get(name)
 
 
-def _local_bytes(files: list[_Entry]) -> int:
-    return sum(e.size for e in files if _present(e))
+def _pair_models_cached(folder: Path, cache: _Cache) -> bool:
+    models = _read_pair_models((folder / PAIR_CONFIG).read_text(errors="replace"))
+    return models is not None and all(_model_cached(m, cache) for m in models)
 
 
-def _status(files: list[_Entry]) -> str:
-    present = sum(_present(e) for e in files)
-    return "absent" if present == 0 else "complete" if present == len(files) else "partial"
+def _status(files: list[_Entry], present: set[str]) -> str:
+    have = sum(e.path in present for e in files)
+    return "absent" if have == 0 else "complete" if have == len(files) else "partial"
+
+
+def _local_bytes(files: list[_Entry], present: set[str]) -> int:
+    return sum(e.size for e in files if e.path in present)
 
 
 # -- listing ----------------------------------------------------------------------------------------------
 
 def list_pairs(offline: bool | None = None) -> list[PairListing]:
     """The pairs in ``nics-efc/C2C_Fuser`` with size and local status; from the cache when offline or unreachable."""
+    cache = _Cache()
     if not is_offline(offline):
         try:
-            return _list_online()
+            return _list_online(cache)
         except Exception as exc:  # noqa: BLE001 - only an unreachable Hub falls back, anything else is raised typed
             if not _is_connection_error(exc):
                 if isinstance(exc, DownloadError):
                     raise
                 raise _translate(exc, REPO_ID, REPO_ID) from exc
-    return _list_cached()
+    return _list_cached(cache)
 
 
-def _list_online() -> list[PairListing]:
+def _list_online(cache: _Cache) -> list[PairListing]:
     api = _api()
     commit = api.model_info(REPO_ID, revision=REVISION).sha
     entries = _entries(api.list_repo_tree(REPO_ID, recursive=True, revision=commit), REPO_ID, commit)
-    folders = sorted({e.path.split("/", 1)[0] for e in entries if e.path.count("/") >= 1
-                      and e.path.split("/", 1)[1] == PAIR_CONFIG})
+    present = cache.present(REPO_ID, commit)
     out = []
-    for name in folders:
+    for name in sorted(_pair_names(entries)):
         files = _folder_entries(entries, name)
-        models = _cached_pair_models(name) or KNOWN_PAIRS.get(name) or _fetch_pair_models(name, files)
-        receiver, sharer = models or ("?", "?")
-        out.append(PairListing(name, receiver, sharer, sum(e.size for e in files), len(files), _status(files),
-                               local_bytes=_local_bytes(files)))
+        receiver, sharer = _pair_models(name, cache) or _fetch_pair_models(name, files) or ("?", "?")
+        out.append(PairListing(name, receiver, sharer, sum(e.size for e in files), len(files),
+                               _status(files, present), local_bytes=_local_bytes(files, present)))
     return out
 
 
@@ -505,31 +514,28 @@ def _fetch_pair_models(name: str, files: list[_Entry]) -> tuple[str, str] | None
         return None
 
 
-def _list_cached() -> list[PairListing]:
+def _list_cached(cache: _Cache) -> list[PairListing]:
     out: dict[str, PairListing] = {}
-    storage = _storage(REPO_ID)
-    for commit in reversed(_cached_commits(REPO_ID)):  # the newest listing wins
-        tree = _cached_tree(REPO_ID, commit)
-        if tree is None:
-            continue
-        names = {e.path.split("/", 1)[0] for e in tree if e.path.count("/") >= 1
-                 and e.path.split("/", 1)[1] == PAIR_CONFIG}
-        for name in names:
+    revisions = cache.revisions(REPO_ID)
+    for revision in reversed(revisions):  # the newest listing wins
+        tree = _cached_tree(REPO_ID, revision.commit_hash)
+        present = cache.present(REPO_ID, revision.commit_hash)
+        for name in _pair_names(tree or ()):
             files = _folder_entries(tree, name)
-            receiver, sharer = _cached_pair_models(name) or KNOWN_PAIRS.get(name) or ("?", "?")
-            state = "complete" if local_pair_path(name) else _status(files)  # an older complete copy counts offline
+            receiver, sharer = _pair_models(name, cache) or ("?", "?")
+            # an older complete copy counts offline
+            state = "complete" if _complete_pair(name, cache) else _status(files, present)
             out[name] = PairListing(name, receiver, sharer, sum(e.size for e in files), len(files), state,
-                                    online=False, local_bytes=_local_bytes(files))
+                                    online=False, local_bytes=_local_bytes(files, present))
     for name, (receiver, sharer) in KNOWN_PAIRS.items():
         out.setdefault(name, PairListing(name, receiver, sharer, None, None, "absent", online=False))
-    for commit in _cached_commits(REPO_ID):  # pairs fetched by other tools, without a cached listing
-        snap = storage / "snapshots" / commit
-        for folder in sorted(snap.iterdir()) if snap.is_dir() else ():
+    for revision in revisions:  # pairs fetched by other tools, without a cached listing
+        for folder in sorted(p for p in revision.snapshot_path.iterdir() if (p / PAIR_CONFIG).is_file()):
             known = out.get(folder.name)
-            if not (folder / PAIR_CONFIG).is_file() or (known is not None and known.size_bytes is not None):
+            if known is not None and known.size_bytes is not None:
                 continue
-            status = "complete" if local_pair_path(folder.name) else "partial"
-            receiver, sharer = _cached_pair_models(folder.name) or KNOWN_PAIRS.get(folder.name) or ("?", "?")
+            status = "complete" if _complete_pair(folder.name, cache) else "partial"
+            receiver, sharer = _pair_models(folder.name, cache) or ("?", "?")
             out[folder.name] = PairListing(folder.name, receiver, sharer, None, None, status, online=False)
     return sorted(out.values(), key=lambda p: p.name)
 
@@ -546,24 +552,23 @@ class _Job:
 
 @dataclass
 class _Run:
-    """Shared state of one download: byte counters, rate, cancellation. Updated from worker threads."""
+    """Per-pair progress of one download (bytes, files, rate, files in flight) and its cancel flags.
+
+    Updated from the download threads, under ``lock``.
+    """
 
     jobs: list[_Job]
     progress: ProgressCallback | None
     cancel: threading.Event
-    abort: threading.Event = field(default_factory=threading.Event)
+    abort: threading.Event = field(default_factory=threading.Event)  # another file failed: stop the rest
     lock: threading.Lock = field(default_factory=threading.Lock)
     start: float = field(default_factory=time.monotonic)
     transferred: int = 0
     samples: deque = field(default_factory=lambda: deque(maxlen=64))
-    active: dict = field(default_factory=dict)  # path -> _Job
+    active: dict = field(default_factory=dict)  # (repo, path) -> _Job
     stage: str = "fuser"
     repo_id: str = REPO_ID
     last_emit: float = 0.0
-
-    @property
-    def total(self) -> int:
-        return sum(j.entry.size for j in self.jobs)
 
     def check(self) -> None:
         if self.cancel.is_set() or self.abort.is_set():
@@ -607,7 +612,7 @@ class _Run:
     def snapshot(self, job: _Job | None, finished: bool = False, now: float | None = None) -> DownloadProgress:
         now = time.monotonic() if now is None else now
         done = sum(j.entry.size if j.present else j.done for j in self.jobs)
-        total = self.total
+        total = sum(j.entry.size for j in self.jobs)
         rate = self.rate(now)
         eta = (total - done) / rate if rate > 0 else (0.0 if done >= total else None)
         return DownloadProgress(
@@ -648,57 +653,47 @@ class _Aborted(Exception):
     """Raised inside huggingface_hub's progress hook to stop a transfer (cancel, or another file failed)."""
 
 
-def _progress_class(run: _Run, job: _Job) -> type:
-    """A tqdm stand-in for one file: huggingface_hub calls it with total/initial and feeds it byte counts."""
-
-    class FileBar:
-        def __init__(self, *args: Any, total: int | None = None, initial: int = 0, **kwargs: Any) -> None:
-            self.n = initial
-            self.total = total
-            if initial:
-                run.add(job, initial)
-
-        def __enter__(self) -> "FileBar":
-            return self
-
-        def __exit__(self, *exc: Any) -> None:
-            pass
-
-        def update(self, n: int | float | None = 1) -> None:
-            n = int(n or 0)
-            self.n += n
-            run.add(job, n)
-
-        def update_transfer(self, n: int | float | None = 1) -> None:
-            run.check()  # network bytes (Xet): counted through update(), only used to stop quickly
-
-        def set_postfix_str(self, *args: Any, **kwargs: Any) -> None:
-            pass
-
-        set_transfer_postfix_str = set_postfix_str
-        set_description = set_postfix_str
-        set_description_str = set_postfix_str
-
-        def refresh(self, *args: Any, **kwargs: Any) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-    return FileBar
+class _NotInRepo(Exception):
+    """The file a plan starts from is not in the repo (at the commit ``main`` points to)."""
 
 
 def _quiet_class() -> type:
-    """A tqdm that shows nothing, for the small bookkeeping calls."""
+    """A tqdm that shows nothing (huggingface_hub's own bars would print over the app's and the CLI's)."""
     from tqdm.auto import tqdm
 
     class Quiet(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.pop("name", None)
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
+            kwargs.pop("name", None)  # huggingface_hub names its own bars; plain tqdm refuses the keyword
+            super().__init__(*args, **{**kwargs, "disable": True})
 
     return Quiet
+
+
+def _file_bar_class(run: _Run, job: _Job) -> type:
+    """The ``tqdm_class`` of one file's ``hf_hub_download``: its byte counts go to the run, and a cancel stops it.
+
+    ``update_transfer`` and ``set_transfer_postfix_str`` are the two methods huggingface_hub adds to a progress
+    bar it may share (snapshot_download's aggregate bar has them too): with them, a Xet download counts its bytes
+    once, through ``update``, instead of opening a second bar for the network bytes.
+    """
+
+    class FileBar(_quiet_class()):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if self.n:  # a resumed transfer starts with the bytes it already has
+                run.add(job, int(self.n))
+
+        def update(self, n: int | float | None = 1) -> None:
+            self.n += n or 0
+            run.add(job, int(n or 0))
+
+        def update_transfer(self, n: int | float | None = 1) -> None:
+            run.check()
+
+        def set_transfer_postfix_str(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    return FileBar
 
 
 def _fetch_one(run: _Run, job: _Job) -> None:
@@ -710,7 +705,7 @@ def _fetch_one(run: _Run, job: _Job) -> None:
     try:
         path = hf_hub_download(
             job.entry.repo_id, job.entry.path, revision=job.entry.commit, cache_dir=cache_dir(),
-            endpoint=endpoint(), tqdm_class=_progress_class(run, job),
+            endpoint=endpoint(), tqdm_class=_file_bar_class(run, job),
         )
         _verify(job.entry, Path(path))
         ok = True
@@ -723,90 +718,96 @@ def _fetch_one(run: _Run, job: _Job) -> None:
 
 
 def _fetch(run: _Run, jobs: list[_Job], max_workers: int) -> None:
+    """The missing files, ``max_workers`` at a time; the first failure (or a cancel) stops the others.
+
+    Not huggingface_hub's ``hf_thread_map``: it lets the transfers still running finish their files before it
+    raises, and these can be gigabytes. Here they stop at their next chunk.
+    """
     todo = [j for j in jobs if not j.present]
     if not todo:
         return
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(todo))), thread_name_prefix="c2c-download") as pool:
-        futures: list[Future] = [pool.submit(_fetch_one, run, job) for job in todo]
+        futures = [pool.submit(_fetch_one, run, job) for job in todo]
         try:
-            while True:
-                done, pending = wait(futures, timeout=0.1, return_when=FIRST_EXCEPTION)
-                failed = [f for f in done if f.exception() is not None and not isinstance(f.exception(), _Aborted)]
-                if failed:
-                    raise failed[0].exception()  # type: ignore[misc]
-                if not pending:
-                    break
-                if run.cancel.is_set():
-                    raise Cancelled("Download cancelled; finished files stay in the cache and are not fetched again.")
-                if any(isinstance(f.exception(), _Aborted) for f in done):
-                    raise Cancelled("Download cancelled; finished files stay in the cache and are not fetched again.")
-        except BaseException:
+            for future in as_completed(futures):
+                future.result()
+        except BaseException as exc:
             run.abort.set()  # the other transfers stop at their next chunk and delete their partial files
             for f in futures:
                 f.cancel()
-            wait(futures)
+            if isinstance(exc, _Aborted):  # only a cancel raises it before ``abort`` is set
+                raise Cancelled(CANCELLED) from None
             raise
-    if run.cancel.is_set() and any(not j.present for j in jobs):
-        raise Cancelled("Download cancelled; finished files stay in the cache and are not fetched again.")
 
 
-def sweep_stale_partials(repo_id: str, older_than_s: float = STALE_PARTIAL_S) -> int:
+def sweep_stale_partials(repo_id: str, cache: _Cache, older_than_s: float = STALE_PARTIAL_S) -> int:
     """Delete temporary files a killed download left in a repo's ``blobs/``; returns the bytes freed.
 
     huggingface_hub deletes its temporary file when a download fails or is cancelled, but not when the process
-    is killed; nothing ever reuses such a file. One untouched for ``older_than_s`` belongs to no live download.
+    is killed, and nothing ever reuses such a file; ``hf cache prune`` deletes them all, also those of a download
+    still running. One untouched for ``older_than_s`` belongs to no live download.
     """
+    from huggingface_hub.file_download import repo_folder_name
+
+    folder = repo_folder_name(repo_id=repo_id, repo_type="model")
     freed = 0
     now = time.time()
-    for path in (_storage(repo_id) / "blobs").glob("*.incomplete"):
+    for partial in cache.info.incomplete_files if cache.info is not None else ():
+        path = partial.file_path
         try:
-            stat = path.stat()
-            if now - stat.st_mtime > older_than_s:
+            if path.parent.parent.name == folder and now - path.stat().st_mtime > older_than_s:
                 path.unlink()
-                freed += stat.st_size
+                freed += partial.size_on_disk
         except OSError:
             pass
     return freed
 
 
-def _resolve_repo(repo_id: str, first_file: str) -> Path:
-    """Fix the commit ``main`` points to and fetch one small file through snapshot_download.
+def _plan(repo_id: str, first: str, folder: str | None = None) -> tuple[Path, list[_Entry]]:
+    """The files of ``repo_id`` (under ``folder``) at the commit ``main`` points to, listed fresh by the Hub.
 
-    Besides ``first_file`` this records ``refs/main`` and the repo's file listing in the cache, which is what lets
-    the pair (and the models) be found offline later. Returns the snapshot folder, named after the commit.
+    ``first``, a small file of them, is fetched through snapshot_download, which also records ``refs/main``
+    and the repo's listing in the cache: what finds the pair (and the models) offline later. It is looked up
+    in the listing first, because a snapshot_download that matches nothing leaves a ref to a commit without a
+    snapshot, a cache scan_cache_dir then reports as corrupt. Returns the snapshot folder and the files.
     """
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import RemoteEntryNotFoundError
 
-    return Path(snapshot_download(repo_id, allow_patterns=[first_file], cache_dir=cache_dir(), endpoint=endpoint(),
-                                  tqdm_class=_quiet_class(), max_workers=1))
+    api = _api()
+    commit = api.model_info(repo_id, revision=REVISION).sha
+    try:
+        files = _entries(api.list_repo_tree(repo_id, path_in_repo=folder, recursive=True, revision=commit),
+                         repo_id, commit)
+    except RemoteEntryNotFoundError:
+        files = []
+    head = next((e for e in files if e.path == first), None)
+    if head is None:
+        raise _NotInRepo(first)
+    snapshot = Path(snapshot_download(repo_id, revision=REVISION, allow_patterns=[first], cache_dir=cache_dir(),
+                                      endpoint=endpoint(), tqdm_class=_quiet_class(), max_workers=1))
+    if snapshot.name != commit:
+        raise DownloadError(f"{repo_id} got a new commit while the download started; run the download again.")
+    _verify(head, snapshot / first)  # fetched here, so not checked by _fetch_one
+    return snapshot, files
 
 
 def _plan_pair(name: str) -> tuple[Path, list[_Entry]]:
-    snapshot = _resolve_repo(REPO_ID, f"{name}/{PAIR_CONFIG}")
-    commit = snapshot.name
-    from huggingface_hub.errors import RemoteEntryNotFoundError
-
     try:
-        files = _entries(_api().list_repo_tree(REPO_ID, path_in_repo=name, recursive=True, revision=commit),
-                         REPO_ID, commit)
-    except RemoteEntryNotFoundError:
-        files = []
-    files = _folder_entries(files, name)
-    config = next((e for e in files if e.path == f"{name}/{PAIR_CONFIG}"), None)
-    if config is None or not (snapshot / config.path).is_file():
+        snapshot, files = _plan(REPO_ID, f"{name}/{PAIR_CONFIG}", folder=name)
+    except _NotInRepo:
         known = ", ".join(KNOWN_PAIRS)
-        raise DownloadError(f"{REPO_ID} has no pair named {name!r}. `c2c fuser list` shows the pairs ({known}).")
-    _verify(config, snapshot / config.path)  # fetched by snapshot_download above, so not checked by _fetch_one
+        raise DownloadError(f"{REPO_ID} has no pair named {name!r}. `c2c fuser list` shows the pairs ({known}).") \
+            from None
     return snapshot / name, files
 
 
 def _plan_model(repo_id: str) -> list[_Entry]:
-    snapshot = _resolve_repo(repo_id, "config.json")
-    files = _select_model_files(_entries(_api().list_repo_tree(repo_id, recursive=True, revision=snapshot.name),
-                                         repo_id, snapshot.name))
-    for entry in files:
-        if entry.path == "config.json":
-            _verify(entry, snapshot / entry.path)
+    try:
+        _, files = _plan(repo_id, "config.json")
+    except _NotInRepo:
+        raise DownloadError(f"{repo_id} has no config.json; it is not a transformers model.") from None
+    files = _select_model_files(files)
     if not any(e.path.endswith((".safetensors", ".bin")) for e in files):
         raise DownloadError(f"{repo_id} has no weights in safetensors or PyTorch format; it cannot be loaded.")
     return files
@@ -832,65 +833,62 @@ def download_pair(
     cancel = cancel or threading.Event()
     if is_offline():
         return _download_offline(name, with_models)
-    stage_of: list[tuple[str, str, list[_Entry]]] = []
+    stages: list[tuple[str, str, list[_Entry]]] = []
     try:
         folder, pair_files = _plan_pair(name)
-        stage_of.append(("fuser", REPO_ID, pair_files))
+        stages.append(("fuser", REPO_ID, pair_files))
         if with_models:
             models = _read_pair_models((folder / PAIR_CONFIG).read_text(errors="replace"))
             if models is None:
                 raise DownloadError(f"{folder / PAIR_CONFIG} names no model.base_model / model.teacher_model; "
                                     "download the models yourself and pass --receiver and --sharer.")
-            seen = set()
             for stage, repo_id in zip(("receiver", "sharer"), models):
-                if repo_id in seen:
-                    continue
-                seen.add(repo_id)
                 try:
-                    stage_of.append((stage, repo_id, _plan_model(repo_id)))
-                except DownloadError:
+                    if repo_id not in {r for _, r, _ in stages}:  # a pair may name one model twice
+                        stages.append((stage, repo_id, _plan_model(repo_id)))
+                except (DownloadError, Cancelled):
                     raise
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:  # noqa: BLE001 - named after the model, not the pair
                     raise _translate(exc, f"the {stage} {repo_id}", repo_id) from exc
     except (DownloadError, Cancelled):
         raise
     except Exception as exc:  # noqa: BLE001
         if _is_connection_error(exc):
-            found = local_pair_path(name)
-            if found is not None and (not with_models or _pair_models_cached(found)):
+            cache = _Cache()
+            found = _complete_pair(name, cache)
+            if found is not None and (not with_models or _pair_models_cached(found, cache)):
                 return found  # unreachable, but nothing is missing
         raise _translate(exc, f"{REPO_ID}/{name}", REPO_ID) from exc
 
-    for _, repo_id, _ in stage_of:
-        sweep_stale_partials(repo_id)
-    jobs = [_Job(stage, e, _present(e)) for stage, _, files in stage_of for e in files]
+    cache = _Cache()
+    jobs = []
+    for stage, repo_id, files in stages:
+        sweep_stale_partials(repo_id, cache)
+        present = cache.present(repo_id, files[0].commit) if files else set()
+        jobs += [_Job(stage, e, e.path in present) for e in files]
     run = _Run(jobs, progress, cancel)
     check_disk_space(sum(j.entry.size for j in jobs if not j.present), cache_dir(), reserve_bytes)
-    for stage, repo_id, _ in stage_of:
+    for stage, repo_id, _ in stages:
         if cancel.is_set():
-            raise Cancelled("Download cancelled; finished files stay in the cache and are not fetched again.")
+            raise Cancelled(CANCELLED)
         run.emit_stage(stage, repo_id)
-        _fetch(run, [j for j in jobs if j.stage == stage and j.entry.repo_id == repo_id], max_workers)
-    run.emit_stage(stage_of[-1][0], stage_of[-1][1], finished=True)
+        _fetch(run, [j for j in jobs if j.stage == stage], max_workers)
+    run.emit_stage(*stages[-1][:2], finished=True)
     found = local_pair_path(name)
     if found is None:  # pragma: no cover - every file was fetched and verified above
         raise DownloadError(f"{name} was downloaded but is not complete in {cache_dir()}; download it again.")
     return found
 
 
-def _pair_models_cached(folder: Path) -> bool:
-    models = _read_pair_models((folder / PAIR_CONFIG).read_text(errors="replace"))
-    return models is not None and all(_model_cached(m) for m in models)
-
-
 def _download_offline(name: str, with_models: bool) -> Path:
-    found = local_pair_path(name)
+    cache = _Cache()
+    found = _complete_pair(name, cache)
     if found is None:
         raise DownloadError(f"{name} is not downloaded and HF_HUB_OFFLINE is set: unset it (or go online) and "
                             "download the pair again.")
     if with_models:
         models = _read_pair_models((found / PAIR_CONFIG).read_text(errors="replace")) or ()
-        missing = [m for m in models if not _model_cached(m)]
+        missing = [m for m in models if not _model_cached(m, cache)]
         if missing:
             raise DownloadError(f"{' and '.join(missing)} not in the cache and HF_HUB_OFFLINE is set: go online to "
                                 "download the models.")
@@ -902,32 +900,31 @@ def _download_offline(name: str, with_models: bool) -> Path:
 def cached_pair_folders(name: str) -> list[Path]:
     """Every folder of this pair in the cache (one per commit), complete or not."""
     _check_name(name)
-    snaps = _storage(REPO_ID) / "snapshots"
-    return sorted(p for p in snaps.glob(f"*/{name}") if p.is_dir()) if snaps.is_dir() else []
+    return _Cache().pair_folders(name)
 
 
 def remove_pair(name: str) -> int:
-    """Delete a downloaded pair from the cache (every snapshot). Returns the bytes freed; the models stay.
+    """Delete a downloaded pair from the cache (every commit of it). Returns the bytes freed; the models stay.
 
-    Files another pair shares (same blob) stay in the cache and are not counted.
+    The pairs of ``nics-efc/C2C_Fuser`` are folders of one repo, so they share its revisions, and the tiny ones
+    share weight blobs too. ``delete_revisions`` would take every other pair of the revision with this one; so a
+    revision that holds other files keeps them: ``delete_files`` unlinks this pair's snapshot entries and deletes
+    only the blobs no other cached file links. A revision left with nothing but this pair goes whole through
+    ``delete_revisions`` (its snapshot, its refs, its blobs no other revision links; with the repo's last
+    revision, the repo folder). The cache is scanned again for each revision, so every plan sees the last one done.
     """
-    snaps = _storage(REPO_ID) / "snapshots"
-    doomed: set[Path] = set()
+    _check_name(name)
     freed = 0
-    for folder in cached_pair_folders(name):
-        for path in sorted(folder.rglob("*"), reverse=True):
-            if path.is_symlink():
-                doomed.add(Path(os.path.realpath(path)))
-                path.unlink()
-            elif path.is_file():  # a cache without symlinks holds copies
-                freed += path.stat().st_size
-                path.unlink()
-            elif path.is_dir():
-                path.rmdir()
-        folder.rmdir()
-    still_used = {Path(os.path.realpath(p)) for p in snaps.rglob("*") if p.is_symlink()}
-    for blob in doomed - still_used:
-        if blob.is_file():
-            freed += blob.stat().st_size
-            blob.unlink()
+    for commit in [r.commit_hash for r in _Cache().revisions(REPO_ID) if (r.snapshot_path / name).is_dir()]:
+        cache = _Cache()
+        revision = next(r for r in cache.revisions(REPO_ID) if r.commit_hash == commit)
+        folder = revision.snapshot_path / name
+        ours = [f for f in revision.files if f.file_path.is_relative_to(folder)]
+        if len(ours) == len(revision.files):
+            plan = cache.info.delete_revisions(commit)
+        else:
+            plan = cache.info.delete_files(*ours)
+        freed += plan.expected_freed_size
+        plan.execute()
+        shutil.rmtree(folder, ignore_errors=True)  # the folders delete_files leaves, empty
     return freed

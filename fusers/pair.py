@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import gc
 import logging
-import re
+import shutil
 import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+from . import gguf
 from .chat import PLAIN_FORMAT_NAME, PLAIN_PROMPT_TEMPLATE, PLAIN_STOP_STRINGS
 from .config import ConfigBase, option
-from .devices import DEVICES_HELP, dtype_name, resolve_device, resolve_dtype
+from .devices import (DEVICES_HELP, dtype_name, file_backed, numbered, release_freed_memory, resolve_device,
+                      resolve_dtype)
 from .errors import C2CError, Cancelled, ModelLoadError, TrainingError, UnsupportedModelError
+from .gguf import is_gguf
 
 if TYPE_CHECKING:
     import torch
@@ -75,6 +78,7 @@ class LoadedModel:
         """Wrap a model already in memory (benchmarks and recipes build theirs on the spot)."""
         from .fuser import ModelShape
 
+        device = numbered(device)
         fallback = False
         if not getattr(tokenizer, "chat_template", None):
             tokenizer.chat_template = PLAIN_PROMPT_TEMPLATE
@@ -181,15 +185,17 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     origin = adapters.resolve(spec.source, spec.adapter, role)  # a base, and maybe an adapter to put on it
     source = origin.base
     local = Path(source).expanduser()
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    # accelerate places each weight on the device as it is read: no whole copy of the model on the host first
+    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": placement(device)}
+    temporary: Path | None = None  # a GGUF file's converted folder when the cache could not keep it
     if is_gguf(source):
         from . import real_models
 
         local = real_models.prepare(local)  # the bundled Gemma file is assembled from its packages on first use
         if not local.is_file():
             raise ModelLoadError(f"The {role} GGUF file {local} does not exist.")
-        # an absolute folder: a relative one would be taken for a Hub id
-        source, kwargs["gguf_file"] = str(local.resolve().parent), local.name
+        folder, is_temporary = gguf.convert(local, dtype_name(dtype), role)  # once; then read like any folder
+        source, temporary = str(folder), (folder if is_temporary else None)
     elif local.exists():
         if not (local / "config.json").is_file():
             raise ModelLoadError(f"The {role} folder {local} has no config.json; point to a saved model folder, "
@@ -212,22 +218,18 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
             )
-        kwargs["device_map"] = {"": str(device)}
     try:
-        # a GGUF file carries the tokenizer and the chat template too
-        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=kwargs.get("gguf_file"))
-        if "gguf_file" in kwargs and "quantization_config" in kwargs:
-            model = _quantized_from_gguf(source, kwargs)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except C2CError:
         raise
     except Exception as exc:  # transformers and the Hub raise many types; turn them into one readable error
-        if "gguf_file" in kwargs:
-            _explain_gguf_failure(role, spec.source, exc)
         raise ModelLoadError(_explain_load_failure(role, spec.source, exc)) from exc
-    if spec.quantize == "none":
-        model.to(device)
+    finally:
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)  # loaded weights no longer need their files
+    if spec.quantize != "none":
+        _own_the_unquantized_weights(model)
     if origin.adapter is not None:
         model = adapters.apply(model, origin.adapter, role, origin.base, quantized=spec.quantize != "none")
     if spec.quantize == "4bit" and device.type == "cpu":
@@ -235,10 +237,25 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    release_freed_memory()  # what dequantizing and quantizing freed goes back to the system, not to the allocator
 
     loaded = LoadedModel.from_model(model, tokenizer, role, spec.source, device, dtype, spec.quantize)
     loaded.adapter = str(origin.adapter) if origin.adapter is not None else ""
     return loaded
+
+
+def placement(device: "torch.device | str") -> dict[str, str]:
+    """The ``device_map`` that puts a whole model on ``device``, weight by weight as it loads."""
+    return {"": str(device)}
+
+
+def _own_the_unquantized_weights(model: Any) -> None:
+    """A quantized model keeps the weights bitsandbytes leaves alone (embeddings, norms) as views of its
+    memory-mapped safetensors file, and those views kept the whole file, every page of it read while
+    quantizing, resident: 1.9x the quantized model's size on the CPU. Copied into memory of their own, the
+    file is let go."""
+    for tensor in file_backed(list(model.parameters()) + list(model.buffers())):
+        tensor.data = tensor.data.clone()
 
 
 def _keep_unpackable_layers_on_the_generic_kernel(model: Any) -> None:
@@ -362,56 +379,14 @@ def check_cache_layout(loaded: LoadedModel) -> None:
         )
 
 
-def _quantized_from_gguf(folder: str, kwargs: dict[str, Any]) -> "PreTrainedModel":
-    """transformers refuses bitsandbytes on top of a GGUF file: dequantize it, write the weights as a plain
-    model folder (a model loaded from GGUF refuses ``save_pretrained``; one built from its config does not),
-    and load that folder quantized."""
-    import copy
-    import tempfile
-
-    from transformers import AutoModelForCausalLM
-
-    plain_kwargs = {k: v for k, v in kwargs.items() if k not in ("quantization_config", "device_map")}
-    dequantized = AutoModelForCausalLM.from_pretrained(folder, **plain_kwargs)
-    config = copy.deepcopy(dequantized.config)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # the GGUF record: bitsandbytes' takes its place
-    plain = AutoModelForCausalLM.from_config(config, dtype=kwargs["dtype"])
-    plain.load_state_dict(dequantized.state_dict())
-    del dequantized
-    with tempfile.TemporaryDirectory(prefix="c2c-gguf-") as tmp:
-        plain.save_pretrained(tmp)
-        del plain
-        gc.collect()
-        return AutoModelForCausalLM.from_pretrained(
-            tmp, **{k: v for k, v in kwargs.items() if k != "gguf_file"})
-
-
 def _loading_message(role: str, spec: ModelSpec) -> str:
-    if is_gguf(spec.source):  # dequantizing takes seconds to a minute: say why it is slow
-        return f"Loading {role} {Path(spec.source).name} (GGUF: dequantizing its weights)"
+    if is_gguf(spec.source):
+        local = Path(spec.source).expanduser()
+        dtype = dtype_name(resolve_dtype(spec.dtype, resolve_device(spec.device)))
+        if not (local.is_file() and gguf.is_converted(local, dtype)):  # the first load takes a minute: say why
+            return (f"Loading {role} {local.name} (GGUF: converting it once into a plain model folder in "
+                    f"{gguf.cache_root()}; later loads read that folder)")
     return f"Loading {role} {spec.source}"
-
-
-def is_gguf(source: str | Path) -> bool:
-    return str(source).lower().endswith(".gguf")
-
-
-def _explain_gguf_failure(role: str, source: str, exc: Exception) -> None:
-    """Raise the typed error for a GGUF file transformers could not read; return for other failures."""
-    text = str(exc)
-    found = re.search(r"architecture (\S+) is not supported", text)
-    if found:
-        from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
-
-        readable = sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"})  # those two are sections
-        raise UnsupportedModelError(
-            f"The {role} {source} is a GGUF file of architecture {found.group(1)}, which transformers cannot read "
-            f"(it reads {', '.join(readable)}). Use a model of one of those "
-            "architectures, or its Hub folder."
-        ) from exc
-    if isinstance(exc, ImportError) and "gguf" in text.lower():
-        raise ModelLoadError(f"Reading the GGUF file {source} needs the gguf package: pip install gguf.") from exc
 
 
 def _explain_load_failure(role: str, source: str, exc: Exception) -> str:

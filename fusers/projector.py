@@ -1,8 +1,11 @@
 """The C2CProjector: one fuser per receiver layer, in the published layout.
 
 The maths and parameter names follow ``published-fusers.md`` exactly, so a
-published state dict loads with no renaming. Shapes in comments: B batch,
-H KV heads, N positions, D head dim; ``s``/``t`` mark sharer/receiver.
+published state dict loads with no renaming. The modules hold the weights under
+those names; the maths is :func:`stacked_residual`, which runs many projectors'
+paths of one shape as one batched pass (``Fuser.fuse`` calls it). Shapes in
+comments: G paths, B batch, H KV heads, N (or M) positions, D head dim;
+``s``/``t`` mark sharer/receiver.
 """
 
 from __future__ import annotations
@@ -63,40 +66,28 @@ class ProjectorConfig(ConfigBase):
 
 
 class RMSNorm(nn.Module):
+    """Holds a learnable RMSNorm weight under the published name; the maths is :func:`_rmsnorm`."""
+
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
-
 
 class FFNBlock(nn.Module):
-    """Pre-norm residual block: ``x + w2(gelu(w1(rmsnorm(x))))``."""
+    """Pre-norm residual block ``x + w2(gelu(w1(rmsnorm(x))))``: its weights, under the published names."""
 
-    def __init__(self, dim: int, inner: int, dropout: float):
+    def __init__(self, dim: int, inner: int):
         super().__init__()
         self.norm = RMSNorm(dim)
         self.w1 = nn.Linear(dim, inner, bias=False)
         self.w2 = nn.Linear(inner, dim, bias=False)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.dropout(self.w2(F.gelu(self.w1(self.norm(x)))))
 
 
 class FFNStack(nn.Module):
-    def __init__(self, dim: int, inner: int, num_blocks: int, dropout: float):
+    def __init__(self, dim: int, inner: int, num_blocks: int):
         super().__init__()
-        self.blocks = nn.ModuleList(FFNBlock(dim, inner, dropout) for _ in range(num_blocks))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x
+        self.blocks = nn.ModuleList(FFNBlock(dim, inner) for _ in range(num_blocks))
 
 
 class C2CProjector(nn.Module):
@@ -108,10 +99,10 @@ class C2CProjector(nn.Module):
         c = config
         for kind in ("key", "value"):
             setattr(self, f"{kind}_in", nn.Linear(c.source_width + c.target_width, c.hidden_dim))
-            setattr(self, f"{kind}_mlp1", FFNStack(c.hidden_dim, c.intermediate_dim, 1, c.dropout))
-            setattr(self, f"{kind}_scalar_mlp2", FFNStack(c.hidden_dim, c.hidden_dim, 1, c.dropout))
+            setattr(self, f"{kind}_mlp1", FFNStack(c.hidden_dim, c.intermediate_dim, 1))
+            setattr(self, f"{kind}_scalar_mlp2", FFNStack(c.hidden_dim, c.hidden_dim, 1))
             setattr(self, f"{kind}_scalar_head", nn.Linear(c.hidden_dim, c.target_num_heads))
-            setattr(self, f"{kind}_proj_mlp2", FFNStack(c.hidden_dim, c.intermediate_dim, c.num_layers - 2, c.dropout))
+            setattr(self, f"{kind}_proj_mlp2", FFNStack(c.hidden_dim, c.intermediate_dim, c.num_layers - 2))
             setattr(self, f"{kind}_proj_out", nn.Linear(c.hidden_dim, c.target_width))
             setattr(self, f"{kind}_gate_logit", nn.Parameter(torch.zeros(())))
         self.register_buffer("gate_temperature", torch.tensor(float(c.initial_temperature)))
@@ -145,38 +136,51 @@ class C2CProjector(nn.Module):
             return torch.sigmoid((logit.float() + noise) / self.gate_temperature.float())
         return gate_open(logit).float()
 
-    def residual(self, kind: str, sharer: torch.Tensor, receiver: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(w * proj, w)`` for one of K or V, before the gate.
+    def weights(self, kind: str) -> dict[str, torch.Tensor]:
+        """The K or V path's parameters by their names without the ``key_``/``value_`` prefix (``in.weight``,
+        ``mlp1.blocks.0.w1.weight``...), the gate logit aside: what :func:`stacked_residual` reads."""
+        prefix = f"{kind}_"
+        return {name[len(prefix):]: param for name, param in self.named_parameters()
+                if name.startswith(prefix) and name != f"{kind}_gate_logit"}
 
-        sharer: (B, Hs, N, Ds); receiver: (B, Ht, N, Dt).
-        Returns the residual (B, Ht, N, Dt) and the weights (B, Ht, N, 1).
-        """
-        c = self.config
-        b, _, n, _ = receiver.shape
-        s_flat = sharer.transpose(1, 2).reshape(b, n, c.source_width)  # (B, N, Hs*Ds), head-major
-        t_flat = receiver.transpose(1, 2).reshape(b, n, c.target_width)  # (B, N, Ht*Dt)
-        h = getattr(self, f"{kind}_in")(torch.cat([s_flat, t_flat], dim=-1))  # (B, N, hidden)
-        h = getattr(self, f"{kind}_mlp1")(h)
-        proj = getattr(self, f"{kind}_proj_out")(getattr(self, f"{kind}_proj_mlp2")(h))  # (B, N, Ht*Dt)
-        proj = proj.view(b, n, c.target_num_heads, c.target_dim).transpose(1, 2)  # (B, Ht, N, Dt)
-        w = torch.sigmoid(getattr(self, f"{kind}_scalar_head")(getattr(self, f"{kind}_scalar_mlp2")(h)))  # (B, N, Ht)
-        w = w.transpose(1, 2).unsqueeze(-1)  # (B, Ht, N, 1)
-        return w * proj, w
 
-    def fuse(self, kind: str, sharer: torch.Tensor, receiver: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One fused layer's K or V, the published step 7: ``receiver + gate * w * proj``.
+def stacked_residual(
+    weights: dict[str, torch.Tensor], x: torch.Tensor, num_layers: int, dropout: float = 0.0, training: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The published steps 3-5 for G projector paths at once (each a layer's K or V path).
 
-        sharer: (B, Hs, N, Ds); receiver: (B, Ht, N, Dt). Returns the fused (B, Ht, N, Dt) and
-        ``w`` (B, Ht, N, 1). Training and inference both fuse through here (``Fuser.fuse``).
-        """
-        res, w = self.residual(kind, sharer, receiver)
-        return receiver + self.gate(kind).to(receiver.dtype) * res, w
+    ``weights``: :meth:`C2CProjector.weights` names, each stacked along a leading axis of G paths of one shape;
+    ``x``: (G, M, Ws+Wt), sharer then receiver, flattened head-major (steps 1-2), M positions.
+    Returns ``proj`` (G, M, Wt) and ``w`` (G, M, Ht) (before the sigmoid's product and the gate).
+    One batched matmul per weight for all G paths: a fuser's passes are small, so on a GPU one pass per path
+    is launch-bound, and on a CPU its per-call overheads add up.
+    """
+    def ffn(h: torch.Tensor, name: str, blocks: int) -> torch.Tensor:
+        for j in range(blocks):
+            block = f"{name}.blocks.{j}."
+            y = _linear(F.gelu(_linear(_rmsnorm(h, weights[block + "norm.weight"]), weights[block + "w1.weight"])),
+                        weights[block + "w2.weight"])
+            h = h + F.dropout(y, dropout, training)
+        return h
 
-    def forward(
-        self, sharer_k: torch.Tensor, sharer_v: torch.Tensor, receiver_k: torch.Tensor, receiver_v: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fused (K, V), each (B, Ht, N, Dt)."""
-        return self.fuse("key", sharer_k, receiver_k)[0], self.fuse("value", sharer_v, receiver_v)[0]
+    h = ffn(_linear(x, weights["in.weight"], weights["in.bias"]), "mlp1", 1)  # (G, M, hidden)
+    proj = _linear(ffn(h, "proj_mlp2", num_layers - 2), weights["proj_out.weight"], weights["proj_out.bias"])
+    w = torch.sigmoid(_linear(ffn(h, "scalar_mlp2", 1), weights["scalar_head.weight"], weights["scalar_head.bias"]))
+    return proj, w
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """(G, M, in) @ (G, out, in)^T (+ (G, out)) -> (G, M, out)."""
+    if bias is None:
+        return torch.bmm(x, weight.transpose(1, 2))
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+
+def _rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """RMSNorm in float32, cast back, times the (G, dim) weight."""
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight.unsqueeze(1) * x32.to(x.dtype)
 
 
 def gate_open(logit: torch.Tensor) -> torch.Tensor:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from .devices import synchronize
+from .devices import synchronize, unique_devices
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +38,9 @@ class Timing:
     total: float = 0.0
     tokens_in: int = 0
     tokens_out: int = 0
-    peak_memory_bytes: int = 0
+    peak_memory_bytes: int = 0  # on the answering model's device (the first of peak_memory_by_device)
+    # every device the run used -> its peak: CUDA max allocated, or the process's peak RSS for "cpu"
+    peak_memory_by_device: dict[str, int] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -46,17 +48,19 @@ class Timing:
 
 
 class Recorder:
-    """Clocks one run. Synchronises the device before every reading, so GPU work is counted."""
+    """Clocks one run. Synchronises every device the run uses before every reading, so GPU work is counted in
+    its phase, whichever model's device it ran on (a sharer on another GPU, or on the CPU)."""
 
-    def __init__(self, device: "torch.device", on_phase: Callable[[str, float, float | None], None] | None = None):
-        self.device = device
+    def __init__(self, devices: "torch.device | Sequence[torch.device]",
+                 on_phase: Callable[[str, float, float | None], None] | None = None):
+        self.devices = unique_devices([devices] if not isinstance(devices, (list, tuple)) else devices)
         self.timing = Timing()
         self._on_phase = on_phase
         self.t0 = self._clock()
         self._open: dict[str, float] = {}
 
     def _clock(self) -> float:
-        synchronize(self.device)
+        synchronize(*self.devices)
         return time.perf_counter()
 
     def elapsed(self) -> float:

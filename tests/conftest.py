@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 # Before anything imports Qt or huggingface_hub: no screen, and never the user's real caches or settings.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 _private = Path(tempfile.mkdtemp(prefix="c2c-tests-"))
+atexit.register(shutil.rmtree, _private, ignore_errors=True)  # it holds converted real models: GBs
 os.environ["HF_HOME"] = str(_private / "hf")
 os.environ["XDG_CONFIG_HOME"] = str(_private / "config")
 os.environ["XDG_DATA_HOME"] = str(_private / "data")
@@ -19,6 +22,22 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` skip where torch sees no GPU, saying so; every other test runs as it is."""
+    marked = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if not marked:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    build = f"torch {torch.__version__}" + (f" (CUDA {torch.version.cuda})" if torch.version.cuda else " (a CPU build)")
+    skip = pytest.mark.skip(reason=f"needs a CUDA GPU: {build} sees none; benchmarks/gpu_check.sh runs these on a "
+                                   "GPU machine")
+    for item in marked:
+        item.add_marker(skip)
 
 
 @dataclass

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from .qt_refcount import keep_none_alive
+from .qt_refcount import keep_singletons_alive
 
-keep_none_alive()  # before any Qt call: PySide6 6.12 leaks references to None on Python < 3.12
+keep_singletons_alive()  # before any Qt call: PySide6 6.12 leaks references to None and True on Python < 3.12
 
 try:
     __version__ = metadata.version("c2c-playground")

@@ -42,6 +42,8 @@ class AppSettings:
 
     # generation settings
     def generation(self) -> GenerationSettings:
+        # Every version so far (format 1) wrote exactly GenerationSettings' fields, so there is no old key to
+        # migrate: a key it does not know is a SettingsError like any bad value, and the defaults are used.
         data = self._json("generation/settings", None)
         if isinstance(data, dict):
             try:

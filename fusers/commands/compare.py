@@ -100,4 +100,6 @@ def format_timing(answer) -> str:
              f"decode {t.decode_tokens_per_s:.1f} tok/s"]
     phases = [f"{name.replace('_', ' ')} {getattr(t, name):.3f} s"
               for name in ("sharer_prefill", "receiver_prefill", "fuse", "hint") if getattr(t, name)]
-    return "-- " + " | ".join(parts + phases) + f" | peak {t.peak_memory_bytes / 2**20:.0f} MiB"
+    peaks = t.peak_memory_by_device or {"": t.peak_memory_bytes}
+    peak = ", ".join(f"{name} {value / 2**20:.0f} MiB".strip() for name, value in peaks.items())
+    return "-- " + " | ".join(parts + phases) + f" | peak {peak}"

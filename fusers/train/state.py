@@ -69,6 +69,13 @@ class TrainState:
         return {"format": STATE_FORMAT, "format_version": STATE_VERSION, **vars(self)}
 
 
+# The RNG files are ours, not accelerate's: accelerate saves RNG state only inside ``Accelerator.save_state``
+# (``checkpointing.save_accelerator_state``), together with every prepared model and optimizer, pickled
+# (``random_states_{rank}.pkl`` through ``torch.save``); and ``load_state`` catches any failure to read them and
+# only logs "Could not load random states" at INFO, so a missing or corrupt file resumes on another random
+# stream without a word: the run no longer continues exactly. Here a missing file is a TrainingError, and the
+# states are two tensors in safetensors, like the rest of the checkpoint. (Python's and NumPy's global RNGs,
+# which accelerate also saves, are not drawn from in training.)
 def write_rng(folder: Path, rank: int) -> None:
     from safetensors.torch import save_file
 

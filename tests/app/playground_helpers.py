@@ -56,10 +56,19 @@ class ModelProbe:
         self._lock = threading.Lock()
         self._handles: list[Any] = []
         parts = [("receiver", pair.receiver.model.base_model), ("sharer", pair.sharer.model.base_model)]
-        if pair.fuser is not None:  # the fuser calls its projectors' layers, not the projectors themselves
-            parts += [("fuser", m) for m in pair.fuser.modules() if not list(m.children())]
         for part, module in parts:
             self._handles.append(module.register_forward_pre_hook(functools.partial(self._seen, part)))
+        self._fuser = pair.fuser
+        if pair.fuser is not None:
+            # the batched fuser pass runs stacked weights through bmm, no module forward: record its one entry
+            # point, the real Fuser.fuse, instead
+            fuse = pair.fuser.fuse
+
+            def recorded_fuse(*args: Any, **kwargs: Any) -> Any:
+                self._seen("fuser", pair.fuser, args)
+                return fuse(*args, **kwargs)
+
+            pair.fuser.fuse = recorded_fuse
         for layer in parts[0][1].layers:
             self._handles.append(layer.register_forward_pre_hook(self._layer_begins))
             self._handles.append(layer.register_forward_hook(self._layer_ends))
@@ -93,6 +102,8 @@ class ModelProbe:
         self.release()
         for handle in self._handles:
             handle.remove()
+        if self._fuser is not None:
+            self._fuser.__dict__.pop("fuse", None)  # the class's own method again
 
     def __enter__(self) -> "ModelProbe":
         return self

@@ -84,3 +84,28 @@ def test_the_diff_view_shows_the_alignment_and_names_the_first_divergence(qtbot,
     assert "nothing there yet" in view.divergence.text()
     view.show_alignment(align([1], []), summarize(align([1], [])), a[:1], [], streaming=True)
     assert "B has not answered yet" in view.divergence.text()
+
+
+def test_a_long_diff_is_laid_out_anew_for_each_alignment_and_painted_to_its_last_row(qtbot, loop):
+    from PySide6.QtGui import QColor, QImage
+
+    from c2c_playground.widgets.diff_view import AlignmentCanvas, Token
+
+    canvas = AlignmentCanvas()
+    qtbot.addWidget(canvas)
+    canvas.resize(600, 100)
+    long_a = [Token(i % 50, f" w{i % 50}") for i in range(2000)]
+    long_b = [Token(i % 50 if i % 7 else 99, f" w{i % 50}" if i % 7 else " x") for i in range(2000)]
+    ops = align([t.key for t in long_a], [t.key for t in long_b])
+    canvas.set_alignment(ops, long_a, long_b, first_divergence(ops))
+    tall = canvas.minimumHeight()
+    x, y, w, _ = canvas._cells(canvas.width())[-1]
+    canvas.resize(600, tall)
+    image = QImage(canvas.size(), QImage.Format.Format_RGB32)
+    canvas.render(image)
+    # the last column is drawn (its cell is not the white background)
+    assert image.pixelColor(int(x + w / 2), int(y + 3)) != QColor("#ffffff")
+
+    short = ops[:100]  # a new alignment: the cached layout of the old one must not be reused
+    canvas.set_alignment(short, long_a, long_b, None)
+    assert 0 < canvas.minimumHeight() < tall / 10

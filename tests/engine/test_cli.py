@@ -27,6 +27,8 @@ def test_compare_json_has_one_line_per_mode(tiny_dirs):
         for key in ("tokenize", "sharer_prefill", "receiver_prefill", "fuse", "ttft", "decode_tokens_per_s", "total",
                     "tokens_in", "tokens_out", "peak_memory_bytes"):
             assert key in line["timing"]
+        # one device here: the CPU, whose figure is the process's peak RSS
+        assert line["timing"]["peak_memory_by_device"] == {"cpu": line["timing"]["peak_memory_bytes"]} != {"cpu": 0}
     assert "hint" in lines[2] and "hint" not in lines[3]
 
 
@@ -35,6 +37,7 @@ def test_compare_prints_answers_and_timing(tiny_dirs):
                str(tiny_dirs.ours), "--prompt", "Hello", "--modes", "relay,fusion", "--max-new-tokens", "3")
     assert "== Text relay (relay) ==" in proc.stdout and "== Cache fusion (fusion) ==" in proc.stdout
     assert "[hint]" in proc.stdout and "TTFT" in proc.stdout and "fuse" in proc.stdout
+    assert proc.stdout.count("| peak cpu ") == 2  # each run's peak, named by its device
 
 
 def test_fuser_inspect_and_convert(tiny_dirs, tmp_path):

@@ -12,7 +12,7 @@ from fusers import tiny
 from fusers.checkpoint import save_published
 from fusers.chat import encode, user
 from fusers.engine import Engine, Mode, PhaseEvent, TokenEvent, stream
-from fusers.errors import ModeUnavailableError, PromptError
+from fusers.errors import ModeUnavailableError, PromptError, SettingsError
 from fusers.generation import GenerationSettings
 from fusers.pair import ModelSpec, Pair, load_pair
 
@@ -190,7 +190,9 @@ def test_generation_settings_are_checked():
         GenerationSettings(max_new_tokens=0)
     with pytest.raises(ValueError, match="top_p"):
         GenerationSettings(top_p=0)
-    assert GenerationSettings.from_dict({"max_new_tokens": 5, "unknown": 1}).max_new_tokens == 5
+    assert GenerationSettings.from_dict({"max_new_tokens": 5}).max_new_tokens == 5
+    with pytest.raises(SettingsError, match="unknown generation settings: unknown"):
+        GenerationSettings.from_dict({"max_new_tokens": 5, "unknown": 1})
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from .fake_hub import (
     RECEIVER,
     SHARER,
     FakeHub,
+    Repo,
     go_offline,
 )
 
@@ -272,6 +273,41 @@ def test_remove_keeps_blobs_another_pair_shares(fake_hub: FakeHub) -> None:
     assert kept is not None
     assert_same_files(kept, pair_files(fake_hub, GATED_PAIR), f"{GATED_PAIR}/")
     assert hub.remove_pair(EXTRA_PAIR) == 0
+
+
+def test_asking_for_a_missing_pair_after_a_new_commit_keeps_the_cache_readable(
+        fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = hub.download_pair(EXTRA_PAIR)
+    old = fake_hub.repos[REPO]
+    monkeypatch.setitem(fake_hub.repos, REPO, Repo({**old.files, "NEWS.md": b"a new commit\n"}))
+
+    with pytest.raises(DownloadError, match="no pair named 'no_such_Fuser'"):
+        hub.download_pair("no_such_Fuser")
+
+    # no ref to the new commit without a snapshot: scan_cache_dir would report the whole repo as corrupt
+    assert hub.local_pair_path(EXTRA_PAIR) == path
+    assert status(EXTRA_PAIR, offline=True) == "complete"
+
+
+def test_a_pair_fetched_without_a_listing_is_judged_by_its_layout(fake_hub: FakeHub,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import hf_hub_download
+
+    # fetched file by file, as another tool or an older client does: no tree listing in the cache
+    for path in pair_files(fake_hub, EXTRA_PAIR):
+        hf_hub_download(REPO, path, cache_dir=hub.cache_dir(), endpoint=fake_hub.url)
+    folder = hub.cache_dir() / "models--nics-efc--C2C_Fuser" / "snapshots" / fake_hub.repos[REPO].sha / EXTRA_PAIR
+    assert not (hub.cache_dir() / "models--nics-efc--C2C_Fuser" / "trees").exists()
+    go_offline(monkeypatch)
+    fake_hub.reset()
+
+    assert hub.local_pair_path(EXTRA_PAIR) == folder
+    listing = {p.name: p for p in hub.list_pairs()}[EXTRA_PAIR]
+    assert listing.status == "complete" and (listing.receiver, listing.sharer) == (RECEIVER, SHARER)
+    (folder / "final" / "projector_0.pt").unlink()  # a fuser the layer map names is missing
+    assert hub.local_pair_path(EXTRA_PAIR) is None
+    assert status(EXTRA_PAIR) == "partial"
+    assert fake_hub.log == []
 
 
 def test_cli_list_download_remove(fake_hub: FakeHub, hf_home: Path) -> None:

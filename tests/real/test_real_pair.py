@@ -159,8 +159,39 @@ def test_the_real_pair_is_a_preset_when_installed(real_paths):
 def test_a_gguf_file_loads_8bit_on_top_and_still_answers(real_paths):
     from fusers.pair import ModelSpec, load_model
 
+    from fusers.devices import file_backed
+
     receiver = load_model(ModelSpec(str(real_paths[0]), "cpu", "auto", "8bit"), "receiver")
     assert receiver.quantize == "8bit" and "8bit" in receiver.describe()
     assert type(receiver.model.model.layers[0].self_attn.q_proj).__name__ == "Linear8bitLt"
+    assert file_backed(receiver.model.parameters()) == []  # the converted folder's file is let go (load_memory.py)
     answer = Engine(Pair(receiver, receiver)).answer(Mode.RECEIVER, JAPAN, SETTINGS)
     assert "Tokyo" in answer.text, answer.text
+
+
+def test_a_gguf_file_is_converted_once_and_loads_as_its_direct_read(real_models_loaded, real_paths, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fusers import gguf
+    from fusers.chat import encode
+    from fusers.pair import ModelSpec, load_model
+
+    smollm2 = real_paths[0]
+    assert gguf.is_converted(smollm2, "float32")  # by the fixture's load
+    conversions = []
+    convert = gguf._run_converter
+    monkeypatch.setattr(gguf, "_run_converter", lambda *args: conversions.append(args) or convert(*args))
+    again = load_model(ModelSpec(str(smollm2), "cpu", "float32"), "receiver")
+    assert conversions == []  # the second load reads the converted folder
+
+    direct = AutoModelForCausalLM.from_pretrained(str(smollm2.parent), gguf_file=smollm2.name, dtype=torch.float32)
+    direct_tokenizer = AutoTokenizer.from_pretrained(str(smollm2.parent), gguf_file=smollm2.name)
+    ours = again.model.state_dict()
+    theirs = direct.state_dict()
+    assert sorted(ours) == sorted(theirs)
+    different = [name for name, tensor in theirs.items() if not torch.equal(tensor, ours[name])]
+    assert different == []
+    assert again.tokenizer.chat_template == direct_tokenizer.chat_template
+    for messages in (JAPAN, [{"role": "user", "content": "Zürich, 東京 and naïve café\n\tok?"}]):
+        assert encode(again.tokenizer, messages) == encode(direct_tokenizer, messages)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 
 import pytest
@@ -82,6 +83,11 @@ def test_runs_are_not_overwritten_and_resume_needs_the_same_settings(task_dirs, 
     with pytest.raises(Cancelled, match="after step 2 of 2"):
         train(receiver, sharer, task_dirs.small, with_eval, tmp_path / "late", progress=cancel_when_done_training,
               cancel=cancel)
+    # a checkpoint without this process's RNG state cannot resume exactly: an error, not another random stream
+    shutil.copytree(tmp_path / "late", tmp_path / "no-rng")
+    next((tmp_path / "no-rng" / "checkpoints").glob("*/rng-rank0.safetensors")).unlink()
+    with pytest.raises(TrainingError, match="rng-rank0.safetensors is missing"):
+        train(receiver, sharer, task_dirs.small, with_eval, tmp_path / "no-rng", resume=True)
     finished = train(receiver, sharer, task_dirs.small, with_eval, tmp_path / "late", resume=True)
     assert finished.resumed_from == 2 and finished.eval["fuser"]["samples"] == 6
     assert (tmp_path / "late" / "fuser.safetensors").is_file()

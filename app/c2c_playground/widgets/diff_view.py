@@ -38,30 +38,49 @@ class AlignmentCanvas(QWidget):
         self.mono = QFont("DejaVu Sans Mono")
         self.mono.setStyleHint(QFont.StyleHint.Monospace)
         self.mono.setPointSizeF(max(self.font().pointSizeF() - 0.5, 7.0))
+        # An update lays out every token several times (height for width, size hint, resize, paint), and a
+        # live diff updates while answers stream: token widths are measured once per text (the font never
+        # changes), a layout once per width and alignment.
+        self._widths: dict[str, int] = {}
+        self._layouts: dict[int, list[tuple[float, float, float, DiffOp]]] = {}
         sp = QSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         sp.setHeightForWidth(True)
         self.setSizePolicy(sp)
 
     def set_alignment(self, ops: Sequence[DiffOp], a: Sequence[Token], b: Sequence[Token], first: DiffOp | None) -> None:
         self.ops, self.a, self.b, self.first = list(ops), list(a), list(b), first
+        self._layouts.clear()
         self.updateGeometry()
         self.setMinimumHeight(self.heightForWidth(max(self.width(), 200)))
         self.update()
 
-    def _cells(self, width: int) -> list[tuple[QRectF, DiffOp]]:
+    def _text_width(self, fm: QFontMetrics, text: str) -> int:
+        width = self._widths.get(text)
+        if width is None:
+            width = self._widths[text] = fm.horizontalAdvance(theme.visible_token(text))
+        return width
+
+    def _cells(self, width: int) -> list[tuple[float, float, float, DiffOp]]:
+        """(x, y, width, op) of each column, two lines high; plain numbers, the paint makes rects of those shown."""
+        cached = self._layouts.get(width)
+        if cached is not None:
+            return cached
         fm = QFontMetrics(self.mono)
         line = fm.height() + 4
         row_h = 2 * line + 8
         x, y = float(self.GUTTER), 4.0
         out = []
         for op in self.ops:
-            ta = theme.visible_token(self.a[op.a].text) if op.a is not None else ""
-            tb = theme.visible_token(self.b[op.b].text) if op.b is not None else ""
-            w = max(fm.horizontalAdvance(ta), fm.horizontalAdvance(tb), 10) + 2 * self.PAD
+            wa = self._text_width(fm, self.a[op.a].text) if op.a is not None else 0
+            wb = self._text_width(fm, self.b[op.b].text) if op.b is not None else 0
+            w = max(wa, wb, 10) + 2 * self.PAD
             if x + w > width - 4 and x > self.GUTTER:
                 x, y = float(self.GUTTER), y + row_h
-            out.append((QRectF(x, y, w, 2 * line), op))
+            out.append((x, y, w, op))
             x += w + 3
+        if len(self._layouts) >= 4:  # a window being resized asks for width after width
+            self._layouts.clear()
+        self._layouts[width] = out
         return out
 
     def hasHeightForWidth(self) -> bool:  # noqa: N802
@@ -72,7 +91,7 @@ class AlignmentCanvas(QWidget):
         fm = QFontMetrics(self.mono)
         if not cells:
             return 3 * fm.height()
-        return int(cells[-1][0].bottom() + 12)
+        return int(cells[-1][1] + 2 * (fm.height() + 4) + 12)
 
     def sizeHint(self) -> QSize:
         return QSize(400, self.heightForWidth(400))
@@ -93,7 +112,11 @@ class AlignmentCanvas(QWidget):
             p.drawText(QRectF(self.rect()), Qt.AlignmentFlag.AlignCenter, "No tokens to compare yet.")
             return
         last_row_y = None
-        for rect, op in cells:
+        shown = event.rect()  # a long diff in its scroll area: only the rows in view are drawn
+        for x, y, w, op in cells:
+            if y + 2 * line < shown.top() - 4 or y > shown.bottom() + 4:
+                continue
+            rect = QRectF(x, y, w, 2 * line)
             if rect.top() != last_row_y:
                 last_row_y = rect.top()
                 p.setFont(self.mono)

@@ -205,7 +205,7 @@ class ChatPane(QFrame):
 
         self._ticker = QTimer(self)
         self._ticker.setInterval(100)
-        self._ticker.timeout.connect(self._tick)
+        self._ticker.timeout.connect(self._show_metrics)
         self._sync_header()
         self._update_hint_title()
         self._render()
@@ -301,12 +301,8 @@ class ChatPane(QFrame):
         """Add a turn waiting to run; returns the messages to answer (history plus the prompt)."""
         messages = self.history() + [{"role": "user", "content": prompt}]
         self.turns.append(Turn(prompt, self._mode))
-        self.ask_bar.hide()
-        self.hint_text.clear()
-        self._update_hint_title()
-        self._set_state(TurnState.WAITING)
-        self._render()
-        self._show_metrics()
+        self._reset_hint()
+        self._show(TurnState.WAITING)
         return messages
 
     def drop_last_turn(self) -> str | None:
@@ -319,12 +315,8 @@ class ChatPane(QFrame):
 
     def clear(self) -> None:
         self.turns.clear()
-        self.ask_bar.hide()
-        self.hint_text.clear()
-        self._update_hint_title()
-        self._set_state("idle")
-        self._render()
-        self._show_metrics()
+        self._reset_hint()
+        self._show("idle")
         self.tokens_changed.emit(self)
 
     # -- a run ----------------------------------------------------------------------------------------------
@@ -379,19 +371,15 @@ class ChatPane(QFrame):
         if answer.mode is Mode.RELAY and answer.hint is not None and answer.hint != turn.hint:
             turn.hint = answer.hint
             self.hint_text.setPlainText(theme.printable(answer.hint))
-        self._stop_ticking()
-        self._set_state(turn.state)
-        self._render()
-        self._show_metrics()
+        self._ticker.stop()
+        self._show(turn.state)
         self.tokens_changed.emit(self)
 
     def fail(self, message: str) -> None:
         turn = self.turns[-1]
         turn.state, turn.error = TurnState.ERROR, message
-        self._stop_ticking()
-        self._set_state(TurnState.ERROR)
-        self._render()
-        self._show_metrics()
+        self._ticker.stop()
+        self._show(TurnState.ERROR)
 
     def skip(self) -> None:
         """Stopped before it started."""
@@ -405,13 +393,19 @@ class ChatPane(QFrame):
         self.state_label.setText("stopping\u2026")
         self.state_label.setStyleSheet("color: #a15c00;")
 
-    def _stop_ticking(self) -> None:
-        self._ticker.stop()
-
-    def _tick(self) -> None:
+    # -- display --------------------------------------------------------------------------------------------
+    def _show(self, state: TurnState | str) -> None:
+        """Header, transcript and metrics after the last turn (or the pane) changed state."""
+        self._set_state(state)
+        self._render()
         self._show_metrics()
 
-    # -- display --------------------------------------------------------------------------------------------
+    def _reset_hint(self) -> None:
+        """No hint shown and no question asked: a new turn, or none."""
+        self.ask_bar.hide()
+        self.hint_text.clear()
+        self._update_hint_title()
+
     def _set_state(self, state: TurnState | str) -> None:
         """The header's label for the last turn's state, or ``"idle"`` for a pane with no turns."""
         self.phase_bar.empty_text = {"waiting": "waiting for its turn", "running": "starting\u2026"}.get(

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Everything a GPU must confirm, in one run of under 8 minutes: the CUDA-marked tests, the engine's own tests
+# on that machine's stack, benchmarks/modes.py on the Qwen3-0.6B / Qwen2.5-0.5B shapes in bfloat16
+# (sequential and overlapped prefills, per-path and batched fusers), the fusers' forward alone, the host's
+# memory while loading onto the GPU, and the GPU memory peaks. Results go to OUTDIR (8 files at most).
+#
+#   bash benchmarks/gpu_check.sh OUTDIR       # run it (from the repository root)
+#   bash benchmarks/gpu_check.sh --fetch      # first, on a machine with pip's registry: bitsandbytes for the GPU
+#
+# Written for the lent H200 (PyTorch 2.11 with CUDA 13, transformers 5.17, accelerate, huggingface_hub; no
+# PySide6, qasync or bitsandbytes; no network): the engine is imported from the repository root with the
+# machine's own python3 and torch. bitsandbytes (8- and 4-bit) comes from .gpu/site when `--fetch` put it there
+# (about 9 MiB: the wheel's CUDA 13 and CPU libraries only) and the run carries `.gpu`; without it the
+# quantized CUDA tests skip, saying so. With the device tool:
+#   run(command="bash benchmarks/gpu_check.sh $OUT", carry=[".gpu"], timeout_s=540)
+# On a machine without a GPU it runs the CUDA tests (they skip, saying why) and the fusers' microbenchmark on
+# the CPU, and says what it skipped.
+set -u
+PYTHON=${PYTHON:-python3}
+BNB_VERSION=0.50.2
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--fetch" ]; then
+    set -e
+    rm -rf .gpu && mkdir -p .gpu/wheel
+    "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
+        -d .gpu/wheel "bitsandbytes==$BNB_VERSION"
+    "$PYTHON" -m pip install --quiet --no-deps --no-compile --target .gpu/site .gpu/wheel/*.whl
+    rm -rf .gpu/wheel
+    # the wheel carries a library per CUDA, ROCm and XPU version (41 MiB): the lent GPU's torch is CUDA 13
+    find .gpu/site/bitsandbytes -name 'libbitsandbytes_*.so' ! -name '*_cpu.so' ! -name '*_cuda13*.so' -delete
+    exclude=$(git rev-parse --git-common-dir)/info/exclude
+    grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >>"$exclude"
+    echo "bitsandbytes $BNB_VERSION in .gpu/site ($(du -sh .gpu | cut -f1)); carry .gpu with the run"
+    exit 0
+fi
+
+OUT=${1:?usage: bash benchmarks/gpu_check.sh OUTDIR   (or --fetch)}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+[ -d .gpu/site ] && export PYTHONPATH="$PYTHONPATH:$PWD/.gpu/site"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+STEPS="$OUT/steps.txt"
+: >"$STEPS"
+start=$SECONDS
+
+step() {  # step NAME SECONDS OUTFILE COMMAND...: run with a time limit, record how it ended, carry on
+    local name=$1 limit=$2 file=$3
+    shift 3
+    local t0=$SECONDS
+    echo "== $name (limit ${limit}s)" | tee -a "$STEPS"
+    timeout --kill-after=10 "$limit" "$@" >"$file" 2>&1
+    local rc=$?
+    echo "   exit $rc after $((SECONDS - t0)) s -> $(basename "$file")" | tee -a "$STEPS"
+    tail -n 3 "$file" | sed 's/^/   | /'
+}
+
+{
+    date -u
+    if command -v nvidia-smi >/dev/null; then nvidia-smi 2>&1 | head -20; else echo "no nvidia-smi"; fi
+    "$PYTHON" - <<'EOF'
+import importlib, platform
+print("python", platform.python_version())
+for name in ("torch", "transformers", "accelerate", "huggingface_hub", "safetensors", "bitsandbytes", "PySide6"):
+    try:
+        print(name, importlib.import_module(name).__version__)
+    except Exception as exc:  # noqa: BLE001
+        print(name, "absent:", type(exc).__name__)
+import torch
+print("cuda", torch.version.cuda, "available", torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+EOF
+} >"$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+GPU=$("$PYTHON" -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null || echo 0)
+
+# pytest's own options: the project's addopts (-m 'not slow') and the app's qt_api do not apply here
+PYTEST=("$PYTHON" -m pytest -q -rs -p no:cacheprovider -o addopts="--strict-markers")
+step "CUDA-marked tests" 150 "$OUT/cuda_tests.txt" "${PYTEST[@]}" -m cuda tests/engine/test_cuda.py
+if [ "$GPU" != 1 ]; then
+    echo "no CUDA GPU here: skipped the engine tests on this stack, benchmarks/modes.py on the GPU, the GPU" \
+         "fuser microbenchmark and the load onto a GPU; the fusers' microbenchmark runs on the CPU" | tee -a "$STEPS"
+    step "fusers' forward (CPU, tiny)" 120 "$OUT/fuser_forward.jsonl" \
+        "$PYTHON" benchmarks/fuser_forward.py --device cpu --setups tiny --dtypes float32 --rounds 3 --json
+else
+    step "engine tests on this stack" 75 "$OUT/engine_tests.txt" "${PYTEST[@]}" -x \
+        tests/engine/test_devices.py tests/engine/test_batched_fuser.py tests/engine/test_fuser_format.py
+    step "fusers' forward (GPU)" 60 "$OUT/fuser_forward.jsonl" \
+        "$PYTHON" benchmarks/fuser_forward.py --device cuda --setups qwen,tiny --dtypes bfloat16,float32 --rounds 20 --json
+    step "modes, Qwen shapes, bfloat16 (GPU)" 200 "$OUT/modes.jsonl" \
+        "$PYTHON" benchmarks/modes.py --device cuda --setups qwen --dtypes bfloat16 --rounds 3 --variants --json
+    step "host memory while loading onto the GPU" 60 "$OUT/load_onto_gpu.json" \
+        "$PYTHON" benchmarks/load_memory.py --onto cuda --json
+fi
+
+"$PYTHON" - "$OUT" <<'EOF' >"$OUT/summary.md" 2>&1
+import json, sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+
+def lines(name):
+    path = out / name
+    if not path.is_file():
+        return []
+    return [json.loads(l) for l in path.read_text().splitlines() if l.startswith("{")]
+
+rows = []
+def goal(measure, value, target, ok):
+    rows.append(f"| {measure} | {value} | {target} | {'met' if ok else '**not met**'} |")
+
+modes = {(r["setup"], r["dtype"]): r for r in lines("modes.jsonl")}
+fuser = {(r["setup"], r["dtype"]): r for r in lines("fuser_forward.jsonl")}
+onto = lines("load_onto_gpu.json")
+q = modes.get(("qwen", "bfloat16"))
+if q:
+    goal("fusion TTFT over the floor, GPU bf16", f"{q['fusion_ttft_over_floor']:.2f}", "<= 0.9",
+         q["fusion_ttft_over_floor"] <= 0.9)
+    goal("fused decode tok/s over receiver generate, GPU bf16", f"{q['fused_decode_speed_ratio']:.3f}", ">= 0.98",
+         q["fused_decode_speed_ratio"] >= 0.98)
+f = fuser.get(("qwen", "bfloat16"))
+if f and f["device"].startswith("cuda"):
+    goal("all fusers' forward, 28 layers, 127 tokens, GPU bf16", f"{f['batched_s'] * 1000:.2f} ms", "<= 10 ms",
+         f["batched_s"] <= 0.010)
+if onto:
+    goal("peak host RAM loading a bf16 model onto the GPU, over its weights", f"{onto[0]['host_peak_over_weights']:.2f}",
+         "<= 1.2", onto[0]["host_peak_over_weights"] <= 1.2)
+print("# GPU check\n")
+print((out / "env.txt").read_text().strip().splitlines()[-1] if (out / "env.txt").is_file() else "")
+print("\n| measure | measured | goal | |\n|---|---:|---|---|")
+print("\n".join(rows) if rows else "| (no GPU results) | | | |")
+if q:
+    print("\nmodes.py, Qwen shapes, bf16:", {k: round(v, 4) if isinstance(v, float) else v for k, v in q.items()
+                                          if k not in ("variants",)})
+    for name, v in q.get("variants", {}).items():
+        print(f"- fusion {name}: TTFT {v['ttft'] * 1000:.1f} ms, total {v['total']:.3f} s, fuse {v['fuse'] * 1000:.2f} ms, "
+              f"sharer prefill {v['sharer_prefill'] * 1000:.1f} ms, receiver prefill {v['receiver_prefill'] * 1000:.1f} ms")
+for (setup, dtype), r in sorted(fuser.items()):
+    print(f"- fusers' forward {setup} {dtype} on {r['device']}: per path {r['per_path_s'] * 1000:.2f} ms, batched "
+          f"{r['batched_s'] * 1000:.2f} ms (x{r['batched_over_per_path']:.2f}), largest difference {r['max_abs_diff']:.1e}"
+          + (f", CUDA peak {r['peak_cuda_bytes'] / 2**20:.0f} MiB for {r['fuser_bytes'] / 2**20:.0f} MiB of fusers"
+             if "peak_cuda_bytes" in r else ""))
+if onto:
+    o = onto[0]
+    print(f"- load onto {o['device']}: weights {o['weights_bytes'] / 2**20:.0f} MiB, host peak {o['host_peak_bytes'] / 2**20:.0f} MiB, "
+          f"on the GPU {o['device_bytes'] / 2**20:.0f} MiB, parameters on {o['parameter_devices']}, {o['load_s']:.1f} s")
+EOF
+cat "$OUT/summary.md"
+echo "== done in $((SECONDS - start)) s; results in $OUT" | tee -a "$STEPS"

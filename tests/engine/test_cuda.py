@@ -1,0 +1,173 @@
+"""On a CUDA GPU: every mode in bfloat16, models on one GPU and split between the GPU and the CPU, 8-bit and
+4-bit, the batched fuser against one path at a time, overlapped prefills against sequential ones, and loading
+straight onto the GPU. Marked ``cuda``: skipped, saying why, where torch sees no GPU (``benchmarks/gpu_check.sh``
+runs them on one). Enough of them to catch a device mix-up: a tensor left on the wrong device fails loudly on
+CUDA, and every record names its devices."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+from transformers import AutoConfig
+
+from fusers import tiny
+from fusers.checkpoint import save_published
+from fusers.chat import encode, user
+from fusers.engine import Engine, Mode
+from fusers.fuser import cache_kv
+from fusers.generation import GenerationSettings, prefill
+from fusers.pair import ModelSpec, load_model, load_pair
+
+from . import spec_reference as ref
+
+pytestmark = pytest.mark.cuda
+
+GPU = "cuda:0"
+SETTINGS = GenerationSettings(max_new_tokens=8, hint_max_new_tokens=8, ignore_eos=True)
+QUESTION = user("What is the capital of France?")
+
+
+def _on(model, device: str) -> bool:
+    return all(str(t.device) == device for t in list(model.parameters()) + list(model.buffers()))
+
+
+def _gpu_pair(tiny_dirs, sharer_device=GPU, dtype="bfloat16", quantize="none", fuser=None):
+    return load_pair(ModelSpec(str(tiny_dirs.receiver), GPU, dtype, quantize),
+                     ModelSpec(str(tiny_dirs.sharer), sharer_device, dtype if sharer_device == GPU else "float32",
+                               quantize), fuser or tiny_dirs.published)
+
+
+@pytest.fixture(scope="module")
+def closed_fuser(tiny_dirs, tmp_path_factory):
+    rcfg, scfg = AutoConfig.from_pretrained(tiny_dirs.receiver), AutoConfig.from_pretrained(tiny_dirs.sharer)
+    fuser = tiny.random_fuser(rcfg, scfg, receiver=str(tiny_dirs.receiver), sharer=str(tiny_dirs.sharer),
+                              gates_open=False)
+    return save_published(fuser, tmp_path_factory.mktemp("closed-cuda") / "fuser")
+
+
+def test_every_mode_runs_in_bfloat16_with_both_models_on_one_gpu(tiny_dirs, closed_fuser):
+    pair = _gpu_pair(tiny_dirs)
+    assert pair.receiver.device == pair.sharer.device == torch.device(GPU)  # "cuda" is named by number
+    assert _on(pair.receiver.model, GPU) and _on(pair.sharer.model, GPU) and _on(pair.fuser, GPU)
+    assert pair.receiver.model.dtype == torch.bfloat16 and pair.fuser.dtype == torch.bfloat16
+    engine = Engine(pair)
+    for mode in Mode:
+        answer = engine.answer(mode, QUESTION, SETTINGS)
+        t = answer.timing
+        assert len(answer.token_ids) == 8, mode
+        assert list(t.peak_memory_by_device) == [GPU] and t.peak_memory_bytes > 0, mode
+        assert 0 < t.ttft <= t.total
+    fused = engine.answer(Mode.FUSION, QUESTION, SETTINGS)
+    assert all(f.key_gate_open for f in fused.fusion) and fused.timing.fuse > 0
+    # closed gates: cache fusion is the receiver alone, which is the model's own generate
+    closed = Engine(_gpu_pair(tiny_dirs, fuser=closed_fuser))
+    ids = torch.tensor([encode(closed.pair.receiver.tokenizer, QUESTION)], device=GPU)
+    plain = closed.pair.receiver.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
+                                                min_new_tokens=8, do_sample=False, pad_token_id=0)
+    expected = plain[0, ids.shape[1]:].tolist()
+    assert closed.answer(Mode.FUSION, QUESTION, SETTINGS).token_ids == expected
+    assert closed.answer(Mode.RECEIVER, QUESTION, SETTINGS).token_ids == expected
+
+
+def test_the_sharer_on_the_cpu_and_the_receiver_on_the_gpu(tiny_dirs):
+    pair = _gpu_pair(tiny_dirs, sharer_device="cpu")
+    assert _on(pair.sharer.model, "cpu") and _on(pair.receiver.model, GPU) and _on(pair.fuser, GPU)
+    engine = Engine(pair)
+    assert engine.overlaps_prefills()  # a GPU takes part
+    for mode in (Mode.RELAY, Mode.FUSION):
+        answer = engine.answer(mode, QUESTION, SETTINGS)
+        assert len(answer.token_ids) == 8, mode
+        peaks = answer.timing.peak_memory_by_device
+        assert list(peaks) == [GPU, "cpu"] and all(v > 0 for v in peaks.values()), (mode, peaks)
+        assert answer.timing.sharer_prefill > 0 and answer.timing.receiver_prefill > 0
+    assert Engine(pair).answer(Mode.SHARER, QUESTION, SETTINGS).timing.peak_memory_by_device.keys() == {"cpu"}
+    sequential = Engine(pair, prefills="sequential").answer(Mode.FUSION, QUESTION, SETTINGS)
+    overlapped = engine.answer(Mode.FUSION, QUESTION, SETTINGS)
+    assert overlapped.token_ids == sequential.token_ids
+    assert [vars(f) for f in overlapped.fusion] == [vars(f) for f in sequential.fusion]
+
+
+def test_overlapped_prefills_on_one_gpu_equal_sequential_ones(tiny_dirs):
+    pair = _gpu_pair(tiny_dirs, dtype="float32")
+    question = user("Tell me a short story about a small red fox, please.")
+    sequential = Engine(pair, prefills="sequential").answer(Mode.FUSION, question, SETTINGS)
+    overlapped = Engine(pair).answer(Mode.FUSION, question, SETTINGS)
+    assert overlapped.token_ids == sequential.token_ids
+    assert [vars(f) for f in overlapped.fusion] == [vars(f) for f in sequential.fusion]
+    phases = {p.name: p for p in overlapped.timing.phases}
+    assert phases["receiver_prefill"].start < phases["sharer_prefill"].end  # both ran at once
+    seq = {p.name: p for p in sequential.timing.phases}
+    assert seq["sharer_prefill"].end <= seq["receiver_prefill"].start
+
+
+@pytest.mark.parametrize("quantize", ["8bit", "4bit"])
+def test_quantized_models_on_the_gpu_run_every_mode(tiny_dirs, quantize):
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed: the quantized CUDA path is not run")
+    pair = _gpu_pair(tiny_dirs, quantize=quantize)
+    linear = type(pair.receiver.model.model.layers[0].mlp.down_proj).__name__
+    assert linear == ("Linear8bitLt" if quantize == "8bit" else "Linear4bit")
+    assert _on(pair.receiver.model, GPU) and _on(pair.sharer.model, GPU)
+    full = load_model(ModelSpec(str(tiny_dirs.receiver), GPU, "bfloat16"), "receiver")
+    assert pair.receiver.memory_bytes < full.memory_bytes
+    engine = Engine(pair)
+    for mode in Mode:
+        answer = engine.answer(mode, QUESTION, SETTINGS)
+        assert len(answer.token_ids) == 8 and list(answer.timing.peak_memory_by_device) == [GPU], mode
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_batched_fuser_equals_one_path_at_a_time_on_the_gpu(dtype):
+    tok = tiny.bpe_tokenizer(400)
+    rcfg = tiny.tiny_config("qwen3", len(tok), layers=4, hidden_size=64, heads=4, kv_heads=2, head_dim=16, tokenizer=tok)
+    scfg = tiny.tiny_config("qwen2", len(tok), layers=3, hidden_size=48, heads=4, kv_heads=1, tokenizer=tok)
+    ids = torch.tensor([tok("Which river flows through the capital of the fictional land of Orlan?")["input_ids"]])
+    rcache, scache = prefill(tiny.build_model(rcfg, 1), ids), prefill(tiny.build_model(scfg, 2), ids)
+    fuser = tiny.random_fuser(rcfg, scfg, hidden_dim=32, intermediate_dim=48)
+    reference = [(ref.fuse({k: v.detach() for k, v in fuser.projectors[link.fuser_index].state_dict().items()},
+                           fuser.projectors[link.fuser_index].config.to_dict(), kind, s, r))
+                 for link in fuser.layer_map
+                 for kind, s, r in (("key", scache.layers[link.sharer_layer].keys, rcache.layers[link.receiver_layer].keys),
+                                    ("value", scache.layers[link.sharer_layer].values,
+                                     rcache.layers[link.receiver_layer].values))]
+    fuser = fuser.to(GPU, dtype)
+    receiver_kv = [(k.to(GPU, dtype), v.to(GPU, dtype)) for k, v in cache_kv(rcache)]
+    sharer_kv = [(k.to(GPU, dtype), v.to(GPU, dtype)) for k, v in cache_kv(scache)]
+    outs = []
+    with torch.no_grad():
+        for per_pass in (None, 1):
+            fuser.paths_per_pass = per_pass
+            kv, _ = fuser.fuse(receiver_kv, sharer_kv)
+            outs.append([t for pair in kv for t in pair])
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    for batched, alone, spec in zip(outs[0], outs[1], reference):
+        assert batched.device == torch.device(GPU) and batched.dtype == dtype
+        torch.testing.assert_close(batched, alone, **tol)
+        torch.testing.assert_close(batched.float().cpu(), spec, **tol)
+
+
+def _rss(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith(field + ":"))
+
+
+def test_a_model_loads_straight_onto_the_gpu_with_no_host_copy(tmp_path):
+    """A float32 file loaded in bfloat16: the host reads the file (its pages count as resident) and holds no
+    converted copy besides; the old load-then-move held one, 1.5x the file."""
+    tok = tiny.bpe_tokenizer(400)
+    path = tiny.save_model(tmp_path / "model", "qwen3", tok, seed=1, layers=6, hidden_size=512, heads=8, kv_heads=4,
+                           head_dim=64, intermediate_size=2048)
+    file_bytes = (path / "model.safetensors").stat().st_size
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    torch.cuda.init()
+    gc.collect()
+    before = _rss("VmRSS")
+    open("/proc/self/clear_refs", "w").write("5")
+    loaded = load_model(ModelSpec(str(path), GPU, "bfloat16"), "receiver")
+    peak = _rss("VmHWM") - before
+    assert _on(loaded.model, GPU)
+    assert peak <= 1.2 * file_bytes, f"the host peaked {peak / 2**20:.0f} MiB for a {file_bytes / 2**20:.0f} MiB file"
