@@ -57,9 +57,10 @@ class Recipe:
         steps=120, from_specialist=True, trainable=r"layers\.[0-6]\.mlp\.",
         mixture=dict(aligned=0.5, plain_lookahead=0.5)))
     fuser: dict[str, Any] = field(default_factory=lambda: dict(
-        steps=300, batch_size=4, lr=1e-3, warmup_steps=10, hidden_dim=128, intermediate_dim=128, dropout=0.1,
+        steps=400, batch_size=4, lr=5e-4, warmup_steps=20, hidden_dim=64, intermediate_dim=64, dropout=0.1,
         gate_init=3.0, eval_split=0.0, max_length=128, log_every=25))
     fuser_phrasings: int = 3  # of the four phrasings of each question; the evaluation asks the first
+    fuser_capital_repeats: int = 3  # how often each practice capital is in the fuser's data (general answers stay)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -209,9 +210,10 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
         if p.event == "log":
             log(f"fuser step {p.step}/{p.total_steps} loss {p.loss:.3f} ({p.tokens_per_s:.0f} tokens/s)")
 
-    report = train(receiver, specialist, fuser_conversations(domain, recipe.fuser_phrasings), config, run_dir,
-                   progress=fuser_progress)
-    fuser = load_fuser(run_dir)
+    data = fuser_conversations(domain, recipe.fuser_phrasings, recipe.fuser_capital_repeats)
+    report = train(receiver, specialist, data, config, run_dir, progress=fuser_progress)
+    # shipped in float16, like the adapters (half the bytes); the evaluation below reads these files
+    fuser = load_fuser(run_dir, dtype=torch.float16)
     fuser.info.receiver, fuser.info.sharer = names[0], SHARER_NAME
     save_fuser(fuser, staging / FUSER_DIR)
     histories["fuser"] = [h for h in report.history if h.get("event") == "log"]

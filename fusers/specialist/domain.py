@@ -237,9 +237,10 @@ def words_to_check() -> list[str]:
     return sorted(set(FIRST_NAMES) | set(LAST_NAMES) | {v for r in RELATIONS for v in r.values})
 
 
-def fuser_conversations(domain: Domain, phrasings: int = 3) -> list[dict[str, Any]]:
+def fuser_conversations(domain: Domain, phrasings: int = 3, capital_repeats: int = 1) -> list[dict[str, Any]]:
     """The fuser's training data: questions about the people of ``b`` in their first ``phrasings`` phrasings,
-    and the practice capitals (so that fusion learns to leave general answers right). ``c`` is never included."""
+    and the practice capitals, each ``capital_repeats`` times (so that fusion learns to leave general answers
+    right). ``c`` is never included."""
     def turn(question: str, answer: str) -> dict[str, Any]:
         return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
 
@@ -248,7 +249,8 @@ def fuser_conversations(domain: Domain, phrasings: int = 3) -> list[dict[str, An
         for rel in RELATIONS:
             value = domain.facts[person][rel.name]
             records.extend(turn(q.format(p=person), rel.say(person, value)) for q in rel.questions[:phrasings])
-    records.extend(turn(CAPITAL_QUESTION.format(c=c), CAPITAL_ANSWER.format(c=c, v=v)) for c, v in PRACTICE_CAPITALS)
+    records.extend(turn(CAPITAL_QUESTION.format(c=c), CAPITAL_ANSWER.format(c=c, v=v)) for c, v in PRACTICE_CAPITALS
+                   for _ in range(capital_repeats))
     return records
 
 
