@@ -186,6 +186,26 @@ class ModelThread:
                 pool.shutdown(wait=wait, cancel_futures=True)
 
 
+class Worker:
+    """One long-lived thread that runs :class:`BackgroundJob` work one job after another.
+
+    For work that comes often, such as the token diff's alignment while answers stream: a job of its
+    own thread would wait in ``Thread.start`` for the new thread to run (about 10 ms of the Qt thread on
+    a loaded machine, every time); handing work to a thread that already runs waits for nothing. The
+    thread starts with the first job and ends after :meth:`shutdown`.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._executor.submit(fn)
+
+    def shutdown(self) -> None:
+        """Let the thread end once the work handed to it is done; never waits for it."""
+        self._executor.shutdown(wait=False)
+
+
 class BackgroundJob:
     """Blocking work on a background thread, with its progress delivered on the Qt thread.
 
@@ -205,8 +225,9 @@ class BackgroundJob:
     ``work(progress, cancel)`` gets a ``progress`` callable any thread may call, and a
     ``threading.Event``. Progress is coalesced: the Qt thread sees the newest value, with at most one
     delivery pending, so a chatty callback never floods the event loop. ``on_done`` or ``on_error``
-    comes once, after the last progress. The work runs on a daemon thread of its own, never on the
-    models' thread, so it cannot hold up a run. Keep a reference to the job while it runs.
+    comes once, after the last progress. The work runs on a daemon thread of its own, or on ``worker``
+    (a :class:`Worker`, after the jobs handed to it before), never on the models' thread, so it cannot
+    hold up a run. Keep a reference to the job while it runs.
     """
 
     def __init__(
@@ -217,24 +238,28 @@ class BackgroundJob:
         on_done: Callable[[Any], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         name: str = "c2c-background",
+        worker: Worker | None = None,
     ) -> None:
         self.cancel_event = threading.Event()
-        self._work, self._name = work, name
+        self._work, self._name, self._worker = work, name, worker
         self.on_progress, self.on_done, self.on_error = on_progress, on_done, on_error
         self._lock = threading.Lock()
         self._latest: Any = None
         self._pending = False
         self._post_flush = on_qt_thread(self._flush)
         self._post_finish = on_qt_thread(self._finish)
-        self._thread: threading.Thread | None = None
+        self._started = False
         self._outcome: tuple[bool, Any] | None = None  # (ok, result or exception), on the Qt thread
         self._waiters: list[asyncio.Future[Any]] = []
         self._abandoned = False
 
     # -- any thread --
     def start(self) -> "BackgroundJob":
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        self._thread.start()
+        self._started = True
+        if self._worker is not None:
+            self._worker.submit(self._run)
+        else:
+            threading.Thread(target=self._run, name=self._name, daemon=True).start()
         return self
 
     def cancel(self) -> None:
@@ -265,7 +290,7 @@ class BackgroundJob:
     # -- Qt thread --
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._outcome is None
+        return self._started and self._outcome is None
 
     def _flush(self) -> None:
         with self._lock:

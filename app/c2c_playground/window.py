@@ -83,6 +83,7 @@ class MainWindow(QMainWindow):
         self._run_task: asyncio.Task[Any] | None = None
         self._load_task: asyncio.Task[Any] | None = None
         self._diff_job: bridge.BackgroundJob | None = None
+        self.diff_worker = bridge.Worker("c2c-diff")  # every alignment on one thread: none waits for a thread to start
         self._diff_dirty = False
         self._presets_job: bridge.BackgroundJob | None = None
         self.get_fusers_dialog: QWidget | None = None
@@ -631,7 +632,7 @@ class MainWindow(QMainWindow):
             self._diff_finished()
 
         self._diff_job = bridge.BackgroundJob(lambda progress, cancel: align(keys_a, keys_b), on_done=done,
-                                              on_error=failed, name="c2c-diff").start()
+                                              on_error=failed, worker=self.diff_worker).start()
 
     def _diff_finished(self) -> None:
         if self._diff_dirty and not self._diff_timer.isActive():
@@ -747,5 +748,6 @@ class MainWindow(QMainWindow):
             if job is not None:
                 job.abandon()
         self._diff_job = self._presets_job = None
+        self.diff_worker.shutdown()
         self.session.shutdown()
         super().closeEvent(event)
