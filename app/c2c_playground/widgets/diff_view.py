@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import bisect
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Hashable, Sequence
 
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget)
 
 from fusers.diff import DELETE, EQUAL, INSERT, REPLACE, DiffOp, DiffSummary
@@ -38,6 +39,7 @@ class AlignmentCanvas(QWidget):
 
     GUTTER = 26
     PAD = 4
+    KEPT_COLUMNS = 1000  # drawn columns kept (about 10 KiB each): a few screens' worth
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -46,6 +48,8 @@ class AlignmentCanvas(QWidget):
         self.b: list[Token] = []
         self.first: DiffOp | None = None
         self.columns_laid_out = 0  # columns placed since the canvas was made, over every width asked for
+        self.columns_painted = 0
+        self._columns: OrderedDict[tuple[str, str | None, str | None], QPixmap] = OrderedDict()
         self.mono = QFont("DejaVu Sans Mono")
         self.mono.setStyleHint(QFont.StyleHint.Monospace)
         self.mono.setPointSizeF(max(self.font().pointSizeF() - 0.5, 7.0))
@@ -166,40 +170,57 @@ class AlignmentCanvas(QWidget):
         start = bisect.bisect_left(cells, shown.top() - 2 * line - 4, key=_cell_top)
         bottom = shown.bottom() + 4
         center = Qt.AlignmentFlag.AlignCenter
-        struck = False
         last_row_y = None
+        p.setPen(self._muted)
         for index in range(start, len(cells)):
             x, y, w, op = cells[index]
             if y > bottom:
                 break
             if y != last_row_y:
                 last_row_y = y
-                if struck:
-                    struck = False
-                    p.setFont(self.mono)
-                p.setPen(self._muted)
                 p.drawText(QRectF(2, y, self.GUTTER - 6, line), center, "A")
                 p.drawText(QRectF(2, y + line, self.GUTTER - 6, line), center, "B")
-            if (op.kind == DELETE) != struck:
-                struck = not struck
-                p.setFont(self._struck if struck else self.mono)
-            fill, ink = self._fills[op.kind], self._inks[op.kind]
-            for top, i, side in ((y, op.a, self.a), (y + line, op.b, self.b)):
-                half = QRectF(x, top, w, line - 1)
-                if i is not None:
-                    p.setPen(Qt.PenStyle.NoPen)
-                    p.setBrush(fill)
-                    p.drawRoundedRect(half, 3, 3)
-                    p.setPen(ink)
-                    p.drawText(half, center, self._text(side[i].text)[1])
-                else:  # a gap: this side has no token here
-                    p.setPen(self._gap_pen)
-                    p.setBrush(Qt.BrushStyle.NoBrush)
-                    p.drawRoundedRect(half.adjusted(1, 1, -1, -1), 3, 3)
+            p.drawPixmap(int(x), int(y), self._column(op, w))
+            self.columns_painted += 1
             if op == self.first:
                 p.setPen(self._first_pen)
                 p.setBrush(Qt.BrushStyle.NoBrush)
                 p.drawRoundedRect(QRectF(x - 2, y - 2, w + 4, 2 * line + 4), 4, 4)
+                p.setPen(self._muted)
+
+    def _column(self, op: DiffOp, w: float) -> QPixmap:
+        """One column drawn (A's token above B's), kept by what it shows: a paint then costs one call per
+        column, and a column that moves to another row or back into view is not drawn again."""
+        a = self.a[op.a].text if op.a is not None else None
+        b = self.b[op.b].text if op.b is not None else None
+        key = (op.kind, a, b)
+        pixmap = self._columns.get(key)
+        if pixmap is not None:
+            self._columns.move_to_end(key)
+            return pixmap
+        line, ratio = self._line, self.devicePixelRatioF()
+        pixmap = QPixmap(int(w * ratio), int(2 * line * ratio))
+        pixmap.setDevicePixelRatio(ratio)
+        pixmap.fill(self._white)
+        p = QPainter(pixmap)
+        p.setFont(self._struck if op.kind == DELETE else self.mono)
+        for top, text in ((0, a), (line, b)):
+            half = QRectF(0, top, w, line - 1)
+            if text is not None:
+                p.setPen(Qt.PenStyle.NoPen)
+                p.setBrush(self._fills[op.kind])
+                p.drawRoundedRect(half, 3, 3)
+                p.setPen(self._inks[op.kind])
+                p.drawText(half, Qt.AlignmentFlag.AlignCenter, self._text(text)[1])
+            else:  # a gap: this side has no token here
+                p.setPen(self._gap_pen)
+                p.setBrush(Qt.BrushStyle.NoBrush)
+                p.drawRoundedRect(half.adjusted(1, 1, -1, -1), 3, 3)
+        p.end()
+        self._columns[key] = pixmap
+        if len(self._columns) > self.KEPT_COLUMNS:
+            self._columns.popitem(last=False)
+        return pixmap
 
 
 def _cell_top(cell: Cell) -> float:

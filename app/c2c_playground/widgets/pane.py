@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 # The order modes are offered in; text relay and cache fusion first, as the app compares them.
 MODES = (Mode.RELAY, Mode.FUSION, Mode.RECEIVER, Mode.SHARER)
+# Streamed text reaches the screen at most once a frame: a fast pair streams a token every few
+# milliseconds, and each append relays out the text and repaints the pane.
+FRAME_MS = 16
 
 
 class TurnState(StrEnum):
@@ -206,6 +209,12 @@ class ChatPane(QFrame):
         self._ticker = QTimer(self)
         self._ticker.setInterval(100)
         self._ticker.timeout.connect(self._show_metrics)
+        self._unshown: dict[str, list[str]] = {"hint": [], "answer": []}  # streamed, not appended yet
+        self.text_appends = 0  # appends to the hint and the transcript, each a relayout and a repaint
+        self._frame = QTimer(self)
+        self._frame.setSingleShot(True)
+        self._frame.setInterval(FRAME_MS)
+        self._frame.timeout.connect(self.show_streamed)
         self._sync_header()
         self._update_hint_title()
         self._render()
@@ -354,17 +363,31 @@ class ChatPane(QFrame):
             if event.part == "hint":
                 turn.hint += event.text
                 turn.hint_tokens.append(token)
-                self._append_hint(event.text)
+                self._unshown["hint"].append(event.text)
             else:
                 if turn.first_token_at is None:
                     turn.first_token_at = event.elapsed
                 turn.last_token_at = event.elapsed
                 turn.answer += event.text
                 turn.answer_tokens.append(token)
-                self._append_answer(event.text)
+                self._unshown["answer"].append(event.text)
                 self.tokens_changed.emit(self)
+            if not self._frame.isActive():
+                self._frame.start()
+
+    def show_streamed(self) -> None:
+        """Append the text streamed since the last frame (the turn holds it already)."""
+        self._frame.stop()
+        hint, answer = self._unshown["hint"], self._unshown["answer"]
+        if hint:
+            self._append_hint("".join(hint))
+        if answer:
+            self._append_answer("".join(answer))
+        hint.clear()
+        answer.clear()
 
     def finish(self, answer: "Answer") -> None:
+        self.show_streamed()
         turn = self.turns[-1]
         turn.result = answer
         turn.state = TurnState.STOPPED if answer.finish_reason == "cancelled" else TurnState.DONE
@@ -376,6 +399,7 @@ class ChatPane(QFrame):
         self.tokens_changed.emit(self)
 
     def fail(self, message: str) -> None:
+        self.show_streamed()
         turn = self.turns[-1]
         turn.state, turn.error = TurnState.ERROR, message
         self._ticker.stop()
@@ -402,6 +426,7 @@ class ChatPane(QFrame):
 
     def _reset_hint(self) -> None:
         """No hint shown and no question asked: a new turn, or none."""
+        self._unshown["hint"].clear()
         self.ask_bar.hide()
         self.hint_text.clear()
         self._update_hint_title()
@@ -424,12 +449,14 @@ class ChatPane(QFrame):
         self.hint_toggle.setText(f"Sharer's hint \u00b7 {n} tokens" if n else "Sharer's hint")
 
     def _append_hint(self, text: str) -> None:
+        self.text_appends += 1
         cursor = self.hint_text.textCursor()
         cursor.movePosition(QTextCursor.MoveOperation.End)
         cursor.insertText(theme.printable(text))
         self._update_hint_title()
 
     def _append_answer(self, text: str) -> None:
+        self.text_appends += 1
         bar = self.transcript.verticalScrollBar()
         at_bottom = bar.value() >= bar.maximum() - 4
         cursor = QTextCursor(self.transcript.document())
@@ -440,6 +467,7 @@ class ChatPane(QFrame):
 
     def _render(self) -> None:
         """Rebuild the transcript; tokens are then appended at its end as they stream."""
+        self._unshown["answer"].clear()  # the rebuild shows all the answer has streamed
         if not self.turns:
             self.transcript.setHtml(
                 f"<p style='color:{theme.MUTED}'>Type a prompt below and press Ctrl+Enter. "
