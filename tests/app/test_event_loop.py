@@ -69,3 +69,68 @@ def test_the_qt_thread_stays_live_while_the_models_thread_is_held(window, loop, 
         run(loop, task)
     assert [p.current.state for p in window.panes] == ["done", "done"]
     assert len(window.panes[0].current.answer_tokens) == 12  # the hold changed nothing in the run
+
+
+def test_background_jobs_on_a_worker_share_its_one_thread_and_keep_their_contract(loop):
+    from c2c_playground import bridge
+
+    worker = bridge.Worker("c2c-test-worker")
+    seen: list[tuple[str, object]] = []
+    ran_on: list[threading.Thread] = []
+
+    def work(n):
+        def job(progress, cancel):
+            ran_on.append(threading.current_thread())
+            for step in range(50):
+                progress(step)
+            if n == 3:
+                raise ValueError("job 3 fails")
+            return n * 10
+        return job
+
+    try:
+        jobs = [bridge.BackgroundJob(work(n), on_progress=lambda v: seen.append(("progress", v)),
+                                     on_done=lambda r: seen.append(("done", r)),
+                                     on_error=lambda e: seen.append(("error", str(e))), worker=worker).start()
+                for n in range(5)]
+        assert run(loop, jobs[4]) == 40 and run(loop, jobs[0]) == 0
+        with pytest.raises(ValueError, match="job 3 fails"):
+            run(loop, jobs[3])
+    finally:
+        worker.shutdown()
+    assert len(set(ran_on)) == 1 and ran_on[0] is not threading.main_thread()
+    assert ran_on[0].name.startswith("c2c-test-worker")
+    ends = [item for item in seen if item[0] != "progress"]
+    assert ends == [("done", 0), ("done", 10), ("done", 20), ("error", "job 3 fails"), ("done", 40)]  # in order, once
+    assert len([item for item in seen if item[0] == "progress"]) < 5 * 50  # coalesced
+    assert not any(job.running for job in jobs)
+
+
+def test_the_live_diff_reuses_one_thread_and_a_burst_of_tokens_is_appended_once(window, qtbot, monkeypatch):
+    from c2c_playground import window as window_module
+    from fusers.engine import TokenEvent
+
+    aligned_on: list[threading.Thread] = []
+    real_align = window_module.align
+
+    def observed_align(a, b):  # the real alignment, noting the thread it runs on
+        aligned_on.append(threading.current_thread())
+        return real_align(a, b)
+
+    monkeypatch.setattr(window_module, "align", observed_align)
+    panes = window.panes
+    for pane in panes:
+        pane.begin_turn("Tell me about the moon.")
+        pane.start(False)
+    for step in range(6):
+        appends = [pane.text_appends for pane in panes]
+        for pane in panes:  # a burst: ten tokens each before the loop runs again
+            for k in range(10):
+                pane.handle_event(TokenEvent(pane.mode, "answer", 10 * step + k, f" t{step}.{k}", 0.01 * step))
+        assert [len(p.current.answer_tokens) for p in panes] == [10 * (step + 1)] * 2  # the turn holds them at once
+        qtbot.waitUntil(lambda: window.diff_idle() and len(window.diff_view.canvas.ops) == 10 * (step + 1))
+        assert [pane.text_appends for pane in panes] == [n + 1 for n in appends]
+        assert all(pane.transcript.toPlainText().endswith(f" t{step}.9") for pane in panes)
+    assert len(aligned_on) >= 6 and len(set(aligned_on)) == 1  # every alignment on one thread, started once
+    assert aligned_on[0] is not threading.main_thread() and aligned_on[0].name.startswith("c2c-diff")
+    assert "identical" in window.diff_view.divergence.text()
