@@ -617,22 +617,23 @@ class MainWindow(QMainWindow):
         if a_index == b_index:
             self.diff_view.show_message("Choose two different panes to compare.")
             return
-        a_tokens, b_tokens = list(ta.answer_tokens), list(tb.answer_tokens)
+        a_tokens, b_tokens = list(ta.answer_tokens), list(tb.answer_tokens)  # copies: the turns grow meanwhile
         by_id = _role(pa.mode) == _role(pb.mode)  # one tokenizer: compare ids; else compare texts
-        keys_a = [t.key if by_id else t.text for t in a_tokens]
-        keys_b = [t.key if by_id else t.text for t in b_tokens]
         streaming = not (ta.finished and tb.finished)
 
-        def done(ops: Any) -> None:
-            self.diff_view.show_alignment(ops, summarize(ops), a_tokens, b_tokens, streaming)
+        def work(progress: Any, cancel: Any) -> tuple[Any, Any]:  # on the worker: all that grows with the answers
+            ops = align([t.key if by_id else t.text for t in a_tokens], [t.key if by_id else t.text for t in b_tokens])
+            return ops, summarize(ops)
+
+        def done(aligned: tuple[Any, Any]) -> None:
+            self.diff_view.show_alignment(*aligned, a_tokens, b_tokens, streaming)
             self._diff_finished()
 
         def failed(exc: BaseException) -> None:
             self.diff_view.show_message(f"Could not align the answers: {describe(exc)}")
             self._diff_finished()
 
-        self._diff_job = bridge.BackgroundJob(lambda progress, cancel: align(keys_a, keys_b), on_done=done,
-                                              on_error=failed, worker=self.diff_worker).start()
+        self._diff_job = bridge.BackgroundJob(work, on_done=done, on_error=failed, worker=self.diff_worker).start()
 
     def _diff_finished(self) -> None:
         if self._diff_dirty and not self._diff_timer.isActive():
