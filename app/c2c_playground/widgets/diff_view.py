@@ -60,6 +60,7 @@ class AlignmentCanvas(QWidget):
         # each text is measured and made visible once (the font never changes); a layout is kept per width
         self._texts: dict[str, tuple[int, str]] = {}
         self._layouts: dict[int, list[Cell]] = {}
+        self._widths: list[int] = []  # of each column
         self._fills = {kind: QColor(color) for kind, color in KIND_BG.items()} | {EQUAL: QColor("#f4f6f9")}
         self._inks = {kind: QColor(theme.TEXT) for kind in KIND_BG} | {EQUAL: QColor("#3a4657")}
         self._muted, self._white = QColor(theme.MUTED), QColor("#ffffff")
@@ -83,6 +84,11 @@ class AlignmentCanvas(QWidget):
         self.ops, self.a, self.b, self.first = ops, a, b, first
         for cells in self._layouts.values():
             del cells[kept:]
+        # each column's width, whatever the canvas's: measured once per alignment, for the new columns only
+        del self._widths[kept:]
+        text, pad = self._text, 2 * self.PAD
+        self._widths += [max(text(a[i].text)[0] if i is not None else 0, text(b[j].text)[0] if j is not None else 0,
+                             10) + pad for _, i, j in ops[kept:]]
         if moved:
             dirty = min(dirty, self._row_of(self.first))
         self.updateGeometry()
@@ -121,18 +127,16 @@ class AlignmentCanvas(QWidget):
             return cells
         done = len(cells)
         row_h = 2 * self._line + 8
-        x, y = float(self.GUTTER), 4.0
+        left, limit = float(self.GUTTER), width - 4
+        x, y = left, 4.0
         if cells:
             x0, y, w0, _ = cells[-1]
             x = x0 + w0 + 3
-        a, b, text = self.a, self.b, self._text
-        for op in self.ops[len(cells):]:
-            wa = text(a[op.a].text)[0] if op.a is not None else 0
-            wb = text(b[op.b].text)[0] if op.b is not None else 0
-            w = max(wa, wb, 10) + 2 * self.PAD
-            if x + w > width - 4 and x > self.GUTTER:
-                x, y = float(self.GUTTER), y + row_h
-            cells.append((x, y, w, op))
+        append = cells.append
+        for w, op in zip(self._widths[done:], self.ops[done:]):
+            if x + w > limit and x > left:
+                x, y = left, y + row_h
+            append((x, y, w, op))
             x += w + 3
         self.columns_laid_out += len(cells) - done
         return cells
@@ -147,7 +151,9 @@ class AlignmentCanvas(QWidget):
         return int(cells[-1][1] + 2 * self._line + 12)
 
     def sizeHint(self) -> QSize:
-        return QSize(400, self.heightForWidth(400))
+        # the height at the width it has (its scroll area gives it the viewport's): another width would be
+        # another layout to keep up to date on every update
+        return QSize(400, self.heightForWidth(max(self.width(), 200)))
 
     def resizeEvent(self, event) -> None:  # noqa: N802
         self.setMinimumHeight(self.heightForWidth(self.width()))
