@@ -134,3 +134,24 @@ def test_the_live_diff_reuses_one_thread_and_a_burst_of_tokens_is_appended_once(
     assert len(aligned_on) >= 6 and len(set(aligned_on)) == 1  # every alignment on one thread, started once
     assert aligned_on[0] is not threading.main_thread() and aligned_on[0].name.startswith("c2c-diff")
     assert "identical" in window.diff_view.divergence.text()
+
+
+def test_during_a_run_the_collector_skips_what_existed_before_it(window, loop, tiny_dirs, qtbot):
+    import gc
+
+    fill_pair(window, tiny_dirs)
+    assert run(loop, window.load_from_form())
+    short_generation(window, max_new_tokens=4, hint=2)
+    assert gc.get_freeze_count() == 0
+    layers = window.session.engine.pair.receiver.shape.layers
+    with ModelProbe(window.session.engine.pair, hold_at=layers + 1) as probe:
+        task = window.send("Tell me about the moon.")
+        try:
+            qtbot.waitUntil(probe.held.is_set, timeout=60_000)
+            # the pair and the window were there before the run: frozen, so a full collection does not walk them
+            assert gc.get_freeze_count() > len(gc.get_objects())  # far more than the run made since
+        finally:
+            probe.release()
+        run(loop, task)
+    assert gc.get_freeze_count() == 0  # after the run, collected as before
+    assert [p.current.state for p in window.panes] == ["done", "done"]
