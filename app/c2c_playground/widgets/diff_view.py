@@ -34,7 +34,8 @@ class AlignmentCanvas(QWidget):
     A live diff updates every few tokens while answers stream, and its cost on the Qt thread must not grow
     with the answers' length: a new alignment keeps the columns of the old one it starts with (the
     alignment of what has streamed rarely changes), lays out only the columns after them, and repaints
-    only from the first row that changed; a paint draws only the rows in view.
+    only from the first row that changed; a paint draws only the rows in view, each column a pixmap drawn
+    once for what it shows.
     """
 
     GUTTER = 26
@@ -49,7 +50,7 @@ class AlignmentCanvas(QWidget):
         self.first: DiffOp | None = None
         self.columns_laid_out = 0  # columns placed since the canvas was made, over every width asked for
         self.columns_painted = 0
-        self._columns: OrderedDict[tuple[str, str | None, str | None], QPixmap] = OrderedDict()
+        self._columns: OrderedDict[tuple[str, str | None, str | None, float], QPixmap] = OrderedDict()
         self.mono = QFont("DejaVu Sans Mono")
         self.mono.setStyleHint(QFont.StyleHint.Monospace)
         self.mono.setPointSizeF(max(self.font().pointSizeF() - 0.5, 7.0))
@@ -97,12 +98,12 @@ class AlignmentCanvas(QWidget):
         self.update(0, top, self.width(), max(self.height() - top, 0))
 
     def _row_of(self, op: DiffOp | None) -> float:
-        """The top of ``op``'s row at the current width (its column comes first where it is not laid out)."""
-        if op is None or op not in self.ops:
+        """The top of ``op``'s row at the current width; infinity when it is not in the alignment."""
+        try:
+            index = self.ops.index(op)
+        except ValueError:
             return float("inf")
-        index = self.ops.index(op)
-        cells = self._cells(self.width())
-        return cells[index][1] if index < len(cells) else 0.0
+        return self._cells(self.width())[index][1]
 
     def _text(self, text: str) -> tuple[int, str]:
         """(width, visible text) of a token's text."""
@@ -199,12 +200,12 @@ class AlignmentCanvas(QWidget):
         column, and a column that moves to another row or back into view is not drawn again."""
         a = self.a[op.a].text if op.a is not None else None
         b = self.b[op.b].text if op.b is not None else None
-        key = (op.kind, a, b)
+        line, ratio = self._line, self.devicePixelRatioF()
+        key = (op.kind, a, b, ratio)  # another screen's pixel ratio draws it anew
         pixmap = self._columns.get(key)
         if pixmap is not None:
             self._columns.move_to_end(key)
             return pixmap
-        line, ratio = self._line, self.devicePixelRatioF()
         pixmap = QPixmap(int(w * ratio), int(2 * line * ratio))
         pixmap.setDevicePixelRatio(ratio)
         pixmap.fill(self._white)
