@@ -7,6 +7,8 @@ Rules they enforce:
 
 - Torch never runs on the Qt thread. Models are loaded, run and freed on :class:`ModelThread`, one
   thread that owns them (the engine is not thread-safe).
+- Model threads run below the Qt thread (:func:`run_below_the_qt_thread`): on a busy machine the UI
+  is scheduled first, and torch's threads wait.
 - Other threads never touch widgets or asyncio. They hand work back with :func:`on_qt_thread`,
   which goes through ``loop.call_soon_threadsafe``; calls arrive on the Qt thread in the order they
   were made, so a run's last token always arrives before its result.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import sys
 import threading
@@ -28,6 +31,8 @@ from typing import Any, Awaitable, Callable, Coroutine, Generator, TypeVar
 from fusers.errors import C2CError
 
 T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
 
 _loop: asyncio.AbstractEventLoop | None = None
 
@@ -161,15 +166,43 @@ def _contained(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             "the app goes on: send again, or load the pair again if answers look wrong.") from exc
 
 
+# How many nice levels model threads run below the thread that started them (the Qt thread). 10 gives a
+# runnable Qt thread about nine tenths of a core it shares with one model thread (CFS weights 1024 : 110).
+MODEL_THREAD_NICENESS = 10
+
+
+def run_below_the_qt_thread(niceness: int = MODEL_THREAD_NICENESS) -> None:
+    """Lower the calling worker thread's scheduling priority by ``niceness`` (at most to nice 19).
+
+    On Linux a nice value belongs to one thread, and the threads it starts later inherit it: torch's
+    OpenMP pool is started by the first thread of each that runs a parallel op, so the pool of a model
+    thread runs below the Qt thread too. Raising niceness needs no privilege and lowering it back does,
+    so this is only ever called on worker threads, never on the Qt thread. Elsewhere (macOS, Windows:
+    the call would change the whole process) it does nothing and says so in the log.
+    """
+    if threading.current_thread() is threading.main_thread():
+        raise RuntimeError("run_below_the_qt_thread is for worker threads: the Qt thread could not get its priority back")
+    if not sys.platform.startswith("linux"):
+        _log.info("model threads keep the Qt thread's priority: per-thread nice values are Linux only")
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
+    except OSError as exc:  # a sandbox that forbids it: the app works, the UI is just not favoured
+        _log.info("model threads keep the Qt thread's priority: %s", exc)
+
+
 class ModelThread:
     """The one thread that owns the models: every load, run and unload goes through :meth:`call`.
 
     ``concurrent`` gives a second pool for the "concurrent runs" setting: each pane's run then borrows
-    the loaded models from its own thread (reads only; the tests check the answers stay equal).
+    the loaded models from its own thread (reads only; the tests check the answers stay equal). Both
+    pools' threads, and torch's threads they start, run below the Qt thread (:func:`run_below_the_qt_thread`).
     """
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="c2c-models")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="c2c-models",
+                                            initializer=run_below_the_qt_thread)
         self._concurrent: ThreadPoolExecutor | None = None
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> "asyncio.Future[T]":
@@ -177,7 +210,8 @@ class ModelThread:
 
     def call_concurrently(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> "asyncio.Future[T]":
         if self._concurrent is None:
-            self._concurrent = ThreadPoolExecutor(max_workers=4, thread_name_prefix="c2c-concurrent")
+            self._concurrent = ThreadPoolExecutor(max_workers=4, thread_name_prefix="c2c-concurrent",
+                                                  initializer=run_below_the_qt_thread)
         return loop().run_in_executor(self._concurrent, functools.partial(_contained, fn, *args, **kwargs))
 
     def shutdown(self, wait: bool = True) -> None:

@@ -7,13 +7,16 @@ lasts on this machine is a figure for benchmarks/event_loop.py, not a test.
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
 from PySide6.QtCore import QTimer
 
 from fusers.engine import Mode
-from playground_helpers import ModelProbe, fill_pair, run, short_generation
+from playground_helpers import ModelProbe, fill_pair, nice_of, run, short_generation, threads_niceness
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
 
 
 @pytest.mark.parametrize("concurrent", [False, True], ids=["one-after-another", "concurrent"])
@@ -34,6 +37,40 @@ def test_every_model_forward_runs_off_the_qt_thread(window, loop, tiny_dirs, con
     assert all(t.name.startswith(prefix) for t in threads), sorted(t.name for t in threads)
     if not concurrent:
         assert len(threads) == 1  # the one thread that owns the models
+    if sys.platform.startswith("linux"):  # every forward ran below the Qt thread: a busy machine schedules the UI first
+        from c2c_playground.bridge import MODEL_THREAD_NICENESS
+
+        below = min(19, nice_of(threading.get_native_id()) + MODEL_THREAD_NICENESS)
+        assert probe.niceness and set(probe.niceness) == {below}, probe.niceness
+
+
+@linux_only
+def test_threads_started_on_the_models_thread_such_as_torchs_pool_run_below_the_qt_thread(window, loop, tiny_dirs):
+    """torch starts its OpenMP pool from the first thread of each that runs a parallel op; those threads inherit
+    the models' thread's nice value. The tests run torch on one thread, so this asks for two and runs an op big
+    enough to be split (the app runs torch's default, one thread per core)."""
+    import torch
+
+    from c2c_playground.bridge import MODEL_THREAD_NICENESS
+
+    fill_pair(window, tiny_dirs)
+    assert run(loop, window.load_from_form())  # the models' thread has run torch: it exists now
+    before = threads_niceness()
+
+    def parallel_op() -> tuple[int, dict[int, int]]:
+        torch.set_num_threads(2)
+        try:
+            torch.ones(1 << 22).mul(2).sum()  # 4M elements: far above the size torch splits work at
+            return threading.get_native_id(), threads_niceness()
+        finally:
+            torch.set_num_threads(1)  # as the conftest has it, for the tests after this one
+
+    models_tid, during = run(loop, window.session.thread.call(parallel_op))
+    below = min(19, nice_of(threading.get_native_id()) + MODEL_THREAD_NICENESS)
+    assert during[models_tid] == below
+    started = {tid: nice for tid, nice in during.items() if tid not in before}
+    assert started, "the parallel op started no thread: torch ran it on the models' thread alone"
+    assert set(started.values()) == {below}, (started, below)
 
 
 def test_the_qt_thread_stays_live_while_the_models_thread_is_held(window, loop, tiny_dirs, qtbot):
