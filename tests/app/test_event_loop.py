@@ -192,3 +192,40 @@ def test_during_a_run_the_collector_skips_what_existed_before_it(window, loop, t
         run(loop, task)
     assert gc.get_freeze_count() == 0  # after the run, collected as before
     assert [p.current.state for p in window.panes] == ["done", "done"]
+
+
+def test_live_figures_repaint_without_asking_the_window_for_a_layout(window, qtbot):
+    """A pane's figures change ten times a second while it streams: each change must cost a repaint, not a
+    layout of the whole window (what a QLabel's setText asks for)."""
+    from PySide6.QtCore import QEvent, QObject
+
+    class LayoutRequests(QObject):
+        count = 0
+
+        def eventFilter(self, watched, event):  # noqa: N802 - Qt name
+            if event.type() == QEvent.Type.LayoutRequest:
+                self.count += 1
+            return False
+
+    figures = window.panes[0].metrics
+    strip = figures.parentWidget()
+    watcher = LayoutRequests()
+    strip.installEventFilter(watcher)
+    window.panes[0]._set_figures("120 ms", "41.0", "0.50 s", "5", "sequential run")
+    qtbot.wait(20)
+    hint, height = figures.sizeHint(), figures.height()
+    watcher.count = figures.layout_requests = 0
+    for i in range(30):
+        window.panes[0]._set_figures(f"{100 + i} ms", f"{i}.5", f"{i / 10:.2f} s", str(i * 37), "sequential run")
+        qtbot.wait(1)
+    qtbot.wait(20)
+    assert watcher.count == 0 and figures.layout_requests == 0
+    assert figures.sizeHint() == hint and figures.height() == height  # room kept for the widest values
+    assert figures.text() == "TTFT 129 ms   tok/s 29.5   elapsed 2.90 s   tokens 1073   sequential run"
+    # a pane too narrow for one line wraps between figures, and a value far wider than its room that changes
+    # the height asks for the one layout that shows it
+    assert figures.heightForWidth(figures.minimumSizeHint().width()) > figures.heightForWidth(10_000)
+    figures.resize(figures.sizeHint().width(), figures.heightForWidth(figures.sizeHint().width()))
+    figures.set_figures([("TTFT", "120 ms"), ("tok/s", "41.0"), ("elapsed", "0.50 s"), ("tokens", "1" * 40)])
+    assert figures.layout_requests == 1 and figures.text().endswith("tokens " + "1" * 40)
+    strip.removeEventFilter(watcher)

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPlainTex
 from fusers.engine import Mode, PhaseEvent, TokenEvent
 
 from .. import theme
-from .charts import PhaseBar, PhaseSpan, seconds
+from .charts import Figures, PhaseBar, PhaseSpan, seconds
 from .diff_view import Token
 
 if TYPE_CHECKING:
@@ -177,11 +177,10 @@ class ChatPane(QFrame):
 
         strip = QFrame()
         strip.setObjectName("timingStrip")
-        # one wrapping label: narrow panes wrap the figures instead of clipping them
-        self.metrics = QLabel()
+        # one line that wraps: narrow panes wrap the figures instead of clipping them; it changes 10 times a
+        # second while a run streams, and repaints without laying out the window again
+        self.metrics = Figures(["999 ms", "9999.9", "99.99 s", "99999"])
         self.metrics.setObjectName("metric")
-        self.metrics.setWordWrap(True)
-        self.metrics.setTextFormat(Qt.TextFormat.RichText)
         self.figures: dict[str, str] = {}
         self.run_kind = ""
         self.phase_bar = PhaseBar()
@@ -536,10 +535,7 @@ class ChatPane(QFrame):
 
     def _set_figures(self, ttft: str, rate: str, elapsed: str, tokens: str, kind: str) -> None:
         self.figures = {"ttft": ttft, "tok/s": rate, "elapsed": elapsed, "tokens": tokens}
-        cells = [f"{name}&nbsp;<b>{html.escape(value).replace(' ', '&nbsp;')}</b>"
-                 for name, value in (("TTFT", ttft), ("tok/s", rate), ("elapsed", elapsed), ("tokens", tokens))]
-        note = f" &nbsp; <span style='color:{theme.MUTED}'>{html.escape(kind)}</span>" if kind else ""
-        self.metrics.setText(" &nbsp; ".join(cells) + note)
+        self.metrics.set_figures([("TTFT", ttft), ("tok/s", rate), ("elapsed", elapsed), ("tokens", tokens)], kind)
 
 
 def _html(text: str) -> str:
