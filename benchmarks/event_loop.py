@@ -6,7 +6,8 @@ A QTimer ticks every 5 ms on the Qt thread; a stall is how late a tick comes (in
 Each set-up reports p50, p99 and max stall for: the idle window (the baseline, same run), text relay
 next to cache fusion run one after another, and the same panes run concurrently. Generation runs
 through the real MainWindow (engine on the models' thread, tokens streamed back, live timing and the
-token diff updating), on a random tiny pair built on the spot (`--hidden` sets the models' width).
+token diff updating in its open tab), on a random tiny pair built on the spot (`--hidden` sets the
+models' width).
 
 Cancel latency: a long run (2000 answer tokens, text relay then cache fusion) is stopped once a few answer
 tokens have streamed, as Esc does; the latency is the time from Stop to the run's end on the Qt thread
@@ -113,6 +114,7 @@ def open_window():
     bridge.install(app)
     window = MainWindow(persist=False)
     window.resize(1440, 900)
+    window.tabs.setCurrentWidget(window.diff_view)  # the token diff in view: it repaints as answers stream
     window.show()
     return app, window
 

@@ -7,6 +7,8 @@ Rules they enforce:
 
 - Torch never runs on the Qt thread. Models are loaded, run and freed on :class:`ModelThread`, one
   thread that owns them (the engine is not thread-safe).
+- Model threads run below the Qt thread (:func:`run_below_the_qt_thread`): on a busy machine the UI
+  is scheduled first, and torch's threads wait.
 - Other threads never touch widgets or asyncio. They hand work back with :func:`on_qt_thread`,
   which goes through ``loop.call_soon_threadsafe``; calls arrive on the Qt thread in the order they
   were made, so a run's last token always arrives before its result.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import sys
 import threading
@@ -28,6 +31,8 @@ from typing import Any, Awaitable, Callable, Coroutine, Generator, TypeVar
 from fusers.errors import C2CError
 
 T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
 
 _loop: asyncio.AbstractEventLoop | None = None
 
@@ -161,15 +166,43 @@ def _contained(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             "the app goes on: send again, or load the pair again if answers look wrong.") from exc
 
 
+# How many nice levels model threads run below the thread that started them (the Qt thread). 10 gives a
+# runnable Qt thread about nine tenths of a core it shares with one model thread (CFS weights 1024 : 110).
+MODEL_THREAD_NICENESS = 10
+
+
+def run_below_the_qt_thread(niceness: int = MODEL_THREAD_NICENESS) -> None:
+    """Lower the calling worker thread's scheduling priority by ``niceness`` (at most to nice 19).
+
+    On Linux a nice value belongs to one thread, and the threads it starts later inherit it: torch's
+    OpenMP pool is started by the first thread of each that runs a parallel op, so the pool of a model
+    thread runs below the Qt thread too. Raising niceness needs no privilege and lowering it back does,
+    so this is only ever called on worker threads, never on the Qt thread. Elsewhere (macOS, Windows:
+    the call would change the whole process) it does nothing and says so in the log.
+    """
+    if threading.current_thread() is threading.main_thread():
+        raise RuntimeError("run_below_the_qt_thread is for worker threads: the Qt thread could not get its priority back")
+    if not sys.platform.startswith("linux"):
+        _log.info("model threads keep the Qt thread's priority: per-thread nice values are Linux only")
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + niceness))
+    except OSError as exc:  # a sandbox that forbids it: the app works, the UI is just not favoured
+        _log.info("model threads keep the Qt thread's priority: %s", exc)
+
+
 class ModelThread:
     """The one thread that owns the models: every load, run and unload goes through :meth:`call`.
 
     ``concurrent`` gives a second pool for the "concurrent runs" setting: each pane's run then borrows
-    the loaded models from its own thread (reads only; the tests check the answers stay equal).
+    the loaded models from its own thread (reads only; the tests check the answers stay equal). Both
+    pools' threads, and torch's threads they start, run below the Qt thread (:func:`run_below_the_qt_thread`).
     """
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="c2c-models")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="c2c-models",
+                                            initializer=run_below_the_qt_thread)
         self._concurrent: ThreadPoolExecutor | None = None
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> "asyncio.Future[T]":
@@ -177,13 +210,34 @@ class ModelThread:
 
     def call_concurrently(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> "asyncio.Future[T]":
         if self._concurrent is None:
-            self._concurrent = ThreadPoolExecutor(max_workers=4, thread_name_prefix="c2c-concurrent")
+            self._concurrent = ThreadPoolExecutor(max_workers=4, thread_name_prefix="c2c-concurrent",
+                                                  initializer=run_below_the_qt_thread)
         return loop().run_in_executor(self._concurrent, functools.partial(_contained, fn, *args, **kwargs))
 
     def shutdown(self, wait: bool = True) -> None:
         for pool in (self._executor, self._concurrent):
             if pool is not None:
                 pool.shutdown(wait=wait, cancel_futures=True)
+
+
+class Worker:
+    """One long-lived thread that runs :class:`BackgroundJob` work one job after another.
+
+    For work that comes often, such as the token diff's alignment while answers stream: a job of its
+    own thread would wait in ``Thread.start`` for the new thread to run (about 10 ms of the Qt thread on
+    a loaded machine, every time); handing work to a thread that already runs waits for nothing. The
+    thread starts with the first job and ends after :meth:`shutdown`.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._executor.submit(fn)
+
+    def shutdown(self) -> None:
+        """Let the thread end once the work handed to it is done; never waits for it."""
+        self._executor.shutdown(wait=False)
 
 
 class BackgroundJob:
@@ -205,8 +259,9 @@ class BackgroundJob:
     ``work(progress, cancel)`` gets a ``progress`` callable any thread may call, and a
     ``threading.Event``. Progress is coalesced: the Qt thread sees the newest value, with at most one
     delivery pending, so a chatty callback never floods the event loop. ``on_done`` or ``on_error``
-    comes once, after the last progress. The work runs on a daemon thread of its own, never on the
-    models' thread, so it cannot hold up a run. Keep a reference to the job while it runs.
+    comes once, after the last progress. The work runs on a daemon thread of its own, or on ``worker``
+    (a :class:`Worker`, after the jobs handed to it before), never on the models' thread, so it cannot
+    hold up a run. Keep a reference to the job while it runs.
     """
 
     def __init__(
@@ -217,24 +272,28 @@ class BackgroundJob:
         on_done: Callable[[Any], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
         name: str = "c2c-background",
+        worker: Worker | None = None,
     ) -> None:
         self.cancel_event = threading.Event()
-        self._work, self._name = work, name
+        self._work, self._name, self._worker = work, name, worker
         self.on_progress, self.on_done, self.on_error = on_progress, on_done, on_error
         self._lock = threading.Lock()
         self._latest: Any = None
         self._pending = False
         self._post_flush = on_qt_thread(self._flush)
         self._post_finish = on_qt_thread(self._finish)
-        self._thread: threading.Thread | None = None
+        self._started = False
         self._outcome: tuple[bool, Any] | None = None  # (ok, result or exception), on the Qt thread
         self._waiters: list[asyncio.Future[Any]] = []
         self._abandoned = False
 
     # -- any thread --
     def start(self) -> "BackgroundJob":
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        self._thread.start()
+        self._started = True
+        if self._worker is not None:
+            self._worker.submit(self._run)
+        else:
+            threading.Thread(target=self._run, name=self._name, daemon=True).start()
         return self
 
     def cancel(self) -> None:
@@ -265,7 +324,7 @@ class BackgroundJob:
     # -- Qt thread --
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._outcome is None
+        return self._started and self._outcome is None
 
     def _flush(self) -> None:
         with self._lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import importlib.util
 import logging
 import random
@@ -83,6 +84,7 @@ class MainWindow(QMainWindow):
         self._run_task: asyncio.Task[Any] | None = None
         self._load_task: asyncio.Task[Any] | None = None
         self._diff_job: bridge.BackgroundJob | None = None
+        self.diff_worker = bridge.Worker("c2c-diff")  # every alignment on one thread: none waits for a thread to start
         self._diff_dirty = False
         self._presets_job: bridge.BackgroundJob | None = None
         self.get_fusers_dialog: QWidget | None = None
@@ -482,6 +484,10 @@ class MainWindow(QMainWindow):
             # one drawn seed for every pane of this send, so they sample alike and the export can repeat it
             settings = dataclasses.replace(settings, seed=random.randrange(2**31))
         concurrent = self.generation.concurrent()
+        # What exists now (the pair's hundreds of thousands of objects, the window) outlives the run: kept out of
+        # the collector's sight until it ends, so a full collection while answers stream (the diff's alignments
+        # start them) walks only the run's objects; walking them all held the GIL, so the Qt thread, 300 ms.
+        gc.freeze()
         self._run_task = bridge.spawn(self._run_all(jobs, settings, concurrent, self._cancel))
         self._set_running(True)
         self._scale_timer.start()
@@ -498,6 +504,7 @@ class MainWindow(QMainWindow):
                 for pane, messages in jobs:
                     await self._run_pane(pane, messages, settings, cancel, False)
         finally:
+            gc.unfreeze()
             self._scale_timer.stop()
             self._run_task = None
             self._set_running(False)
@@ -620,22 +627,23 @@ class MainWindow(QMainWindow):
         if a_index == b_index:
             self.diff_view.show_message("Choose two different panes to compare.")
             return
-        a_tokens, b_tokens = list(ta.answer_tokens), list(tb.answer_tokens)
+        a_tokens, b_tokens = list(ta.answer_tokens), list(tb.answer_tokens)  # copies: the turns grow meanwhile
         by_id = _role(pa.mode) == _role(pb.mode)  # one tokenizer: compare ids; else compare texts
-        keys_a = [t.key if by_id else t.text for t in a_tokens]
-        keys_b = [t.key if by_id else t.text for t in b_tokens]
         streaming = not (ta.finished and tb.finished)
 
-        def done(ops: Any) -> None:
-            self.diff_view.show_alignment(ops, summarize(ops), a_tokens, b_tokens, streaming)
+        def work(progress: Any, cancel: Any) -> tuple[Any, Any]:  # on the worker: all that grows with the answers
+            ops = align([t.key if by_id else t.text for t in a_tokens], [t.key if by_id else t.text for t in b_tokens])
+            return ops, summarize(ops)
+
+        def done(aligned: tuple[Any, Any]) -> None:
+            self.diff_view.show_alignment(*aligned, a_tokens, b_tokens, streaming)
             self._diff_finished()
 
         def failed(exc: BaseException) -> None:
             self.diff_view.show_message(f"Could not align the answers: {describe(exc)}")
             self._diff_finished()
 
-        self._diff_job = bridge.BackgroundJob(lambda progress, cancel: align(keys_a, keys_b), on_done=done,
-                                              on_error=failed, name="c2c-diff").start()
+        self._diff_job = bridge.BackgroundJob(work, on_done=done, on_error=failed, worker=self.diff_worker).start()
 
     def _diff_finished(self) -> None:
         if self._diff_dirty and not self._diff_timer.isActive():
@@ -751,5 +759,6 @@ class MainWindow(QMainWindow):
             if job is not None:
                 job.abandon()
         self._diff_job = self._presets_job = None
+        self.diff_worker.shutdown()
         self.session.shutdown()
         super().closeEvent(event)

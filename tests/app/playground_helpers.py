@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 from typing import Any, Awaitable
 
@@ -36,6 +37,16 @@ def short_generation(window, max_new_tokens: int = 8, hint: int = 4, ignore_eos:
                                                       ignore_eos=ignore_eos))
 
 
+def nice_of(tid: int) -> int:
+    """A thread's nice value, read by the kernel's thread id (any thread of this process, on Linux)."""
+    return os.getpriority(os.PRIO_PROCESS, tid)
+
+
+def threads_niceness() -> dict[int, int]:
+    """Every thread of this process, torch's OpenMP threads included: {thread id: nice value}."""
+    return {int(tid): nice_of(int(tid)) for tid in os.listdir("/proc/self/task")}
+
+
 class ModelProbe:
     """Forward pre-hooks on a loaded pair: which thread runs each forward, and a hold at a known point.
 
@@ -49,6 +60,7 @@ class ModelProbe:
         self.held = threading.Event()
         self.released = threading.Event()
         self.threads: list[tuple[str, threading.Thread]] = []  # (part, thread) of every forward
+        self.niceness: list[int] = []  # the nice value of the thread of every forward
         self.layer_calls = 0  # receiver decoder-layer calls begun
         self.forwards = 0  # receiver decoder-stack forwards begun (one per prefill or decode step)
         self.forwards_at_hold: int | None = None
@@ -76,6 +88,7 @@ class ModelProbe:
     def _seen(self, part: str, module: Any, args: Any) -> None:
         with self._lock:
             self.threads.append((part, threading.current_thread()))
+            self.niceness.append(nice_of(threading.get_native_id()))
             if part == "receiver":
                 self.forwards += 1
 

@@ -109,3 +109,50 @@ def test_a_long_diff_is_laid_out_anew_for_each_alignment_and_painted_to_its_last
     short = ops[:100]  # a new alignment: the cached layout of the old one must not be reused
     canvas.set_alignment(short, long_a, long_b, None)
     assert 0 < canvas.minimumHeight() < tall / 10
+
+
+def _streamed(a, b, n):
+    """The first ``n`` tokens of each answer, and their alignment (as the window hands them over)."""
+    return align([t.key for t in a[:n]], [t.key for t in b[:n]]), a[:n], b[:n]
+
+
+def test_a_streaming_diff_lays_out_and_paints_only_the_columns_that_changed(qtbot, loop):
+    from c2c_playground.widgets.diff_view import AlignmentCanvas, DiffView, Token
+
+    view = DiffView()
+    qtbot.addWidget(view)
+    view.resize(700, 300)
+    view.show()
+    qtbot.waitExposed(view)
+    canvas = view.canvas
+    a = [Token(i % 50, f" w{i % 50}") for i in range(1500)]
+    b = [Token(i % 50 if i % 7 else 99, f" w{i % 50}" if i % 7 else " x") for i in range(1500)]
+    ops, sa, sb = _streamed(a, b, 1200)
+    view.show_alignment(ops, summarize(ops), sa, sb, streaming=True)
+    qtbot.waitUntil(lambda: canvas.columns_painted > 0)
+    # a paint draws the rows in view, not the whole answer
+    painted = canvas.columns_painted
+    canvas.repaint()
+    assert 0 < canvas.columns_painted - painted < len(ops) / 5
+
+    for n in (1203, 1206, 1209):  # tokens stream in at the end, below the rows in view
+        laid_out, painted = canvas.columns_laid_out, canvas.columns_painted
+        ops, sa, sb = _streamed(a, b, n)
+        view.show_alignment(ops, summarize(ops), sa, sb, streaming=True)
+        qtbot.wait(20)
+        # only the new columns are placed (once per width the layouts ask for), and nothing in view is drawn again
+        assert 0 < canvas.columns_laid_out - laid_out < 60
+        assert canvas.columns_painted == painted
+    # the layout grown column by column is the one a fresh canvas makes of the same alignment
+    fresh = AlignmentCanvas()
+    qtbot.addWidget(fresh)
+    fresh.set_alignment(ops, sa, sb, summarize(ops).first)
+    assert canvas._cells(canvas.width()) == fresh._cells(canvas.width())
+
+    # an alignment that changes near the start (another pane chosen) repaints what is in view
+    other = [Token(i % 40, f" v{i % 40}") for i in range(1209)]
+    ops = align([t.key for t in sa], [t.key for t in other])
+    painted = canvas.columns_painted
+    view.show_alignment(ops, summarize(ops), sa, other, streaming=False)
+    qtbot.waitUntil(lambda: canvas.columns_painted > painted)
+    assert canvas._cells(canvas.width())[-1][3] == ops[-1]

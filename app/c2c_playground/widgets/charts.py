@@ -61,6 +61,107 @@ def _small_font(widget: QWidget, delta: float = -1.5) -> QFont:
     return font
 
 
+class Figures(QWidget):
+    """A run's live figures ("TTFT 210 ms", "tok/s 41.0", ...) on a line that wraps between figures.
+
+    They change ten times a second per pane while a run streams. A QLabel asks the whole window to lay
+    out again on every ``setText`` (about 2 ms of the Qt thread each); this widget only repaints, and
+    asks for a layout (:attr:`layout_requests` counts them) only when its height at its width changes.
+    Each value keeps room for its widest expected text (``widest``), so the figures neither jiggle nor
+    wrap differently as digits come and go.
+    """
+
+    SEPARATOR = "   "
+
+    def __init__(self, widest: Sequence[str], parent: QWidget | None = None):
+        super().__init__(parent)
+        self.widest = list(widest)  # per figure, the widest value expected ("999 ms"); longer ones still fit
+        self.cells: list[tuple[str, str]] = []  # (name, value)
+        self.note = ""
+        self.layout_requests = 0
+        policy = QSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        policy.setHeightForWidth(True)
+        self.setSizePolicy(policy)
+
+    def set_figures(self, cells: Sequence[tuple[str, str]], note: str = "") -> None:
+        height = self.heightForWidth(self.width())
+        self.cells, self.note = list(cells), note
+        if self.heightForWidth(self.width()) != height:
+            self.layout_requests += 1
+            self.updateGeometry()
+        self.update()
+
+    def text(self) -> str:
+        """What it shows, as plain text."""
+        return self.SEPARATOR.join([f"{name} {value}" for name, value in self.cells] + ([self.note] if self.note else []))
+
+    def _bold(self) -> QFont:
+        font = QFont(self.font())
+        font.setBold(True)
+        return font
+
+    def _pieces(self) -> list[tuple[int, int]]:
+        """(width of the name and its space, width kept for the value) of each figure, then the note's."""
+        plain, bold = self.fontMetrics(), QFontMetrics(self._bold())
+        out = []
+        for i, (name, value) in enumerate(self.cells):
+            room = max(bold.horizontalAdvance(value), bold.horizontalAdvance(self.widest[i]) if i < len(self.widest) else 0)
+            out.append((plain.horizontalAdvance(name + " "), room))
+        if self.note:
+            out.append((plain.horizontalAdvance(self.note), 0))
+        return out
+
+    def _rows(self, width: int) -> list[list[int]]:
+        """Indexes into :meth:`_pieces`, row by row, wrapped at ``width`` (a piece wider than that gets a row)."""
+        gap = self.fontMetrics().horizontalAdvance(self.SEPARATOR)
+        rows: list[list[int]] = [[]]
+        used = 0
+        for i, (name, value) in enumerate(self._pieces()):
+            need = name + value + (gap if rows[-1] else 0)
+            if rows[-1] and used + need > width:
+                rows.append([])
+                used, need = 0, name + value
+            rows[-1].append(i)
+            used += need
+        return rows
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802 - Qt name
+        return True
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802 - Qt name
+        return len(self._rows(max(width, 1))) * self.fontMetrics().lineSpacing()
+
+    def sizeHint(self) -> QSize:
+        pieces = self._pieces()
+        gap = self.fontMetrics().horizontalAdvance(self.SEPARATOR)
+        return QSize(sum(n + v for n, v in pieces) + gap * max(len(pieces) - 1, 0), self.fontMetrics().lineSpacing())
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(max([n + v for n, v in self._pieces()] + [0]), self.fontMetrics().lineSpacing())
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt name
+        p = QPainter(self)
+        pieces, gap = self._pieces(), self.fontMetrics().horizontalAdvance(self.SEPARATOR)
+        line, ascent = self.fontMetrics().lineSpacing(), self.fontMetrics().ascent()
+        ink, muted, bold = self.palette().color(self.foregroundRole()), QColor(theme.MUTED), self._bold()
+        for row_number, row in enumerate(self._rows(max(self.width(), 1))):
+            x, y = 0, row_number * line + ascent
+            for i in row:
+                name_w, value_w = pieces[i]
+                if i < len(self.cells):
+                    name, value = self.cells[i]
+                    p.setFont(self.font())
+                    p.setPen(ink)
+                    p.drawText(x, y, name)
+                    p.setFont(bold)
+                    p.drawText(x + name_w, y, value)
+                else:
+                    p.setFont(self.font())
+                    p.setPen(muted)
+                    p.drawText(x, y, self.note)
+                x += name_w + value_w + gap
+
+
 class PhaseBar(QWidget):
     """One run's phases as coloured blocks on a time axis. Panes share a scale so lengths compare."""
 

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPlainTex
 from fusers.engine import Mode, PhaseEvent, TokenEvent
 
 from .. import theme
-from .charts import PhaseBar, PhaseSpan, seconds
+from .charts import Figures, PhaseBar, PhaseSpan, seconds
 from .diff_view import Token
 
 if TYPE_CHECKING:
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 # The order modes are offered in; text relay and cache fusion first, as the app compares them.
 MODES = (Mode.RELAY, Mode.FUSION, Mode.RECEIVER, Mode.SHARER)
+# Streamed text reaches the screen at most once a frame: a fast pair streams a token every few
+# milliseconds, and each append relays out the text and repaints the pane.
+FRAME_MS = 16
 
 
 class TurnState(StrEnum):
@@ -174,11 +177,10 @@ class ChatPane(QFrame):
 
         strip = QFrame()
         strip.setObjectName("timingStrip")
-        # one wrapping label: narrow panes wrap the figures instead of clipping them
-        self.metrics = QLabel()
+        # one line that wraps: narrow panes wrap the figures instead of clipping them; it changes 10 times a
+        # second while a run streams, and repaints without laying out the window again
+        self.metrics = Figures(["999 ms", "9999.9", "99.99 s", "99999"])
         self.metrics.setObjectName("metric")
-        self.metrics.setWordWrap(True)
-        self.metrics.setTextFormat(Qt.TextFormat.RichText)
         self.figures: dict[str, str] = {}
         self.run_kind = ""
         self.phase_bar = PhaseBar()
@@ -206,6 +208,12 @@ class ChatPane(QFrame):
         self._ticker = QTimer(self)
         self._ticker.setInterval(100)
         self._ticker.timeout.connect(self._show_metrics)
+        self._unshown: dict[str, list[str]] = {"hint": [], "answer": []}  # streamed, not appended yet
+        self.text_appends = 0  # appends to the hint and the transcript, each a relayout and a repaint
+        self._frame = QTimer(self)
+        self._frame.setSingleShot(True)
+        self._frame.setInterval(FRAME_MS)
+        self._frame.timeout.connect(self.show_streamed)
         self._sync_header()
         self._update_hint_title()
         self._render()
@@ -354,17 +362,31 @@ class ChatPane(QFrame):
             if event.part == "hint":
                 turn.hint += event.text
                 turn.hint_tokens.append(token)
-                self._append_hint(event.text)
+                self._unshown["hint"].append(event.text)
             else:
                 if turn.first_token_at is None:
                     turn.first_token_at = event.elapsed
                 turn.last_token_at = event.elapsed
                 turn.answer += event.text
                 turn.answer_tokens.append(token)
-                self._append_answer(event.text)
+                self._unshown["answer"].append(event.text)
                 self.tokens_changed.emit(self)
+            if not self._frame.isActive():
+                self._frame.start()
+
+    def show_streamed(self) -> None:
+        """Append the text streamed since the last frame (the turn holds it already)."""
+        self._frame.stop()
+        hint, answer = self._unshown["hint"], self._unshown["answer"]
+        if hint:
+            self._append_hint("".join(hint))
+        if answer:
+            self._append_answer("".join(answer))
+        hint.clear()
+        answer.clear()
 
     def finish(self, answer: "Answer") -> None:
+        self.show_streamed()
         turn = self.turns[-1]
         turn.result = answer
         turn.state = TurnState.STOPPED if answer.finish_reason == "cancelled" else TurnState.DONE
@@ -376,6 +398,7 @@ class ChatPane(QFrame):
         self.tokens_changed.emit(self)
 
     def fail(self, message: str) -> None:
+        self.show_streamed()
         turn = self.turns[-1]
         turn.state, turn.error = TurnState.ERROR, message
         self._ticker.stop()
@@ -402,6 +425,7 @@ class ChatPane(QFrame):
 
     def _reset_hint(self) -> None:
         """No hint shown and no question asked: a new turn, or none."""
+        self._unshown["hint"].clear()
         self.ask_bar.hide()
         self.hint_text.clear()
         self._update_hint_title()
@@ -424,12 +448,14 @@ class ChatPane(QFrame):
         self.hint_toggle.setText(f"Sharer's hint \u00b7 {n} tokens" if n else "Sharer's hint")
 
     def _append_hint(self, text: str) -> None:
+        self.text_appends += 1
         cursor = self.hint_text.textCursor()
         cursor.movePosition(QTextCursor.MoveOperation.End)
         cursor.insertText(theme.printable(text))
         self._update_hint_title()
 
     def _append_answer(self, text: str) -> None:
+        self.text_appends += 1
         bar = self.transcript.verticalScrollBar()
         at_bottom = bar.value() >= bar.maximum() - 4
         cursor = QTextCursor(self.transcript.document())
@@ -440,6 +466,7 @@ class ChatPane(QFrame):
 
     def _render(self) -> None:
         """Rebuild the transcript; tokens are then appended at its end as they stream."""
+        self._unshown["answer"].clear()  # the rebuild shows all the answer has streamed
         if not self.turns:
             self.transcript.setHtml(
                 f"<p style='color:{theme.MUTED}'>Type a prompt below and press Ctrl+Enter. "
@@ -508,10 +535,7 @@ class ChatPane(QFrame):
 
     def _set_figures(self, ttft: str, rate: str, elapsed: str, tokens: str, kind: str) -> None:
         self.figures = {"ttft": ttft, "tok/s": rate, "elapsed": elapsed, "tokens": tokens}
-        cells = [f"{name}&nbsp;<b>{html.escape(value).replace(' ', '&nbsp;')}</b>"
-                 for name, value in (("TTFT", ttft), ("tok/s", rate), ("elapsed", elapsed), ("tokens", tokens))]
-        note = f" &nbsp; <span style='color:{theme.MUTED}'>{html.escape(kind)}</span>" if kind else ""
-        self.metrics.setText(" &nbsp; ".join(cells) + note)
+        self.metrics.set_figures([("TTFT", ttft), ("tok/s", rate), ("elapsed", elapsed), ("tokens", tokens)], kind)
 
 
 def _html(text: str) -> str:
