@@ -71,6 +71,7 @@ class LoadedModel:
     fallback_template: bool = False  # no chat template of its own: plain Question:/Answer: turns
     stop_strings: tuple[str, ...] = ()  # text that ends an answer (where a base model starts the next turn)
     adapter: str = ""  # the PEFT adapter folder put on the base, if any (fusers.adapters)
+    base: str = ""  # with an adapter: the base model it was put on (a GGUF file, a folder or a Hub id)
 
     @classmethod
     def from_model(cls, model: "PreTrainedModel", tokenizer: Any, role: str, source: str,
@@ -113,7 +114,11 @@ class LoadedModel:
     def describe(self) -> str:
         quant = "" if self.quantize == "none" else f", {self.quantize}"
         prompt = f"; no chat template: {PLAIN_FORMAT_NAME}" if self.fallback_template else ""
-        name = f"{self.name} + adapter {Path(self.adapter).name}" if self.adapter else self.name
+        name = self.name
+        if self.adapter:  # "gemma-3-270m-q4_k_m.gguf + adapter specialist/adapter", not "adapter + adapter adapter"
+            adapter = Path(self.adapter)
+            label = f"{adapter.parent.name}/{adapter.name}" if adapter.name.lower() == "adapter" else adapter.name
+            name = f"{Path(self.base).name if self.base else self.name} + adapter {label}"
         return (f"{self.role} {name}: {self.device}, {dtype_name(self.dtype)}{quant}, "
                 f"{self.memory_bytes / 2**20:.1f} MiB, {self.shape.describe()}{prompt}")
 
@@ -241,6 +246,7 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
 
     loaded = LoadedModel.from_model(model, tokenizer, role, spec.source, device, dtype, spec.quantize)
     loaded.adapter = str(origin.adapter) if origin.adapter is not None else ""
+    loaded.base = origin.base if origin.adapter is not None else ""
     return loaded
 
 

@@ -38,7 +38,7 @@ def with_adapter(base: "LoadedModel", adapter: Path) -> "LoadedModel":
     model = adapters.apply(copy.deepcopy(base.model), Path(adapter), base.role, base.source, quantized=False)
     model.eval()
     loaded = LoadedModel.from_model(model, base.tokenizer, base.role, str(adapter), base.device, base.dtype)
-    loaded.adapter = str(adapter)
+    loaded.adapter, loaded.base = str(adapter), base.source
     return loaded
 
 

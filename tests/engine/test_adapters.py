@@ -71,7 +71,8 @@ def test_an_adapter_folder_names_its_base_and_loads_merged(base_and_adapter):
     loaded = load_model(ModelSpec(str(adapter), "cpu"), "sharer")
     plain = load_model(ModelSpec(str(base), "cpu"), "sharer")
     assert loaded.adapter == str(adapter) and plain.adapter == ""
-    assert "adapter adapter" in loaded.describe()
+    # named by its base and the adapter's folder (tmp/adapter), not "adapter + adapter adapter"
+    assert f"sharer base + adapter {adapter.parent.name}/adapter:" in loaded.describe(), loaded.describe()
     # merged: plain linear layers again, no LoRA modules left, and the output is peft's own
     assert not any("lora" in name for name, _ in loaded.model.named_modules())
     assert type(loaded.model.model.layers[0].self_attn.q_proj) is torch.nn.Linear
