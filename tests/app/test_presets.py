@@ -9,13 +9,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the fake
 from hub.fake_hub import PAIR, fake_hub, go_offline, hf_home  # noqa: E402,F401 - fixtures
 
 from fusers import hub  # noqa: E402
-from fusers.presets import find_preset, list_presets  # noqa: E402
+from fusers.presets import LOCAL_KINDS, find_preset, list_presets  # noqa: E402
 from playground_helpers import run, short_generation  # noqa: E402
 
 
 def test_every_published_pair_is_a_preset_with_its_models(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
-    presets = {p.name: p for p in list_presets() if p.kind not in ("demo", "real")}
+    presets = {p.name: p for p in list_presets() if p.kind not in LOCAL_KINDS}
     assert set(presets) == set(hub.KNOWN_PAIRS)
     for name, (receiver, sharer) in hub.KNOWN_PAIRS.items():
         p = presets[name]
@@ -43,8 +43,8 @@ def test_a_downloaded_pair_is_a_ready_preset_that_loads_and_answers(window, loop
     presets = run(loop, window.refresh_presets())
     downloaded = [p for p in presets if p.kind == "downloaded"]
     assert [p.name for p in downloaded] == [PAIR] and downloaded[0].ready
-    # ready pairs first (after the demo pair and the real pair, when they are installed)
-    assert presets.index(downloaded[0]) == sum(p.kind in ("demo", "real") for p in presets)
+    # ready pairs first (after the local ones: the demo pair, the real pair and the specialist pair)
+    assert presets.index(downloaded[0]) == sum(p.kind in LOCAL_KINDS for p in presets)
     panel = window.pair_panel
     labels = [panel.preset.itemText(i) for i in range(panel.preset.count())]
     assert PAIR in labels and f"{PAIR} (not downloaded)" not in labels
