@@ -7,8 +7,12 @@ never imports torch: it reads the local Hugging Face cache through :mod:`fusers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import C2CError
+
+if TYPE_CHECKING:
+    from .pair import Pair
 
 DEMO_NAME = "demo"
 REAL_NAME = "real"
@@ -120,3 +124,12 @@ def _published(offline: bool) -> list[tuple[str, str, str, str]]:
         return [(p.name, p.receiver, p.sharer, p.status) for p in hub.list_pairs(offline=offline)]
     except (C2CError, OSError):  # an unreadable cache: fall back to the spec's table
         return [(name, r, s, "absent") for name, (r, s) in hub.KNOWN_PAIRS.items()]
+
+
+def example_questions(pair: "Pair") -> list[tuple[str, str]]:
+    """Questions to try on a loaded pair, each with what it shows: one per split for a pair the project built
+    (the demo pair, known by its receiver; the specialist pair, by its sharer's adapter); otherwise none."""
+    from .demo import example_questions as demo_examples
+    from .specialist import example_questions as specialist_examples
+
+    return demo_examples(pair.receiver.source) or specialist_examples(pair.sharer.adapter)

@@ -86,11 +86,10 @@ def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel
     if cancel.is_set():
         pair.close(collect=False)
         raise Cancelled("Loading was cancelled.")
-    from fusers.demo import example_questions
-    from fusers.specialist import example_questions as specialist_examples
+    from fusers.presets import example_questions
 
     # the request may leave the models to the fuser: the loaded pair says which they are
-    examples = example_questions(pair.receiver.source) or specialist_examples(pair.sharer.adapter)
+    examples = example_questions(pair)
     return pair, Loaded(pair.describe(), pair.receiver.name, pair.sharer.name, pair.fuser is not None, examples)
 
 
