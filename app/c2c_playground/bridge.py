@@ -45,12 +45,49 @@ def install(app: Any) -> asyncio.AbstractEventLoop:
 
     _loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(_loop)
+    _collect_on_the_qt_thread(app)
     return _loop
+
+
+def _collect_on_the_qt_thread(app: Any) -> None:
+    """Python's automatic collection runs on whichever thread allocates when a threshold is reached: often the
+    models' thread, mid-load, where a cycle holding a Qt object would delete it off its thread (Qt warns
+    "Timers cannot be stopped from another thread", and may crash). So the app turns automatic collection off
+    and collects here, on the Qt thread, the generations Python would have."""
+    import gc
+
+    from PySide6.QtCore import QTimer
+
+    global _gc_timer
+    gc.disable()
+    _gc_timer = QTimer(app)
+    _gc_timer.setInterval(200)
+    _gc_timer.timeout.connect(_collect_what_is_due)
+    _gc_timer.start()
+
+
+def _collect_what_is_due() -> None:
+    import gc
+
+    counts, thresholds = gc.get_count(), gc.get_threshold()
+    due = [g for g in range(3) if counts[g] > thresholds[g]]
+    if due:
+        gc.collect(due[-1])  # the oldest generation due; the younger ones go with it
+
+
+_gc_timer: Any = None  # the Qt thread's collector while install()'s loop lives
 
 
 def uninstall() -> None:
     """Close the loop made by :func:`install` (tests make one per test)."""
     global _loop
+    global _gc_timer
+    if _gc_timer is not None:
+        import gc
+
+        _gc_timer.stop()
+        _gc_timer = None
+        gc.enable()
     if _loop is not None:
         if not _loop.is_closed():
             _loop.close()

@@ -229,3 +229,32 @@ def test_live_figures_repaint_without_asking_the_window_for_a_layout(window, qtb
     figures.set_figures([("TTFT", "120 ms"), ("tok/s", "41.0"), ("elapsed", "0.50 s"), ("tokens", "1" * 40)])
     assert figures.layout_requests == 1 and figures.text().endswith("tokens " + "1" * 40)
     strip.removeEventFilter(watcher)
+
+
+def test_the_collector_runs_on_the_qt_thread_only(loop, qtbot):
+    """Garbage made on a worker thread past the collector's threshold is collected on the Qt thread, never on
+    the worker (where a cycle holding a Qt object would be deleted off its thread)."""
+    import gc
+
+    threads: list[str] = []
+
+    def seen(phase: str, info: dict) -> None:
+        if phase == "start":
+            threads.append(threading.current_thread().name)
+
+    def make_garbage() -> None:
+        for _ in range(20 * gc.get_threshold()[0]):
+            cycle: list = []
+            cycle.append(cycle)
+
+    assert not gc.isenabled()
+    gc.callbacks.append(seen)
+    try:
+        worker = threading.Thread(target=make_garbage, name="c2c-test-worker")
+        worker.start()
+        worker.join()
+        assert threads == []  # nothing collected on the worker
+        qtbot.waitUntil(lambda: bool(threads), timeout=10_000)
+        assert set(threads) == {threading.main_thread().name}
+    finally:
+        gc.callbacks.remove(seen)
