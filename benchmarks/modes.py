@@ -41,6 +41,7 @@ from fusers.engine import Engine, Mode  # noqa: E402
 from fusers.fuser import Fuser, FuserInfo, ModelShape  # noqa: E402
 from fusers.generation import GenerationSettings, new_cache, prefill  # noqa: E402
 from fusers.layer_map import build_layer_map  # noqa: E402
+from fusers.libraries import cache_kwargs  # noqa: E402
 from fusers.pair import LoadedModel, Pair  # noqa: E402
 from fusers.projector import C2CProjector, ProjectorConfig  # noqa: E402
 
@@ -108,7 +109,7 @@ def time_sharer_prefill(pair: Pair, messages) -> float:
     ids = torch.tensor([encode(pair.receiver.tokenizer, messages)[:-1]], device=pair.sharer.device)
     synchronize(pair.sharer.device)
     t0 = time.perf_counter()
-    model(input_ids=ids, cache=new_cache(model), use_cache=True)
+    model(input_ids=ids, use_cache=True, **cache_kwargs(model, new_cache(model)))
     synchronize(pair.sharer.device)
     return time.perf_counter() - t0
 
@@ -252,7 +253,7 @@ def main() -> int:
     from fusers.devices import resolve_device
 
     device = resolve_device(args.device)
-    from fusers.pair import quiet_libraries
+    from fusers.libraries import quiet_libraries
 
     quiet_libraries()
     results = []

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
 
 from .config import ConfigBase, option
 from .errors import SettingsError
+from .libraries import cache_kwargs
 
 if TYPE_CHECKING:
     import torch
@@ -121,7 +122,7 @@ def prefill(model: "PreTrainedModel", input_ids: "torch.Tensor", cancel: threadi
     if input_ids.shape[-1] == 0:
         return cache
     with torch.inference_mode(), interruptible(model, cancel):
-        model.base_model(input_ids=input_ids, cache=cache, use_cache=True)  # no LM head: a prefill needs no logits
+        model.base_model(input_ids=input_ids, use_cache=True, **cache_kwargs(model.base_model, cache))  # no LM head: a prefill needs no logits
     return cache
 
 
@@ -191,9 +192,7 @@ def decode(
         if on_token is not None:
             on_token(token)
 
-    kwargs: dict[str, Any] = {}
-    if cache is not None:
-        kwargs["cache"] = cache
+    kwargs = cache_kwargs(model, cache) if cache is not None else {}
     with torch.inference_mode(), interruptible(model, cancel):
         model.generate(
             input_ids=input_ids,

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import gc
-import logging
 import shutil
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
@@ -18,6 +16,7 @@ from .devices import (DEVICES_HELP, dtype_name, file_backed, numbered, release_f
                       resolve_dtype)
 from .errors import C2CError, Cancelled, ModelLoadError, TrainingError, UnsupportedModelError
 from .gguf import is_gguf
+from .libraries import LOAD_OPTIONS, import_bitsandbytes, quiet_libraries
 
 if TYPE_CHECKING:
     import torch
@@ -164,20 +163,6 @@ class Pair:
             torch.cuda.empty_cache()
 
 
-def quiet_libraries() -> None:
-    """Silence known-harmless noise (see platform-facts.md) so real warnings stay visible."""
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="bitsandbytes.autograd._functions")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:
-        pass
-
-
 def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     """Load one model with its tokenizer and chat template."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -191,7 +176,7 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     source = origin.base
     local = Path(source).expanduser()
     # accelerate places each weight on the device as it is read: no whole copy of the model on the host first
-    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": placement(device)}
+    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": placement(device), **LOAD_OPTIONS}
     temporary: Path | None = None  # a GGUF file's converted folder when the cache could not keep it
     if is_gguf(source):
         from . import real_models
@@ -214,7 +199,8 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
             raise ModelLoadError("bitsandbytes quantization does not run on MPS; use --quantize none or the CPU.")
         try:
             from transformers import BitsAndBytesConfig
-            import bitsandbytes  # noqa: F401  (imported only when quantizing: it is slow to import)
+
+            import_bitsandbytes()
         except ImportError as exc:
             raise ModelLoadError(f"Quantizing needs bitsandbytes: pip install bitsandbytes ({exc}).") from exc
         if spec.quantize == "8bit":
