@@ -375,7 +375,7 @@ class _Run:
         decode(
             model.model, input_ids, self.settings, max_new_tokens=limit, eos_token_ids=model.eos_token_ids,
             pad_token_id=model.tokenizer.pad_token_id, cache=cache, on_token=on_token, cancel=self.cancel,
-            stop=stop,
+            stop=stop, static=model.decoder,
         )
         if model.stop_strings and not stop.is_set():  # ended without a new turn: the text held back is answer
             if is_hint:

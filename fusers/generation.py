@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import Cache, PreTrainedModel
 
+    from .static_decode import StaticDecoder
+
 
 @dataclass
 class GenerationSettings(ConfigBase):
@@ -156,8 +158,12 @@ def decode(
     on_token: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
     stop: threading.Event | None = None,
+    static: "StaticDecoder | None" = None,
 ) -> list[int]:
     """Generate after ``input_ids`` (1, N); ``cache`` may hold the first N-1 positions.
+
+    With ``static`` (a model's captured decoder) and a ``cache`` of N-1 positions that fits it, the answer
+    decodes there (fusers.static_decode), token for token what ``generate`` gives; otherwise through ``generate``.
 
     Returns the new token ids, the final end-of-sequence token excluded. Raises
     :class:`Interrupted` if ``cancel`` is set during a forward pass. ``stop`` (set by ``on_token``,
@@ -182,7 +188,7 @@ def decode(
 
     class _Cancel(StoppingCriteria):
         def __call__(self, ids: "torch.Tensor", scores: "torch.Tensor", **kwargs: Any) -> "torch.Tensor":
-            done = bool(cancel and cancel.is_set()) or bool(stop and stop.is_set())
+            done = should_stop()
             return torch.full((ids.shape[0],), done, dtype=torch.bool, device=ids.device)
 
     out_ids: list[int] = []
@@ -192,6 +198,17 @@ def decode(
         if on_token is not None:
             on_token(token)
 
+    def should_stop() -> bool:
+        return bool(cancel and cancel.is_set()) or bool(stop and stop.is_set())
+
+    n = input_ids.shape[-1]
+    if (static is not None and cache is not None and cache.get_seq_length() == n - 1
+            and static.fits(n + max_new_tokens) and static.lock.acquire(blocking=False)):
+        try:
+            static.decode(input_ids, cache, config, collect, should_stop)
+        finally:
+            static.lock.release()
+        return _without_final_eos(out_ids, settings, eos)
     kwargs = cache_kwargs(model, cache) if cache is not None else {}
     with torch.inference_mode(), interruptible(model, cancel):
         model.generate(
@@ -202,6 +219,10 @@ def decode(
             stopping_criteria=StoppingCriteriaList([_Cancel()]),
             **kwargs,
         )
+    return _without_final_eos(out_ids, settings, eos)
+
+
+def _without_final_eos(out_ids: list[int], settings: GenerationSettings, eos: list[int]) -> list[int]:
     if out_ids and not settings.ignore_eos and out_ids[-1] in eos:
         out_ids.pop()
     return out_ids

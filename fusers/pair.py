@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from .fuser import Fuser, ModelShape
+    from .static_decode import DecodePath, StaticDecoder
 
 QUANTIZE = ("none", "8bit", "4bit")
 # Attention layers that keep keys and values of their own in the cache: cache fusion fuses those.
@@ -71,6 +72,8 @@ class LoadedModel:
     stop_strings: tuple[str, ...] = ()  # text that ends an answer (where a base model starts the next turn)
     adapter: str = ""  # the PEFT adapter folder put on the base, if any (fusers.adapters)
     base: str = ""  # with an adapter: the base model it was put on (a GGUF file, a folder or a Hub id)
+    decoder: "StaticDecoder | None" = None  # its static cache and captured decode step (prepare_decoding)
+    decode_path: "DecodePath | None" = None  # how it decodes, as prepare_decoding found it
 
     @classmethod
     def from_model(cls, model: "PreTrainedModel", tokenizer: Any, role: str, source: str,
@@ -134,6 +137,7 @@ class Pair:
     receiver: LoadedModel
     sharer: LoadedModel
     fuser: Fuser | None = None
+    decode_paths: list["DecodePath"] = field(default_factory=list)  # what prepare_decoding found, to say once
 
     def describe(self) -> list[str]:
         lines = [self.receiver.describe(), self.sharer.describe()]
@@ -146,6 +150,18 @@ class Pair:
                 + f", {self.fuser.parameter_count() / 1e6:.1f}M params): receiver<-sharer layers {links}"
             )
         return lines
+
+    def prepare_decoding(self, cuda_graphs: bool = True) -> list["DecodePath"]:
+        """Give each model on a CUDA device a static cache and a captured decode step (fusers.static_decode);
+        the others keep transformers' generate. Returns what was decided for each model, to be said once."""
+        from .static_decode import prepare
+
+        paths = []
+        for loaded in (self.receiver, self.sharer):
+            loaded.decoder, loaded.decode_path = prepare(loaded.model, loaded.role, loaded.quantize != "none",
+                                                         enabled=cuda_graphs)
+            paths.append(loaded.decode_path)
+        return paths
 
     def close(self, collect: bool = True) -> None:
         """Drop the models and give their memory back.
@@ -296,16 +312,19 @@ def load_pair(
     cancel: threading.Event | None = None,
     defaults: ModelSpec | None = None,
     warm_up: bool = False,
+    cuda_graphs: bool = True,
 ) -> Pair:
     """Load a pair. With a fuser, a receiver or sharer left out comes from the fuser's record of its pair.
 
     ``defaults`` carries device/dtype/quantize for models named only by the fuser. ``warm_up`` answers once
     in each mode as the last step (:func:`fusers.engine.warm_up`), so that the first real run is timed fairly.
+    Models on a CUDA device then decode on static caches in CUDA graphs, captured as a step of the load
+    (``cuda_graphs=False`` keeps transformers' generate); ``Pair.decode_paths`` says what each model got.
     Cancel is checked between models; a cancelled load frees what it loaded and raises Cancelled.
     """
     from .checkpoint import load_fuser
 
-    total = 2 + (fuser is not None) + warm_up
+    total = 2 + (fuser is not None) + warm_up + 1
     step = 0
 
     def report(message: str) -> None:
@@ -338,6 +357,10 @@ def load_pair(
         check_cache_layout(s)
         loaded_fuser.check_pair(r.shape, s.shape, r.source, s.source)
         pair.fuser = loaded_fuser.to(device=r.device, dtype=r.dtype)
+    on_gpu = [m.role for m in (r, s) if m.device.type == "cuda"]
+    report(f"Capturing CUDA graphs for the {' and the '.join(on_gpu)}" if on_gpu and cuda_graphs
+           else "Decoding with transformers' generate" + ("" if cuda_graphs else " (CUDA graphs turned off)"))
+    pair.decode_paths = pair.prepare_decoding(cuda_graphs)
     if warm_up:
         from .engine import warm_up as answer_once_in_each_mode
 
