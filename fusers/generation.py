@@ -85,6 +85,11 @@ def new_cache(model: "PreTrainedModel") -> "Cache":
     return DynamicCache()
 
 
+# what Timing.decode_path says of a model's decode
+STATIC_PATH = "cuda graphs"
+GENERATE_PATH = "generate"
+
+
 class Interrupted(Exception):
     """Raised inside a forward pass when its cancel event is set (see :func:`interruptible`)."""
 
@@ -159,11 +164,13 @@ def decode(
     cancel: threading.Event | None = None,
     stop: threading.Event | None = None,
     static: "StaticDecoder | None" = None,
+    on_path: Callable[[str], None] | None = None,
 ) -> list[int]:
     """Generate after ``input_ids`` (1, N); ``cache`` may hold the first N-1 positions.
 
     With ``static`` (a model's captured decoder) and a ``cache`` of N-1 positions that fits it, the answer
     decodes there (fusers.static_decode), token for token what ``generate`` gives; otherwise through ``generate``.
+    ``on_path`` is told which: :data:`STATIC_PATH` or :data:`GENERATE_PATH`.
 
     Returns the new token ids, the final end-of-sequence token excluded. Raises
     :class:`Interrupted` if ``cancel`` is set during a forward pass. ``stop`` (set by ``on_token``,
@@ -205,10 +212,14 @@ def decode(
     if (static is not None and cache is not None and cache.get_seq_length() == n - 1
             and static.fits(n + max_new_tokens) and static.lock.acquire(blocking=False)):
         try:
+            if on_path is not None:
+                on_path(STATIC_PATH if static.graph is not None else "static cache")
             static.decode(input_ids, cache, config, collect, should_stop)
         finally:
             static.lock.release()
         return _without_final_eos(out_ids, settings, eos)
+    if on_path is not None:
+        on_path(GENERATE_PATH)
     kwargs = cache_kwargs(model, cache) if cache is not None else {}
     with torch.inference_mode(), interruptible(model, cancel):
         model.generate(

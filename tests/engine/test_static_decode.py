@@ -68,7 +68,9 @@ def test_every_mode_answers_on_the_static_cache_as_generate_does(tok, receiver_a
         assert got.token_ids == want.token_ids, mode
         assert got.hint_token_ids == want.hint_token_ids, mode
         assert got.timing.tokens_in > 3 * WINDOW  # past the sliding window
+        assert want.timing.decode_path == "generate"
     assert len(used) == 5  # receiver, sharer, relay's hint and answer, fusion
+    assert Engine(static).answer(Mode.RECEIVER, messages, settings).timing.decode_path == "static cache"
 
 
 def test_sampling_and_end_of_sequence_follow_generate(tok):
