@@ -149,6 +149,8 @@ class Pair:
                 + (f", aligned by {info.alignment_strategy} token" if info.is_do_alignment else "")
                 + f", {self.fuser.parameter_count() / 1e6:.1f}M params): receiver<-sharer layers {links}"
             )
+        if self.decode_paths:  # said once, where the load is reported
+            lines.append("decoding: " + "; ".join(path.describe() for path in self.decode_paths))
         return lines
 
     def prepare_decoding(self, cuda_graphs: bool = True) -> list["DecodePath"]:

@@ -119,5 +119,16 @@ def test_cuda_graphs_fall_back_with_the_reason_said_once(tiny_dirs):
         "receiver: transformers' generate (CUDA graphs need a CUDA device; this model is on cpu)",
         "sharer: transformers' generate (CUDA graphs need a CUDA device; this model is on cpu)"]
     assert pair.receiver.decoder is None and pair.sharer.decoder is None
+    assert pair.describe()[-1].startswith("decoding: receiver: transformers' generate (CUDA graphs need a CUDA")
     decoder, path = prepare(pair.receiver.model, "receiver", quantized=False, enabled=False)
     assert decoder is None and path.reason == "turned off"
+
+
+def test_the_cli_turns_cuda_graphs_off_and_says_so(tiny_dirs, capsys):
+    from fusers.cli import main
+
+    main(["compare", "--receiver", str(tiny_dirs.receiver), "--sharer", str(tiny_dirs.sharer), "--fuser",
+          str(tiny_dirs.published), "--device", "cpu", "--modes", "fusion", "--max-new-tokens", "3", "--prompt", "Hi",
+          "--no-cuda-graphs"])
+    out = capsys.readouterr()
+    assert "sharer: transformers' generate (turned off)" in out.out + out.err
