@@ -326,7 +326,10 @@ def load_pair(
     """
     from .checkpoint import load_fuser
 
-    total = 2 + (fuser is not None) + warm_up + 1
+    # capturing CUDA graphs is a step of its own where a model goes onto a GPU
+    capture = cuda_graphs and any(resolve_device((spec or defaults or ModelSpec("-")).device).type == "cuda"
+                                  for spec in (receiver, sharer))
+    total = 2 + (fuser is not None) + warm_up + capture
     step = 0
 
     def report(message: str) -> None:
@@ -359,9 +362,9 @@ def load_pair(
         check_cache_layout(s)
         loaded_fuser.check_pair(r.shape, s.shape, r.source, s.source)
         pair.fuser = loaded_fuser.to(device=r.device, dtype=r.dtype)
-    on_gpu = [m.role for m in (r, s) if m.device.type == "cuda"]
-    report(f"Capturing CUDA graphs for the {' and the '.join(on_gpu)}" if on_gpu and cuda_graphs
-           else "Decoding with transformers' generate" + ("" if cuda_graphs else " (CUDA graphs turned off)"))
+    if capture:
+        on_gpu = [m.role for m in (r, s) if m.device.type == "cuda"]
+        report(f"Capturing CUDA graphs for the {' and the '.join(on_gpu)}")
     pair.decode_paths = pair.prepare_decoding(cuda_graphs)
     if warm_up:
         from .engine import warm_up as answer_once_in_each_mode

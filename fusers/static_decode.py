@@ -93,8 +93,11 @@ class StaticDecoder:
         return tokens <= self.tokens
 
     def _set_length(self, n: int) -> None:
-        for layer in self.cache.layers:  # StaticLayer writes at its own counter, not at cache_position
-            layer.cumulative_length.fill_(n)
+        import torch
+
+        with torch.inference_mode():  # the cache's tensors were made there: in-place updates must be too
+            for layer in self.cache.layers:  # StaticLayer writes at its own counter, not at cache_position
+                layer.cumulative_length.fill_(n)
 
     def _step(self) -> "torch.Tensor":
         """Logits (1, V) of ``self.token`` at ``self.position``, its keys and values written into the cache."""
@@ -114,7 +117,7 @@ class StaticDecoder:
                 self._step()
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        self._set_length(0)
+        self._set_length(0)  # a host-side fill: never inside the capture
         with torch.inference_mode(), torch.cuda.graph(graph):
             self.logits = self._step()
         self.graph = graph

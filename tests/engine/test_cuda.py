@@ -226,3 +226,13 @@ def test_cuda_graphs_decode_a_sliding_window_model_past_its_window(tmp_path):
         answers.append(Engine(pair).answer(Mode.RECEIVER, LONG_TURNS, settings))
     assert answers[0].timing.decode_path == "cuda graphs" and answers[0].timing.tokens_in > 40
     assert answers[0].token_ids == answers[1].token_ids
+
+
+def test_capturing_cuda_graphs_is_a_step_of_the_load(tiny_dirs):
+    steps = []
+    pair = load_pair(ModelSpec(str(tiny_dirs.receiver), GPU), ModelSpec(str(tiny_dirs.sharer), "cpu"),
+                     tiny_dirs.published, progress=steps.append)
+    assert [s.message for s in steps][-2] == "Capturing CUDA graphs for the receiver"
+    assert {s.total for s in steps} == {len(steps) - 1}  # the total was known from the first step
+    assert [p.graphs for p in pair.decode_paths] == [True, False]
+    assert "this model is on cpu" in pair.decode_paths[1].reason
