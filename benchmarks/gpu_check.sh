@@ -142,8 +142,9 @@ if q:
          q["fused_decode_speed_ratio"] >= 0.98)
 f = fuser.get(("qwen", "bfloat16"))
 if f and f["device"].startswith("cuda"):
-    goal("all fusers' forward, 28 layers, 127 tokens, GPU bf16", f"{f['batched_s'] * 1000:.2f} ms", "<= 2 ms",
-         f["batched_s"] <= 0.002)
+    t = f.get("captured_s", f["batched_s"])
+    goal("all fusers' forward, 28 layers, 127 tokens, GPU bf16" + (", captured" if "captured_s" in f else ""),
+         f"{t * 1000:.2f} ms (batched, not captured: {f['batched_s'] * 1000:.2f} ms)", "<= 2 ms", t <= 0.002)
 if onto:
     goal("peak host RAM loading a bf16 model onto the GPU, over its weights", f"{onto[0]['host_peak_over_weights']:.2f}",
          "<= 1.2", onto[0]["host_peak_over_weights"] <= 1.2)
@@ -163,6 +164,8 @@ for r in (g, q):
 for (setup, dtype), r in sorted(fuser.items()):
     print(f"- fusers' forward {setup} {dtype} on {r['device']}: per path {r['per_path_s'] * 1000:.2f} ms, batched "
           f"{r['batched_s'] * 1000:.2f} ms (x{r['batched_over_per_path']:.2f}), largest difference {r['max_abs_diff']:.1e}"
+          + (f", captured {r['captured_s'] * 1000:.2f} ms (largest difference {r['captured_max_abs_diff']:.1e})"
+             if "captured_s" in r else "")
           + (f", CUDA peak {r['peak_cuda_bytes'] / 2**20:.0f} MiB for {r['fuser_bytes'] / 2**20:.0f} MiB of fusers"
              if "peak_cuda_bytes" in r else ""))
 if onto:

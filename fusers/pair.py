@@ -154,15 +154,18 @@ class Pair:
         return lines
 
     def prepare_decoding(self, cuda_graphs: bool = True) -> list["DecodePath"]:
-        """Give each model on a CUDA device a static cache and a captured decode step (fusers.static_decode);
-        the others keep transformers' generate. Returns what was decided for each model, to be said once."""
-        from .static_decode import prepare
+        """Give each model on a CUDA device a static cache and a captured decode step (fusers.static_decode),
+        and the fuser its captured passes (fusers.fuser_graphs); the others keep transformers' generate and the
+        eager pass. Returns what was decided for each, to be said once."""
+        from .static_decode import prepare, prepare_fuser
 
         paths = []
         for loaded in (self.receiver, self.sharer):
             loaded.decoder, loaded.decode_path = prepare(loaded.model, loaded.role, loaded.quantize != "none",
                                                          enabled=cuda_graphs)
             paths.append(loaded.decode_path)
+        if self.fuser is not None:
+            paths.append(prepare_fuser(self.fuser, self.receiver, self.sharer, enabled=cuda_graphs))
         return paths
 
     def close(self, collect: bool = True) -> None:

@@ -42,10 +42,13 @@ class DecodePath:
     graphs: bool  # each step a replayed CUDA graph
     seconds: float  # what preparing it cost at load (cache, warm-up, capture)
     reason: str  # why not faster, when it is not
+    detail: str = "on a static cache"  # what was captured
 
     def describe(self) -> str:
         if self.graphs:
-            return f"{self.role}: CUDA graphs on a static cache ({self.seconds:.1f} s to capture)"
+            return f"{self.role}: CUDA graphs {self.detail} ({self.seconds:.1f} s to capture)"
+        if self.role == "fuser":
+            return f"fuser: its eager pass ({self.reason})"
         return f"{self.role}: transformers' generate ({self.reason})"
 
 
@@ -191,3 +194,28 @@ def prepare(model: "PreTrainedModel", role: str, quantized: bool, enabled: bool 
         return None, DecodePath(role, False, False, time.perf_counter() - t0,
                                 f"capture failed: {type(exc).__name__}: {first[:200]}")
     return decoder, DecodePath(role, True, True, time.perf_counter() - t0, "")
+
+
+def prepare_fuser(fuser: Any, receiver: Any, sharer: Any, enabled: bool = True) -> DecodePath:
+    """Capture ``fuser``'s inference passes (fusers.fuser_graphs) where both models share its CUDA device."""
+    reason = ("turned off" if not enabled else unavailable_reason(receiver.model, False)
+              or ("" if sharer.device == receiver.device else "the sharer is on another device"))
+    fuser.graphs = None
+    if reason:
+        return DecodePath("fuser", False, False, 0.0, reason)
+    import torch
+
+    from .fuser_graphs import BUCKETS, CAPTURED_AT_LOAD, FuserGraphs
+
+    t0 = time.perf_counter()
+    try:
+        graphs = FuserGraphs(fuser, receiver.shape, sharer.shape, receiver.dtype, receiver.device)
+        graphs.prepare()
+        torch.cuda.synchronize(receiver.device)
+    except Exception as exc:  # noqa: BLE001  (the eager pass serves, and the reason is said)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return DecodePath("fuser", False, False, time.perf_counter() - t0,
+                          f"capture failed: {type(exc).__name__}: {first[:200]}")
+    fuser.graphs = graphs
+    return DecodePath("fuser", True, True, time.perf_counter() - t0, "",
+                      f"for prompts up to {BUCKETS[CAPTURED_AT_LOAD - 1]} positions, longer on first use")

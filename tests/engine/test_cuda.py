@@ -186,7 +186,8 @@ def test_cuda_graph_decoding_answers_as_generate_does_in_every_mode(tiny_dirs):
     """float32: the static cache's attention (a masked 4,096-position cache) and generate's round alike enough
     that greedy tokens agree; bfloat16 would flip near-ties of a tiny random model."""
     graphs = _gpu_pair(tiny_dirs, dtype="float32")
-    assert [p.graphs for p in graphs.decode_paths] == [True, True], graphs.describe()
+    assert [p.graphs for p in graphs.decode_paths] == [True, True, True], graphs.describe()  # and the fuser's
+    assert graphs.fuser.graphs is not None
     plain = _gpu_pair(tiny_dirs, dtype="float32", cuda_graphs=False)
     settings = GenerationSettings(max_new_tokens=24, hint_max_new_tokens=12, ignore_eos=True)
     for messages in (QUESTION, LONG_TURNS):
@@ -234,5 +235,6 @@ def test_capturing_cuda_graphs_is_a_step_of_the_load(tiny_dirs):
                      tiny_dirs.published, progress=steps.append)
     assert [s.message for s in steps][-2] == "Capturing CUDA graphs for the receiver"
     assert {s.total for s in steps} == {len(steps) - 1}  # the total was known from the first step
-    assert [p.graphs for p in pair.decode_paths] == [True, False]
+    assert [p.graphs for p in pair.decode_paths] == [True, False, False]
     assert "this model is on cpu" in pair.decode_paths[1].reason
+    assert pair.decode_paths[2].reason == "the sharer is on another device" and pair.fuser.graphs is None

@@ -117,7 +117,9 @@ def test_cuda_graphs_fall_back_with_the_reason_said_once(tiny_dirs):
                      tiny_dirs.published)
     assert [p.describe() for p in pair.decode_paths] == [
         "receiver: transformers' generate (CUDA graphs need a CUDA device; this model is on cpu)",
-        "sharer: transformers' generate (CUDA graphs need a CUDA device; this model is on cpu)"]
+        "sharer: transformers' generate (CUDA graphs need a CUDA device; this model is on cpu)",
+        "fuser: its eager pass (CUDA graphs need a CUDA device; this model is on cpu)"]
+    assert pair.fuser.graphs is None
     assert pair.receiver.decoder is None and pair.sharer.decoder is None
     assert pair.describe()[-1].startswith("decoding: receiver: transformers' generate (CUDA graphs need a CUDA")
     decoder, path = prepare(pair.receiver.model, "receiver", quantized=False, enabled=False)
