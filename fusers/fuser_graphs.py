@@ -47,9 +47,10 @@ class FuserGraphs:
         self._made_for = self._fingerprint()
 
     def _fingerprint(self) -> tuple:
-        """What a captured pass bakes in: the gates (a closed one's path is left out) and where each weight
-        lives (the graph reads those addresses; loading with ``assign`` or moving the fuser changes them)."""
-        return tuple(self.fuser._gate_flags()), tuple(p.data_ptr() for p in self.fuser.parameters())
+        """What a captured pass bakes in: the gates (a closed one's path is left out) and the packed weight
+        stacks it reads (``Fuser._stacks``: packed again when a gate flips or weights are loaded with ``assign``)."""
+        stacks = tuple(t.data_ptr() for pack in self.fuser._packs.values() for t in pack.stacks.values())
+        return tuple(self.fuser._gate_flags()), stacks
 
     def prepare(self, count: int = CAPTURED_AT_LOAD) -> None:
         for length in self.buckets[:count]:
@@ -74,6 +75,7 @@ class FuserGraphs:
                 return self.fuser.fuse(receiver_in, sharer_in, flags=flags, length=length)
 
         if not self.use_graphs:
+            run()  # as the warm-up below: packs the weights
             bucket = _Bucket(None, receiver_in, sharer_in, length, [], [])
             bucket.run = run  # type: ignore[attr-defined]
         else:
@@ -88,6 +90,7 @@ class FuserGraphs:
                 fused, weights = run()
             bucket = _Bucket(graph, receiver_in, sharer_in, length, fused, weights)
         self._by_length[padded] = bucket
+        self._made_for = self._fingerprint()  # the first pass packs the weights: from now on they stay put
         return bucket
 
     def fuse(self, receiver_cache: "Cache", sharer_cache: "Cache") -> tuple[list[torch.Tensor], list[bool]] | None:
@@ -102,8 +105,9 @@ class FuserGraphs:
         if (padded is None or n == 0 or receiver_kv[0][0].shape[0] != 1
                 or any(t.device != self.device for kv in receiver_kv + sharer_kv for t in kv)):
             return None
-        if self._fingerprint() != self._made_for:  # gates flipped or weights moved: capture again
-            self._by_length.clear()
+        if self._by_length and self._fingerprint() != self._made_for:  # gates flipped or weights moved
+            self._by_length.clear()  # capture again, into a new pool: the old graphs' pool goes with them
+            self.pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
             self._made_for = self._fingerprint()
         bucket = self._bucket(padded)
         with torch.no_grad():
