@@ -31,8 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, sys, time
 from fusers import libraries
+t_import = time.perf_counter()
 if sys.argv[2] == "defaults":
     libraries.LOAD_OPTIONS.clear()  # transformers' own defaults: kernelize where `kernels` is installed
+    if sys.argv[1] == "quantized":
+        import bitsandbytes  # as transformers would import it: `kernels` in sight
+elif sys.argv[1] == "quantized":
+    libraries.import_bitsandbytes()
+t_import = time.perf_counter() - t_import  # timed apart: the load's own time is what follows
 from fusers.pair import ModelSpec, load_pair
 import transformers, importlib.util
 name = sys.argv[1]
@@ -51,7 +57,7 @@ try:
     load_pair(*specs, f)
 except Exception as exc:
     error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
-print(json.dumps({"seconds": time.perf_counter() - t0, "error": error, "transformers": transformers.__version__,
+print(json.dumps({"seconds": time.perf_counter() - t0, "import_s": t_import, "error": error, "transformers": transformers.__version__,
                   "kernels": importlib.util.find_spec("kernels") is not None}))
 """
 
@@ -94,10 +100,14 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", file=sys.stderr)
     for pair in args.pairs.split(","):
         row: dict = {"pair": pair}
-        for options in ("engine", "defaults"):
-            runs = [load_once(pair, options, endpoint) for _ in range(args.rounds + (pair == "real"))]
+        runs_of: dict[str, list[dict]] = {"engine": [], "defaults": []}
+        for _ in range(args.rounds + (pair == "real")):  # interleaved: drift in the machine hits both alike
+            for options in runs_of:
+                runs_of[options].append(load_once(pair, options, endpoint))
+        for options, runs in runs_of.items():
             timed = runs[1:] if pair == "real" else runs
             row[options] = {"median_s": statistics.median(r["seconds"] for r in timed),
+                            "median_import_s": statistics.median(r["import_s"] for r in timed),
                             "requests": sorted({q for r in runs for q in r["requests"]}),
                             "errors": sorted({r["error"] for r in runs if r["error"]})}
             row["transformers"], row["kernels_installed"] = runs[0]["transformers"], runs[0]["kernels"]
@@ -108,7 +118,8 @@ def main() -> None:
             print(f"{pair}: transformers {row['transformers']}, kernels installed: {row['kernels_installed']}")
             for options in ("engine", "defaults"):
                 r = row[options]
-                print(f"  {options:8s} median {r['median_s']:.2f} s, {len(r['requests'])} distinct requests "
+                print(f"  {options:8s} median {r['median_s']:.2f} s (+ bitsandbytes import {r['median_import_s']:.2f} s), "
+                      f"{len(r['requests'])} distinct requests "
                       f"{r['requests'][:3]}{' errors: ' + '; '.join(r['errors']) if r['errors'] else ''}")
             print(f"  defaults over engine: {row['defaults_over_engine']:.2f}")
 

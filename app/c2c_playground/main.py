@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     pair.add_argument("--device", help="device for both models: auto, cpu, cuda, cuda:N or mps")
     pair.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), help="dtype of both models")
     pair.add_argument("--quantize", choices=("none", "8bit", "4bit"), help="quantize both models")
+    pair.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
+                      help="on a CUDA GPU, decode with transformers' generate instead of CUDA graphs (the set-up "
+                           "panel's CUDA graphs box)")
     run = p.add_argument_group("headless run")
     run.add_argument("--prompt", help="send this prompt to every pane once the pair is loaded")
     run.add_argument("--modes", help=f"comma-separated pane modes, 2 to 4 of {', '.join(MODES)} (default relay,fusion)")
@@ -213,6 +216,8 @@ async def start(window: Any, args: argparse.Namespace) -> int:
             row.dtype.setCurrentText(args.dtype)
         if args.quantize:
             row.quantize.setCurrentIndex(max(row.quantize.findData(args.quantize), 0))
+    if args.cuda_graphs is not None:
+        panel.cuda_graphs.setChecked(args.cuda_graphs)
 
     if not explicit:
         if args.prompt:

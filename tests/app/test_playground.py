@@ -363,3 +363,18 @@ def test_missing_packages_are_named_in_a_plain_dialog(qtbot):
     qtbot.addWidget(box)
     assert "surely-not-installed" in box.text() and "pip install surely-not-installed" in box.text()
     box.close()
+
+
+def test_the_cuda_graphs_box_reaches_the_load_and_the_pair_says_how_it_decodes(window, loop, tiny_dirs):
+    from c2c_playground.session import LoadRequest
+
+    assert window.pair_panel.cuda_graphs.isChecked()  # on by default: it matters only on a CUDA GPU
+    window.pair_panel.cuda_graphs.setChecked(False)
+    form = window.pair_panel.form()
+    assert form["cuda_graphs"] is False
+    fill_pair(window, tiny_dirs)
+    assert LoadRequest.from_form(window.pair_panel.form()).cuda_graphs is False
+    assert run(loop, window.load_from_form())
+    assert "receiver: transformers' generate (turned off)" in window.status_line.text()
+    window.pair_panel.set_form({**form, "cuda_graphs": True})
+    assert window.pair_panel.cuda_graphs.isChecked()
