@@ -8,13 +8,14 @@ unload or another load stops it first (:meth:`ModelSession.unload`).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
 from fusers.errors import describe
+from fusers.generation import GenerationSettings
 from fusers.serve import DEFAULT_PORT
 
 from . import bridge
@@ -31,11 +32,13 @@ class ServeDialog(QDialog):
     # Emitted on the Qt thread when the server starts or stops: the window shows its address in the status bar.
     serving_changed = Signal()
 
-    def __init__(self, session: "ModelSession", parent: QWidget | None = None) -> None:
+    def __init__(self, session: "ModelSession", settings: Callable[[], GenerationSettings],
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Serve on localhost")
         self.setObjectName("serve")
         self.session = session
+        self.settings = settings  # the Generation panel's: what a request that sets nothing gets
         self._answers = 0
         self._served = False  # a server started here and not stopped here: one the pair's change stopped
         self._task: asyncio.Task[Any] | None = None
@@ -43,7 +46,8 @@ class ServeDialog(QDialog):
 
         intro = QLabel("Serve the loaded pair's answer modes to OpenAI-compatible clients (the openai library, "
                        "curl, lm-evaluation-harness) on this machine only. Their answers take turns with the "
-                       "panes' and appear in no pane. See docs/serve.md.")
+                       "panes' and appear in no pane; a request that leaves a setting out gets the Generation "
+                       "panel's, as it was at Start. See docs/serve.md.")
         intro.setWordWrap(True)
         self.port = QSpinBox()
         self.port.setRange(0, 65535)
@@ -126,7 +130,8 @@ class ServeDialog(QDialog):
 
     async def _start(self, port: int, key: str) -> bool:
         try:
-            await self.session.serve(port, key or None, bridge.on_qt_thread(self._answered, alive=self))
+            await self.session.serve(port, key or None, self.settings(),
+                                     bridge.on_qt_thread(self._answered, alive=self))
         except Exception as exc:  # a port in use, mostly: said in the dialog, the app goes on
             self.error.setText(describe(exc))
             return False

@@ -94,13 +94,14 @@ def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel
     return pair, Loaded(pair.describe(), pair.receiver.name, pair.sharer.name, pair.fuser is not None, examples)
 
 
-def _start_server(engine: Engine, port: int, api_key: str | None, submit: Callable[..., Any],
-                  on_answer: Callable[[str, "Answer"], None]) -> "ApiServer":
+def _start_server(engine: Engine, port: int, api_key: str | None, defaults: GenerationSettings,
+                  submit: Callable[..., Any], on_answer: Callable[[str, "Answer"], None]) -> "ApiServer":
     """On the models' thread (the web stack imports here, never on the Qt thread): serve ``engine``'s pair on
     this machine only, its answers handed back to the models' thread through ``submit``."""
     from fusers.serve.server import ApiServer
 
-    return ApiServer(engine, port=port, api_key=api_key, submit=submit, on_answer=on_answer).start()
+    return ApiServer(engine, port=port, api_key=api_key, defaults=defaults, submit=submit,
+                     on_answer=on_answer).start()
 
 
 def _unload(pair: "Pair") -> None:
@@ -137,14 +138,15 @@ class ModelSession:
         if self._load_cancel is not None:
             self._load_cancel.set()
 
-    async def serve(self, port: int, api_key: str | None,
+    async def serve(self, port: int, api_key: str | None, defaults: GenerationSettings,
                     on_answer: Callable[[str, "Answer"], None]) -> "ApiServer":
-        """Serve the loaded pair on 127.0.0.1:``port`` (0: a free port) until :meth:`stop_serving` or an unload.
-        Its answers run on the models' thread, in turn with the panes' runs, never at the same time."""
+        """Serve the loaded pair on 127.0.0.1:``port`` (0: a free port) until :meth:`stop_serving` or an unload;
+        ``defaults``: the settings of a request that sets none. Its answers run on the models' thread, in turn
+        with the panes' runs, never at the same time."""
         if self.engine is None:
             raise ModelLoadError("No pair is loaded: load one, then serve it.")
         if self.server is None:
-            self.server = await self.thread.call(_start_server, self.engine, port, api_key or None,
+            self.server = await self.thread.call(_start_server, self.engine, port, api_key or None, defaults,
                                                  self.thread.submit_alone, on_answer)
         return self.server
 

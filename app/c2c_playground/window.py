@@ -713,7 +713,7 @@ class MainWindow(QMainWindow):
     def open_serve(self) -> ServeDialog:
         """Pair \u25b8 Serve on localhost\u2026: the dialog that starts and stops the API server for the loaded pair."""
         if self.serve_dialog is None:
-            self.serve_dialog = ServeDialog(self.session, self)
+            self.serve_dialog = ServeDialog(self.session, self.generation.settings, self)
             self.serve_dialog.serving_changed.connect(self._serving_changed)
         self.serve_dialog.refresh()
         self.serve_dialog.show()

@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..chat import check_messages, find_stop
 from ..engine import Mode
@@ -297,6 +297,16 @@ def chunk(request: ChatRequest, rid: str, created: int, delta: dict[str, Any], r
     return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": request.model,
             "system_fingerprint": None,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}], **extra}
+
+
+def content_chunks(request: ChatRequest, rid: str, created: int) -> Callable[[str], bytes]:
+    """A function from answer text to its chunk's event, each made from one template: a stream sends one per
+    token, so only the text is encoded each time."""
+    marker = "\x00"
+    head, tail = json.dumps(chunk(request, rid, created, {"content": marker}), ensure_ascii=False,
+                            separators=(",", ":")).split(json.dumps(marker))
+    start, end = f"data: {head}".encode(), f"{tail}\n\n".encode()
+    return lambda text: start + json.dumps(text, ensure_ascii=False).encode() + end
 
 
 def sse(data: dict[str, Any] | str) -> bytes:

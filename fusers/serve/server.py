@@ -26,7 +26,11 @@ if TYPE_CHECKING:
     from ..engine import Answer, Engine, Event
 
 Submit = Callable[[Callable[[], Any]], "concurrent.futures.Future[Any]"]
-_END = object()  # queued after an answer's last text
+_END = object()  # posted after an answer's last text
+# A stream writes at most this often (seconds) after its first token: the tokens that come meanwhile go out together,
+# in one write, and the server's thread takes the GIL from the answer's thread once per write, not once per token.
+# The end goes out at once.
+STREAM_INTERVAL = 0.01
 
 
 def is_local(host: str) -> bool:
@@ -64,13 +68,40 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class _Answering:
-    """One request while its answer runs: the models' thread hands its text to the server's event loop."""
+    """One request while its answer runs: the models' thread hands its text to the server's event loop.
+
+    Text waits in a list. The first item wakes the loop (a stream's headers wait for it); after it the loop takes
+    what came every ``STREAM_INTERVAL``, so the models' thread never wakes it per token, and the end wakes it at once.
+    """
 
     def __init__(self, request: api.ChatRequest, loop: asyncio.AbstractEventLoop):
         self.request, self.loop = request, loop
         self.cancel = threading.Event()
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.filter = api.StopFilter(request.stop)
+        self.first = asyncio.Event()  # something was posted
+        self._finished = False  # on the loop: the answer ended, all its items are posted
+        self._alarm: asyncio.Future[None] | None = None  # what pause() waits on
+        self._lock = threading.Lock()
+        self._items: list[Any] = []
+        self._woken = False
+
+    def _wake(self, wake: Callable[[], Any]) -> None:
+        try:
+            self.loop.call_soon_threadsafe(wake)
+        except RuntimeError:  # the server's loop closed first
+            pass
+
+    def post(self, item: Any) -> None:  # any thread
+        with self._lock:
+            self._items.append(item)
+            wake, self._woken = not self._woken, True
+        if wake:
+            self._wake(self.first.set)
+
+    def take(self) -> list[Any]:
+        with self._lock:
+            items, self._items = self._items, []
+        return items
 
     def on_event(self, event: "Event") -> None:  # on the models' thread
         if getattr(event, "part", None) != "answer":
@@ -79,13 +110,31 @@ class _Answering:
         if self.filter.hit:
             self.cancel.set()  # a stop string: the engine stops at the next token
         if text and self.request.stream:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, text)
+            self.post(text)
 
-    def ended(self, _future: Any) -> None:  # on the models' thread, or wherever the future ended
+    def ended(self, _future: Any) -> None:  # wherever the answer's future ended
+        self.post(_END)
+        self._wake(self._finish)
+
+    def _finish(self) -> None:
+        self._finished = True
+        _ring(self._alarm)
+
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the answer ends first (a timer and a future: cheap enough per write)."""
+        if self._finished:
+            return
+        self._alarm = self.loop.create_future()
+        timer = self.loop.call_later(seconds, _ring, self._alarm)
         try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, _END)
-        except RuntimeError:  # the server's loop closed first
-            pass
+            await self._alarm
+        finally:
+            timer.cancel()
+
+
+def _ring(alarm: "asyncio.Future[None] | None") -> None:
+    if alarm is not None and not alarm.done():
+        alarm.set_result(None)
 
 
 class ApiServer:
@@ -107,6 +156,7 @@ class ApiServer:
         self.modes = engine.available_modes()
         self.defaults = defaults or GenerationSettings()
         self.on_answer = on_answer
+        self.stream_interval = STREAM_INTERVAL
         self.created = int(time.time())
         self._models = api.models(self.name, self.modes, engine.pair, self.created)
         self._own: concurrent.futures.ThreadPoolExecutor | None = None
@@ -274,17 +324,17 @@ class ApiServer:
         first: Any = None
         try:
             # Wait for the first text (or the end) before answering: an error until then gets its own status.
-            waiter = asyncio.ensure_future(answering.queue.get())
+            waiter = asyncio.ensure_future(answering.first.wait())
             done, _ = await asyncio.wait({waiter, left}, return_when=asyncio.FIRST_COMPLETED)
             if left in done:  # the client left: its answer is cancelled, whether it runs or waits
                 waiter.cancel()
                 answering.cancel.set()
                 self._forget(answering)
                 return JSONResponse({}, status_code=499)
-            first = waiter.result()
+            first = answering.take()
         finally:
             left.cancel()
-        if first is _END:
+        if first[0] is _END:
             self._forget(answering)
             answer = _outcome(future)
             if answer is None:
@@ -292,25 +342,25 @@ class ApiServer:
             if not chat.stream:
                 text = answering.filter.cut(answer.text)
                 return JSONResponse(api.completion(chat, answer, text, answering.filter.hit, api.new_id()))
-            return StreamingResponse(self._stream(answering, future, [_END]), media_type="text/event-stream")
-        return StreamingResponse(self._stream(answering, future, [first]), media_type="text/event-stream")
+        return StreamingResponse(self._stream(answering, future, first), media_type="text/event-stream")
 
     async def _stream(self, answering: _Answering, future: Any, items: list[Any]) -> AsyncIterator[bytes]:
         chat, rid, created = answering.request, api.new_id(), int(time.time())
+        content = api.content_chunks(chat, rid, created)
+        out = [api.sse(api.chunk(chat, rid, created, {"role": "assistant", "content": ""}))]
         try:
-            yield api.sse(api.chunk(chat, rid, created, {"role": "assistant", "content": ""}))
             while True:
-                while not answering.queue.empty():  # what came meanwhile goes out in one write
-                    items.append(answering.queue.get_nowait())
                 ended = _END in items
                 if ended:  # the text a stop string might have begun, and none did
                     items = [t for t in items if t is not _END] + [answering.filter.flush()]
-                out = [api.sse(api.chunk(chat, rid, created, {"content": t})) for t in items if t]
+                out += [content(t) for t in items if t]
                 if out:
-                    yield b"".join(out)
+                    yield b"".join(out)  # what came since the last write goes out in one (the first with the role)
+                    out = []
                 if ended:
                     break
-                items = [await answering.queue.get()]
+                await answering.pause(self.stream_interval)  # the tokens that come meanwhile go out together
+                items = answering.take()
             try:
                 answer = _outcome(future)
             except api.ApiError as exc:  # after the first token: only a failure of the run itself

@@ -36,6 +36,7 @@ def test_the_menu_serves_the_loaded_pair_to_the_openai_client_and_stops(window, 
     dialog = window.serve_dialog
     assert dialog.isVisible() and dialog.start_button.text() == "Start"
     dialog.port.setValue(0)  # any free port
+    window.generation.set_settings(GenerationSettings(max_new_tokens=5))  # a request's defaults
     dialog.start_button.click()
     assert dialog._task is not None and run(loop, dialog._task), dialog.error.text()
     server = window.session.server
@@ -55,7 +56,10 @@ def test_the_menu_serves_the_loaded_pair_to_the_openai_client_and_stops(window, 
         # the answer ran where the panes' do: on the app's one models' thread
         assert {t.name.split("_")[0] for _, t in probe.threads} == {"c2c-models"}
         assert [p.current for p in window.panes] == panes_before  # no pane shows it
-        qtbot.waitUntil(lambda: "1 answer given" in dialog.activity.text())
+        short = _ask(loop, client, model="demo/sharer", messages=QUESTION)
+        assert short.usage.completion_tokens == 5 and short.choices[0].finish_reason == "length"
+        assert dialog.error.text() == ""
+        qtbot.waitUntil(lambda: "2 answers given" in dialog.activity.text())
 
         job = dialog.stop()
         run(loop, job)
