@@ -11,6 +11,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
@@ -109,7 +110,8 @@ class ServeDialog(QDialog):
             self.activity.setText(f"{self._answers} answer{'' if self._answers == 1 else 's'} given to API clients.")
         else:
             self.address.setText("Starting\u2026" if busy else "Not serving.")
-            self.models.setText("" if self.session.engine is not None else "Load a pair first.")
+            self.models.setText("One per answer mode of the loaded pair, once started." if self.session.engine
+                                is not None else "Load a pair first.")
             self.activity.setText("")
 
     # -- actions --------------------------------------------------------------------------------------------
@@ -167,8 +169,43 @@ class ServeDialog(QDialog):
         self.refresh()
 
 
-def address_text(dialog: ServeDialog | None) -> str:
-    """The status bar's words for the server: its address while it serves, else nothing."""
-    url = dialog.url if dialog is not None else None
-    return f"API: {url}" if url else ""
+class ServeControl:
+    """The window's part: Pair \u25b8 Serve on localhost\u2026 (after the Pair menu's other actions), the dialog it
+    opens, and the server's address in the status bar while it serves."""
+
+    def __init__(self, window: Any) -> None:
+        self.window = window
+        self.dialog: ServeDialog | None = None
+        self.action = QAction("&Serve on localhost\u2026", window)
+        self.action.setToolTip("Serve the loaded pair's answer modes as an OpenAI-compatible API on this machine")
+        self.action.triggered.connect(self.open)
+        window.pair_menu.addSeparator()
+        window.pair_menu.addAction(self.action)
+        self.label = QLabel("")
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        window.statusBar().addPermanentWidget(self.label)
+        window.pair_changed.connect(self.pair_changed)  # a pair loaded or unloaded: Start follows it
+
+    def open(self) -> ServeDialog:
+        if self.dialog is None:
+            self.dialog = ServeDialog(self.window.session, self.window.generation.settings, self.window)
+            self.dialog.serving_changed.connect(self._show)
+        self.dialog.refresh()
+        self.dialog.show()
+        self.dialog.raise_()
+        return self.dialog
+
+    def pair_changing(self) -> None:
+        """A load or an unload begins: the old pair's server stops first (the session does it too, in its turn)."""
+        self.window.session.stop_serving()
+        self.pair_changed()
+
+    def pair_changed(self) -> None:
+        if self.dialog is not None:
+            self.dialog.pair_changed()
+        self._show()
+
+    def _show(self) -> None:
+        url = self.dialog.url if self.dialog is not None else None
+        self.label.setText(f"API: {url}" if url else "")
 

@@ -25,7 +25,7 @@ from fusers.pair import LoadProgress
 from . import bridge, export, theme
 from .app_settings import AppSettings
 from .crash import broken_install_message, show_startup_problem
-from .serve_dialog import ServeDialog, address_text
+from .serve_dialog import ServeControl
 from .session import BrokenInstall, LoadRequest, Loaded, ModelSession
 from .widgets.banner import ErrorBanner
 from .widgets.charts import FuserPlot, LayerPoint, PhaseSpan, TotalsChart
@@ -89,7 +89,6 @@ class MainWindow(QMainWindow):
         self._diff_dirty = False
         self._presets_job: bridge.BackgroundJob | None = None
         self.get_fusers_dialog: QWidget | None = None
-        self.serve_dialog: ServeDialog | None = None
         self._broken_box: QMessageBox | None = None
 
         self._scale_timer = QTimer(self)
@@ -252,16 +251,11 @@ class MainWindow(QMainWindow):
             self.get_fusers_action.setToolTip("Downloads are not part of this build yet")
         refresh = QAction("&Refresh presets", self)
         refresh.triggered.connect(self.refresh_presets)
-        self.serve_action = QAction("&Serve on localhost\u2026", self)
-        self.serve_action.setToolTip("Serve the loaded pair's answer modes as an OpenAI-compatible API on this machine")
-        self.serve_action.triggered.connect(self.open_serve)
         for action in (self.load_action, self.unload_action):
             pair_menu.addAction(action)
         pair_menu.addSeparator()
         pair_menu.addAction(self.get_fusers_action)
         pair_menu.addAction(refresh)
-        pair_menu.addSeparator()
-        pair_menu.addAction(self.serve_action)
         self.pair_menu = pair_menu
 
         chat_menu = bar.addMenu("&Chat")
@@ -286,9 +280,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.status_line, 1)
         self.run_mode_label = QLabel("")
         self.statusBar().addPermanentWidget(self.run_mode_label)
-        self.serve_label = QLabel("")  # the API server's address while it serves
-        self.serve_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.statusBar().addPermanentWidget(self.serve_label)
+        self.serving = ServeControl(self)  # Pair > Serve on localhost..., and the address in the status bar
 
     # -- panes --------------------------------------------------------------------------------------------
     def _add_pane(self, mode: Mode) -> ChatPane:
@@ -382,7 +374,7 @@ class MainWindow(QMainWindow):
         self._set_running(self.running)  # the buttons' state while loading followed the task; now it is done
 
     async def _load(self, request: LoadRequest) -> bool:
-        self._pair_changing()
+        self.serving.pair_changing()
         self.banner.dismiss()
         self.pair_panel.set_loading(True)
         self._set_loading_state(True)
@@ -423,7 +415,7 @@ class MainWindow(QMainWindow):
         return bridge.spawn(self._unload())
 
     async def _unload(self) -> None:
-        self._pair_changing()
+        self.serving.pair_changing()
         await self.session.unload()
         self._show_loaded(None)
 
@@ -435,8 +427,6 @@ class MainWindow(QMainWindow):
             self.fuser_plot.clear("No fuser is loaded: cache fusion panes need one (the Fuser box on the left).")
         self._show_examples(loaded.examples if loaded else [])
         self._set_running(self.running)
-        if self.serve_dialog is not None:
-            self.serve_dialog.pair_changed()
         self.pair_changed.emit()
 
     def _show_examples(self, examples: list[tuple[str, str]]) -> None:
@@ -709,25 +699,6 @@ class MainWindow(QMainWindow):
         self.get_fusers_dialog.show()
         self.get_fusers_dialog.raise_()
         return self.get_fusers_dialog
-
-    def open_serve(self) -> ServeDialog:
-        """Pair \u25b8 Serve on localhost\u2026: the dialog that starts and stops the API server for the loaded pair."""
-        if self.serve_dialog is None:
-            self.serve_dialog = ServeDialog(self.session, self.generation.settings, self)
-            self.serve_dialog.serving_changed.connect(self._serving_changed)
-        self.serve_dialog.refresh()
-        self.serve_dialog.show()
-        self.serve_dialog.raise_()
-        return self.serve_dialog
-
-    def _serving_changed(self) -> None:
-        self.serve_label.setText(address_text(self.serve_dialog))
-
-    def _pair_changing(self) -> None:
-        """A load or an unload stops the old pair's server first (the session does it too, when its turn comes)."""
-        self.session.stop_serving()
-        if self.serve_dialog is not None:
-            self.serve_dialog.pair_changed()
 
     def _get_fusers_closed(self) -> None:
         self.refresh_presets()

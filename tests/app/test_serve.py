@@ -33,7 +33,7 @@ def test_the_menu_serves_the_loaded_pair_to_the_openai_client_and_stops(window, 
     assert window.pair_panel.choose_preset(DEMO_NAME) is not None
     assert run(loop, window.load_from_form()), window.banner.message()
     _serve_action(window).trigger()
-    dialog = window.serve_dialog
+    dialog = window.serving.dialog
     assert dialog.isVisible() and dialog.start_button.text() == "Start"
     dialog.port.setValue(0)  # any free port
     window.generation.set_settings(GenerationSettings(max_new_tokens=5))  # a request's defaults
@@ -41,7 +41,7 @@ def test_the_menu_serves_the_loaded_pair_to_the_openai_client_and_stops(window, 
     assert dialog._task is not None and run(loop, dialog._task), dialog.error.text()
     server = window.session.server
     assert dialog.address.text() == server.url and server.url.startswith("http://127.0.0.1:")
-    assert window.serve_label.text() == f"API: {server.url}"
+    assert window.serving.label.text() == f"API: {server.url}"
     assert dialog.start_button.text() == "Stop"
 
     settings = GenerationSettings(max_new_tokens=16)
@@ -64,7 +64,7 @@ def test_the_menu_serves_the_loaded_pair_to_the_openai_client_and_stops(window, 
         job = dialog.stop()
         run(loop, job)
         assert window.session.server is None and not dialog.serving
-        assert window.serve_label.text() == "" and dialog.start_button.text() == "Start"
+        assert window.serving.label.text() == "" and dialog.start_button.text() == "Start"
         with pytest.raises(openai.APIConnectionError):
             client.models.list()
 
@@ -73,7 +73,7 @@ def test_unloading_the_pair_stops_its_server(window, loop, qtbot):
     run(loop, window.refresh_presets())
     window.pair_panel.choose_preset(DEMO_NAME)
     assert run(loop, window.load_from_form()), window.banner.message()
-    dialog = window.open_serve()
+    dialog = window.serving.open()
     dialog.port.setValue(0)
     assert run(loop, dialog.start()), dialog.error.text()
     server = window.session.server
@@ -81,7 +81,7 @@ def test_unloading_the_pair_stops_its_server(window, loop, qtbot):
     assert window.session.server is None and server.closed
     assert run(loop, loop.run_in_executor(None, server.join, 30))
     assert "The pair changed, so the server stopped" in dialog.error.text()
-    assert window.serve_label.text() == "" and not dialog.start_button.isEnabled()  # nothing loaded to serve
+    assert window.serving.label.text() == "" and not dialog.start_button.isEnabled()  # nothing loaded to serve
 
 
 def test_an_api_answer_never_runs_while_a_concurrent_pane_run_does(loop, qtbot):
