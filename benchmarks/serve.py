@@ -83,7 +83,7 @@ def served_openai(client: object, body: dict) -> tuple[float, float, int, float,
     times: list[float] = []
     stats: dict = {}
     t0 = time.perf_counter()
-    extra = {"ignore_eos": body["ignore_eos"]}
+    extra = {"ignore_eos": body["ignore_eos"], "hint_max_new_tokens": body["hint_max_new_tokens"]}
     stream = client.chat.completions.create(  # type: ignore[attr-defined]
         model=body["model"], messages=body["messages"], max_tokens=body["max_tokens"], temperature=0, stream=True,
         extra_body=extra)
