@@ -336,9 +336,7 @@ class ApiServer:
             left.cancel()
         if first[0] is _END:
             self._forget(answering)
-            answer = _outcome(future)
-            if answer is None:
-                raise api.ApiError(499, "The request was cancelled.")
+            answer = _outcome(future, answering)
             if not chat.stream:
                 text = answering.filter.cut(answer.text)
                 return JSONResponse(api.completion(chat, answer, text, answering.filter.hit, api.new_id()))
@@ -362,11 +360,9 @@ class ApiServer:
                 await answering.pause(self.stream_interval)  # the tokens that come meanwhile go out together
                 items = answering.take()
             try:
-                answer = _outcome(future)
-            except api.ApiError as exc:  # after the first token: only a failure of the run itself
+                answer = _outcome(future, answering)
+            except api.ApiError as exc:  # after the first token: a failure of the run itself, or the server stopped
                 yield api.sse(exc.body()) + api.DONE
-                return
-            if answer is None:
                 return
             reason = api.finish_reason(answer, answering.filter.hit)
             last = api.chunk(chat, rid, created, {}, reason, stats=api.stats(answer))
@@ -387,16 +383,20 @@ class ApiServer:
             self._running.discard(answering)
 
 
-def _outcome(future: "concurrent.futures.Future[Any]") -> Any:
-    """What the answer's future holds: the Answer (None when cancelled before it ran), or its error as ApiError."""
+def _outcome(future: "concurrent.futures.Future[Any]", answering: _Answering) -> "Answer":
+    """The answer the future holds; its error, or a cancel that no stop string asked for (the client left or the
+    server is stopping), as an ApiError."""
     try:
-        return future.result()
+        answer = future.result()
     except concurrent.futures.CancelledError:
-        raise api.error_for(ServeError("The server is stopping; it answers no more requests.")) from None
+        answer = None
     except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error response
         if not isinstance(exc, C2CError):
             logging.getLogger(__name__).error("answering failed", exc_info=exc)
         raise api.error_for(exc) from None
+    if answer is None or (answer.finish_reason == "cancelled" and not answering.filter.hit):
+        raise api.error_for(ServeError("The answer was cancelled: the server is stopping, or the client left."))
+    return answer
 
 
 async def _disconnected(request: Any) -> None:

@@ -239,3 +239,23 @@ def test_another_host_needs_an_api_key_and_a_taken_port_is_named(demo_pair):
         port = taken.getsockname()[1]
         with pytest.raises(ServeError, match=f"127.0.0.1:{port}.*--port"):
             ApiServer(Engine(demo_pair), "demo", port=port)
+
+
+def test_stopping_the_server_ends_a_running_stream_with_an_error(demo_pair):
+    server = ApiServer(Engine(demo_pair), "demo", port=0).start()
+    body = {"model": "demo/fusion", "messages": QUESTION, "max_tokens": 5000, "ignore_eos": True, "stream": True}
+    events = []
+    try:
+        with httpx.stream("POST", f"{server.url}/chat/completions", json=body, timeout=120) as response:
+            for line in response.iter_lines():
+                if line:
+                    events.append(line)
+                if len(events) == 3:
+                    server.close()  # from another thread than the server's, as the app's Stop does
+    finally:
+        server.close()
+        assert server.join(30)
+    assert events[-1] == "data: [DONE]"
+    error = json.loads(events[-2][len("data: "):])["error"]
+    assert "server is stopping" in error["message"] and error["code"] == "unavailable"
+    assert not any('"finish_reason":"length"' in e for e in events)  # not mistaken for an answer that ran out
