@@ -52,6 +52,8 @@ def check_host(host: str, api_key: str | None) -> None:
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host``:``port`` (0: a free port), or a :class:`ServeError` saying what to change."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ServeError(f"--port must be in 0..65535 (0 takes a free port), got {port}.")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
@@ -149,8 +151,6 @@ class ApiServer:
                  port: int = DEFAULT_PORT, api_key: str | None = None, defaults: GenerationSettings | None = None,
                  submit: Submit | None = None, on_answer: Callable[[str, "Answer"], None] | None = None):
         check_host(host, api_key)
-        if not 0 <= port <= 65535:
-            raise ServeError(f"--port must be in 0..65535 (0 takes a free port), got {port}.")
         self.engine, self.host, self.api_key = engine, host, api_key or None
         self.name = name or api.pair_name(engine.pair)
         self.modes = engine.available_modes()

@@ -46,6 +46,11 @@ def test_c2c_serve_refuses_another_host_without_a_key_before_loading():
     assert "give an API key too (--api-key KEY" in proc.stderr and "Loading" not in proc.stderr
 
 
+def test_c2c_serve_refuses_a_port_out_of_range_before_loading():
+    proc = _c2c("serve", "--port", "70000")
+    assert proc.returncode == 2 and "--port must be in 0..65535" in proc.stderr and "Loading" not in proc.stderr
+
+
 def test_c2c_serve_names_a_pair_it_does_not_know():
     proc = _c2c("serve", "--pair", "no-such-pair", "--port", "0")
     assert proc.returncode == 2 and "No fuser folder or downloaded pair named 'no-such-pair'" in proc.stderr
