@@ -27,10 +27,6 @@ if TYPE_CHECKING:
 
 Submit = Callable[[Callable[[], Any]], "concurrent.futures.Future[Any]"]
 _END = object()  # posted after an answer's last text
-# A stream writes at most this often (seconds) after its first token: the tokens that come meanwhile go out together,
-# in one write, and the server's thread takes the GIL from the answer's thread once per write, not once per token.
-# The end goes out at once.
-STREAM_INTERVAL = 0.01
 
 
 def is_local(host: str) -> bool:
@@ -72,38 +68,37 @@ def bind(host: str, port: int) -> socket.socket:
 class _Answering:
     """One request while its answer runs: the models' thread hands its text to the server's event loop.
 
-    Text waits in a list. The first item wakes the loop (a stream's headers wait for it); after it the loop takes
-    what came every ``STREAM_INTERVAL``, so the models' thread never wakes it per token, and the end wakes it at once.
+    Text waits in a list. Only the first item since the loop last took them wakes the loop, so a loop that falls
+    behind takes several tokens at one wake-up, and the stream sends them in one write.
     """
 
     def __init__(self, request: api.ChatRequest, loop: asyncio.AbstractEventLoop):
         self.request, self.loop = request, loop
         self.cancel = threading.Event()
         self.filter = api.StopFilter(request.stop)
-        self.first = asyncio.Event()  # something was posted
-        self._finished = False  # on the loop: the answer ended, all its items are posted
-        self._alarm: asyncio.Future[None] | None = None  # what pause() waits on
+        self._ready = asyncio.Event()
         self._lock = threading.Lock()
         self._items: list[Any] = []
-        self._woken = False
-
-    def _wake(self, wake: Callable[[], Any]) -> None:
-        try:
-            self.loop.call_soon_threadsafe(wake)
-        except RuntimeError:  # the server's loop closed first
-            pass
 
     def post(self, item: Any) -> None:  # any thread
         with self._lock:
             self._items.append(item)
-            wake, self._woken = not self._woken, True
-        if wake:
-            self._wake(self.first.set)
+            if len(self._items) > 1:
+                return  # a wake-up is on its way
+        try:
+            self.loop.call_soon_threadsafe(self._ready.set)
+        except RuntimeError:  # the server's loop closed first
+            pass
 
-    def take(self) -> list[Any]:
-        with self._lock:
-            items, self._items = self._items, []
-        return items
+    async def take(self) -> list[Any]:
+        """What was posted since the last take (waits for something)."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            with self._lock:
+                items, self._items = self._items, []
+            if items:
+                return items
 
     def on_event(self, event: "Event") -> None:  # on the models' thread
         if getattr(event, "part", None) != "answer":
@@ -116,27 +111,6 @@ class _Answering:
 
     def ended(self, _future: Any) -> None:  # wherever the answer's future ended
         self.post(_END)
-        self._wake(self._finish)
-
-    def _finish(self) -> None:
-        self._finished = True
-        _ring(self._alarm)
-
-    async def pause(self, seconds: float) -> None:
-        """Wait ``seconds``, or less if the answer ends first (a timer and a future: cheap enough per write)."""
-        if self._finished:
-            return
-        self._alarm = self.loop.create_future()
-        timer = self.loop.call_later(seconds, _ring, self._alarm)
-        try:
-            await self._alarm
-        finally:
-            timer.cancel()
-
-
-def _ring(alarm: "asyncio.Future[None] | None") -> None:
-    if alarm is not None and not alarm.done():
-        alarm.set_result(None)
 
 
 class ApiServer:
@@ -156,7 +130,6 @@ class ApiServer:
         self.modes = engine.available_modes()
         self.defaults = defaults or GenerationSettings()
         self.on_answer = on_answer
-        self.stream_interval = STREAM_INTERVAL
         self.created = int(time.time())
         self._models = api.models(self.name, self.modes, engine.pair, self.created)
         self._own: concurrent.futures.ThreadPoolExecutor | None = None
@@ -324,14 +297,14 @@ class ApiServer:
         first: Any = None
         try:
             # Wait for the first text (or the end) before answering: an error until then gets its own status.
-            waiter = asyncio.ensure_future(answering.first.wait())
+            waiter = asyncio.ensure_future(answering.take())
             done, _ = await asyncio.wait({waiter, left}, return_when=asyncio.FIRST_COMPLETED)
             if left in done:  # the client left: its answer is cancelled, whether it runs or waits
                 waiter.cancel()
                 answering.cancel.set()
                 self._forget(answering)
                 return JSONResponse({}, status_code=499)
-            first = answering.take()
+            first = waiter.result()
         finally:
             left.cancel()
         if first[0] is _END:
@@ -357,8 +330,7 @@ class ApiServer:
                     out = []
                 if ended:
                     break
-                await answering.pause(self.stream_interval)  # the tokens that come meanwhile go out together
-                items = answering.take()
+                items = await answering.take()
             try:
                 answer = _outcome(future, answering)
             except api.ApiError as exc:  # after the first token: a failure of the run itself, or the server stopped
