@@ -20,9 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve every answer mode of a pair as an OpenAI-compatible API (GET /v1/models, POST "
              "/v1/chat/completions)",
-        description="Load a pair once and serve each answer mode it allows as a model, PAIR/receiver, PAIR/sharer, "
-        "PAIR/relay and PAIR/fusion, on an OpenAI-compatible endpoint: the openai client, curl and evaluation "
-        "harnesses call it. Requests are answered one at a time, in order. With no pair given, the offline demo pair "
+        description="Load a pair once and serve each answer mode it allows as a model ("
+        + ", ".join(f"PAIR/{mode.value}" for mode in Mode) + ") on an OpenAI-compatible endpoint: the openai "
+        "client, curl and evaluation harnesses call it. Requests are answered one at a time, in order. With no pair given, the offline demo pair "
         "is served. Stop with Ctrl-C.",
     )
     add_pair_options(p, presets=True)
