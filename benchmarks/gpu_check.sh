@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Everything a GPU must confirm, in one run of under 8 minutes: the CUDA-marked tests, the engine's own tests
-# on that machine's stack, benchmarks/modes.py on the Qwen3-0.6B / Qwen2.5-0.5B shapes in bfloat16
-# (sequential and overlapped prefills, per-path and batched fusers), the fusers' forward alone, the host's
-# memory while loading onto the GPU, and the GPU memory peaks. Results go to OUTDIR (8 files at most).
+# Everything a GPU must confirm, in one run of under 6 minutes: the CUDA-marked tests (CUDA-graph decoding among
+# them), the engine's own tests on that machine's stack, benchmarks/modes.py on the Qwen3-0.6B / Qwen2.5-0.5B
+# shapes in bfloat16 with CUDA graphs and with generate (sequential and overlapped prefills, per-path and batched
+# fusers), the fusers' forward alone, the host's memory while loading onto the GPU, and the GPU memory peaks.
+# Results go to OUTDIR (9 files at most), the summary as summary.md and summary.json.
 #
 #   bash benchmarks/gpu_check.sh OUTDIR       # run it (from the repository root)
 #   bash benchmarks/gpu_check.sh --fetch      # first, on a machine with pip's registry: bitsandbytes for the GPU
@@ -84,12 +85,14 @@ if [ "$GPU" != 1 ]; then
     step "fusers' forward (CPU, tiny)" 120 "$OUT/fuser_forward.jsonl" \
         "$PYTHON" benchmarks/fuser_forward.py --device cpu --setups tiny --dtypes float32 --rounds 3 --json
 else
-    step "engine tests on this stack" 75 "$OUT/engine_tests.txt" "${PYTEST[@]}" -x \
-        tests/engine/test_devices.py tests/engine/test_batched_fuser.py tests/engine/test_fuser_format.py
+    step "engine tests on this stack" 90 "$OUT/engine_tests.txt" "${PYTEST[@]}" -x \
+        tests/engine/test_devices.py tests/engine/test_batched_fuser.py tests/engine/test_fuser_format.py \
+        tests/engine/test_static_decode.py
     step "fusers' forward (GPU)" 60 "$OUT/fuser_forward.jsonl" \
         "$PYTHON" benchmarks/fuser_forward.py --device cuda --setups qwen,tiny --dtypes bfloat16,float32 --rounds 20 --json
-    step "modes, Qwen shapes, bfloat16 (GPU)" 200 "$OUT/modes.jsonl" \
-        "$PYTHON" benchmarks/modes.py --device cuda --setups qwen --dtypes bfloat16 --rounds 3 --variants --json
+    step "modes, Qwen shapes, bfloat16, CUDA graphs and generate (GPU)" 240 "$OUT/modes.jsonl" \
+        "$PYTHON" benchmarks/modes.py --device cuda --setups qwen --dtypes bfloat16 --rounds 3 --variants --json \
+        --decode graphs,generate
     step "host memory while loading onto the GPU" 60 "$OUT/load_onto_gpu.json" \
         "$PYTHON" benchmarks/load_memory.py --onto cuda --json
 fi
@@ -109,36 +112,60 @@ def lines(name):
 rows = []
 def goal(measure, value, target, ok):
     rows.append(f"| {measure} | {value} | {target} | {'met' if ok else '**not met**'} |")
+    summary["goals"].append({"measure": measure, "measured": value, "goal": target, "met": bool(ok)})
 
-modes = {(r["setup"], r["dtype"]): r for r in lines("modes.jsonl")}
+modes = {(r["setup"], r["dtype"], r.get("decode", "generate")): r for r in lines("modes.jsonl")}
 fuser = {(r["setup"], r["dtype"]): r for r in lines("fuser_forward.jsonl")}
 onto = lines("load_onto_gpu.json")
-q = modes.get(("qwen", "bfloat16"))
+# The reference (thu-nics/C2C rosetta, transformers 4.52.4) on the same H200 and shapes, 2026-12-04 (issue 22):
+# not run here (the machine has no network and its own transformers), so its figures are carried as measured.
+REFERENCE = {"fused_decode_tok_s": 34.8, "fusion_ttft_s": 0.0972, "receiver_ttft_s": 0.0285, "relay_total_s": 2.97}
+summary = {"reference": REFERENCE, "goals": [], "modes": list(modes.values()), "fuser_forward": list(fuser.values()),
+           "load_onto_gpu": onto}
+g = modes.get(("qwen", "bfloat16", "graphs"))
+q = modes.get(("qwen", "bfloat16", "generate"))
+if g:
+    goal("fused decode, CUDA graphs", f"{g['fusion_decode_tok_s']:.0f} tok/s "
+         f"({g['fusion_decode_tok_s'] / REFERENCE['fused_decode_tok_s']:.1f}x the reference)", ">= 350 tok/s (10x)",
+         g["fusion_decode_tok_s"] >= 350)
+    goal("cache fusion TTFT, CUDA graphs", f"{g['fusion_ttft_s'] * 1000:.1f} ms "
+         f"({g['fusion_ttft_s'] / REFERENCE['fusion_ttft_s']:.2f}x the reference)", "<= 50 ms (0.5x)",
+         g["fusion_ttft_s"] <= 0.050)
+    goal("receiver-mode TTFT over a plain forward's", f"{g['receiver_ttft_over_plain_forward']:.2f}", "<= 1.1",
+         g["receiver_ttft_over_plain_forward"] <= 1.1)
+    goal("cache fusion total over text relay total", f"{g['fusion_total_over_relay_total']:.2f}", "<= 0.5",
+         g["fusion_total_over_relay_total"] <= 0.5)
+    goal("first answer after load over later ones", f"{g['first_over_later_fusion_total']:.2f}", "<= 1.1",
+         g["first_over_later_fusion_total"] <= 1.1)
 if q:
-    goal("fusion TTFT over the floor, GPU bf16", f"{q['fusion_ttft_over_floor']:.2f}", "<= 0.9",
-         q["fusion_ttft_over_floor"] <= 0.9)
-    goal("fused decode tok/s over receiver generate, GPU bf16", f"{q['fused_decode_speed_ratio']:.3f}", ">= 0.98",
+    goal("fused decode tok/s over receiver decode, generate", f"{q['fused_decode_speed_ratio']:.3f}", ">= 0.98",
          q["fused_decode_speed_ratio"] >= 0.98)
 f = fuser.get(("qwen", "bfloat16"))
 if f and f["device"].startswith("cuda"):
-    goal("all fusers' forward, 28 layers, 127 tokens, GPU bf16", f"{f['batched_s'] * 1000:.2f} ms", "<= 10 ms",
-         f["batched_s"] <= 0.010)
+    t = f.get("captured_s", f["batched_s"])
+    goal("all fusers' forward, 28 layers, 127 tokens, GPU bf16" + (", captured" if "captured_s" in f else ""),
+         f"{t * 1000:.2f} ms (batched, not captured: {f['batched_s'] * 1000:.2f} ms)", "<= 2 ms", t <= 0.002)
 if onto:
     goal("peak host RAM loading a bf16 model onto the GPU, over its weights", f"{onto[0]['host_peak_over_weights']:.2f}",
          "<= 1.2", onto[0]["host_peak_over_weights"] <= 1.2)
+(out / "summary.json").write_text(json.dumps(summary, indent=1))
 print("# GPU check\n")
 print((out / "env.txt").read_text().strip().splitlines()[-1] if (out / "env.txt").is_file() else "")
 print("\n| measure | measured | goal | |\n|---|---:|---|---|")
 print("\n".join(rows) if rows else "| (no GPU results) | | | |")
-if q:
-    print("\nmodes.py, Qwen shapes, bf16:", {k: round(v, 4) if isinstance(v, float) else v for k, v in q.items()
-                                          if k not in ("variants",)})
-    for name, v in q.get("variants", {}).items():
+for r in (g, q):
+    if not r:
+        continue
+    print(f"\nmodes.py, Qwen shapes, bf16, {r['decode']}:", {k: round(v, 4) if isinstance(v, float) else v
+                                                           for k, v in r.items() if k not in ("variants",)})
+    for name, v in r.get("variants", {}).items():
         print(f"- fusion {name}: TTFT {v['ttft'] * 1000:.1f} ms, total {v['total']:.3f} s, fuse {v['fuse'] * 1000:.2f} ms, "
               f"sharer prefill {v['sharer_prefill'] * 1000:.1f} ms, receiver prefill {v['receiver_prefill'] * 1000:.1f} ms")
 for (setup, dtype), r in sorted(fuser.items()):
     print(f"- fusers' forward {setup} {dtype} on {r['device']}: per path {r['per_path_s'] * 1000:.2f} ms, batched "
           f"{r['batched_s'] * 1000:.2f} ms (x{r['batched_over_per_path']:.2f}), largest difference {r['max_abs_diff']:.1e}"
+          + (f", captured {r['captured_s'] * 1000:.2f} ms (largest difference {r['captured_max_abs_diff']:.1e})"
+             if "captured_s" in r else "")
           + (f", CUDA peak {r['peak_cuda_bytes'] / 2**20:.0f} MiB for {r['fuser_bytes'] / 2**20:.0f} MiB of fusers"
              if "peak_cuda_bytes" in r else ""))
 if onto:

@@ -56,13 +56,16 @@ def child(setting: str, dtype: str) -> dict:
     from fusers.chat import user
     from fusers.engine import Engine, Mode
     from fusers.generation import GenerationSettings
-    from fusers.pair import ModelSpec, Pair, load_model, quiet_libraries
+    from fusers.libraries import quiet_libraries
+    from fusers.pair import ModelSpec, Pair, load_model
 
     torch.set_num_threads(2)
     quiet_libraries()
     paths = [real_models.smollm2_path(), real_models.gemma3_path()]
     if setting in ("8bit", "4bit"):
-        import bitsandbytes  # noqa: F401  (part of the stack when quantizing)
+        from fusers.libraries import import_bitsandbytes
+
+        import_bitsandbytes()  # part of the stack when quantizing
         import transformers.integrations.bitsandbytes  # noqa: F401
     for path in paths:  # import every module a load needs, with no weights
         folder, _ = gguf.convert(path, dtype, "model")  # converted by the parent already: the cache's folder
@@ -97,7 +100,8 @@ def onto_child(folder: str, device_name: str) -> dict:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from fusers.devices import resolve_device
-    from fusers.pair import ModelSpec, load_model, quiet_libraries
+    from fusers.libraries import quiet_libraries
+    from fusers.pair import ModelSpec, load_model
 
     quiet_libraries()
     device = resolve_device(device_name)

@@ -19,6 +19,12 @@ logits.
 (``Engine(prefills=...)``; at the same time is what a GPU does by default), and with the fusers' paths
 one after another (``Fuser.paths_per_pass = 1``) and batched (the default), and reports each one's
 TTFT, total and fuse phase. ``--device cuda`` builds the models on the GPU.
+
+``--decode graphs,generate`` runs each set-up twice: with each model's decode step captured in a CUDA graph on a
+static cache (``Pair.prepare_decoding``, what loading does on a GPU; elsewhere it falls back and says so) and
+with transformers' generate. Each run also reports what the capture cost, the first answer after the load
+(the load's own warm-up done, as the app does) over later ones, and the receiver's TTFT over a plain forward's
+(the prompt through the model and an argmax, no engine around it).
 """
 
 from __future__ import annotations
@@ -37,10 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fusers import tiny  # noqa: E402
 from fusers.chat import encode, user  # noqa: E402
 from fusers.devices import synchronize  # noqa: E402
-from fusers.engine import Engine, Mode  # noqa: E402
+from fusers.engine import Engine, Mode, warm_up  # noqa: E402
 from fusers.fuser import Fuser, FuserInfo, ModelShape  # noqa: E402
 from fusers.generation import GenerationSettings, new_cache, prefill  # noqa: E402
 from fusers.layer_map import build_layer_map  # noqa: E402
+from fusers.libraries import cache_kwargs  # noqa: E402
 from fusers.pair import LoadedModel, Pair  # noqa: E402
 from fusers.projector import C2CProjector, ProjectorConfig  # noqa: E402
 
@@ -108,8 +115,19 @@ def time_sharer_prefill(pair: Pair, messages) -> float:
     ids = torch.tensor([encode(pair.receiver.tokenizer, messages)[:-1]], device=pair.sharer.device)
     synchronize(pair.sharer.device)
     t0 = time.perf_counter()
-    model(input_ids=ids, cache=new_cache(model), use_cache=True)
+    model(input_ids=ids, use_cache=True, **cache_kwargs(model, new_cache(model)))
     synchronize(pair.sharer.device)
+    return time.perf_counter() - t0
+
+
+@torch.inference_mode()
+def time_plain_forward_ttft(pair: Pair, messages) -> float:
+    """The first token with no engine around it: the whole prompt through the receiver, then an argmax."""
+    model = pair.receiver.model
+    ids = torch.tensor([encode(pair.receiver.tokenizer, messages)], device=pair.receiver.device)
+    synchronize(pair.receiver.device)
+    t0 = time.perf_counter()
+    int(model(input_ids=ids, use_cache=True, **cache_kwargs(model, new_cache(model))).logits[0, -1].argmax())
     return time.perf_counter() - t0
 
 
@@ -145,24 +163,30 @@ def run_variants(pair: Pair, messages, settings: GenerationSettings, rounds: int
 
 
 def run_setup(name: str, dtype_name: str, rounds: int, long_hint: bool, device: torch.device = torch.device("cpu"),
-              variants: bool = False) -> dict:
+              variants: bool = False, decode: str = "generate") -> dict:
     dtype = getattr(torch, dtype_name)
     pair, messages = build_setup(name, dtype, device=device)
+    t0 = time.perf_counter()
+    paths = pair.prepare_decoding(cuda_graphs=decode == "graphs")  # what loading does
+    capture_s = time.perf_counter() - t0
     engine = Engine(pair)
     settings = GenerationSettings(max_new_tokens=NEW_TOKENS, hint_max_new_tokens=NEW_TOKENS, ignore_eos=True)
     long = GenerationSettings(max_new_tokens=NEW_TOKENS, hint_max_new_tokens=256, ignore_eos=True)
 
     ids = torch.tensor([encode(pair.receiver.tokenizer, messages)[:-1]], device=device)
     caches = (prefill(pair.receiver.model, ids), prefill(pair.sharer.model, ids))
-    engine.answer(Mode.FUSION, messages, GenerationSettings(max_new_tokens=2))  # warm-up (allocator, kernels)
+    warm_up(pair)  # the load's last step: a few tokens in each mode
+    first = engine.answer(Mode.FUSION, messages, settings).timing  # the first answer after the load
+    time_plain_forward_ttft(pair, messages)  # its own first call
     runs: dict[str, list] = {k: [] for k in ("receiver", "relay", "fusion", "relay_256", "sharer_prefill",
-                                            "fuser_forward")}
+                                            "fuser_forward", "plain_forward_ttft")}
     for _ in range(rounds):  # interleaved, so drift in the machine's speed hits every measure alike
         runs["receiver"].append(engine.answer(Mode.RECEIVER, messages, settings).timing)
         runs["relay"].append(engine.answer(Mode.RELAY, messages, settings).timing)
         runs["fusion"].append(engine.answer(Mode.FUSION, messages, settings).timing)
         runs["sharer_prefill"].append(time_sharer_prefill(pair, messages))
         runs["fuser_forward"].append(time_fuser_forward(pair, caches))
+        runs["plain_forward_ttft"].append(time_plain_forward_ttft(pair, messages))
         if long_hint:
             runs["relay_256"].append(engine.answer(Mode.RELAY, messages, long).timing)
 
@@ -172,6 +196,9 @@ def run_setup(name: str, dtype_name: str, rounds: int, long_hint: bool, device: 
 
     out = {
         "setup": name,
+        "decode": decode,
+        "decode_paths": [p.describe() for p in paths],
+        "capture_s": capture_s,
         "device": str(pair.receiver.device),
         "dtype": dtype_name,
         "rounds": rounds,
@@ -191,6 +218,9 @@ def run_setup(name: str, dtype_name: str, rounds: int, long_hint: bool, device: 
         "fusion_fuse_s": med("fusion", "fuse"),
         "sharer_prefill_s": med("sharer_prefill"),
         "fuser_forward_s": med("fuser_forward"),
+        "plain_forward_ttft_s": med("plain_forward_ttft"),
+        "first_fusion_total_s": first.total,
+        "first_fusion_ttft_s": first.ttft,
         "fuser_parameters": pair.fuser.parameter_count(),
         "fusion_prefills": "overlapped" if engine.overlaps_prefills() else "sequential",
         # the last fusion run's peak per device (CUDA max allocated; the process's peak RSS for the CPU)
@@ -201,6 +231,9 @@ def run_setup(name: str, dtype_name: str, rounds: int, long_hint: bool, device: 
     out["fusion_total_over_floor"] = out["fusion_total_s"] / (out["receiver_total_s"] + extra)
     out["fused_decode_speed_ratio"] = out["fusion_decode_tok_s"] / out["receiver_decode_tok_s"]
     out["relay_over_fusion_total"] = out["relay_total_s"] / out["fusion_total_s"]
+    out["fusion_total_over_relay_total"] = out["fusion_total_s"] / out["relay_total_s"]
+    out["receiver_ttft_over_plain_forward"] = out["receiver_ttft_s"] / out["plain_forward_ttft_s"]
+    out["first_over_later_fusion_total"] = out["first_fusion_total_s"] / out["fusion_total_s"]
     if out["relay_256_total_s"] is not None:
         out["relay_256_over_fusion_total"] = out["relay_256_total_s"] / out["fusion_total_s"]
     if variants:
@@ -224,8 +257,11 @@ def print_table(results: list[dict]) -> None:
         ("relay_256_over_fusion_total", "relay_256_over_fusion_total", ""),
         ("overlapped_over_sequential_ttft", "overlapped_over_sequential_ttft", ""),
         ("batched_over_per_path_fuse", "batched_over_per_path_fuse", ""),
+        ("receiver_ttft_over_plain_forward", "receiver_ttft_over_plain_forward", ""),
+        ("first_over_later_fusion_total", "first_over_later_fusion_total", ""),
+        ("capture (s)", "capture_s", "s"),
     ]
-    head = "| measure | " + " | ".join(f"{r['setup']} {r['dtype']}" for r in results) + " |"
+    head = "| measure | " + " | ".join(f"{r['setup']} {r['dtype']} {r['decode']}" for r in results) + " |"
     print(head)
     print("|---|" + "---|" * len(results))
     for label, key, unit in rows:
@@ -247,23 +283,26 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: where the models are built and run")
     parser.add_argument("--variants", action="store_true",
                         help="also cache fusion with sequential / overlapped prefills and per-path / batched fusers")
+    parser.add_argument("--decode", default="generate",
+                        help="comma-separated: graphs (static caches in CUDA graphs, where a GPU allows), generate")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from fusers.devices import resolve_device
 
     device = resolve_device(args.device)
-    from fusers.pair import quiet_libraries
+    from fusers.libraries import quiet_libraries
 
     quiet_libraries()
     results = []
     for setup in args.setups.split(","):
         for dtype in args.dtypes.split(","):
-            result = run_setup(setup, dtype, args.rounds, not args.no_long_hint, device, args.variants)
-            results.append(result)
-            if args.json:
-                print(json.dumps(result), flush=True)
-            else:
-                print(f"done: {setup} {dtype}: {json.dumps(result)}", file=sys.stderr, flush=True)
+            for decode in args.decode.split(","):
+                result = run_setup(setup, dtype, args.rounds, not args.no_long_hint, device, args.variants, decode)
+                results.append(result)
+                if args.json:
+                    print(json.dumps(result), flush=True)
+                else:
+                    print(f"done: {setup} {dtype} {decode}: {json.dumps(result)}", file=sys.stderr, flush=True)
     if not args.json:
         print_table(results)
     return 0

@@ -17,6 +17,8 @@ from .projector import C2CProjector, ProjectorConfig, gate_open, stacked_residua
 if TYPE_CHECKING:
     from transformers import Cache, PretrainedConfig
 
+    from .fuser_graphs import FuserGraphs
+
 ALIGNMENT_STRATEGIES = ("first", "longest")
 KV = tuple[torch.Tensor, torch.Tensor]
 KINDS = ("key", "value")
@@ -90,6 +92,7 @@ class Fuser(nn.Module):
         self.info = info
         self.paths_per_pass: int | None = None  # see fuse()
         self._packs: dict[tuple, _Pack] = {}  # projector shape -> its paths' weights, stacked (see _stacks)
+        self.graphs: "FuserGraphs | None" = None  # fuse_cache's passes captured in CUDA graphs (fusers.fuser_graphs)
         if sorted(link.fuser_index for link in layer_map) != sorted(set(link.fuser_index for link in layer_map)):
             # one projector may not serve two receiver layers: its gate statistics would be ambiguous
             raise ValueError("the layer map uses a fuser index twice")
@@ -171,7 +174,8 @@ class Fuser(nn.Module):
             )
 
     def fuse(
-        self, receiver_kv: list[KV], sharer_kv: list[KV], valid: torch.Tensor | None = None
+        self, receiver_kv: list[KV], sharer_kv: list[KV], valid: torch.Tensor | None = None, *,
+        flags: list[bool] | None = None, length: torch.Tensor | None = None,
     ) -> tuple[list[KV], list[torch.Tensor]]:
         """The one fusion path: inference (:meth:`fuse_cache`) and training (``FusionModule``) both call it.
 
@@ -186,6 +190,11 @@ class Fuser(nn.Module):
         ``paths_per_pass`` paths at a time (None: as many as ``PASS_ELEMENTS`` of activations allow; 1: one
         path after another, as the reference does). In eval mode the gates are the hard threshold, and a
         closed gate skips its path entirely: ``0 * w * proj`` is zero, so this is exact.
+
+        For a pass captured in a CUDA graph (fusers.fuser_graphs): ``flags``, the gates read beforehand (reading
+        them here syncs the device), and ``length`` (a () tensor), the positions that are real in caches padded
+        to a fixed length: each position is fused on its own, so padding changes only the mean ``w``, which is
+        then taken over the first ``length`` positions.
         """
         dtype, device = self.dtype, self.device
         out_dtype = receiver_kv[0][0].dtype
@@ -193,7 +202,8 @@ class Fuser(nn.Module):
         mixed = out_dtype != dtype
         in_dtype = out_dtype if mixed else dtype
         autocast = torch.autocast(device.type, dtype=out_dtype) if mixed else contextlib.nullcontext()
-        flags = None if self.training else self._gate_flags()  # one device sync for all gates, not one per layer
+        if flags is None and not self.training:
+            flags = self._gate_flags()  # one device sync for all gates, not one per layer
         zero = torch.zeros((), device=device, dtype=torch.float32)
         fused = [list(kv) for kv in receiver_kv]
         weights: list[torch.Tensor] = [zero] * (2 * len(self.layer_map))
@@ -216,14 +226,14 @@ class Fuser(nn.Module):
         with autocast:
             for key, paths in groups.items():
                 for (i, j), out, mean_w in self._fuse_group(paths, everyone[key], receiver_kv, sharer_kv, valid,
-                                                            in_dtype, gumbel=flags is None):
+                                                            in_dtype, gumbel=flags is None, length=length):
                     fused[self.layer_map[i].receiver_layer][j] = out
                     weights[2 * i + j] = mean_w
         return [(k, v) for k, v in fused], weights
 
     def _fuse_group(self, paths: list[tuple[int, int]], group: list[tuple[int, int]], receiver_kv: list[KV],
-                    sharer_kv: list[KV], valid: torch.Tensor | None, dtype: torch.dtype, gumbel: bool
-                    ) -> Iterator[tuple[tuple[int, int], torch.Tensor, torch.Tensor]]:
+                    sharer_kv: list[KV], valid: torch.Tensor | None, dtype: torch.dtype, gumbel: bool,
+                    length: torch.Tensor | None = None) -> Iterator[tuple[tuple[int, int], torch.Tensor, torch.Tensor]]:
         """Fuse ``paths`` (all of one projector shape; ``group``: every path of that shape) in batched passes;
         yield each path's fused (B, Ht, L, Dt) in the cache's dtype and its mean ``w``."""
         cfg = self._projector(paths[0][0]).config
@@ -242,7 +252,12 @@ class Fuser(nn.Module):
             if gates is not None:
                 residual = gates[a:b].to(residual.dtype).view(-1, 1, 1, 1) * residual
             out = receiver + residual  # the published step 7
-            mean_w = w.detach().float().mean(dim=(1, 2))  # (g,)
+            if length is None:
+                mean_w = w.detach().float().mean(dim=(1, 2))  # (g,)
+            else:  # padded positions out of the mean (where, not a product: padding may hold anything)
+                real = torch.arange(m, device=w.device) < length  # (M,)
+                per_position = torch.where(real, w.detach().float().mean(dim=2), 0.0)  # (g, M)
+                mean_w = per_position.sum(dim=1) / length.clamp(min=1)
             for g, (i, j) in enumerate(paths[a:b]):
                 base = receiver_kv[self.layer_map[i].receiver_layer][j]
                 yield (i, j), self._output(out[g], base, rows, valid), mean_w[g]
@@ -301,22 +316,27 @@ class Fuser(nn.Module):
 
     def _apply(self, fn, recurse: bool = True):  # .to(), .half(), ...: the packs hold the old tensors
         self._packs = {}
+        self.graphs = None  # ... and so do the captured passes
         return super()._apply(fn, recurse)
 
     @torch.no_grad()
     def fuse_cache(self, receiver_cache: "Cache", sharer_cache: "Cache") -> list[LayerFusion]:
         """Fuse every receiver layer of ``receiver_cache`` in place, as inference does (hard gates, no
         dropout, whatever mode the module is in); return per-layer statistics."""
-        was_training = self.training
-        self.eval()
-        try:
-            fused, weights = self.fuse(cache_kv(receiver_cache), cache_kv(sharer_cache))
-        finally:
-            self.train(was_training)
-        for layer, (k, v) in zip(receiver_cache.layers, fused):
-            layer.keys, layer.values = k, v
+        captured = self.graphs.fuse(receiver_cache, sharer_cache) if self.graphs is not None else None
+        if captured is not None:
+            weights, gates = captured
+        else:
+            was_training = self.training
+            self.eval()
+            try:
+                fused, weights = self.fuse(cache_kv(receiver_cache), cache_kv(sharer_cache))
+            finally:
+                self.train(was_training)
+            for layer, (k, v) in zip(receiver_cache.layers, fused):
+                layer.keys, layer.values = k, v
+            gates = self._gate_flags()
         values = torch.stack(weights).tolist() if weights else []
-        gates = self._gate_flags()
         return [
             LayerFusion(link.receiver_layer, link.sharer_layer, gates[2 * i], gates[2 * i + 1],
                         values[2 * i], values[2 * i + 1])

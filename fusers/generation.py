@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
 
 from .config import ConfigBase, option
 from .errors import SettingsError
+from .libraries import cache_kwargs
 
 if TYPE_CHECKING:
     import torch
     from transformers import Cache, PreTrainedModel
+
+    from .static_decode import StaticDecoder
 
 
 @dataclass
@@ -82,6 +85,11 @@ def new_cache(model: "PreTrainedModel") -> "Cache":
     return DynamicCache()
 
 
+# what Timing.decode_path says of a model's decode
+STATIC_PATH = "cuda graphs"
+GENERATE_PATH = "generate"
+
+
 class Interrupted(Exception):
     """Raised inside a forward pass when its cancel event is set (see :func:`interruptible`)."""
 
@@ -121,7 +129,7 @@ def prefill(model: "PreTrainedModel", input_ids: "torch.Tensor", cancel: threadi
     if input_ids.shape[-1] == 0:
         return cache
     with torch.inference_mode(), interruptible(model, cancel):
-        model.base_model(input_ids=input_ids, cache=cache, use_cache=True)  # no LM head: a prefill needs no logits
+        model.base_model(input_ids=input_ids, use_cache=True, **cache_kwargs(model.base_model, cache))  # no LM head: a prefill needs no logits
     return cache
 
 
@@ -155,8 +163,14 @@ def decode(
     on_token: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
     stop: threading.Event | None = None,
+    static: "StaticDecoder | None" = None,
+    on_path: Callable[[str], None] | None = None,
 ) -> list[int]:
     """Generate after ``input_ids`` (1, N); ``cache`` may hold the first N-1 positions.
+
+    With ``static`` (a model's captured decoder) and a ``cache`` of N-1 positions that fits it, the answer
+    decodes there (fusers.static_decode), token for token what ``generate`` gives; otherwise through ``generate``.
+    ``on_path`` is told which: :data:`STATIC_PATH` or :data:`GENERATE_PATH`.
 
     Returns the new token ids, the final end-of-sequence token excluded. Raises
     :class:`Interrupted` if ``cancel`` is set during a forward pass. ``stop`` (set by ``on_token``,
@@ -181,7 +195,7 @@ def decode(
 
     class _Cancel(StoppingCriteria):
         def __call__(self, ids: "torch.Tensor", scores: "torch.Tensor", **kwargs: Any) -> "torch.Tensor":
-            done = bool(cancel and cancel.is_set()) or bool(stop and stop.is_set())
+            done = should_stop()
             return torch.full((ids.shape[0],), done, dtype=torch.bool, device=ids.device)
 
     out_ids: list[int] = []
@@ -191,9 +205,22 @@ def decode(
         if on_token is not None:
             on_token(token)
 
-    kwargs: dict[str, Any] = {}
-    if cache is not None:
-        kwargs["cache"] = cache
+    def should_stop() -> bool:
+        return bool(cancel and cancel.is_set()) or bool(stop and stop.is_set())
+
+    n = input_ids.shape[-1]
+    if (static is not None and cache is not None and cache.get_seq_length() == n - 1
+            and static.fits(n + max_new_tokens) and static.lock.acquire(blocking=False)):
+        try:
+            if on_path is not None:
+                on_path(STATIC_PATH if static.graph is not None else "static cache")
+            static.decode(input_ids, cache, config, collect, should_stop)
+        finally:
+            static.lock.release()
+        return _without_final_eos(out_ids, settings, eos)
+    if on_path is not None:
+        on_path(GENERATE_PATH)
+    kwargs = cache_kwargs(model, cache) if cache is not None else {}
     with torch.inference_mode(), interruptible(model, cancel):
         model.generate(
             input_ids=input_ids,
@@ -203,6 +230,10 @@ def decode(
             stopping_criteria=StoppingCriteriaList([_Cancel()]),
             **kwargs,
         )
+    return _without_final_eos(out_ids, settings, eos)
+
+
+def _without_final_eos(out_ids: list[int], settings: GenerationSettings, eos: list[int]) -> list[int]:
     if out_ids and not settings.ignore_eos and out_ids[-1] in eos:
         out_ids.pop()
     return out_ids

@@ -176,13 +176,13 @@ def _convert_here(path: Path, out: Path, dtype_text: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .pair import quiet_libraries
+    from .libraries import LOAD_OPTIONS, quiet_libraries
 
     quiet_libraries()
     dtype = getattr(torch, dtype_text)
     folder, name = str(path.resolve().parent), path.name  # absolute: a relative folder is taken for a Hub id
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    dequantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype)
+    dequantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype, **LOAD_OPTIONS)
     config = dequantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the GGUF record: the folder is plain weights

@@ -279,7 +279,6 @@ def check_disk_space(needed: int, where: Path, reserve: int = DISK_RESERVE_BYTES
 
 def _translate(exc: BaseException, what: str, repo_id: str | None = None) -> DownloadError:
     """A typed error with a fix for an exception from huggingface_hub or the network."""
-    import httpx2
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -307,7 +306,7 @@ def _translate(exc: BaseException, what: str, repo_id: str | None = None) -> Dow
     if isinstance(exc, (OfflineModeIsEnabled, LocalEntryNotFoundError)):
         return DownloadError(f"{what} is not in the cache and downloads are off (HF_HUB_OFFLINE) or the Hub "
                              f"({endpoint()}) cannot be reached. Go online and download it again.")
-    if isinstance(exc, (httpx2.TransportError, ConnectionError, TimeoutError)):
+    if isinstance(exc, _transport_errors()):
         return DownloadError(f"Lost the connection to {endpoint()} while fetching {what} ({first}). Run the download "
                              "again: finished files are kept.")
     if isinstance(exc, OSError) and getattr(exc, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
@@ -316,14 +315,24 @@ def _translate(exc: BaseException, what: str, repo_id: str | None = None) -> Dow
     return DownloadError(f"Could not fetch {what} from {endpoint()}: {first}")
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What a failed connection raises. huggingface_hub 1.x talks through httpx, 2.x through its fork httpx2:
+    the module is the one behind the hub's own session, so neither is imported (nor declared) by name."""
+    import importlib
+
+    from huggingface_hub.utils import get_session
+
+    http = importlib.import_module(type(get_session()).__module__.split(".")[0])
+    return (http.TransportError, ConnectionError, TimeoutError)
+
+
 def _is_connection_error(exc: BaseException) -> bool:
-    import httpx2
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     if isinstance(exc, HfHubHTTPError):
         status = getattr(getattr(exc, "response", None), "status_code", None)
         return status is not None and status >= 500
-    return isinstance(exc, (httpx2.TransportError, OfflineModeIsEnabled, ConnectionError, TimeoutError))
+    return isinstance(exc, (OfflineModeIsEnabled, *_transport_errors()))
 
 
 

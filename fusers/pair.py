@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import gc
-import logging
 import shutil
 import threading
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
@@ -18,12 +16,14 @@ from .devices import (DEVICES_HELP, dtype_name, file_backed, numbered, release_f
                       resolve_dtype)
 from .errors import C2CError, Cancelled, ModelLoadError, TrainingError, UnsupportedModelError
 from .gguf import is_gguf
+from .libraries import LOAD_OPTIONS, import_bitsandbytes, quiet_libraries
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
 
     from .fuser import Fuser, ModelShape
+    from .static_decode import DecodePath, StaticDecoder
 
 QUANTIZE = ("none", "8bit", "4bit")
 # Attention layers that keep keys and values of their own in the cache: cache fusion fuses those.
@@ -72,6 +72,8 @@ class LoadedModel:
     stop_strings: tuple[str, ...] = ()  # text that ends an answer (where a base model starts the next turn)
     adapter: str = ""  # the PEFT adapter folder put on the base, if any (fusers.adapters)
     base: str = ""  # with an adapter: the base model it was put on (a GGUF file, a folder or a Hub id)
+    decoder: "StaticDecoder | None" = None  # its static cache and captured decode step (prepare_decoding)
+    decode_path: "DecodePath | None" = None  # how it decodes, as prepare_decoding found it
 
     @classmethod
     def from_model(cls, model: "PreTrainedModel", tokenizer: Any, role: str, source: str,
@@ -135,6 +137,7 @@ class Pair:
     receiver: LoadedModel
     sharer: LoadedModel
     fuser: Fuser | None = None
+    decode_paths: list["DecodePath"] = field(default_factory=list)  # what prepare_decoding found, to say once
 
     def describe(self) -> list[str]:
         lines = [self.receiver.describe(), self.sharer.describe()]
@@ -146,7 +149,24 @@ class Pair:
                 + (f", aligned by {info.alignment_strategy} token" if info.is_do_alignment else "")
                 + f", {self.fuser.parameter_count() / 1e6:.1f}M params): receiver<-sharer layers {links}"
             )
+        if self.decode_paths:  # said once, where the load is reported
+            lines.append("decoding: " + "; ".join(path.describe() for path in self.decode_paths))
         return lines
+
+    def prepare_decoding(self, cuda_graphs: bool = True) -> list["DecodePath"]:
+        """Give each model on a CUDA device a static cache and a captured decode step (fusers.static_decode),
+        and the fuser its captured passes (fusers.fuser_graphs); the others keep transformers' generate and the
+        eager pass. Returns what was decided for each, to be said once."""
+        from .static_decode import prepare, prepare_fuser
+
+        paths = []
+        for loaded in (self.receiver, self.sharer):
+            loaded.decoder, loaded.decode_path = prepare(loaded.model, loaded.role, loaded.quantize != "none",
+                                                         enabled=cuda_graphs)
+            paths.append(loaded.decode_path)
+        if self.fuser is not None:
+            paths.append(prepare_fuser(self.fuser, self.receiver, self.sharer, enabled=cuda_graphs))
+        return paths
 
     def close(self, collect: bool = True) -> None:
         """Drop the models and give their memory back.
@@ -164,20 +184,6 @@ class Pair:
             torch.cuda.empty_cache()
 
 
-def quiet_libraries() -> None:
-    """Silence known-harmless noise (see platform-facts.md) so real warnings stay visible."""
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="bitsandbytes.autograd._functions")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:
-        pass
-
-
 def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     """Load one model with its tokenizer and chat template."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -191,7 +197,7 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     source = origin.base
     local = Path(source).expanduser()
     # accelerate places each weight on the device as it is read: no whole copy of the model on the host first
-    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": placement(device)}
+    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": placement(device), **LOAD_OPTIONS}
     temporary: Path | None = None  # a GGUF file's converted folder when the cache could not keep it
     if is_gguf(source):
         from . import real_models
@@ -214,7 +220,8 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
             raise ModelLoadError("bitsandbytes quantization does not run on MPS; use --quantize none or the CPU.")
         try:
             from transformers import BitsAndBytesConfig
-            import bitsandbytes  # noqa: F401  (imported only when quantizing: it is slow to import)
+
+            import_bitsandbytes()
         except ImportError as exc:
             raise ModelLoadError(f"Quantizing needs bitsandbytes: pip install bitsandbytes ({exc}).") from exc
         if spec.quantize == "8bit":
@@ -310,16 +317,22 @@ def load_pair(
     cancel: threading.Event | None = None,
     defaults: ModelSpec | None = None,
     warm_up: bool = False,
+    cuda_graphs: bool = True,
 ) -> Pair:
     """Load a pair. With a fuser, a receiver or sharer left out comes from the fuser's record of its pair.
 
     ``defaults`` carries device/dtype/quantize for models named only by the fuser. ``warm_up`` answers once
     in each mode as the last step (:func:`fusers.engine.warm_up`), so that the first real run is timed fairly.
+    Models on a CUDA device then decode on static caches in CUDA graphs, captured as a step of the load
+    (``cuda_graphs=False`` keeps transformers' generate); ``Pair.decode_paths`` says what each model got.
     Cancel is checked between models; a cancelled load frees what it loaded and raises Cancelled.
     """
     from .checkpoint import load_fuser
 
-    total = 2 + (fuser is not None) + warm_up
+    # capturing CUDA graphs is a step of its own where a model goes onto a GPU
+    capture = cuda_graphs and any(resolve_device((spec or defaults or ModelSpec("-")).device).type == "cuda"
+                                  for spec in (receiver, sharer))
+    total = 2 + (fuser is not None) + warm_up + capture
     step = 0
 
     def report(message: str) -> None:
@@ -352,6 +365,10 @@ def load_pair(
         check_cache_layout(s)
         loaded_fuser.check_pair(r.shape, s.shape, r.source, s.source)
         pair.fuser = loaded_fuser.to(device=r.device, dtype=r.dtype)
+    if capture:
+        on_gpu = [m.role for m in (r, s) if m.device.type == "cuda"]
+        report(f"Capturing CUDA graphs for the {' and the '.join(on_gpu)}")
+    pair.decode_paths = pair.prepare_decoding(cuda_graphs)
     if warm_up:
         from .engine import warm_up as answer_once_in_each_mode
 

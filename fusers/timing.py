@@ -42,6 +42,9 @@ class Timing:
     # every device the run used -> its peak: CUDA max allocated, or the process's peak RSS for "cpu"
     peak_memory_by_device: dict[str, int] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
+    prefills: str = ""  # cache fusion: "sequential" or "overlapped" (Engine.overlaps_prefills), else ""
+    # how the answering models decoded: "cuda graphs" (static cache, fusers.static_decode) or "generate"
+    decode_path: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -83,3 +83,54 @@ def tiny_pair(tiny_dirs: TinyPairDirs):
 
     return load_pair(ModelSpec(str(tiny_dirs.receiver), "cpu"), ModelSpec(str(tiny_dirs.sharer), "cpu"),
                      tiny_dirs.published)
+
+
+@dataclass
+class CountingHub:
+    """A server on 127.0.0.1 that stands for the Hub: it records every request and answers each with a 503."""
+
+    endpoint: str
+    requests: list[str]
+
+    def run_child(self, code: str, *args: str) -> str:
+        """Run ``code`` in a fresh Python process pointed at this hub, online (``HF_HUB_OFFLINE`` unset, as a
+        user on a network has it); returns its standard output."""
+        import subprocess
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+        env["HF_ENDPOINT"] = self.endpoint
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        out = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
+                             timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout
+
+
+@pytest.fixture
+def counting_hub():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            seen.append(f"{self.command} {self.path}")
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield CountingHub(f"http://127.0.0.1:{server.server_address[1]}", seen)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -26,6 +26,9 @@ def add_pair_options(parser: argparse.ArgumentParser, presets: bool = False) -> 
     group.add_argument("--quantize", default="none", choices=QUANTIZE, help="quantize both models with bitsandbytes")
     group.add_argument("--receiver-quantize", choices=QUANTIZE, help="override --quantize for the receiver")
     group.add_argument("--sharer-quantize", choices=QUANTIZE, help="override --quantize for the sharer")
+    group.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                       help="on a CUDA GPU, decode with transformers' generate instead of static caches captured in "
+                            "CUDA graphs (captured while the pair loads; other devices always use generate)")
 
 
 def pair_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool = False) -> Any:
@@ -51,6 +54,7 @@ def pair_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool
         progress=progress,
         defaults=ModelSpec("-", args.device, args.dtype, args.quantize),
         warm_up=warm_up,
+        cuda_graphs=args.cuda_graphs,
     )
 
 

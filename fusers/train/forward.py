@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from ..fuser import KV, Fuser, cache_kv
 from ..generation import prefill
+from ..libraries import cache_kwargs
 from .data import IGNORE, Batch
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ def run_batch(
     with _phase(timer, "receiver_answer"):
         hidden = receiver.base_model(
             input_ids=batch.tail, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-            cache=r_cache, use_cache=True,
+            use_cache=True, **cache_kwargs(receiver.base_model, r_cache),
         ).last_hidden_state  # (B, T, hidden)
         valid = batch.labels != IGNORE  # (B, T)
         # the LM head only where there is an answer token to predict

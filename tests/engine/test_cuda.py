@@ -33,10 +33,10 @@ def _on(model, device: str) -> bool:
     return all(str(t.device) == device for t in list(model.parameters()) + list(model.buffers()))
 
 
-def _gpu_pair(tiny_dirs, sharer_device=GPU, dtype="bfloat16", quantize="none", fuser=None):
+def _gpu_pair(tiny_dirs, sharer_device=GPU, dtype="bfloat16", quantize="none", fuser=None, cuda_graphs=True):
     return load_pair(ModelSpec(str(tiny_dirs.receiver), GPU, dtype, quantize),
                      ModelSpec(str(tiny_dirs.sharer), sharer_device, dtype if sharer_device == GPU else "float32",
-                               quantize), fuser or tiny_dirs.published)
+                               quantize), fuser or tiny_dirs.published, cuda_graphs=cuda_graphs)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,9 @@ def test_every_mode_runs_in_bfloat16_with_both_models_on_one_gpu(tiny_dirs, clos
         assert 0 < t.ttft <= t.total
     fused = engine.answer(Mode.FUSION, QUESTION, SETTINGS)
     assert all(f.key_gate_open for f in fused.fusion) and fused.timing.fuse > 0
-    # closed gates: cache fusion is the receiver alone, which is the model's own generate
-    closed = Engine(_gpu_pair(tiny_dirs, fuser=closed_fuser))
+    # closed gates: cache fusion is the receiver alone, which is the model's own generate (on generate's path:
+    # in bfloat16 the static cache's attention kernels round otherwise; its own test runs in float32)
+    closed = Engine(_gpu_pair(tiny_dirs, fuser=closed_fuser, cuda_graphs=False))
     ids = torch.tensor([encode(closed.pair.receiver.tokenizer, QUESTION)], device=GPU)
     plain = closed.pair.receiver.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
                                                 min_new_tokens=8, do_sample=False, pad_token_id=0)
@@ -92,8 +93,9 @@ def test_the_sharer_on_the_cpu_and_the_receiver_on_the_gpu(tiny_dirs):
 def test_overlapped_prefills_on_one_gpu_equal_sequential_ones(tiny_dirs):
     pair = _gpu_pair(tiny_dirs, dtype="float32")
     question = user("Tell me a short story about a small red fox, please.")
-    sequential = Engine(pair, prefills="sequential").answer(Mode.FUSION, question, SETTINGS)
-    overlapped = Engine(pair).answer(Mode.FUSION, question, SETTINGS)
+    sequential = Engine(pair).answer(Mode.FUSION, question, SETTINGS)  # one GPU: sequential by default
+    overlapped = Engine(pair, prefills="overlap").answer(Mode.FUSION, question, SETTINGS)
+    assert (sequential.timing.prefills, overlapped.timing.prefills) == ("sequential", "overlapped")
     assert overlapped.token_ids == sequential.token_ids
     assert [vars(f) for f in overlapped.fusion] == [vars(f) for f in sequential.fusion]
     phases = {p.name: p for p in overlapped.timing.phases}
@@ -171,3 +173,68 @@ def test_a_model_loads_straight_onto_the_gpu_with_no_host_copy(tmp_path):
     peak = _rss("VmHWM") - before
     assert _on(loaded.model, GPU)
     assert peak <= 1.2 * file_bytes, f"the host peaked {peak / 2**20:.0f} MiB for a {file_bytes / 2**20:.0f} MiB file"
+
+
+LONG_TURNS = [
+    {"role": "user", "content": "Tell me about the rivers of a country you invent, with names and lengths. " * 3},
+    {"role": "assistant", "content": "The Umber flows 300 km to the sea; the Tarn joins it at the capital. " * 2},
+    {"role": "user", "content": "Which of them is longer, and where do they meet?"},
+]
+
+
+def test_cuda_graph_decoding_answers_as_generate_does_in_every_mode(tiny_dirs):
+    """float32: the static cache's attention (a masked 4,096-position cache) and generate's round alike enough
+    that greedy tokens agree; bfloat16 would flip near-ties of a tiny random model."""
+    graphs = _gpu_pair(tiny_dirs, dtype="float32")
+    assert [p.graphs for p in graphs.decode_paths] == [True, True, True], graphs.describe()  # and the fuser's
+    assert graphs.fuser.graphs is not None
+    plain = _gpu_pair(tiny_dirs, dtype="float32", cuda_graphs=False)
+    settings = GenerationSettings(max_new_tokens=24, hint_max_new_tokens=12, ignore_eos=True)
+    for messages in (QUESTION, LONG_TURNS):
+        for mode in Mode:
+            got, want = Engine(graphs).answer(mode, messages, settings), Engine(plain).answer(mode, messages, settings)
+            assert got.token_ids == want.token_ids, mode
+            assert got.timing.decode_path == "cuda graphs" and want.timing.decode_path == "generate", mode
+    sampled = GenerationSettings(max_new_tokens=16, do_sample=True, seed=5, temperature=1.2)
+    assert (Engine(graphs).answer(Mode.RECEIVER, QUESTION, sampled).token_ids
+            == Engine(plain).answer(Mode.RECEIVER, QUESTION, sampled).token_ids)
+    seen = []
+
+    def cancel_after_three(event):
+        if getattr(event, "part", None) == "answer":
+            seen.append(event)
+            if len(seen) == 3:
+                cancel.set()
+
+    import threading
+
+    cancel = threading.Event()
+    stopped = Engine(graphs).answer(Mode.FUSION, QUESTION, settings, on_event=cancel_after_three, cancel=cancel)
+    assert stopped.finish_reason == "cancelled" and len(stopped.token_ids) == 3
+
+
+def test_cuda_graphs_decode_a_sliding_window_model_past_its_window(tmp_path):
+    tok = tiny.bpe_tokenizer(400)
+    gemma = tiny.save_model(tmp_path / "gemma", "gemma3", tok, seed=4, layers=3, hidden_size=64, heads=4,
+                            kv_heads=1, head_dim=16, sliding_window=8)
+    qwen = tiny.save_model(tmp_path / "qwen", "qwen3", tok, seed=5, layers=2, hidden_size=48, heads=4, kv_heads=2,
+                           head_dim=12)
+    settings = GenerationSettings(max_new_tokens=20, ignore_eos=True)
+    answers = []
+    for cuda_graphs in (True, False):
+        pair = load_pair(ModelSpec(str(gemma), GPU, "float32"), ModelSpec(str(qwen), GPU, "float32"),
+                         cuda_graphs=cuda_graphs)
+        answers.append(Engine(pair).answer(Mode.RECEIVER, LONG_TURNS, settings))
+    assert answers[0].timing.decode_path == "cuda graphs" and answers[0].timing.tokens_in > 40
+    assert answers[0].token_ids == answers[1].token_ids
+
+
+def test_capturing_cuda_graphs_is_a_step_of_the_load(tiny_dirs):
+    steps = []
+    pair = load_pair(ModelSpec(str(tiny_dirs.receiver), GPU), ModelSpec(str(tiny_dirs.sharer), "cpu"),
+                     tiny_dirs.published, progress=steps.append)
+    assert [s.message for s in steps][-2] == "Capturing CUDA graphs for the receiver"
+    assert {s.total for s in steps} == {len(steps) - 1}  # the total was known from the first step
+    assert [p.graphs for p in pair.decode_paths] == [True, False, False]
+    assert "this model is on cpu" in pair.decode_paths[1].reason
+    assert pair.decode_paths[2].reason == "the sharer is on another device" and pair.fuser.graphs is None

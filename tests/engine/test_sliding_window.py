@@ -19,6 +19,7 @@ from fusers.errors import PairMismatchError, UnsupportedModelError
 from fusers.fuser import ModelShape
 from fusers.generation import GenerationSettings
 from fusers.layer_map import last_aligned
+from fusers.libraries import cache_kwargs
 from fusers.pair import LoadedModel, Pair, check_cache_layout
 
 from . import spec_reference as ref
@@ -73,8 +74,8 @@ def _published_maths(receiver, sharer, ids, args, states, layer_map):
     """Full caches (plain DynamicCache), every position fused by the spec's formulas, greedy decoding."""
     prefix = torch.tensor([ids[:-1]])
     r_cache, s_cache = DynamicCache(), DynamicCache()
-    receiver.model(input_ids=prefix, cache=r_cache, use_cache=True)
-    sharer.model(input_ids=prefix, cache=s_cache, use_cache=True)
+    receiver.model(input_ids=prefix, use_cache=True, **cache_kwargs(receiver.model, r_cache))
+    sharer.model(input_ids=prefix, use_cache=True, **cache_kwargs(sharer.model, s_cache))
     assert r_cache.get_seq_length() == s_cache.get_seq_length() == len(ids) - 1
     for (t, s), state in zip(layer_map, states):
         rl, sl = r_cache.layers[t], s_cache.layers[s]
@@ -82,7 +83,7 @@ def _published_maths(receiver, sharer, ids, args, states, layer_map):
         rl.values = ref.fuse(state, args, "value", sl.values, rl.values)
     out, token = [], torch.tensor([ids[-1:]])
     for _ in range(NEW):
-        logits = receiver(input_ids=token, cache=r_cache, use_cache=True).logits
+        logits = receiver(input_ids=token, use_cache=True, **cache_kwargs(receiver, r_cache)).logits
         token = logits[:, -1:].argmax(-1)
         out.append(int(token))
     return out
@@ -114,8 +115,8 @@ def test_caches_of_different_lengths_are_a_typed_error(models, tmp_path):
     fuser, *_ = _published_fuser(tmp_path, qwen, gemma, 1.0)
     r_cache, s_cache = DynamicCache(), DynamicCache(config=gemma.config)  # the sliding layers drop old positions
     with torch.no_grad():
-        qwen.model(input_ids=torch.tensor([encode(tok, [{"role": "user", "content": LONG}])]), cache=r_cache)
-        gemma.model(input_ids=torch.tensor([encode(tok, [{"role": "user", "content": LONG}])]), cache=s_cache)
+        qwen.model(input_ids=torch.tensor([encode(tok, [{"role": "user", "content": LONG}])]), **cache_kwargs(qwen.model, r_cache))
+        gemma.model(input_ids=torch.tensor([encode(tok, [{"role": "user", "content": LONG}])]), **cache_kwargs(gemma.model, s_cache))
     with pytest.raises(PairMismatchError, match="one sharer entry per receiver position"):
         fuser.fuse_cache(r_cache, s_cache)
 

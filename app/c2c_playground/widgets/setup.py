@@ -163,6 +163,12 @@ class PairPanel(QGroupBox):
         grid.addWidget(QLabel("Fuser"), row, 0)
         grid.addWidget(self.fuser, row, 1)
         grid.addWidget(fuser_browse, row, 2)
+        row += 1
+        self.cuda_graphs = QCheckBox("CUDA graphs")
+        self.cuda_graphs.setChecked(True)
+        self.cuda_graphs.setToolTip("On a CUDA GPU, decode on static caches captured in CUDA graphs (captured while "
+                                    "the pair loads); off: transformers' generate. Other devices always use generate.")
+        grid.addWidget(self.cuda_graphs, row, 1)
 
         self.load_button = QPushButton("Load pair")
         self.load_button.setObjectName("primary")
@@ -252,12 +258,14 @@ class PairPanel(QGroupBox):
     # the form
     def form(self) -> dict[str, Any]:
         return {"preset": self.preset.currentData() or "", "receiver": self.receiver.get(),
-                "sharer": self.sharer.get(), "fuser": self.fuser.text().strip()}
+                "sharer": self.sharer.get(), "fuser": self.fuser.text().strip(),
+                "cuda_graphs": self.cuda_graphs.isChecked()}
 
     def set_form(self, form: dict[str, Any]) -> None:
         self.receiver.put(form.get("receiver") or {})
         self.sharer.put(form.get("sharer") or {})
         self.fuser.setText(str(form.get("fuser", "")))
+        self.cuda_graphs.setChecked(form.get("cuda_graphs") is not False)
         index = self.preset.findData(form.get("preset") or "")
         self.preset.setCurrentIndex(max(index, 0))
 
