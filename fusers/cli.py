@@ -15,7 +15,7 @@ from typing import Sequence
 
 from .errors import C2CError, describe
 
-COMMANDS = ("compare", "fuser", "train", "demo", "specialist")
+COMMANDS = ("compare", "serve", "fuser", "train", "demo", "specialist")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 from .alignment import TokenAligner
 from .chat import check_messages, encode, find_stop, user
 from .devices import PeakMemory, overlapped
-from .errors import ModeUnavailableError, PairMismatchError, PromptError
+from .errors import ContextLengthError, ModeUnavailableError, PairMismatchError
 from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill
 from .timing import Recorder, Timing
 
@@ -419,7 +419,7 @@ def warm_up(pair: "Pair", cancel: threading.Event | None = None) -> None:
 
 def _check_length(model: "LoadedModel", n_tokens: int) -> None:
     if n_tokens >= model.context_length:
-        raise PromptError(
+        raise ContextLengthError(
             f"The prompt is {n_tokens} tokens, but the {model.role}'s context holds {model.context_length}; "
             "shorten the prompt or clear the conversation."
         )

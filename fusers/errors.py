@@ -46,12 +46,20 @@ class PromptError(C2CError):
     """The prompt or conversation cannot be answered (empty, too long, malformed)."""
 
 
+class ContextLengthError(PromptError):
+    """The prompt does not fit in a model's context (the message names the model, both lengths and the fix)."""
+
+
 class SettingsError(C2CError, ValueError):
     """Generation or training settings out of range or of the wrong type (the message names the setting)."""
 
 
 class ModeUnavailableError(C2CError):
     """An answer mode needs something that is not loaded (cache fusion without a fuser)."""
+
+
+class ServeError(C2CError):
+    """The API server cannot start or answer: its port is taken, another host without an API key, or it stopped."""
 
 
 class Cancelled(C2CError):

@@ -20,13 +20,15 @@ Rules they enforce:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import functools
 import logging
 import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Awaitable, Callable, Coroutine, Generator, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, Generator, Iterator, TypeVar
 
 from fusers.errors import C2CError
 
@@ -229,18 +231,65 @@ def run_below_the_qt_thread(niceness: int = MODEL_THREAD_NICENESS) -> None:
         _log.info("model threads keep the Qt thread's priority: %s", exc)
 
 
+class _Turns:
+    """Who may use the models at once: the runs of the "concurrent runs" setting together, or one answer alone
+    (an API client's). One waiting alone lets no new shared run start, so it is never starved."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._alone = False
+        self._waiting = 0  # to run alone
+        self._waiting_shared = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_shared += 1
+            self._cond.wait_for(lambda: not self._alone and not self._waiting)
+            self._waiting_shared -= 1
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            self._cond.wait_for(lambda: not self._alone and not self._shared)
+            self._waiting -= 1
+            self._alone = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._alone = False
+                self._cond.notify_all()
+
+
+def _in_turn(turn: Callable[[], Any], fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    with turn():
+        return fn(*args, **kwargs)
+
+
 class ModelThread:
     """The one thread that owns the models: every load, run and unload goes through :meth:`call`.
 
     ``concurrent`` gives a second pool for the "concurrent runs" setting: each pane's run then borrows
     the loaded models from its own thread (reads only; the tests check the answers stay equal). Both
     pools' threads, and torch's threads they start, run below the Qt thread (:func:`run_below_the_qt_thread`).
+    :meth:`submit_alone` (the API server's answers) runs on the models' thread while no concurrent run does.
     """
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="c2c-models",
                                             initializer=run_below_the_qt_thread)
         self._concurrent: ThreadPoolExecutor | None = None
+        self._turns = _Turns()
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> "asyncio.Future[T]":
         return loop().run_in_executor(self._executor, functools.partial(_contained, fn, *args, **kwargs))
@@ -249,7 +298,13 @@ class ModelThread:
         if self._concurrent is None:
             self._concurrent = ThreadPoolExecutor(max_workers=4, thread_name_prefix="c2c-concurrent",
                                                   initializer=run_below_the_qt_thread)
-        return loop().run_in_executor(self._concurrent, functools.partial(_contained, fn, *args, **kwargs))
+        return loop().run_in_executor(self._concurrent, functools.partial(_contained, _in_turn, self._turns.shared,
+                                                                          fn, *args, **kwargs))
+
+    def submit_alone(self, fn: Callable[[], T]) -> "concurrent.futures.Future[T]":
+        """Run ``fn`` on the models' thread, after the work handed to it before and while no concurrent run
+        uses the models; any thread may call this (no event loop needed: the API server's thread does)."""
+        return self._executor.submit(_contained, _in_turn, self._turns.alone, fn)
 
     def shutdown(self, wait: bool = True) -> None:
         for pool in (self._executor, self._concurrent):

@@ -21,6 +21,7 @@ from . import bridge
 if TYPE_CHECKING:
     from fusers.engine import Answer, Event
     from fusers.pair import Pair
+    from fusers.serve.server import ApiServer
 
 
 class BrokenInstall(Exception):
@@ -95,6 +96,16 @@ def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel
     return pair, Loaded(pair.describe(), pair.receiver.name, pair.sharer.name, pair.fuser is not None, examples)
 
 
+def _start_server(engine: Engine, port: int, api_key: str | None, defaults: GenerationSettings,
+                  submit: Callable[..., Any], on_answer: Callable[[str, "Answer"], None]) -> "ApiServer":
+    """On the models' thread (the web stack imports here, never on the Qt thread): serve ``engine``'s pair on
+    this machine only, its answers handed back to the models' thread through ``submit``."""
+    from fusers.serve.server import ApiServer
+
+    return ApiServer(engine, port=port, api_key=api_key, defaults=defaults, submit=submit,
+                     on_answer=on_answer).start()
+
+
 def _unload(pair: "Pair") -> None:
     pair.close(collect=False)  # never collect on the models' thread: it could free Qt objects there
 
@@ -105,6 +116,7 @@ class ModelSession:
         self.engine: Engine | None = None
         self.loaded: Loaded | None = None
         self._load_cancel: threading.Event | None = None
+        self.server: ApiServer | None = None  # the loaded pair served to API clients (Pair > Serve on localhost)
 
     @property
     def loading(self) -> bool:
@@ -128,7 +140,28 @@ class ModelSession:
         if self._load_cancel is not None:
             self._load_cancel.set()
 
+    async def serve(self, port: int, api_key: str | None, defaults: GenerationSettings,
+                    on_answer: Callable[[str, "Answer"], None]) -> "ApiServer":
+        """Serve the loaded pair on 127.0.0.1:``port`` (0: a free port) until :meth:`stop_serving` or an unload;
+        ``defaults``: the settings of a request that sets none. Its answers run on the models' thread, in turn
+        with the panes' runs, never at the same time."""
+        if self.engine is None:
+            raise ModelLoadError("No pair is loaded: load one, then serve it.")
+        if self.server is None:
+            self.server = await self.thread.call(_start_server, self.engine, port, api_key or None, defaults,
+                                                 self.thread.submit_alone, on_answer)
+        return self.server
+
+    def stop_serving(self) -> "ApiServer | None":
+        """Stop taking API requests and cancel those running or waiting; returns at once (``join`` the server
+        returned, off the Qt thread, to wait for its thread to end)."""
+        server, self.server = self.server, None
+        if server is not None:
+            server.close()
+        return server
+
     async def unload(self) -> None:
+        self.stop_serving()  # before the models go: no API answer may start on a pair being freed
         engine, self.engine, self.loaded = self.engine, None, None
         if engine is not None:
             await self.thread.call(_unload, engine.pair)
@@ -148,5 +181,6 @@ class ModelSession:
         return await self.thread.call(self.engine.answer, mode, messages, settings, on_event=on_event, cancel=cancel)
 
     def shutdown(self) -> None:
+        self.stop_serving()
         self.cancel_load()
         self.thread.shutdown(wait=False)

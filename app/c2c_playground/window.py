@@ -25,6 +25,7 @@ from fusers.pair import LoadProgress
 from . import bridge, export, theme
 from .app_settings import AppSettings
 from .crash import broken_install_message, show_startup_problem
+from .serve_dialog import ServeControl
 from .session import BrokenInstall, LoadRequest, Loaded, ModelSession
 from .widgets.banner import ErrorBanner
 from .widgets.charts import FuserPlot, LayerPoint, PhaseSpan, TotalsChart
@@ -255,6 +256,7 @@ class MainWindow(QMainWindow):
         pair_menu.addSeparator()
         pair_menu.addAction(self.get_fusers_action)
         pair_menu.addAction(refresh)
+        self.pair_menu = pair_menu
 
         chat_menu = bar.addMenu("&Chat")
         for text, slot, key in (("&Send", self.send_from_box, "Ctrl+Return"), ("S&top", self.stop, "Esc"),
@@ -278,6 +280,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.status_line, 1)
         self.run_mode_label = QLabel("")
         self.statusBar().addPermanentWidget(self.run_mode_label)
+        self.serving = ServeControl(self)  # Pair > Serve on localhost..., and the address in the status bar
 
     # -- panes --------------------------------------------------------------------------------------------
     def _add_pane(self, mode: Mode) -> ChatPane:
@@ -371,6 +374,7 @@ class MainWindow(QMainWindow):
         self._set_running(self.running)  # the buttons' state while loading followed the task; now it is done
 
     async def _load(self, request: LoadRequest) -> bool:
+        self.serving.pair_changing()
         self.banner.dismiss()
         self.pair_panel.set_loading(True)
         self._set_loading_state(True)
@@ -411,6 +415,7 @@ class MainWindow(QMainWindow):
         return bridge.spawn(self._unload())
 
     async def _unload(self) -> None:
+        self.serving.pair_changing()
         await self.session.unload()
         self._show_loaded(None)
 

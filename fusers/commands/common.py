@@ -6,11 +6,15 @@ import argparse
 from typing import Any
 
 from ..devices import DEVICES_HELP
+from ..errors import ModelLoadError
 from ..pair import QUANTIZE
 
 
-def add_pair_options(parser: argparse.ArgumentParser) -> None:
+def add_pair_options(parser: argparse.ArgumentParser, presets: bool = False) -> None:
     group = parser.add_argument_group("pair")
+    if presets:
+        group.add_argument("--pair", metavar="NAME|FOLDER", help="a named pair ('demo', 'real', 'specialist', a "
+                           "published pair once downloaded) or a fuser folder (default: the demo pair)")
     group.add_argument("--receiver", help="receiver: Hub id, local folder or .gguf file (default: the fuser's receiver)")
     group.add_argument("--sharer", help="sharer: Hub id, local folder or .gguf file (default: the fuser's sharer)")
     group.add_argument("--receiver-adapter", help="a PEFT (LoRA) adapter folder to put on the receiver")
@@ -27,13 +31,19 @@ def add_pair_options(parser: argparse.ArgumentParser) -> None:
                             "CUDA graphs (captured while the pair loads; other devices always use generate)")
 
 
-def pair_from_args(args: argparse.Namespace, progress: Any = None) -> Any:
-    """Load the pair the options name."""
+def pair_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool = False) -> Any:
+    """Load the pair the options name (``warm_up``: answer once in each mode, so the first request is timed
+    fairly)."""
     from ..pair import ModelSpec, load_pair
     from ..sources import default_pair, resolve_fuser
 
     receiver, sharer, fuser = args.receiver, args.sharer, args.fuser
-    if receiver is None and sharer is None and fuser is None:
+    named = getattr(args, "pair", None)
+    if named:
+        if receiver is not None or sharer is not None or fuser is not None:
+            raise ModelLoadError("Give either --pair or --receiver/--sharer/--fuser, not both.")
+        receiver, sharer, fuser = preset_sources(named)
+    elif receiver is None and sharer is None and fuser is None:
         receiver, sharer, fuser = default_pair()
 
     fuser_path = resolve_fuser(fuser) if fuser is not None else None
@@ -43,8 +53,48 @@ def pair_from_args(args: argparse.Namespace, progress: Any = None) -> Any:
         fuser_path,
         progress=progress,
         defaults=ModelSpec("-", args.device, args.dtype, args.quantize),
+        warm_up=warm_up,
         cuda_graphs=args.cuda_graphs,
     )
+
+
+def preset_sources(name: str) -> tuple[str | None, str | None, str | None]:
+    """(receiver, sharer, fuser) of the named pair; a name that is no preset is a fuser folder or a downloaded
+    pair, whose models the fuser names."""
+    from ..presets import find_preset
+
+    preset = find_preset(name)
+    if preset is None:
+        return None, None, name
+    if preset.install:
+        raise ModelLoadError(f"The {preset.name} pair needs the real models, which are not installed: {preset.install}")
+    if not preset.ready:
+        raise ModelLoadError(f"The {preset.name} pair is not downloaded yet: c2c fuser download {preset.name}")
+    return preset.receiver, preset.sharer, preset.fuser or None
+
+
+def add_settings_options(parser: argparse.ArgumentParser, config: type, title: str,
+                         defaults: dict[str, str] | None = None) -> None:
+    """One option per field of a settings dataclass (``--max-new-tokens`` for ``max_new_tokens``), with its help
+    text; an option not given stays None, so the dataclass keeps its default (or the command's, which
+    ``defaults`` describes in words)."""
+    group = parser.add_argument_group(title)
+    for f in config.help_fields():
+        flag = "--" + f.name.replace("_", "-")
+        default = (defaults or {}).get(f.name, "" if f.default is None else f"{f.default}.")
+        text = f.metadata["help"] + (f" Default: {default}" if default else "")
+        kind = str(f.type)
+        if "bool" in kind:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            convert = int if kind.startswith("int") else float if kind.startswith("float") else str
+            group.add_argument(flag, type=convert, default=None, help=text,
+                               metavar={int: "N", float: "X", str: "TEXT"}[convert])
+
+
+def settings_from_args(args: argparse.Namespace, config: type) -> dict[str, Any]:
+    """The fields of ``config`` given as options (see :func:`add_settings_options`)."""
+    return {f.name: getattr(args, f.name) for f in config.help_fields() if getattr(args, f.name, None) is not None}
 
 
 def model_spec(args: argparse.Namespace, source: str | None, adapter: str | None, quantize: str | None) -> Any:
