@@ -150,7 +150,9 @@ class Pair:
                 + f", {self.fuser.parameter_count() / 1e6:.1f}M params): receiver<-sharer layers {links}"
             )
         if self.decode_paths:  # said once, where the load is reported
-            lines.append("decoding: " + "; ".join(path.describe() for path in self.decode_paths))
+            from .static_decode import describe_paths
+
+            lines.append("decoding: " + describe_paths(self.decode_paths))
         return lines
 
     def prepare_decoding(self, cuda_graphs: bool = True) -> list["DecodePath"]:

@@ -47,9 +47,24 @@ class DecodePath:
     def describe(self) -> str:
         if self.graphs:
             return f"{self.role}: CUDA graphs {self.detail} ({self.seconds:.1f} s to capture)"
-        if self.role == "fuser":
-            return f"fuser: its eager pass ({self.reason})"
-        return f"{self.role}: transformers' generate ({self.reason})"
+        return f"{self.path()} ({self.reason})"
+
+    def path(self) -> str:
+        return f"{self.role}: " + ("CUDA graphs" if self.graphs else "its eager pass" if self.role == "fuser"
+                                   else "transformers' generate")
+
+
+def describe_paths(paths: list[DecodePath]) -> str:
+    """One line for the pair: fallbacks that share a reason say it once."""
+    reasons: dict[str, list[DecodePath]] = {}
+    parts = []
+    for path in paths:
+        if path.graphs:
+            parts.append(path.describe())
+        else:
+            reasons.setdefault(path.reason, []).append(path)
+    parts += [", ".join(p.path() for p in same) + f" ({reason})" for reason, same in reasons.items()]
+    return "; ".join(parts)
 
 
 def unavailable_reason(model: "PreTrainedModel", quantized: bool) -> str:
@@ -58,7 +73,7 @@ def unavailable_reason(model: "PreTrainedModel", quantized: bool) -> str:
 
     device = model.device
     if device.type != "cuda":
-        return f"CUDA graphs need a CUDA device; this model is on {device.type}"
+        return f"CUDA graphs need a CUDA device, not {device.type}"
     if quantized:  # bitsandbytes' 8-bit matmul picks outlier columns on the host: not capturable
         return "a bitsandbytes-quantized model is not captured"
     if not hasattr(torch.cuda, "CUDAGraph"):

@@ -375,6 +375,7 @@ def test_the_cuda_graphs_box_reaches_the_load_and_the_pair_says_how_it_decodes(w
     fill_pair(window, tiny_dirs)
     assert LoadRequest.from_form(window.pair_panel.form()).cuda_graphs is False
     assert run(loop, window.load_from_form())
-    assert "receiver: transformers' generate (turned off)" in window.status_line.text()
+    assert "decoding: receiver: transformers' generate, sharer: transformers' generate" in window.status_line.text()
+    assert "(turned off)" in window.status_line.text()
     window.pair_panel.set_form({**form, "cuda_graphs": True})
     assert window.pair_panel.cuda_graphs.isChecked()

@@ -116,12 +116,13 @@ def test_cuda_graphs_fall_back_with_the_reason_said_once(tiny_dirs):
     pair = load_pair(ModelSpec(str(tiny_dirs.receiver), "cpu"), ModelSpec(str(tiny_dirs.sharer), "cpu"),
                      tiny_dirs.published)
     assert [p.describe() for p in pair.decode_paths] == [
-        "receiver: transformers' generate (CUDA graphs need a CUDA device; this model is on cpu)",
-        "sharer: transformers' generate (CUDA graphs need a CUDA device; this model is on cpu)",
-        "fuser: its eager pass (CUDA graphs need a CUDA device; this model is on cpu)"]
+        "receiver: transformers' generate (CUDA graphs need a CUDA device, not cpu)",
+        "sharer: transformers' generate (CUDA graphs need a CUDA device, not cpu)",
+        "fuser: its eager pass (CUDA graphs need a CUDA device, not cpu)"]
     assert pair.fuser.graphs is None
     assert pair.receiver.decoder is None and pair.sharer.decoder is None
-    assert pair.describe()[-1].startswith("decoding: receiver: transformers' generate (CUDA graphs need a CUDA")
+    assert pair.describe()[-1] == ("decoding: receiver: transformers' generate, sharer: transformers' generate, "
+                                   "fuser: its eager pass (CUDA graphs need a CUDA device, not cpu)")  # said once
     decoder, path = prepare(pair.receiver.model, "receiver", quantized=False, enabled=False)
     assert decoder is None and path.reason == "turned off"
 
@@ -133,4 +134,4 @@ def test_the_cli_turns_cuda_graphs_off_and_says_so(tiny_dirs, capsys):
           str(tiny_dirs.published), "--device", "cpu", "--modes", "fusion", "--max-new-tokens", "3", "--prompt", "Hi",
           "--no-cuda-graphs"])
     out = capsys.readouterr()
-    assert "sharer: transformers' generate (turned off)" in out.out + out.err
+    assert "sharer: transformers' generate, fuser: its eager pass (turned off)" in out.out + out.err
