@@ -17,8 +17,11 @@ def _c2c(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_c2c_serve_serves_the_named_pair_until_interrupted():
+    # Ctrl-C as in a terminal: a shell running this in the background (CI) starts its children with SIGINT
+    # ignored, and Python then installs no KeyboardInterrupt handler; the child gets the default back
     proc = subprocess.Popen([sys.executable, "-m", "fusers.cli", "serve", "--pair", "demo", "--port", "0",
-                             "--max-new-tokens", "6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--max-new-tokens", "6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         first = proc.stdout.readline()
         found = re.fullmatch(r"Serving demo on (http://127\.0\.0\.1:\d+/v1)\n", first)
