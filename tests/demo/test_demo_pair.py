@@ -99,9 +99,10 @@ def test_demo_eval_cli_json(capsys):
 
     assert main(["demo", "eval", "--json", "--limit", "2"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out["accuracy"]) == {"receiver", "sharer", "relay", "fusion"}
+    assert set(out["accuracy"]) == {"receiver", "sharer", "relay", "fusion", "hybrid"}
     assert all(set(v) == set(SPLITS) for v in out["accuracy"].values())
-    assert set(out["latency_s"]) == {"receiver", "sharer", "relay", "fusion"}
+    assert set(out["latency_s"]) == {"receiver", "sharer", "relay", "fusion", "hybrid"}
+    assert out["hybrid_to_relay_latency"] > 0 and "hint" in out["examples"]["hybrid"]["a"]
     assert 0 <= out["ablation_follow_rate"] <= 1
 
 
@@ -110,7 +111,8 @@ def test_demo_eval_cli_table_and_bad_limit(capsys):
 
     assert main(["demo", "eval", "--limit", "1", "--no-ablation"]) == 0
     table = capsys.readouterr().out
-    assert "| Cache fusion |" in table and "median latency" in table
+    assert "| Cache fusion |" in table and "| Relay + fusion |" in table and "median latency" in table
+    assert "Relay + fusion takes" in table
     assert main(["demo", "eval", "--limit", "0"]) == 2
     assert "--limit" in capsys.readouterr().err
 

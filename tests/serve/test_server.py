@@ -179,9 +179,10 @@ def test_a_pair_without_a_fuser_has_no_fusion_model(demo_pair):
     try:
         with OpenAI(base_url=server.url, api_key="none", max_retries=0) as client:
             ids = [m.id for m in client.models.list().data]
-            assert ids == [f"{server.name}/{m.value}" for m in Mode if m is not Mode.FUSION]
-            with pytest.raises(openai.NotFoundError, match="needs a fuser"):
-                client.chat.completions.create(model=f"{server.name}/fusion", messages=QUESTION)
+            assert ids == [f"{server.name}/{m.value}" for m in (Mode.RECEIVER, Mode.SHARER, Mode.RELAY)]
+            for mode in ("fusion", "hybrid"):
+                with pytest.raises(openai.NotFoundError, match="needs a fuser"):
+                    client.chat.completions.create(model=f"{server.name}/{mode}", messages=QUESTION)
     finally:
         server.close()
         assert server.join(30)
