@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "panel's CUDA graphs box)")
     run = p.add_argument_group("headless run")
     run.add_argument("--prompt", help="send this prompt to every pane once the pair is loaded")
-    run.add_argument("--modes", help=f"comma-separated pane modes, 2 to 4 of {', '.join(pane_modes())} (default relay,fusion)")
+    run.add_argument("--modes", help=f"comma-separated pane modes, 2 to 4 of {', '.join(pane_modes())} "
+                                     "(default relay,fusion)")
     run.add_argument("--max-new-tokens", type=int, help="most tokens per answer for this run")
     run.add_argument("--hint-max-new-tokens", type=int, help="most tokens in the text relay hint for this run")
     run.add_argument("--concurrent", action="store_true", help="run the panes concurrently")
