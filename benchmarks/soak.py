@@ -32,7 +32,7 @@ from event_loop import Probe, open_window, percentiles  # noqa: E402 - same prob
 GOALS = {"rss_growth_pct": 5.0, "stall_p99_ms": 16.0}
 # (pane modes) in turn; every conversation uses the next layout, so panes are added, removed and re-moded
 LAYOUTS = [("relay", "fusion"), ("fusion", "receiver"), ("receiver", "sharer", "fusion"),
-           ("relay", "fusion", "receiver", "sharer"), ("sharer", "relay")]
+           ("relay", "fusion", "receiver", "sharer"), ("sharer", "relay"), ("hybrid", "relay", "fusion")]
 TURNS = 3  # sends per conversation before Clear
 CANCEL_EVERY = 10
 RELOAD_EVERY = 50
@@ -60,6 +60,9 @@ def soak(sends: int, log=print) -> dict:
     from fusers.generation import GenerationSettings
     from fusers.presets import DEMO_NAME
 
+    missing = {m.value for m in Mode} - {m for layout in LAYOUTS for m in layout}
+    if missing:  # every answer mode soaks: a mode the engine gains needs a layout here
+        raise SystemExit(f"no layout runs {', '.join(sorted(missing))}: add one to LAYOUTS")
     app, window = open_window()
     run = bridge.run_until_complete
     run(window.refresh_presets())

@@ -1,4 +1,4 @@
-"""The four answer modes: receiver alone, sharer alone, text relay and cache fusion.
+"""The five answer modes: receiver alone, sharer alone, text relay, cache fusion, and relay + fusion.
 
 Every mode streams through one callback (``on_event``) that the app and the CLI
 share, can be cancelled between tokens with a ``threading.Event``, and returns
@@ -35,10 +35,21 @@ class Mode(str, Enum):
     SHARER = "sharer"
     RELAY = "relay"
     FUSION = "fusion"
+    HYBRID = "hybrid"  # text relay's hint and cache fusion's fused cache together
 
     @property
     def label(self) -> str:
         return MODE_LABELS[self]
+
+    @property
+    def writes_hint(self) -> bool:
+        """The sharer writes a hint that the receiver reads in its prompt (the answer carries it)."""
+        return self in (Mode.RELAY, Mode.HYBRID)
+
+    @property
+    def needs_fuser(self) -> bool:
+        """The receiver's cache is fused from the sharer's: unavailable without a fuser."""
+        return self in (Mode.FUSION, Mode.HYBRID)
 
 
 # how cache fusion runs its two prefills: at the same time where a GPU takes part, or always, or one by one
@@ -49,6 +60,7 @@ MODE_LABELS = {
     Mode.SHARER: "Sharer alone",
     Mode.RELAY: "Text relay",
     Mode.FUSION: "Cache fusion",
+    Mode.HYBRID: "Relay + fusion",
 }
 
 # The reference's text-relay prompts (the paper's "T2T" baseline).
@@ -62,7 +74,7 @@ RELAY_ANSWER_PROMPT = "Based on the background, accurately answer the question:\
 @dataclass(frozen=True)
 class TokenEvent:
     mode: Mode
-    part: str  # "hint" (text relay's sharer) or "answer"
+    part: str  # "hint" (the sharer's, in text relay and relay + fusion) or "answer"
     token_id: int
     text: str  # the text this token adds
     elapsed: float  # seconds since the run began
@@ -86,9 +98,9 @@ class Answer:
     token_ids: list[int]  # generated ids only, final end-of-sequence excluded
     timing: Timing
     finish_reason: str  # "eos", "length" or "cancelled"
-    hint: str | None = None  # text relay: the sharer's hint
+    hint: str | None = None  # text relay and relay + fusion: the sharer's hint
     hint_token_ids: list[int] | None = None
-    fusion: list[LayerFusion] | None = None  # cache fusion: what each receiver layer took
+    fusion: list[LayerFusion] | None = None  # cache fusion and relay + fusion: what each receiver layer took
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,7 +154,7 @@ class Engine:
         return [receiver] if sharer == receiver else [receiver, sharer]
 
     def available_modes(self) -> list[Mode]:
-        return [m for m in Mode if m is not Mode.FUSION or self.pair.fuser is not None]
+        return [m for m in Mode if not m.needs_fuser or self.pair.fuser is not None]
 
     def answer(
         self,
@@ -159,8 +171,9 @@ class Engine:
             # draw the seed here, so the answer records it and the run can be repeated
             settings = dataclasses.replace(settings, seed=random.randrange(2**31))
         messages = check_messages(messages)
-        if mode is Mode.FUSION and self.pair.fuser is None:
-            raise ModeUnavailableError("Cache fusion needs a fuser: load one with the pair (--fuser or the app's Fuser box).")
+        if mode.needs_fuser and self.pair.fuser is None:
+            raise ModeUnavailableError(f"{mode.label} needs a fuser: load one with the pair (--fuser or the app's "
+                                       "Fuser box).")
         cancel = cancel or threading.Event()
 
         def emit(event: Event) -> None:
@@ -177,9 +190,11 @@ class Engine:
                 elif mode is Mode.SHARER:
                     self._alone(self.pair.sharer, messages, run)
                 elif mode is Mode.RELAY:
-                    self._relay(messages, run)
-                else:
-                    self._fusion(messages, run)
+                    self._alone(self.pair.receiver, self._write_hint(messages, run), run)
+                elif mode is Mode.FUSION:
+                    self._fused(messages, run)
+                else:  # relay + fusion: relay's answer prompt, over a fused cache
+                    self._fused(self._write_hint(messages, run), run)
             except (_Stop, Interrupted):
                 run.finish_reason = "cancelled"
             finally:
@@ -198,8 +213,8 @@ class Engine:
             token_ids=run.answer_ids,
             timing=t,
             finish_reason=run.finish_reason,
-            hint=run.hint_text if mode is Mode.RELAY else None,
-            hint_token_ids=run.hint_ids if mode is Mode.RELAY else None,
+            hint=run.hint_text if mode.writes_hint else None,
+            hint_token_ids=run.hint_ids if mode.writes_hint else None,
             fusion=run.fusion,
             settings=settings.to_dict(),
         )
@@ -214,8 +229,11 @@ class Engine:
         run.rec.timing.tokens_in = len(ids)
         run.generate(model, ids, part="answer", prefill_phase=f"{model.role}_prefill")
 
-    def _relay(self, messages: list[dict[str, str]], run: "_Run") -> None:
-        sharer, receiver = self.pair.sharer, self.pair.receiver
+    def _write_hint(self, messages: list[dict[str, str]], run: "_Run") -> list[dict[str, str]]:
+        """Text relay's first step: the sharer writes its hint. Returns the conversation the receiver then
+        answers (the context question, the hint as the answer to it, and the question again), which text relay
+        and relay + fusion both answer, so that the two differ only by the fused cache."""
+        sharer = self.pair.sharer
         history, question = messages[:-1], messages[-1]["content"]
         context_turn = {"role": "user", "content": RELAY_CONTEXT_PROMPT.format(question=question)}
 
@@ -225,20 +243,15 @@ class Engine:
         _check_length(sharer, len(hint_prompt))
         run.generate(sharer, hint_prompt, part="hint", prefill_phase="sharer_prefill")
         run.check_cancel()
-
-        run.rec.start("tokenize")
-        answer_turns = history + [
+        return history + [
             context_turn,
             {"role": "assistant", "content": run.hint_text.strip()},
             {"role": "user", "content": RELAY_ANSWER_PROMPT.format(question=question)},
         ]
-        ids = encode(receiver.tokenizer, answer_turns, run.settings.thinking)
-        run.rec.end("tokenize")
-        _check_length(receiver, len(ids))
-        run.rec.timing.tokens_in = len(ids)
-        run.generate(receiver, ids, part="answer", prefill_phase="receiver_prefill")
 
-    def _fusion(self, messages: list[dict[str, str]], run: "_Run") -> None:
+    def _fused(self, messages: list[dict[str, str]], run: "_Run") -> None:
+        """Cache fusion over ``messages``: both models prefill them, the fuser fuses the receiver's cache from
+        the sharer's, the receiver decodes. Relay + fusion calls it with text relay's answer conversation."""
         import torch
 
         pair, fuser = self.pair, self.pair.fuser

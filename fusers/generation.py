@@ -37,7 +37,7 @@ class GenerationSettings(ConfigBase):
     top_p: float = option(0.8, "Nucleus sampling mass in (0, 1]; only when sampling.")
     top_k: int = option(20, "Keep the k most likely tokens (0 = all); only when sampling.")
     seed: int | None = option(0, "Seed for sampling; None draws a fresh one.")
-    hint_max_new_tokens: int = option(64, "Most tokens in the sharer's hint (text relay).")
+    hint_max_new_tokens: int = option(64, "Most tokens in the sharer's hint (text relay, relay + fusion).")
     ignore_eos: bool = option(False, "Decode max_new_tokens even past end-of-sequence (benchmarks).")
     thinking: bool = option(False, "Let templates that support it (Qwen3) open a thinking block.")
 

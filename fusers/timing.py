@@ -25,7 +25,9 @@ class Phase:
 class Timing:
     """Seconds unless stated; each phase field is the time of its phase (``docs/engine-api.md`` defines them).
 
-    ``hint`` is the sharer decoding the text relay's hint; its prompt is in ``sharer_prefill``.
+    ``hint`` is the sharer decoding the hint (text relay, relay + fusion); its prompt is in ``sharer_prefill``.
+    Relay + fusion has two sharer prefills (the hint's prompt, then the answer prompt that fusion reads): the
+    field sums them, ``phases`` lists each.
     """
 
     tokenize: float = 0.0
@@ -42,7 +44,8 @@ class Timing:
     # every device the run used -> its peak: CUDA max allocated, or the process's peak RSS for "cpu"
     peak_memory_by_device: dict[str, int] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
-    prefills: str = ""  # cache fusion: "sequential" or "overlapped" (Engine.overlaps_prefills), else ""
+    # cache fusion, relay + fusion: "sequential" or "overlapped" (Engine.overlaps_prefills), else ""
+    prefills: str = ""
     # how the answering models decoded: "cuda graphs" (static cache, fusers.static_decode) or "generate"
     decode_path: str = ""
 

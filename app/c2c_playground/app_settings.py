@@ -11,12 +11,13 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings
 
+from fusers.engine import Mode
 from fusers.generation import GenerationSettings
 
 ORGANIZATION = "c2c-playground"
 APPLICATION = "c2c-playground"
 DEFAULT_MODES = ("relay", "fusion")
-VALID_MODES = ("relay", "fusion", "receiver", "sharer")
+VALID_MODES = tuple(m.value for m in Mode)
 FORMAT_VERSION = 1
 
 

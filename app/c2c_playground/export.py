@@ -35,7 +35,7 @@ def _turn(turn: "Turn") -> dict[str, Any]:
         "prompt": turn.prompt,
         "mode": turn.mode.value,
         "state": turn.state.value,
-        "hint": (result.hint if result is not None else turn.hint or None) if turn.mode.value == "relay" else None,
+        "hint": (result.hint if result is not None else turn.hint or None) if turn.mode.writes_hint else None,
         "answer": turn.answer_text(),
         "finish_reason": result.finish_reason if result is not None else None,
         "error": turn.error,

@@ -19,7 +19,14 @@ from typing import Any, Sequence
 _STARTED = time.perf_counter()
 
 EXIT_OK, EXIT_INSTALL, EXIT_FAILED, EXIT_SCREENSHOT = 0, 1, 2, 3
-MODES = ("relay", "fusion", "receiver", "sharer")
+
+
+def pane_modes() -> tuple[str, ...]:
+    """The modes a pane takes, read from the engine, so a new mode needs no edit here. ``fusers.engine`` imports
+    neither torch nor Qt (the parser must work where PySide6 is broken), and the window imports it anyway."""
+    from fusers.engine import Mode
+
+    return tuple(m.value for m in Mode)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "panel's CUDA graphs box)")
     run = p.add_argument_group("headless run")
     run.add_argument("--prompt", help="send this prompt to every pane once the pair is loaded")
-    run.add_argument("--modes", help=f"comma-separated pane modes, 2 to 4 of {', '.join(MODES)} (default relay,fusion)")
+    run.add_argument("--modes", help=f"comma-separated pane modes, 2 to 4 of {', '.join(pane_modes())} "
+                                     "(default relay,fusion)")
     run.add_argument("--max-new-tokens", type=int, help="most tokens per answer for this run")
     run.add_argument("--hint-max-new-tokens", type=int, help="most tokens in the text relay hint for this run")
     run.add_argument("--concurrent", action="store_true", help="run the panes concurrently")
@@ -157,8 +165,8 @@ async def start(window: Any, args: argparse.Namespace) -> int:
     presets = await window.refresh_presets()
     if args.modes:
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-        if not 2 <= len(modes) <= 4 or any(m not in MODES for m in modes):
-            _say(f"error: --modes takes 2 to 4 of {', '.join(MODES)}; got {args.modes!r}")
+        if not 2 <= len(modes) <= 4 or any(m not in pane_modes() for m in modes):
+            _say(f"error: --modes takes 2 to 4 of {', '.join(pane_modes())}; got {args.modes!r}")
             return EXIT_FAILED
         while len(window.panes) < len(modes):
             window.add_pane()

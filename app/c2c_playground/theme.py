@@ -26,7 +26,8 @@ PHASE_COLORS = {
     "decode": "#2f9e6e",
     "between": "#c9ced6",
 }
-MODE_COLORS = {"relay": "#c98a12", "fusion": "#1f8a8a", "receiver": "#3d7bd9", "sharer": "#d06a2c"}
+MODE_COLORS = {"relay": "#c98a12", "fusion": "#1f8a8a", "receiver": "#3d7bd9", "sharer": "#d06a2c",
+               "hybrid": "#7a5cc4"}
 
 TEXT = "#1d2633"
 MUTED = "#5c6878"

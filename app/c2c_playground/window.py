@@ -37,7 +37,10 @@ from .widgets.setup import GenerationPanel, PairPanel
 log = logging.getLogger(__name__)
 
 MIN_PANES, MAX_PANES = 2, 4
+NO_FUSER = "No fuser is loaded: cache fusion and relay + fusion panes need one (the Fuser box on the left)."
+# the mode a new pane takes: the first of these no pane has (any mode the engine gains comes last)
 NEW_PANE_MODES = (Mode.RECEIVER, Mode.SHARER, Mode.FUSION, Mode.RELAY)
+NEW_PANE_MODES += tuple(m for m in Mode if m not in NEW_PANE_MODES)
 
 
 class ElidedLabel(QLabel):
@@ -327,8 +330,8 @@ class MainWindow(QMainWindow):
 
     def _check_modes(self) -> None:
         if self.session.loaded is not None and not self.session.loaded.has_fuser:
-            if any(p.mode is Mode.FUSION for p in self.panes):
-                self.fuser_plot.clear("No fuser is loaded: cache fusion panes need one (the Fuser box on the left).")
+            if any(p.mode.needs_fuser for p in self.panes):
+                self.fuser_plot.clear(NO_FUSER)
 
     # -- pair -----------------------------------------------------------------------------------------------
     def refresh_presets(self) -> bridge.BackgroundJob:
@@ -424,7 +427,7 @@ class MainWindow(QMainWindow):
         self.status_line.setText("   |   ".join(loaded.lines) if loaded else "No pair loaded")
         self.unload_action.setEnabled(loaded is not None)
         if loaded is not None and not loaded.has_fuser:
-            self.fuser_plot.clear("No fuser is loaded: cache fusion panes need one (the Fuser box on the left).")
+            self.fuser_plot.clear(NO_FUSER)
         self._show_examples(loaded.examples if loaded else [])
         self._set_running(self.running)
         self.pair_changed.emit()

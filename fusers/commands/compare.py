@@ -7,15 +7,16 @@ import json
 import sys
 import threading
 
+from ..engine import Mode  # cheap: fusers.engine imports torch lazily
 from .common import add_pair_options, pair_from_args
 
-ALL_MODES = "receiver,sharer,relay,fusion"
+ALL_MODES = ",".join(m.value for m in Mode)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare",
-        help="answer a prompt with receiver alone, sharer alone, text relay and cache fusion",
+        help="answer a prompt with receiver alone, sharer alone, text relay, cache fusion and relay + fusion",
         description="Answer one user message in each mode and print the answers with their timing. "
         "With no pair given, the offline demo pair is used.",
     )
@@ -24,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--modes", default=ALL_MODES, help=f"comma-separated modes to run, in order (default {ALL_MODES})")
     gen = p.add_argument_group("generation")
     gen.add_argument("--max-new-tokens", type=int, default=128, help="most tokens per answer (default 128)")
-    gen.add_argument("--hint-max-new-tokens", type=int, default=64, help="most tokens in the relay hint (default 64)")
+    gen.add_argument("--hint-max-new-tokens", type=int, default=64,
+                     help="most tokens in the sharer's hint, text relay and relay + fusion (default 64)")
     gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     gen.add_argument("--temperature", type=float, default=0.7)
     gen.add_argument("--top-p", type=float, default=0.8)
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..chat import user
-    from ..engine import Engine, Mode, TokenEvent
+    from ..engine import Engine, TokenEvent
     from ..errors import PromptError
     from ..generation import GenerationSettings
 
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                 return
             if event.part != state["part"]:
                 state["part"] = event.part
-                print("[hint] " if event.part == "hint" else ("\n[answer] " if mode is Mode.RELAY else ""),
+                print("[hint] " if event.part == "hint" else ("\n[answer] " if mode.writes_hint else ""),
                       end="", flush=True)
             print(event.text, end="", flush=True)
 

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..engine import Mode  # cheap: fusers.engine imports torch lazily
 from ..errors import Cancelled
 from . import METRICS_NAME, WORLD_NAME, demo_root, pair_paths, permuted_sharer_path
 from .world import SPLIT_HELP, SPLITS, Fact, World, contains_value, user
 
-MODES = ("receiver", "sharer", "relay", "fusion")
+MODES = tuple(m.value for m in Mode)  # every answer mode, in the engine's order
 # Answers are one sentence; the relay hint is one sentence too (the sharer learned to write one).
 MAX_NEW_TOKENS = 32
 HINT_MAX_NEW_TOKENS = 48
@@ -119,8 +120,10 @@ def answer_questions(engine: Any, questions: dict[str, list[Any]], modes: tuple[
         "questions": {s: len(questions[s]) for s in splits},
         "examples": examples,
     }
-    if "fusion" in modes and "relay" in modes and result["latency_s"]["relay"]:
-        result["fusion_to_relay_latency"] = result["latency_s"]["fusion"] / result["latency_s"]["relay"]
+    if "relay" in modes and result["latency_s"]["relay"]:
+        for mode in ("fusion", "hybrid"):  # each against text relay, the mode that writes a hint alone
+            if mode in modes:
+                result[f"{mode}_to_relay_latency"] = result["latency_s"][mode] / result["latency_s"]["relay"]
     return result
 
 
@@ -153,7 +156,7 @@ def format_table(result: dict[str, Any], heads: dict[str, str] | None = None, ab
                  "a permuted world, {n} questions from (b) and (c)") -> str:
     """The results as a Markdown table (the README's), one column per split in ``heads`` (the demo's by default),
     with the ablation below it."""
-    from ..engine import MODE_LABELS, Mode
+    from ..engine import MODE_LABELS
 
     heads = TABLE_HEADS if heads is None else heads
     n = result["questions"]
@@ -167,6 +170,8 @@ def format_table(result: dict[str, Any], heads: dict[str, str] | None = None, ab
     notes = []
     if "fusion_to_relay_latency" in result:
         notes.append(f"Cache fusion takes {result['fusion_to_relay_latency']:.2f}x the time of text relay.")
+    if "hybrid_to_relay_latency" in result:
+        notes.append(f"Relay + fusion takes {result['hybrid_to_relay_latency']:.2f}x the time of text relay.")
     if "ablation_follow_rate" in result:
         notes.append(
             f"Ablation (the same fuser with {ablation_of.format(n=result['ablation_questions'])}): cache fusion "

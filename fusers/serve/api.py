@@ -101,8 +101,9 @@ def find_mode(model: Any, name: str, modes: Sequence[Mode]) -> Mode:
         if model == model_id(name, mode):
             return mode
     served = ", ".join(model_id(name, m) for m in modes)
-    why = ("; cache fusion needs a fuser, and this pair has none" if model == model_id(name, Mode.FUSION)
-           and Mode.FUSION not in modes else "")
+    wanted = next((m for m in Mode if model == model_id(name, m)), None)
+    why = (f"; {wanted.label.lower()} needs a fuser, and this pair has none"
+           if wanted is not None and wanted.needs_fuser and wanted not in modes else "")
     raise ApiError(404, f"The model {model!r} does not exist{why}. This server has: {served} (GET /v1/models).",
                    param="model", code="model_not_found")
 

@@ -51,6 +51,7 @@ def test_a_failed_load_exits_non_zero_with_the_reason(tiny_dirs, tmp_path):
 @pytest.mark.parametrize("args, code, says", [
     ((), 0, "screenshot saved"),  # no pair, no demo pair: the set-up shows, nothing loaded, no crash
     (("--modes", "relay,nonsense"), 2, "--modes takes"),
+    (("--modes", "relay,hybrid"), 0, "screenshot saved"),  # every mode of the engine is a pane mode
 ])
 def test_launching_without_a_pair(tmp_path, args, code, says):
     shot = tmp_path / "empty.png"

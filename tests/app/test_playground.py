@@ -379,3 +379,46 @@ def test_the_cuda_graphs_box_reaches_the_load_and_the_pair_says_how_it_decodes(w
     assert "(turned off)" in window.status_line.text()
     window.pair_panel.set_form({**form, "cuda_graphs": True})
     assert window.pair_panel.cuda_graphs.isChecked()
+
+
+def test_a_relay_plus_fusion_pane_streams_its_hint_fuses_and_exports(window, loop, tiny_dirs, tiny_pair, qtbot,
+                                                                      tmp_path, app_settings):
+    """The pane menu offers relay + fusion (every mode of the engine); a pane in it shows the sharer's hint as a
+    text relay pane does, the fuser insight as a cache fusion pane does, and the token diff and export take it."""
+    pane = window.panes[1]
+    assert [pane.mode_box.itemData(i) for i in range(pane.mode_box.count())] == \
+        ["relay", "fusion", "receiver", "sharer", "hybrid"]
+    assert pane.mode_box.itemText(pane.mode_box.findData("hybrid")) == "Relay + fusion"
+    pane.mode_box.setCurrentIndex(pane.mode_box.findData("hybrid"))  # as the user picks it
+    assert pane.mode is Mode.HYBRID and pane.hint_box.isVisible()
+    assert load(window, loop, tiny_dirs)
+    short_generation(window, max_new_tokens=6)
+    run(loop, window.send(PROMPT))
+    settings = window.generation.settings()
+    expected = direct(tiny_pair, Mode.HYBRID, [{"role": "user", "content": PROMPT}], settings)
+    relay = direct(tiny_pair, Mode.RELAY, [{"role": "user", "content": PROMPT}], settings)
+    turn = pane.current
+    assert turn.state == "done" and turn.answer == expected.text and turn.answer
+    assert turn.hint == expected.hint == relay.hint and [t.key for t in turn.hint_tokens] == expected.hint_token_ids
+    assert pane.hint_text.toPlainText() == theme.printable(expected.hint)
+    assert [s.name for s in turn.phases] == [p.name for p in expected.timing.phases]  # streamed live, in order
+    # fuser insight: the fused cache of the hint-bearing prompt, one point per receiver layer
+    assert [p.receiver_layer for p in window.fuser_plot.points] == [0, 1, 2]
+    assert str(expected.timing.tokens_in - 1) in window.fuser_plot.title
+    # the token diff against pane 1 (text relay: the same hint and prompt, no fused cache)
+    qtbot.waitUntil(window.diff_idle, timeout=60_000)
+    assert window.diff_view.canvas.ops == align([t.key for t in window.panes[0].current.answer_tokens],
+                                                [t.key for t in turn.answer_tokens])
+    assert [row[1] for row in window.totals.rows] == ["relay", "hybrid"]
+
+    data = json.loads(open(window.export_comparison(str(tmp_path / "h.json")), encoding="utf-8").read())
+    exported = data["panes"][1]
+    assert exported["mode"] == "hybrid" and exported["label"] == "Relay + fusion"
+    assert exported["hint"] == expected.hint and exported["text"] == expected.text
+    assert [p["name"] for p in exported["timing"]["phases"]] == [p.name for p in expected.timing.phases]
+    md = open(window.export_comparison(str(tmp_path / "h.md")), encoding="utf-8").read()
+    assert "## Pane 2: Relay + fusion" in md and md.count("Sharer's hint:") == 2
+
+    # the layout is remembered with the new mode, and a saved hybrid pane is valid
+    app_settings.set_pane_modes(["relay", "hybrid"])
+    assert app_settings.pane_modes() == ["relay", "hybrid"]

@@ -33,7 +33,8 @@ def test_the_recipe_reproduces_the_shipped_pair(tmp_path):
 
     assert (out / WORLD_NAME).read_text() == (shipped / WORLD_NAME).read_text()
     new, old = (json.loads((d / METRICS_NAME).read_text()) for d in (out, shipped))
-    assert new["accuracy"] == old["accuracy"]
+    # the modes the shipped numbers measured (a mode added since, such as relay + fusion, is new in a rebuild)
+    assert {mode: new["accuracy"][mode] for mode in old["accuracy"]} == old["accuracy"]
     assert new["ablation_follow_rate"] == old["ablation_follow_rate"]
     # same seed and thread count: the same bytes
     for path in sorted(shipped.rglob("*.safetensors")):

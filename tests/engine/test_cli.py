@@ -17,10 +17,11 @@ def c2c(*args, check=True):
 
 
 def test_compare_json_has_one_line_per_mode(tiny_dirs):
+    # no --modes: every mode of the engine, in its order
     proc = c2c("compare", "--fuser", str(tiny_dirs.published), "--prompt", "What is the capital of France?",
-               "--modes", "receiver,sharer,relay,fusion", "--max-new-tokens", "5", "--device", "cpu", "--json")
+               "--max-new-tokens", "5", "--device", "cpu", "--json")
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [line["mode"] for line in lines] == ["receiver", "sharer", "relay", "fusion"]
+    assert [line["mode"] for line in lines] == ["receiver", "sharer", "relay", "fusion", "hybrid"]
     for line in lines:
         assert {"mode", "text", "token_ids", "timing"} <= set(line)
         assert 0 < len(line["token_ids"]) <= 5
@@ -29,15 +30,21 @@ def test_compare_json_has_one_line_per_mode(tiny_dirs):
             assert key in line["timing"]
         # one device here: the CPU, whose figure is the process's peak RSS
         assert line["timing"]["peak_memory_by_device"] == {"cpu": line["timing"]["peak_memory_bytes"]} != {"cpu": 0}
-    assert "hint" in lines[2] and "hint" not in lines[3]
+    assert "hint" in lines[2] and "hint" not in lines[3] and "fusion" in lines[3]
+    hybrid = lines[4]  # relay's hint, and fusion's record of each receiver layer
+    assert hybrid["hint"] == lines[2]["hint"] and len(hybrid["fusion"]) == 3
+    assert [p["name"] for p in hybrid["timing"]["phases"]] == [
+        "tokenize", "sharer_prefill", "hint", "tokenize", "sharer_prefill", "receiver_prefill", "fuse", "decode"]
 
 
 def test_compare_prints_answers_and_timing(tiny_dirs):
     proc = c2c("compare", "--receiver", str(tiny_dirs.receiver), "--sharer", str(tiny_dirs.sharer), "--fuser",
-               str(tiny_dirs.ours), "--prompt", "Hello", "--modes", "relay,fusion", "--max-new-tokens", "3")
+               str(tiny_dirs.ours), "--prompt", "Hello", "--modes", "relay,fusion,hybrid", "--max-new-tokens", "3")
     assert "== Text relay (relay) ==" in proc.stdout and "== Cache fusion (fusion) ==" in proc.stdout
+    assert "== Relay + fusion (hybrid) ==" in proc.stdout
     assert "[hint]" in proc.stdout and "TTFT" in proc.stdout and "fuse" in proc.stdout
-    assert proc.stdout.count("| peak cpu ") == 2  # each run's peak, named by its device
+    assert proc.stdout.count("[hint] ") == proc.stdout.count("[answer] ") == 2  # relay's and hybrid's
+    assert proc.stdout.count("| peak cpu ") == 3  # each run's peak, named by its device
 
 
 def test_fuser_inspect_and_convert(tiny_dirs, tmp_path):

@@ -1,4 +1,4 @@
-"""The four answer modes on tiny real models: equality, streaming, cancel, sampling, errors."""
+"""The five answer modes on tiny real models: equality, streaming, cancel, sampling, errors."""
 
 from __future__ import annotations
 
@@ -61,6 +61,28 @@ def test_open_gates_change_the_answer(tiny_pair, closed_pair):
     assert all(f.key_gate_open and 0 < f.key_weight < 1 for f in open_answer.fusion)
 
 
+def test_closed_gates_hybrid_equals_text_relay(closed_pair):
+    """Relay + fusion differs from text relay only by the fused cache: with every gate closed the fuser leaves the
+    receiver's cache as it was, so the answer is relay's, token for token, from the same hint and prompt."""
+    engine = Engine(closed_pair)
+    relay = engine.answer(Mode.RELAY, QUESTION, GREEDY)
+    hybrid = engine.answer(Mode.HYBRID, QUESTION, GREEDY)
+    assert hybrid.hint == relay.hint and hybrid.hint_token_ids == relay.hint_token_ids and relay.hint
+    assert hybrid.token_ids == relay.token_ids and len(relay.token_ids) > 0
+    assert hybrid.timing.tokens_in == relay.timing.tokens_in  # the same answer prompt
+    assert len(hybrid.fusion) == closed_pair.receiver.shape.layers
+    assert all(not (f.key_gate_open or f.value_gate_open) for f in hybrid.fusion)
+
+
+def test_open_gates_change_the_hybrid_answer_but_not_its_hint(tiny_pair):
+    engine = Engine(tiny_pair)
+    relay = engine.answer(Mode.RELAY, QUESTION, GREEDY)
+    hybrid = engine.answer(Mode.HYBRID, QUESTION, GREEDY)
+    assert hybrid.hint_token_ids == relay.hint_token_ids  # the sharer writes the same hint
+    assert hybrid.token_ids != relay.token_ids  # the fused cache changes what the receiver says
+    assert all(f.key_gate_open and 0 < f.key_weight < 1 for f in hybrid.fusion)
+
+
 def test_every_mode_streams_its_answer_and_reports_timing(tiny_pair):
     engine = Engine(tiny_pair)
     for mode in Mode:
@@ -80,13 +102,23 @@ def test_every_mode_streams_its_answer_and_reports_timing(tiny_pair):
             assert phases == ["tokenize", "sharer_prefill", "receiver_prefill", "fuse", "decode"]
             assert t.sharer_prefill > 0 and t.receiver_prefill > 0 and t.fuse > 0
             assert len(answer.fusion) == tiny_pair.receiver.shape.layers
-        if mode is Mode.RELAY:
+        if mode is Mode.HYBRID:  # the hint, then both prefills over relay's answer prompt, the fuse, the decode
+            assert phases == ["tokenize", "sharer_prefill", "hint", "tokenize", "sharer_prefill", "receiver_prefill",
+                              "fuse", "decode"]
+            assert t.prefills == "sequential" and t.fuse > 0 and t.receiver_prefill > 0
+            assert len(answer.fusion) == tiny_pair.receiver.shape.layers and "fusion" in answer.to_dict()
+            # Timing.sharer_prefill sums the hint's prompt and the answer prompt's
+            spans = [p.end - p.start for p in t.phases if p.name == "sharer_prefill"]
+            assert t.sharer_prefill == pytest.approx(sum(spans))
+        if mode.writes_hint:
             hint = [e for e in events if isinstance(e, TokenEvent) and e.part == "hint"]
             assert answer.hint and "".join(e.text for e in hint) == answer.hint
             assert answer.hint_token_ids == [e.token_id for e in hint]
             assert t.hint > 0 and phases[:3] == ["tokenize", "sharer_prefill", "hint"]
             assert t.ttft > t.hint  # the receiver starts only after the hint is written
             assert "hint" in answer.to_dict()
+        else:
+            assert answer.hint is None and "hint" not in answer.to_dict()
 
 
 def test_the_peak_memory_is_what_the_run_itself_holds(tiny_pair):
@@ -138,7 +170,7 @@ def test_cancel_between_tokens(tiny_pair):
         if isinstance(event, TokenEvent):
             seen.append(event)
 
-    for mode in (Mode.FUSION, Mode.RELAY):
+    for mode in (Mode.FUSION, Mode.RELAY, Mode.HYBRID):  # relay and hybrid: cancelled while the hint streams
         seen: list = []
         cancel.clear()
         answer = engine.answer(mode, QUESTION, GenerationSettings(max_new_tokens=40, ignore_eos=True),
@@ -178,11 +210,14 @@ def test_bad_prompts_are_prompt_errors(tiny_pair):
             engine.answer(mode, long_prompt, GREEDY)
 
 
-def test_fusion_without_a_fuser_is_unavailable(tiny_pair):
+def test_fusion_and_hybrid_without_a_fuser_are_unavailable(tiny_pair):
     engine = Engine(Pair(tiny_pair.receiver, tiny_pair.sharer, None))
-    assert Mode.FUSION not in engine.available_modes()
-    with pytest.raises(ModeUnavailableError, match="needs a fuser"):
+    assert engine.available_modes() == [Mode.RECEIVER, Mode.SHARER, Mode.RELAY]
+    assert Engine(tiny_pair).available_modes() == list(Mode)
+    with pytest.raises(ModeUnavailableError, match="Cache fusion needs a fuser"):
         engine.answer(Mode.FUSION, QUESTION, GREEDY)
+    with pytest.raises(ModeUnavailableError, match=r"Relay \+ fusion needs a fuser: load one"):
+        engine.answer(Mode.HYBRID, QUESTION, GREEDY)
 
 
 def test_generation_settings_are_checked():

@@ -59,7 +59,7 @@ messages = st.lists(
 
 
 @settings(max_examples=40)
-@given(messages, st.sampled_from(["receiver", "sharer", "relay", "fusion"]))
+@given(messages, st.sampled_from(["receiver", "sharer", "relay", "fusion", "hybrid"]))
 def test_any_conversation_is_answered_or_refused_with_a_prompt_error(tiny_pair, msgs, mode) -> None:
     from fusers.engine import Engine
 

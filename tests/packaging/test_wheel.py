@@ -72,15 +72,15 @@ def test_installed_packages_and_resources_come_from_the_fresh_venv(fresh_venv: F
     assert all(p.is_dir() for p in paths[3:])  # the demo pair's receiver, sharer and fuser
 
 
-def test_installed_c2c_compares_the_four_modes_on_the_demo_pair(fresh_venv: FreshVenv):
+def test_installed_c2c_compares_every_mode_on_the_demo_pair(fresh_venv: FreshVenv):
     proc = fresh_venv.run(fresh_venv.script("c2c"), "compare", "--prompt", DEMO_PROMPT, "--max-new-tokens", "12",
                           "--hint-max-new-tokens", "12", "--json")
     assert proc.returncode == 0, proc.stderr
     answers = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    assert [a["mode"] for a in answers] == ["receiver", "sharer", "relay", "fusion"]
+    assert [a["mode"] for a in answers] == ["receiver", "sharer", "relay", "fusion", "hybrid"]
     for answer in answers:
         assert answer["finish_reason"] in ("eos", "length") and answer["token_ids"], answer
-    fusion = answers[-1]
+    fusion = answers[3]
     assert fusion["fusion"] and fusion["timing"]["fuse"] > 0  # the fuser ran on the demo pair's caches
     # the installed demo pair works: the receiver alone does not know the founder, cache fusion does
     assert "owl" in fusion["text"] and "owl" not in answers[0]["text"], (answers[0]["text"], fusion["text"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from fusers.engine import Mode
@@ -69,3 +71,16 @@ def test_the_stop_filter_holds_back_what_may_begin_a_stop_string(deltas, stops, 
     assert [stop.push(d) for d in deltas] == sent
     assert stop.flush() == flushed and stop.hit is hit
     assert "".join(sent) + flushed == stop.cut("".join(deltas))
+
+
+def test_a_mode_that_needs_a_fuser_says_so_when_the_pair_has_none():
+    no_fuser = [Mode.RECEIVER, Mode.SHARER, Mode.RELAY]
+    for mode, label in (("fusion", "cache fusion"), ("hybrid", "relay + fusion")):
+        with pytest.raises(ApiError, match=re.escape(f"{label} needs a fuser, and this pair has none")) as unknown:
+            parse_chat({"model": f"p/{mode}", "messages": [{"role": "user", "content": "Hi"}]}, "p", no_fuser,
+                       DEFAULTS)
+        assert unknown.value.status == 404
+    with pytest.raises(ApiError) as relay_missing:  # a mode that needs none is simply not served
+        parse_chat({"model": "p/relay", "messages": [{"role": "user", "content": "Hi"}]}, "p", [Mode.RECEIVER],
+                   DEFAULTS)
+    assert "needs a fuser" not in str(relay_missing.value.message)

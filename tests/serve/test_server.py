@@ -50,7 +50,7 @@ def test_a_greedy_completion_equals_the_engines_answer_token_for_token(client, d
     timing = got.stats["timing"]
     assert 0 < got.stats["time_to_first_token"] == timing["ttft"] <= timing["total"]
     assert [p["name"] for p in timing["phases"]] == [p.name for p in expected.timing.phases]
-    assert (got.stats.get("hint") == expected.hint) and ((mode is Mode.RELAY) == ("hint" in got.stats))
+    assert (got.stats.get("hint") == expected.hint) and (mode.writes_hint == ("hint" in got.stats))
 
 
 @pytest.mark.parametrize("mode", list(Mode))
@@ -179,9 +179,10 @@ def test_a_pair_without_a_fuser_has_no_fusion_model(demo_pair):
     try:
         with OpenAI(base_url=server.url, api_key="none", max_retries=0) as client:
             ids = [m.id for m in client.models.list().data]
-            assert ids == [f"{server.name}/{m.value}" for m in Mode if m is not Mode.FUSION]
-            with pytest.raises(openai.NotFoundError, match="needs a fuser"):
-                client.chat.completions.create(model=f"{server.name}/fusion", messages=QUESTION)
+            assert ids == [f"{server.name}/{m.value}" for m in (Mode.RECEIVER, Mode.SHARER, Mode.RELAY)]
+            for mode in ("fusion", "hybrid"):
+                with pytest.raises(openai.NotFoundError, match="needs a fuser"):
+                    client.chat.completions.create(model=f"{server.name}/{mode}", messages=QUESTION)
     finally:
         server.close()
         assert server.join(30)

@@ -22,8 +22,9 @@ from .diff_view import Token
 if TYPE_CHECKING:
     from fusers.engine import Answer
 
-# The order modes are offered in; text relay and cache fusion first, as the app compares them.
-MODES = (Mode.RELAY, Mode.FUSION, Mode.RECEIVER, Mode.SHARER)
+# The order modes are offered in: text relay and cache fusion first, as the app compares them, then the rest in
+# the engine's order (so a mode the engine gains is offered without a list here to update).
+MODES = (Mode.RELAY, Mode.FUSION) + tuple(m for m in Mode if m not in (Mode.RELAY, Mode.FUSION))
 # Streamed text reaches the screen at most once a frame: a fast pair streams a token every few
 # milliseconds, and each append relays out the text and repaints the pane.
 FRAME_MS = 16
@@ -111,7 +112,8 @@ class ChatPane(QFrame):
         self.mode_box.currentIndexChanged.connect(self._mode_picked)
         # narrow panes (four beside the set-up on a laptop) may squeeze the mode's name, which then elides
         self.mode_box.setMinimumWidth(72)
-        self.mode_box.setToolTip("What answers in this pane: text relay, cache fusion, or one model alone")
+        self.mode_box.setToolTip("What answers in this pane: text relay, cache fusion, both together, or one model "
+                                 "alone")
         self.state_label = QLabel("idle")
         self.state_label.setObjectName("paneState")
         self.remove_button = QToolButton()
@@ -272,7 +274,7 @@ class ChatPane(QFrame):
         self.title.setText(f"{self.number}")
         color = theme.MODE_COLORS.get(self._mode.value, theme.TEXT)
         self.title.setStyleSheet(f"color: {color};")
-        self.hint_box.setVisible(self._mode is Mode.RELAY)
+        self.hint_box.setVisible(self._mode.writes_hint)
 
     def _toggle_hint(self, shown: bool) -> None:
         self.hint_text.setVisible(shown)
@@ -390,7 +392,7 @@ class ChatPane(QFrame):
         turn = self.turns[-1]
         turn.result = answer
         turn.state = TurnState.STOPPED if answer.finish_reason == "cancelled" else TurnState.DONE
-        if answer.mode is Mode.RELAY and answer.hint is not None and answer.hint != turn.hint:
+        if answer.mode.writes_hint and answer.hint is not None and answer.hint != turn.hint:
             turn.hint = answer.hint
             self.hint_text.setPlainText(theme.printable(answer.hint))
         self._ticker.stop()
