@@ -21,7 +21,7 @@ from .chat import check_messages, encode, find_stop, user
 from .devices import PeakMemory, overlapped
 from .errors import ContextLengthError, ModeUnavailableError, PairMismatchError
 from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill
-from .timing import Recorder, Timing
+from .timing import Recorder, Timing, decode_rate
 
 if TYPE_CHECKING:
     import torch
@@ -50,6 +50,11 @@ class Mode(str, Enum):
     def needs_fuser(self) -> bool:
         """The receiver's cache is fused from the sharer's: unavailable without a fuser."""
         return self in (Mode.FUSION, Mode.HYBRID)
+
+    @property
+    def answered_by(self) -> str:
+        """The role of the model whose tokens make the answer: the sharer alone, else the receiver."""
+        return "sharer" if self is Mode.SHARER else "receiver"
 
 
 # how cache fusion runs its two prefills: at the same time where a GPU takes part, or always, or one by one
@@ -119,6 +124,14 @@ class Answer:
         return out
 
 
+def draw_seed(settings: GenerationSettings) -> GenerationSettings:
+    """``settings`` with a seed drawn when it samples and names none, so the answer records the seed and the run
+    can be repeated. Draw it once for runs that should sample alike (the app's panes of one send)."""
+    if settings.do_sample and settings.seed is None:
+        return dataclasses.replace(settings, seed=random.randrange(2**31))
+    return settings
+
+
 class _Stop(Exception):
     """Internal: the run was cancelled between phases."""
 
@@ -147,10 +160,8 @@ class Engine:
         """The devices a run of ``mode`` uses, the answering model's first (the fuser sits on the receiver's)."""
         mode = Mode(mode)
         receiver, sharer = self.pair.receiver.device, self.pair.sharer.device
-        if mode is Mode.RECEIVER:
-            return [receiver]
-        if mode is Mode.SHARER:
-            return [sharer]
+        if mode in (Mode.RECEIVER, Mode.SHARER):  # one model alone
+            return [getattr(self.pair, mode.answered_by).device]
         return [receiver] if sharer == receiver else [receiver, sharer]
 
     def available_modes(self) -> list[Mode]:
@@ -166,10 +177,7 @@ class Engine:
         cancel: threading.Event | None = None,
     ) -> Answer:
         mode = Mode(mode)
-        settings = settings or GenerationSettings()
-        if settings.do_sample and settings.seed is None:
-            # draw the seed here, so the answer records it and the run can be repeated
-            settings = dataclasses.replace(settings, seed=random.randrange(2**31))
+        settings = draw_seed(settings or GenerationSettings())
         messages = check_messages(messages)
         if mode.needs_fuser and self.pair.fuser is None:
             raise ModeUnavailableError(f"{mode.label} needs a fuser: load one with the pair (--fuser or the app's "
@@ -205,8 +213,8 @@ class Engine:
         t.peak_memory_bytes = peak.peak_bytes
         t.peak_memory_by_device = peak.by_device
         t.tokens_out = len(run.answer_ids)
-        if len(run.token_times) > 1:
-            t.decode_tokens_per_s = (len(run.token_times) - 1) / max(run.token_times[-1] - run.token_times[0], 1e-9)
+        if run.token_times:
+            t.decode_tokens_per_s = decode_rate(len(run.token_times), run.token_times[0], run.token_times[-1])
         return Answer(
             mode=mode,
             text=run.answer_text,

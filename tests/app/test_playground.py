@@ -58,7 +58,7 @@ def test_both_panes_stream_the_engines_answers_and_a_second_prompt_continues_eac
     assert "one after another" in window.totals.note
     # fuser insight: one point per receiver layer of the last prompt
     assert [p.receiver_layer for p in window.fuser_plot.points] == [0, 1, 2]
-    assert all(p.key_open for p in window.fuser_plot.points)
+    assert all(p.key_gate_open for p in window.fuser_plot.points)
     # the token diff of pane 1 against pane 2 is fusers.diff.align of their token ids
     qtbot.waitUntil(window.diff_idle, timeout=60_000)
     assert window.diff_view.canvas.ops == align([t.key for t in relay.current.answer_tokens],
@@ -77,7 +77,7 @@ def test_both_panes_stream_the_engines_answers_and_a_second_prompt_continues_eac
         assert len(pane.turns) == 2
         assert pane.current.answer == expected.text
         assert pane.current.answer_text() == expected.text
-    assert len(window.panes[0].history()) == 4
+    assert len(window.panes[0].conversation.history()) == 4
 
 
 def test_stop_shows_at_once_and_the_run_ends_within_one_layer(window, loop, tiny_dirs, qtbot):
