@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 from typing import Any
 
-from PySide6.QtCore import QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QFontMetrics, QGuiApplication, QKeySequence, QPainter, QShortcut
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPlainTextEdit,
-                               QPushButton, QScrollArea, QSizePolicy, QSplitter, QTabWidget, QVBoxLayout, QWidget,
-                               QDockWidget)
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton, QSplitter, QVBoxLayout,
+                               QWidget)
 
 from fusers.engine import Answer, Mode
 from fusers.errors import C2CError, Cancelled, describe
 from fusers.pair import LoadProgress
 
-from . import bridge, export, theme
+from . import bridge, export, menus, theme, window_state
 from .app_settings import AppSettings
 from .controller import NOTHING_TO_COMPARE, AnswerDiff, RunController
 from .conversation import MAX_PANES, MIN_PANES, Conversation
@@ -25,39 +23,16 @@ from .crash import broken_install_message, show_startup_problem
 from .serve_dialog import ServeControl
 from .session import BrokenInstall, LoadRequest, Loaded, ModelSession
 from .widgets.banner import ErrorBanner
-from .widgets.charts import FuserPlot, TotalsChart
-from .widgets.diff_view import DiffView
 from .widgets.examples import ExamplesRow
+from .widgets.insight import InsightTabs
+from .widgets.labels import ElidedLabel
 from .widgets.pane import ChatPane
-from .widgets.setup import GenerationPanel, PairPanel
+from .widgets.prompt import PromptBar
+from .widgets.setup_dock import SetupDock
 
 log = logging.getLogger(__name__)
 
 NO_FUSER = "No fuser is loaded: cache fusion and relay + fusion panes need one (the Fuser box on the left)."
-
-
-class ElidedLabel(QLabel):
-    """A one-line label that elides with "..." and shows the whole text as its tooltip."""
-
-    def __init__(self, text: str = "", parent: QWidget | None = None):
-        super().__init__(text, parent)
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.setMinimumWidth(80)
-
-    def setText(self, text: str) -> None:  # noqa: N802 - Qt name
-        super().setText(text)
-        self.setToolTip(text.replace("   |   ", "\n"))
-
-    def paintEvent(self, event) -> None:  # noqa: N802
-        p = QPainter(self)
-        p.setPen(self.palette().windowText().color())
-        elided = QFontMetrics(self.font()).elidedText(self.text(), Qt.TextElideMode.ElideRight, self.width() - 8)
-        p.drawText(QRectF(self.rect()).adjusted(4, 0, -4, 0), Qt.AlignmentFlag.AlignVCenter, elided)
-
-
-class PromptBox(QPlainTextEdit):
-    def sizeHint(self) -> QSize:
-        return QSize(400, 64)
 
 
 class MainWindow(QMainWindow):
@@ -85,52 +60,28 @@ class MainWindow(QMainWindow):
 
         self._build_setup_dock()
         self._build_center()
-        self._build_menus()
+        menus.build(self)
         self._build_status()
         self._connect_controller()
 
-        gen = self.settings.generation()
-        self.generation.set_settings(gen)
-        self.generation.set_concurrent(self.settings.concurrent())
-        self.pair_panel.set_form(self.settings.pair_form())
         for mode in self.settings.pane_modes():
             self._add_pane(Mode(mode))
-        self._restore_layout()
+        window_state.restore(self)
         self._refresh_diff_choices()
         self._set_running(False)
         self.prompt_box.setFocus()  # a user types the question first
-
-
         QShortcut(QKeySequence("Ctrl+Return"), self, self.send_from_box)
         QShortcut(QKeySequence("Ctrl+Enter"), self, self.send_from_box)
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.stop)
 
     # -- building -------------------------------------------------------------------------------------------
     def _build_setup_dock(self) -> None:
-        self.pair_panel = PairPanel()
+        self.setup_dock = SetupDock(self)
+        self.pair_panel, self.generation = self.setup_dock.pair_panel, self.setup_dock.generation
         self.pair_panel.load_requested.connect(self.load_from_form)
         self.pair_panel.unload_requested.connect(self.unload)
         self.pair_panel.cancel_requested.connect(self.cancel_load)
-        self.generation = GenerationPanel()
         self.generation.changed.connect(self._generation_changed)
-        holder = QWidget()
-        lay = QVBoxLayout(holder)
-        lay.setContentsMargins(8, 4, 8, 8)
-        lay.setSpacing(8)
-        lay.addWidget(self.pair_panel)
-        lay.addWidget(self.generation)
-        lay.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(holder)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(holder.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 2)
-        self.setup_dock = QDockWidget("Set-up", self)
-        self.setup_dock.setObjectName("setupDock")
-        self.setup_dock.setWidget(scroll)
-        self.setup_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
-                                    | QDockWidget.DockWidgetFeature.DockWidgetClosable)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.setup_dock)
 
     def _build_center(self) -> None:
@@ -138,25 +89,9 @@ class MainWindow(QMainWindow):
         self.pane_splitter = QSplitter(Qt.Orientation.Horizontal)
         self.pane_splitter.setChildrenCollapsible(False)
         self.pane_splitter.setHandleWidth(6)
-
-        self.totals = TotalsChart()
-        timing_tab = QScrollArea()  # the chart keeps its height; a short tab scrolls instead of squeezing it
-        timing_tab.setWidgetResizable(True)
-        timing_tab.setFrameShape(QScrollArea.Shape.NoFrame)
-        timing_tab.setWidget(self.totals)
-        self.diff_view = DiffView()
+        self.tabs = InsightTabs()
+        self.totals, self.diff_view, self.fuser_plot = self.tabs.totals, self.tabs.diff_view, self.tabs.fuser_plot
         self.diff_view.panes_chosen.connect(self._diff_panes_chosen)
-        self.fuser_plot = FuserPlot()
-        fuser_tab = QScrollArea()  # likewise: on a low screen the chart scrolls
-        fuser_tab.setWidgetResizable(True)
-        fuser_tab.setFrameShape(QScrollArea.Shape.NoFrame)
-        fuser_tab.setWidget(self.fuser_plot)
-        self.tabs = QTabWidget()
-        self.tabs.addTab(timing_tab, "Timing")
-        self.tabs.addTab(self.diff_view, "Token diff")
-        self.tabs.addTab(fuser_tab, "Fuser insight")
-        self.tabs.setUsesScrollButtons(False)
-
         self.main_splitter = QSplitter(Qt.Orientation.Vertical)
         self.main_splitter.setChildrenCollapsible(False)
         self.main_splitter.addWidget(self.pane_splitter)
@@ -164,36 +99,12 @@ class MainWindow(QMainWindow):
         self.main_splitter.setStretchFactor(0, 3)
         self.main_splitter.setStretchFactor(1, 2)
 
-        self.prompt_box = PromptBox()
-        self.prompt_box.setPlaceholderText("Ask something\u2026   Ctrl+Enter sends to every pane, Esc stops.")
-        self.prompt_box.setMaximumHeight(90)
-        self.send_button = QPushButton("Send")
-        self.send_button.setObjectName("primary")
-        self.send_button.setToolTip("Send the prompt to every pane (Ctrl+Enter)")
-        self.send_button.clicked.connect(self.send_from_box)
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setObjectName("danger")
-        self.stop_button.setToolTip("Stop every running pane (Esc)")
-        self.stop_button.clicked.connect(self.stop)
-        self.clear_button = QPushButton("Clear")
-        self.clear_button.setToolTip("Start every pane's conversation afresh")
-        self.clear_button.clicked.connect(self.clear)
-        self.add_button = QPushButton("+ Pane")
-        self.add_button.setToolTip(f"Add a pane (up to {MAX_PANES})")
-        self.add_button.clicked.connect(self.add_pane)
-        buttons = QVBoxLayout()
-        buttons.setSpacing(4)
-        row1, row2 = QHBoxLayout(), QHBoxLayout()
-        row1.addWidget(self.send_button)
-        row1.addWidget(self.stop_button)
-        row2.addWidget(self.clear_button)
-        row2.addWidget(self.add_button)
-        buttons.addLayout(row1)
-        buttons.addLayout(row2)
-        prompt_row = QHBoxLayout()
-        prompt_row.addWidget(self.prompt_box, 1)
-        prompt_row.addLayout(buttons)
-
+        bar = PromptBar(MAX_PANES)
+        self.prompt_box, self.send_button, self.stop_button = bar.box, bar.send_button, bar.stop_button
+        self.clear_button, self.add_button = bar.clear_button, bar.add_button
+        for button, slot in ((self.send_button, self.send_from_box), (self.stop_button, self.stop),
+                             (self.clear_button, self.clear), (self.add_button, self.add_pane)):
+            button.clicked.connect(slot)
         # Example questions of the loaded pair (the demo pair has some): a click fills the prompt box.
         self.examples_row = ExamplesRow()
         self.examples_row.chosen.connect(self._use_example)
@@ -205,60 +116,8 @@ class MainWindow(QMainWindow):
         cl.addWidget(self.banner)
         cl.addWidget(self.main_splitter, 1)
         cl.addWidget(self.examples_row)
-        cl.addLayout(prompt_row)
+        cl.addWidget(bar)
         self.setCentralWidget(central)
-
-    def _build_menus(self) -> None:
-        bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
-        self.export_action = QAction("&Export comparison\u2026", self)
-        self.export_action.setShortcut(QKeySequence("Ctrl+E"))
-        self.export_action.triggered.connect(self._export_dialog)
-        file_menu.addAction(self.export_action)
-        shot = QAction("Save &screenshot\u2026", self)
-        shot.triggered.connect(self._screenshot_dialog)
-        file_menu.addAction(shot)
-        file_menu.addSeparator()
-        quit_action = QAction("&Quit", self)
-        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
-        file_menu.addAction(quit_action)
-
-        pair_menu = bar.addMenu("&Pair")
-        self.load_action = QAction("&Load pair", self)
-        self.load_action.triggered.connect(self.load_from_form)
-        self.unload_action = QAction("&Unload", self)
-        self.unload_action.triggered.connect(self.unload)
-        self.get_fusers_action = QAction("&Get fusers\u2026", self)
-        self.get_fusers_action.triggered.connect(self.open_get_fusers)
-        if importlib.util.find_spec("c2c_playground.get_fusers") is None:
-            self.get_fusers_action.setEnabled(False)
-            self.get_fusers_action.setToolTip("Downloads are not part of this build yet")
-        refresh = QAction("&Refresh presets", self)
-        refresh.triggered.connect(self.refresh_presets)
-        for action in (self.load_action, self.unload_action):
-            pair_menu.addAction(action)
-        pair_menu.addSeparator()
-        pair_menu.addAction(self.get_fusers_action)
-        pair_menu.addAction(refresh)
-        self.pair_menu = pair_menu
-
-        chat_menu = bar.addMenu("&Chat")
-        for text, slot, key in (("&Send", self.send_from_box, "Ctrl+Return"), ("S&top", self.stop, "Esc"),
-                                ("&Clear conversations", self.clear, None), ("&Add pane", self.add_pane, None)):
-            action = QAction(text, self)
-            if key:
-                action.setShortcut(QKeySequence(key))
-                action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)  # the window's QShortcuts act
-            action.triggered.connect(slot)
-            chat_menu.addAction(action)
-
-        view_menu = bar.addMenu("&View")
-        view_menu.addAction(self.setup_dock.toggleViewAction())
-        help_menu = bar.addMenu("&Help")
-        about = QAction("&About C2C Playground", self)
-        about.triggered.connect(self._about)
-        help_menu.addAction(about)
 
     def _build_status(self) -> None:
         self.status_line = ElidedLabel("No pair loaded")
@@ -338,12 +197,9 @@ class MainWindow(QMainWindow):
 
     def _pane_mode_changed(self, pane: ChatPane, old: Mode, new: Mode) -> None:
         self._refresh_diff_choices()
-        self._check_modes()
-
-    def _check_modes(self) -> None:
-        if self.session.loaded is not None and not self.session.loaded.has_fuser:
-            if any(p.mode.needs_fuser for p in self.panes):
-                self.fuser_plot.clear(NO_FUSER)
+        loaded = self.session.loaded
+        if loaded is not None and not loaded.has_fuser and any(p.mode.needs_fuser for p in self.panes):
+            self.fuser_plot.clear(NO_FUSER)
 
     # -- pair -----------------------------------------------------------------------------------------------
     def refresh_presets(self) -> bridge.BackgroundJob:
@@ -387,7 +243,6 @@ class MainWindow(QMainWindow):
         if loading:
             self.banner.dismiss()
         self.pair_panel.set_loading(loading)
-        self.load_action.setEnabled(not loading)
         self._set_running(self.running)
 
     def _load_progress(self, p: LoadProgress) -> None:
@@ -563,7 +418,7 @@ class MainWindow(QMainWindow):
     def export_comparison(self, path: str) -> str:
         return str(export.write(path, self.comparison()))
 
-    def _export_dialog(self) -> None:
+    def export_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export comparison", "comparison.md",
                                               "Markdown (*.md);;JSON (*.json)")
         if path:
@@ -577,7 +432,7 @@ class MainWindow(QMainWindow):
     def save_screenshot(self, path: str) -> bool:
         return self.grab().save(path)
 
-    def _screenshot_dialog(self) -> None:
+    def screenshot_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "c2c-playground.png", "PNG (*.png)")
         if path and not self.save_screenshot(path):
             self.banner.show_error(f"Could not save the screenshot to {path}.")
@@ -599,58 +454,16 @@ class MainWindow(QMainWindow):
     def _get_fusers_closed(self) -> None:
         self.refresh_presets()
 
-    def _about(self) -> None:
+    def about(self) -> None:
         from . import __version__
 
         QMessageBox.about(self, "About C2C Playground",
                           f"<b>C2C Playground {__version__}</b><p>Text relay and cache fusion between two LLMs, "
                           "side by side (Cache-to-Cache, arXiv 2510.03215).</p>")
 
-    # -- settings -------------------------------------------------------------------------------------------
-    def _restore_layout(self) -> None:
-        geometry = self.settings.blob("geometry")
-        if geometry is None or not self.restoreGeometry(geometry):
-            self.fit_to_screen()
-        elif QGuiApplication.platformName() != "offscreen" and \
-                not self.screen().availableGeometry().contains(self.frameGeometry()):
-            self.fit_to_screen()  # saved on a bigger screen than this one
-        state = self.settings.blob("state")
-        if state is not None:
-            self.restoreState(state)
-        for key, splitter in (("panes", self.pane_splitter), ("main", self.main_splitter)):
-            sizes = self.settings.sizes(key)
-            if sizes and len(sizes) == splitter.count():
-                splitter.setSizes(sizes)
-        if self.settings.sizes("main") is None:
-            self.main_splitter.setSizes([560, 300])
-
-    def fit_to_screen(self) -> None:
-        """Size the window to the screen it opens on (1440x900 at most), centred, its frame inside the screen."""
-        if QGuiApplication.platformName() == "offscreen":
-            self.resize(1440, 900)  # its 800x600 screen is no real one: headless screenshots keep this size
-            return
-        area = self.screen().availableGeometry()
-        # the window manager's frame is not known before the first show: leave room for a typical one
-        width = max(min(1440, area.width() - 16), self.minimumSizeHint().width())
-        height = max(min(900, area.height() - 40), self.minimumSizeHint().height())
-        self.resize(min(width, area.width()), min(height, area.height()))
-        self.move(area.x() + max((area.width() - self.width()) // 2, 0),
-                  area.y() + max((area.height() - self.height() - 32) // 2, 0))
-
-    def save_settings(self) -> None:
-        self.settings.set_generation(self.generation.settings())
-        self.settings.set_concurrent(self.generation.concurrent())
-        self.settings.set_pane_modes([p.mode.value for p in self.panes])
-        self.settings.set_pair_form(self.pair_panel.form())
-        self.settings.set_blob("geometry", self.saveGeometry())
-        self.settings.set_blob("state", self.saveState())
-        self.settings.set_sizes("panes", self.pane_splitter.sizes())
-        self.settings.set_sizes("main", self.main_splitter.sizes())
-        self.settings.sync()
-
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         if self.persist:
-            self.save_settings()
+            window_state.save(self)
         self.stop()
         self._scale_timer.stop()
         # Background jobs must not call back into a window that is going away (nor keep it alive from
