@@ -422,3 +422,18 @@ def test_a_relay_plus_fusion_pane_streams_its_hint_fuses_and_exports(window, loo
     # the layout is remembered with the new mode, and a saved hybrid pane is valid
     app_settings.set_pane_modes(["relay", "hybrid"])
     assert app_settings.pane_modes() == ["relay", "hybrid"]
+
+
+def test_the_menus_offer_the_engines_modes_dtypes_and_quantizations(window):
+    """Each list the app offers is the engine's declaration: a mode, dtype or quantization the engine gains
+    appears in the app without an edit there."""
+    from fusers.devices import DTYPES
+    from fusers.pair import QUANTIZE
+
+    for pane in window.panes:
+        offered = [pane.mode_box.itemData(i) for i in range(pane.mode_box.count())]
+        assert sorted(offered) == sorted(m.value for m in Mode) and len(offered) == len(Mode)
+        assert [pane.mode_box.itemText(i) for i in range(pane.mode_box.count())] == [Mode(m).label for m in offered]
+    for row in (window.pair_panel.receiver, window.pair_panel.sharer):
+        assert [row.dtype.itemText(i) for i in range(row.dtype.count())] == list(DTYPES)
+        assert [row.quantize.itemData(i) for i in range(row.quantize.count())] == list(QUANTIZE)
