@@ -21,6 +21,7 @@ from .chat import check_messages, encode, find_stop, user
 from .devices import PeakMemory, overlapped
 from .errors import ContextLengthError, ModeUnavailableError, PairMismatchError
 from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill
+from .static_decode import StaticPrefix
 from .timing import Recorder, Timing, decode_rate
 
 if TYPE_CHECKING:
@@ -287,6 +288,10 @@ class Engine:
         # Both models prefill all but the last prompt token; the receiver feeds that token when decoding.
         s_input = torch.tensor([s_ids[:-1]], device=sharer.device)  # (1, N-1)
         r_input = torch.tensor([r_ids[:-1]], device=receiver.device)  # (1, N-1)
+        static = self._static_fusion(r_input, s_input, run)
+        if static is not None:
+            run.generate(receiver, r_ids, part="answer", prefill_phase=None, cache=static)
+            return
         run.rec.timing.prefills = "overlapped" if self.overlaps_prefills() else "sequential"
         if self.overlaps_prefills():  # independent until the fuse: TTFT nears the longer prefill, not the sum
             run.rec.start("sharer_prefill")
@@ -314,6 +319,50 @@ class Engine:
         run.rec.end("fuse")
         run.check_cancel()
         run.generate(receiver, r_ids, part="answer", prefill_phase=None, cache=receiver_cache)
+
+    def _static_fusion(self, r_input: "torch.Tensor", s_input: "torch.Tensor", run: "_Run") -> StaticPrefix | None:
+        """Cache fusion's prefills and fuse on the GPU's fast path, or None (nothing done) where it cannot serve:
+        both prefills replayed into the two models' static caches, one after the other (on one GPU, overlapping
+        them was slower), and the fuser's captured pass fusing the receiver's cache in place. Returns the
+        receiver's prefix, its decoder held until decoded."""
+        pair, fuser = self.pair, self.pair.fuser
+        r_dec, s_dec = pair.receiver.decoder, pair.sharer.decoder
+        n = r_input.shape[-1]
+        limit = max(run.settings.max_new_tokens, 1)
+        if (self.prefills == "overlap" or r_dec is None or s_dec is None or fuser.graphs is None or s_input.shape[-1] != n
+                or r_dec.bucket(n) is None or s_dec.bucket(n) is None or not r_dec.fits(n + 1 + limit)
+                or not fuser.graphs.serves_static(n, r_dec, s_dec)):
+            return None
+        if not s_dec.lock.acquire(blocking=False):
+            return None
+        if not r_dec.lock.acquire(blocking=False):
+            s_dec.lock.release()
+            return None
+        run.rec.timing.prefills = "sequential"
+        r_prefix = None
+        try:
+            run.rec.start("sharer_prefill")
+            s_prefix = s_dec.prefill(s_input, held=True)
+            run.rec.end("sharer_prefill")
+            run.check_cancel()
+            run.rec.start("receiver_prefill")
+            r_prefix = r_dec.prefill(r_input, held=True)
+            run.rec.end("receiver_prefill")
+            run.check_cancel()
+            run.rec.start("fuse")
+            run.fusion = fuser.fuse_static(r_prefix, s_prefix)
+            run.rec.end("fuse")
+            if run.fusion is None:
+                raise RuntimeError("the fuser's captured pass refused caches it said it serves")
+            return r_prefix
+        except BaseException:
+            if r_prefix is not None:
+                r_prefix.release()
+            else:
+                r_dec.lock.release()
+            raise
+        finally:
+            s_dec.lock.release()
 
     def _get_aligner(self) -> TokenAligner:
         if self._aligner is None:
@@ -353,13 +402,27 @@ class _Run:
         is_hint = part == "hint"
         limit = self.settings.hint_max_new_tokens if is_hint else self.settings.max_new_tokens
         limit = max(1, min(limit, model.context_length - len(ids)))
-        detok = Detokenizer(model.tokenizer)
-        eos = set() if self.settings.ignore_eos else set(model.eos_token_ids)
         if prefill_phase is not None:  # the prompt but its last token, as cache fusion prefills it
             self.rec.start(prefill_phase)
-            cache = prefill(model.model, torch.tensor([ids[:-1]], device=model.device), self.cancel)  # (1, N-1)
+            prompt = torch.tensor([ids[:-1]], device=model.device)  # (1, N-1)
+            # into the static cache by a captured prefill where one serves (it holds the decoder until decoded)
+            static = model.decoder.prefill(prompt) if model.decoder is not None and model.decoder.fits(
+                len(ids) + limit) else None
+            cache = static or prefill(model.model, prompt, self.cancel)
             self.rec.end(prefill_phase)
-            self.check_cancel()
+        try:
+            self._decode(model, ids, cache, is_hint, limit)
+        finally:
+            if isinstance(cache, StaticPrefix):  # cancelled or failed before decoding it: free the decoder
+                cache.release()
+
+    def _decode(self, model: "LoadedModel", ids: list[int], cache: Any, is_hint: bool, limit: int) -> None:
+        import torch
+
+        self.check_cancel()
+        part = "hint" if is_hint else "answer"
+        detok = Detokenizer(model.tokenizer)
+        eos = set() if self.settings.ignore_eos else set(model.eos_token_ids)
         self.rec.start("hint" if is_hint else "decode")  # from the last prompt token on, the first step included
         first = True
         hit_eos = False

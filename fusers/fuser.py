@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from transformers import Cache, PretrainedConfig
 
     from .fuser_graphs import FuserGraphs
+    from .static_decode import StaticPrefix
 
 ALIGNMENT_STRATEGIES = ("first", "longest")
 KV = tuple[torch.Tensor, torch.Tensor]
@@ -336,6 +337,17 @@ class Fuser(nn.Module):
             for layer, (k, v) in zip(receiver_cache.layers, fused):
                 layer.keys, layer.values = k, v
             gates = self._gate_flags()
+        return self._layer_fusions(weights, gates)
+
+    @torch.no_grad()
+    def fuse_static(self, receiver: "StaticPrefix", sharer: "StaticPrefix") -> list[LayerFusion] | None:
+        """Fuse the receiver's static cache in place from the sharer's (fusers.static_decode: both prefilled
+        there), by a pass captured over the two caches (fusers.fuser_graphs); None where none can serve, and
+        nothing done: copy the caches out and call :meth:`fuse_cache`."""
+        captured = self.graphs.fuse_static(receiver, sharer) if self.graphs is not None else None
+        return None if captured is None else self._layer_fusions(*captured)
+
+    def _layer_fusions(self, weights: list[torch.Tensor], gates: list[bool]) -> list[LayerFusion]:
         values = torch.stack(weights).tolist() if weights else []
         return [
             LayerFusion(link.receiver_layer, link.sharer_layer, gates[2 * i], gates[2 * i + 1],

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
 from .config import ConfigBase, option
 from .errors import SettingsError
 from .libraries import cache_kwargs
+from .static_decode import StaticPrefix
 
 if TYPE_CHECKING:
     import torch
@@ -209,6 +210,14 @@ def decode(
         return bool(cancel and cancel.is_set()) or bool(stop and stop.is_set())
 
     n = input_ids.shape[-1]
+    if isinstance(cache, StaticPrefix):  # prefilled in the decoder's static cache, the decoder held for us
+        try:
+            if on_path is not None:
+                on_path(STATIC_PATH if cache.decoder.graph is not None else "static cache")
+            cache.decoder.decode(input_ids, cache, config, collect, should_stop)
+        finally:
+            cache.release()
+        return _without_final_eos(out_ids, settings, eos)
     if (static is not None and cache is not None and cache.get_seq_length() == n - 1
             and static.fits(n + max_new_tokens) and static.lock.acquire(blocking=False)):
         try:

@@ -29,6 +29,9 @@ def add_pair_options(parser: argparse.ArgumentParser, presets: bool = False) -> 
     group.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                        help="on a CUDA GPU, decode with transformers' generate instead of static caches captured in "
                             "CUDA graphs (captured while the pair loads; other devices always use generate)")
+    group.add_argument("--no-compile", dest="compile", action="store_false",
+                       help="on a CUDA GPU, capture each decode step as transformers runs it, without compiling it "
+                            "first with torch.compile (compiling adds tens of seconds to the load, once)")
 
 
 def pair_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool = False) -> Any:
@@ -55,6 +58,7 @@ def pair_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool
         defaults=ModelSpec("-", args.device, args.dtype, args.quantize),
         warm_up=warm_up,
         cuda_graphs=args.cuda_graphs,
+        compile=getattr(args, "compile", True),
     )
 
 
