@@ -47,6 +47,9 @@ STEPS="$OUT/steps.txt"
 : >"$STEPS"
 start=$SECONDS
 
+# GPU_CHECK_STEPS picks steps (default all): modes, fuser, cuda, engine, load; a short lease runs the first ones
+ONLY=",${GPU_CHECK_STEPS:-modes,fuser,cuda,engine,load},"
+
 step() {  # step NAME SECONDS OUTFILE COMMAND...: run with a time limit, record how it ended, carry on
     local name=$1 limit=$2 file=$3
     shift 3
@@ -87,16 +90,16 @@ if [ "$GPU" != 1 ]; then
         "$PYTHON" benchmarks/fuser_forward.py --device cpu --setups tiny --dtypes float32 --rounds 3 --json
 else
     # the measures first: a run cut short at its limit still brings back what matters most
-    step "modes, Qwen shapes, bfloat16, compiled and captured, and captured only (GPU)" 270 "$OUT/modes.jsonl" \
+    [[ $ONLY == *,modes,* ]] && step "modes, Qwen shapes, bfloat16, compiled and captured, and captured only (GPU)" 270 "$OUT/modes.jsonl" \
         "$PYTHON" benchmarks/modes.py --device cuda --setups qwen --dtypes bfloat16 --rounds 3 --json \
         --decode ${DECODE:-compiled,graphs}
-    step "fusers' forward (GPU)" 45 "$OUT/fuser_forward.jsonl" \
+    [[ $ONLY == *,fuser,* ]] && step "fusers' forward (GPU)" 45 "$OUT/fuser_forward.jsonl" \
         "$PYTHON" benchmarks/fuser_forward.py --device cuda --setups qwen,tiny --dtypes bfloat16,float32 --rounds 20 --json
-    step "CUDA-marked tests" 170 "$OUT/cuda_tests.txt" "${PYTEST[@]}" -m cuda tests/engine/test_cuda.py
-    step "engine tests on this stack" 45 "$OUT/engine_tests.txt" "${PYTEST[@]}" -x \
+    [[ $ONLY == *,cuda,* ]] && step "CUDA-marked tests" 170 "$OUT/cuda_tests.txt" "${PYTEST[@]}" -m cuda tests/engine/test_cuda.py
+    [[ $ONLY == *,engine,* ]] && step "engine tests on this stack" 45 "$OUT/engine_tests.txt" "${PYTEST[@]}" -x \
         tests/engine/test_devices.py tests/engine/test_batched_fuser.py tests/engine/test_fuser_format.py \
         tests/engine/test_static_decode.py
-    step "host memory while loading onto the GPU" 30 "$OUT/load_onto_gpu.json" \
+    [[ $ONLY == *,load,* ]] && step "host memory while loading onto the GPU" 30 "$OUT/load_onto_gpu.json" \
         "$PYTHON" benchmarks/load_memory.py --onto cuda --json
 fi
 

@@ -98,10 +98,14 @@ def unavailable_reason(model: "PreTrainedModel", quantized: bool) -> str:
 
 @dataclass
 class _Prefill:
-    """One bucket's captured prefill: its static input and, on a GPU, its graph."""
+    """One bucket's captured prefill: its static input, the cache it prefills into and, on a GPU, its graph.
+    Everything a graph reads or writes lives here, as long as the graph: a replay into freed memory corrupts
+    whatever was allocated there since."""
 
     ids: "torch.Tensor"  # (1, P) the padded prompt
     positions: "torch.Tensor"  # (P,) 0..P-1
+    scratch: "Cache"  # P positions a layer (see _prefill_bucket)
+    run: Callable[[], None] = lambda: None  # the pass, uncaptured
     graph: Any = None
 
 
@@ -227,14 +231,14 @@ class StaticDecoder:
             return bucket
         device = self.model.device
         with torch.inference_mode():
-            bucket = _Prefill(torch.zeros((1, padded), dtype=torch.long, device=device),
-                              torch.arange(padded, device=device))
             # The prefill runs into a cache of exactly ``padded`` positions, then is copied into the decoder's:
             # with as many keys as queries, transformers' mask needs no host read of the cache's offset (which
             # a graph cannot hold), where a 4,096-position cache's would.
             scratch = Cache(layers=[StaticLayer(max_cache_len=padded) for _ in self.cache.layers])
             for layer, main in zip(scratch.layers, self.cache.layers):
                 layer.lazy_initialization(main.keys[:, :, :0], main.values[:, :, :0])
+            bucket = _Prefill(torch.zeros((1, padded), dtype=torch.long, device=device),
+                              torch.arange(padded, device=device), scratch)
         lengths = [layer.cumulative_length for layer in scratch.layers]
         kwargs = cache_kwargs(self.model.base_model, scratch)
 
@@ -242,14 +246,13 @@ class StaticDecoder:
             torch._foreach_zero_(lengths)  # inside the graph: a replay starts from position 0
             self.model.base_model(input_ids=bucket.ids, position_ids=bucket.positions[None],
                                   cache_position=bucket.positions, use_cache=True, **kwargs)
-            for main, layer in zip(self.cache.layers, scratch.layers):
+            for main, layer in zip(self.cache.layers, bucket.scratch.layers):
                 main.keys[:, :, :padded].copy_(layer.keys)
                 main.values[:, :, :padded].copy_(layer.values)
 
+        bucket.run = run
         if self.use_graphs:
             bucket.graph, _ = self._captured(run, 2)
-        else:
-            bucket.run = run  # type: ignore[attr-defined]
         self._prefills[padded] = bucket
         return bucket
 
@@ -275,7 +278,7 @@ class StaticDecoder:
                 if bucket.graph is not None:
                     bucket.graph.replay()
                 else:
-                    bucket.run()  # type: ignore[attr-defined]
+                    bucket.run()
             self._set_length(n)
         except BaseException:
             self.lock.release()

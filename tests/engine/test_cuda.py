@@ -89,7 +89,11 @@ def test_the_sharer_on_the_cpu_and_the_receiver_on_the_gpu(tiny_dirs):
     sequential = Engine(pair, prefills="sequential").answer(Mode.FUSION, QUESTION, SETTINGS)
     overlapped = engine.answer(Mode.FUSION, QUESTION, SETTINGS)
     assert overlapped.token_ids == sequential.token_ids
-    assert [vars(f) for f in overlapped.fusion] == [vars(f) for f in sequential.fusion]
+    # sequential: the fuser's captured pass over the static caches, padded; overlapped: the pass over copies
+    for o, q in zip(overlapped.fusion, sequential.fusion):
+        assert (o.receiver_layer, o.key_gate_open, o.value_gate_open) == (q.receiver_layer, q.key_gate_open,
+                                                                          q.value_gate_open)
+        assert (o.key_weight, o.value_weight) == pytest.approx((q.key_weight, q.value_weight), rel=1e-4, abs=1e-6)
 
 
 def test_overlapped_prefills_on_one_gpu_equal_sequential_ones(tiny_dirs):
@@ -99,7 +103,11 @@ def test_overlapped_prefills_on_one_gpu_equal_sequential_ones(tiny_dirs):
     overlapped = Engine(pair, prefills="overlap").answer(Mode.FUSION, question, SETTINGS)
     assert (sequential.timing.prefills, overlapped.timing.prefills) == ("sequential", "overlapped")
     assert overlapped.token_ids == sequential.token_ids
-    assert [vars(f) for f in overlapped.fusion] == [vars(f) for f in sequential.fusion]
+    # sequential: the fuser's captured pass over the static caches, padded; overlapped: the pass over copies
+    for o, q in zip(overlapped.fusion, sequential.fusion):
+        assert (o.receiver_layer, o.key_gate_open, o.value_gate_open) == (q.receiver_layer, q.key_gate_open,
+                                                                          q.value_gate_open)
+        assert (o.key_weight, o.value_weight) == pytest.approx((q.key_weight, q.value_weight), rel=1e-4, abs=1e-6)
     phases = {p.name: p for p in overlapped.timing.phases}
     assert phases["receiver_prefill"].start < phases["sharer_prefill"].end  # both ran at once
     seq = {p.name: p for p in sequential.timing.phases}
