@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     pair.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
                       help="on a CUDA GPU, decode with transformers' generate instead of CUDA graphs (the set-up "
                            "panel's CUDA graphs box)")
+    pair.add_argument("--no-compile", dest="compile", action="store_false", default=None,
+                      help="on a CUDA GPU, capture each decode step without compiling it first (the set-up panel's "
+                           "Compile box)")
     run = p.add_argument_group("headless run")
     run.add_argument("--prompt", help="send this prompt to every pane once the pair is loaded")
     run.add_argument("--modes", help=f"comma-separated pane modes, 2 to 4 of {', '.join(pane_modes())} "
@@ -226,6 +229,8 @@ async def start(window: Any, args: argparse.Namespace) -> int:
             row.quantize.setCurrentIndex(max(row.quantize.findData(args.quantize), 0))
     if args.cuda_graphs is not None:
         panel.cuda_graphs.setChecked(args.cuda_graphs)
+    if args.compile is not None:
+        panel.compile.setChecked(args.compile)
 
     if not explicit:
         if args.prompt:

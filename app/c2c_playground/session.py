@@ -35,6 +35,7 @@ class LoadRequest:
     fuser: str | None  # as the user gave it: a folder or a downloaded pair name
     defaults: ModelSpec  # placement of models named only by the fuser
     cuda_graphs: bool = True  # decode on static caches in CUDA graphs where a model is on a CUDA GPU
+    compile: bool = True  # ... each decode step compiled (torch.compile) before it is captured
 
     @classmethod
     def from_form(cls, form: dict[str, Any]) -> "LoadRequest":
@@ -56,7 +57,7 @@ class LoadRequest:
                                  "them, or pick a preset.")
         defaults = ModelSpec("-", receiver.get("device") or "auto", receiver.get("dtype") or "auto",
                              receiver.get("quantize") or "none")
-        return cls(r, s, fuser, defaults, form.get("cuda_graphs") is not False)
+        return cls(r, s, fuser, defaults, form.get("cuda_graphs") is not False, form.get("compile") is not False)
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel
     fuser = resolve_fuser(request.fuser) if request.fuser else None
     pair = load_pair(request.receiver, request.sharer, fuser, progress=progress, cancel=cancel,
                      defaults=request.defaults, warm_up=True,  # the first send is timed as fairly as the next
-                     cuda_graphs=request.cuda_graphs)
+                     cuda_graphs=request.cuda_graphs, compile=request.compile)
     if cancel.is_set():
         pair.close(collect=False)
         raise Cancelled("Loading was cancelled.")
