@@ -8,12 +8,9 @@ an :class:`Answer` with a :class:`~fusers.timing.Timing` record.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import queue
-import random
 import threading
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
 
 from .alignment import TokenAligner
@@ -22,6 +19,7 @@ from .devices import PeakMemory, overlapped
 from .errors import ContextLengthError, ModeUnavailableError, PairMismatchError
 from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill
 from .timing import Recorder, Timing
+from .vocabulary import MODE_LABELS, PREFILLS, Mode  # noqa: F401  (re-exported: fusers.engine.Mode)
 
 if TYPE_CHECKING:
     import torch
@@ -29,39 +27,6 @@ if TYPE_CHECKING:
     from .fuser import LayerFusion  # imports torch: kept out of the app's first paint
     from .pair import LoadedModel, Pair
 
-
-class Mode(str, Enum):
-    RECEIVER = "receiver"
-    SHARER = "sharer"
-    RELAY = "relay"
-    FUSION = "fusion"
-    HYBRID = "hybrid"  # text relay's hint and cache fusion's fused cache together
-
-    @property
-    def label(self) -> str:
-        return MODE_LABELS[self]
-
-    @property
-    def writes_hint(self) -> bool:
-        """The sharer writes a hint that the receiver reads in its prompt (the answer carries it)."""
-        return self in (Mode.RELAY, Mode.HYBRID)
-
-    @property
-    def needs_fuser(self) -> bool:
-        """The receiver's cache is fused from the sharer's: unavailable without a fuser."""
-        return self in (Mode.FUSION, Mode.HYBRID)
-
-
-# how cache fusion runs its two prefills: at the same time where a GPU takes part, or always, or one by one
-PREFILLS = ("auto", "overlap", "sequential")
-
-MODE_LABELS = {
-    Mode.RECEIVER: "Receiver alone",
-    Mode.SHARER: "Sharer alone",
-    Mode.RELAY: "Text relay",
-    Mode.FUSION: "Cache fusion",
-    Mode.HYBRID: "Relay + fusion",
-}
 
 # The reference's text-relay prompts (the paper's "T2T" baseline).
 RELAY_CONTEXT_PROMPT = (
@@ -167,9 +132,7 @@ class Engine:
     ) -> Answer:
         mode = Mode(mode)
         settings = settings or GenerationSettings()
-        if settings.do_sample and settings.seed is None:
-            # draw the seed here, so the answer records it and the run can be repeated
-            settings = dataclasses.replace(settings, seed=random.randrange(2**31))
+        settings = settings.with_seed()  # the answer records the seed a sampled run drew, so it can be repeated
         messages = check_messages(messages)
         if mode.needs_fuser and self.pair.fuser is None:
             raise ModeUnavailableError(f"{mode.label} needs a fuser: load one with the pair (--fuser or the app's "

@@ -9,6 +9,8 @@ honours every model's quirks and is as fast as a loop of our own for batch 1
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import random
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
@@ -31,7 +33,7 @@ class GenerationSettings(ConfigBase):
     config_name: ClassVar[str] = "generation settings"
     config_error: ClassVar[type[Exception]] = SettingsError
 
-    max_new_tokens: int = option(256, "Most tokens in an answer.")
+    max_new_tokens: int = option(128, "Most tokens in an answer.")
     do_sample: bool = option(False, "Sample instead of greedy decoding.")
     temperature: float = option(0.7, "Sampling temperature (> 0); only when sampling.")
     top_p: float = option(0.8, "Nucleus sampling mass in (0, 1]; only when sampling.")
@@ -63,6 +65,14 @@ class GenerationSettings(ConfigBase):
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
                                       or not 0 <= self.seed < 2**63):
             raise SettingsError(f"seed must be an integer in [0, 2**63) or None, got {self.seed!r}")
+
+    def with_seed(self) -> "GenerationSettings":
+        """These settings, with a freshly drawn seed where they sample and name none: the one place a seed is
+        drawn. A caller that runs several answers alike (the app's panes of one send) draws once and hands the
+        result to each; the engine draws for a caller that did not, so every answer records a repeatable seed."""
+        if not self.do_sample or self.seed is not None:
+            return self
+        return dataclasses.replace(self, seed=random.randrange(2**31))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GenerationSettings":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import shutil
 import threading
@@ -17,6 +18,7 @@ from .devices import (DEVICES_HELP, dtype_name, file_backed, numbered, release_f
 from .errors import C2CError, Cancelled, ModelLoadError, TrainingError, UnsupportedModelError
 from .gguf import is_gguf
 from .libraries import LOAD_OPTIONS, import_bitsandbytes, quiet_libraries
+from .vocabulary import DTYPES, DTYPES_HELP, QUANTIZE
 
 if TYPE_CHECKING:
     import torch
@@ -25,9 +27,35 @@ if TYPE_CHECKING:
     from .fuser import Fuser, ModelShape
     from .static_decode import DecodePath, StaticDecoder
 
-QUANTIZE = ("none", "8bit", "4bit")
 # Attention layers that keep keys and values of their own in the cache: cache fusion fuses those.
 OWN_KV_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
+
+
+@dataclass
+class Placement(ConfigBase):
+    """Where and how a model runs, without saying which model: what a load applies to the models a fuser names."""
+
+    config_name: ClassVar[str] = "model placement"
+    config_error: ClassVar[type[Exception]] = ModelLoadError
+
+    device: str = option("auto", f"Device: {DEVICES_HELP}.")
+    dtype: str = option("auto", f"{DTYPES_HELP}.", choices=DTYPES)
+    quantize: str = option("none", "none, 8bit or 4bit (nf4) through bitsandbytes.", choices=QUANTIZE)
+
+    def __post_init__(self) -> None:
+        if self.quantize not in QUANTIZE:
+            raise ModelLoadError(f"Unknown quantization {self.quantize!r}; use one of {', '.join(QUANTIZE)}.")
+
+    def spec(self, source: str, adapter: str = "") -> "ModelSpec":
+        """The model ``source`` placed here."""
+        return ModelSpec(source, self.device, self.dtype, self.quantize, adapter)
+
+
+def _placement_option(name: str) -> Any:
+    """A :class:`Placement` field again, for :class:`ModelSpec` (its fields come first there: specs are built
+    positionally, source first)."""
+    f = next(f for f in dataclasses.fields(Placement) if f.name == name)
+    return option(f.default, f.metadata["help"], choices=f.metadata.get("choices"))
 
 
 @dataclass
@@ -39,9 +67,9 @@ class ModelSpec(ConfigBase):
 
     source: str = option("", "Hub id (Qwen/Qwen3-0.6B), a local folder with config, weights and tokenizer, or a "
                            ".gguf file.")
-    device: str = option("auto", f"Device: {DEVICES_HELP}.")
-    dtype: str = option("auto", "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.")
-    quantize: str = option("none", "none, 8bit or 4bit (nf4) through bitsandbytes.")
+    device: str = _placement_option("device")
+    dtype: str = _placement_option("dtype")
+    quantize: str = _placement_option("quantize")
     adapter: str = option("", "A PEFT (LoRA) adapter folder to put on the model (empty: none). A source that is "
                             "itself an adapter folder names its base in adapter_config.json.")
 
@@ -51,8 +79,11 @@ class ModelSpec(ConfigBase):
         if not self.source.strip():
             raise ModelLoadError("A model source is empty; give the receiver and the sharer each a Hub id or a "
                                  "local folder.")
-        if self.quantize not in QUANTIZE:
-            raise ModelLoadError(f"Unknown quantization {self.quantize!r}; use one of {', '.join(QUANTIZE)}.")
+        Placement.__post_init__(self)  # type: ignore[arg-type]  # the same checks of the same fields
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.device, self.dtype, self.quantize)
 
 
 @dataclass
@@ -317,14 +348,15 @@ def load_pair(
     *,
     progress: Callable[[LoadProgress], None] | None = None,
     cancel: threading.Event | None = None,
-    defaults: ModelSpec | None = None,
-    warm_up: bool = False,
+    defaults: Placement | None = None,
+    warm_up: Callable[[Pair, threading.Event | None], None] | None = None,
     cuda_graphs: bool = True,
 ) -> Pair:
     """Load a pair. With a fuser, a receiver or sharer left out comes from the fuser's record of its pair.
 
-    ``defaults`` carries device/dtype/quantize for models named only by the fuser. ``warm_up`` answers once
-    in each mode as the last step (:func:`fusers.engine.warm_up`), so that the first real run is timed fairly.
+    ``defaults`` places the models named only by the fuser. ``warm_up`` is the load's last step, given by the
+    caller (:func:`fusers.engine.warm_up`: a short answer in each mode, so that the first real run is timed
+    fairly); taking it as an argument keeps this module below the engine, which answers with a loaded pair.
     Models on a CUDA device then decode on static caches in CUDA graphs, captured as a step of the load
     (``cuda_graphs=False`` keeps transformers' generate); ``Pair.decode_paths`` says what each model got.
     Cancel is checked between models; a cancelled load frees what it loaded and raises Cancelled.
@@ -332,9 +364,12 @@ def load_pair(
     from .checkpoint import load_fuser
 
     # capturing CUDA graphs is a step of its own where a model goes onto a GPU
-    capture = cuda_graphs and any(resolve_device((spec or defaults or ModelSpec("-")).device).type == "cuda"
+    if isinstance(warm_up, bool):
+        raise TypeError("warm_up takes the step to run (fusers.engine.warm_up) or None, not a bool")
+    placement = defaults or Placement()
+    capture = cuda_graphs and any(resolve_device((spec or placement).device).type == "cuda"
                                   for spec in (receiver, sharer))
-    total = 2 + (fuser is not None) + warm_up + capture
+    total = 2 + (fuser is not None) + (warm_up is not None) + capture
     step = 0
 
     def report(message: str) -> None:
@@ -349,11 +384,10 @@ def load_pair(
     if fuser is not None:
         report(f"Reading fuser {fuser}")
         loaded_fuser = load_fuser(fuser)
-        base = defaults or ModelSpec("-")
         if receiver is None:
-            receiver = ModelSpec(loaded_fuser.info.receiver, base.device, base.dtype, base.quantize)
+            receiver = placement.spec(loaded_fuser.info.receiver)
         if sharer is None:
-            sharer = ModelSpec(loaded_fuser.info.sharer, base.device, base.dtype, base.quantize)
+            sharer = placement.spec(loaded_fuser.info.sharer)
     if receiver is None or sharer is None:
         raise ModelLoadError("Give both a receiver and a sharer, or a fuser that names them.")
 
@@ -371,11 +405,9 @@ def load_pair(
         on_gpu = [m.role for m in (r, s) if m.device.type == "cuda"]
         report(f"Capturing CUDA graphs for the {' and the '.join(on_gpu)}")
     pair.decode_paths = pair.prepare_decoding(cuda_graphs)
-    if warm_up:
-        from .engine import warm_up as answer_once_in_each_mode
-
+    if warm_up is not None:
         report("Warming up: a short first answer in each mode")
-        answer_once_in_each_mode(pair, cancel)
+        warm_up(pair, cancel)
         if cancel is not None and cancel.is_set():
             raise Cancelled("Loading was cancelled.")
     if progress is not None:
