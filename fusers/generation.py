@@ -34,7 +34,7 @@ class GenerationSettings(ConfigBase):
     config_error: ClassVar[type[Exception]] = SettingsError
 
     max_new_tokens: int = option(128, "Most tokens in an answer.")
-    do_sample: bool = option(False, "Sample instead of greedy decoding.")
+    do_sample: bool = option(False, "Sample instead of greedy decoding.", aliases=("--sample",))
     temperature: float = option(0.7, "Sampling temperature (> 0); only when sampling.")
     top_p: float = option(0.8, "Nucleus sampling mass in (0, 1]; only when sampling.")
     top_k: int = option(20, "Keep the k most likely tokens (0 = all); only when sampling.")

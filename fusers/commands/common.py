@@ -24,7 +24,7 @@ def add_field_option(group: Any, f: dataclasses.Field, *flags: str, default: Any
     """One option from one config field: ``--max-new-tokens`` for ``max_new_tokens`` (or ``flags``), its help text
     (or ``text``) with ``note`` and its default after it (or ``said``: the default in words), its type and its
     closed list of values. ``default``: the field's own (``KEEP``), or None to leave the choice to the command."""
-    flags = flags or ("--" + f.name.replace("_", "-"),)
+    flags = flags or ("--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ()))
     value = f.default if default is KEEP else default
     shown = f.default if value is None else value
     if said is None:
@@ -130,17 +130,15 @@ def preset_sources(name: str) -> tuple[str | None, str | None, str | None]:
 
 
 def add_settings_options(parser: argparse.ArgumentParser, config: type, title: str,
-                         defaults: dict[str, str] | None = None, aliases: dict[str, Iterable[str]] | None = None,
-                         names: Iterable[str] | None = None) -> None:
-    """One option per field of a settings dataclass (``--max-new-tokens`` for ``max_new_tokens``; ``aliases``
-    adds older flag names, ``names`` keeps some fields), with its help text; an option not given stays None, so
-    the dataclass keeps its default (or the command's, which ``defaults`` describes in words)."""
+                         defaults: dict[str, str] | None = None, names: Iterable[str] | None = None) -> None:
+    """One option per field of a settings dataclass (``--max-new-tokens`` for ``max_new_tokens``; ``names`` keeps
+    some fields), with its help text; an option not given stays None, so the dataclass keeps its default (or the
+    command's, which ``defaults`` describes in words)."""
     group = parser.add_argument_group(title)
     for f in config.help_fields():
         if names is not None and f.name not in names:
             continue
-        flags = ("--" + f.name.replace("_", "-"), *(aliases or {}).get(f.name, ()))
-        add_field_option(group, f, *flags, default=None, dest=f.name, said=(defaults or {}).get(f.name))
+        add_field_option(group, f, default=None, dest=f.name, said=(defaults or {}).get(f.name))
 
 
 def settings_from_args(args: argparse.Namespace, config: type) -> dict[str, Any]:

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_pair_options(p)
     p.add_argument("--prompt", required=True, help="the user message")
     p.add_argument("--modes", default=ALL_MODES, help=f"comma-separated modes to run, in order (default {ALL_MODES})")
-    add_settings_options(p, GenerationSettings, "generation", aliases={"do_sample": ("--sample",)})
+    add_settings_options(p, GenerationSettings, "generation")
     p.add_argument("--json", action="store_true", help="one JSON object per line per mode")
     p.set_defaults(func=run)
 
