@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -17,7 +17,13 @@ from .projector import C2CProjector, ProjectorConfig, gate_open, stacked_residua
 if TYPE_CHECKING:
     from transformers import Cache, PretrainedConfig
 
-    from .fuser_graphs import FuserGraphs
+
+class CapturedFuse(Protocol):
+    """What ``Fuser.graphs`` holds: fuse_cache's passes captured in CUDA graphs (fusers.fuser_graphs.FuserGraphs,
+    which builds on this module: named here by what the fuser calls, not imported)."""
+
+    def fuse(self, receiver_cache: "Cache", sharer_cache: "Cache") -> tuple[list[torch.Tensor], list[bool]] | None:
+        ...
 
 ALIGNMENT_STRATEGIES = ("first", "longest")
 KV = tuple[torch.Tensor, torch.Tensor]
@@ -92,7 +98,7 @@ class Fuser(nn.Module):
         self.info = info
         self.paths_per_pass: int | None = None  # see fuse()
         self._packs: dict[tuple, _Pack] = {}  # projector shape -> its paths' weights, stacked (see _stacks)
-        self.graphs: "FuserGraphs | None" = None  # fuse_cache's passes captured in CUDA graphs (fusers.fuser_graphs)
+        self.graphs: CapturedFuse | None = None  # fuse_cache's passes captured in CUDA graphs (fusers.fuser_graphs)
         if sorted(link.fuser_index for link in layer_map) != sorted(set(link.fuser_index for link in layer_map)):
             # one projector may not serve two receiver layers: its gate statistics would be ambiguous
             raise ValueError("the layer map uses a fuser index twice")
