@@ -145,7 +145,7 @@ class Engine:
 
         devices = self.devices(mode)
         rec = Recorder(devices, on_phase=lambda name, s, e: emit(PhaseEvent(mode, name, s, e)))
-        run = _Run(mode, settings, rec, emit, cancel)
+        run = _AnswerInProgress(mode, settings, rec, emit, cancel)
         with PeakMemory(*devices) as peak, _seeded(settings, devices):
             try:
                 if mode is Mode.RECEIVER:
@@ -184,7 +184,7 @@ class Engine:
 
     # -- modes --------------------------------------------------------------------------------------------
 
-    def _alone(self, model: "LoadedModel", messages: list[dict[str, str]], run: "_Run") -> None:
+    def _alone(self, model: "LoadedModel", messages: list[dict[str, str]], run: "_AnswerInProgress") -> None:
         run.rec.start("tokenize")
         ids = encode(model.tokenizer, messages, run.settings.thinking)
         run.rec.end("tokenize")
@@ -192,7 +192,7 @@ class Engine:
         run.rec.timing.tokens_in = len(ids)
         run.generate(model, ids, part="answer", prefill_phase=f"{model.role}_prefill")
 
-    def _write_hint(self, messages: list[dict[str, str]], run: "_Run") -> list[dict[str, str]]:
+    def _write_hint(self, messages: list[dict[str, str]], run: "_AnswerInProgress") -> list[dict[str, str]]:
         """Text relay's first step: the sharer writes its hint. Returns the conversation the receiver then
         answers (the context question, the hint as the answer to it, and the question again), which text relay
         and relay + fusion both answer, so that the two differ only by the fused cache."""
@@ -212,7 +212,7 @@ class Engine:
             {"role": "user", "content": RELAY_ANSWER_PROMPT.format(question=question)},
         ]
 
-    def _fused(self, messages: list[dict[str, str]], run: "_Run") -> None:
+    def _fused(self, messages: list[dict[str, str]], run: "_AnswerInProgress") -> None:
         """Cache fusion over ``messages``: both models prefill them, the fuser fuses the receiver's cache from
         the sharer's, the receiver decodes. Relay + fusion calls it with text relay's answer conversation."""
         import torch
@@ -278,7 +278,7 @@ class Engine:
         return self._aligner
 
 
-class _Run:
+class _AnswerInProgress:
     """State of one answer as it streams."""
 
     def __init__(self, mode: Mode, settings: GenerationSettings, rec: Recorder, emit: Callable[[Event], None],

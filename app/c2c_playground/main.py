@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prompt", help="send this prompt to every pane once the pair is loaded")
     run.add_argument("--modes", help=f"comma-separated pane modes, {MIN_PANES} to {MAX_PANES} of {', '.join(MODES)} "
                                      f"(default {','.join(DEFAULT_PANE_MODES)})")
-    add_settings_options(p, GenerationSettings, "answers in this run", names=("max_new_tokens", "hint_max_new_tokens"),
-                         defaults={"max_new_tokens": "the set-up panel's.", "hint_max_new_tokens": "the set-up panel's."})
+    lengths = ("max_new_tokens", "hint_max_new_tokens")
+    add_settings_options(p, GenerationSettings, "answers in this run", names=lengths,
+                         defaults=dict.fromkeys(lengths, "the set-up panel's."))
     run.add_argument("--concurrent", action="store_true", help="run the panes concurrently")
     run.add_argument("--screenshot", metavar="FILE.png", help="save a screenshot of the whole window when done")
     run.add_argument("--exit", action="store_true", help="quit when done (exit status 0 on success)")

@@ -155,7 +155,7 @@ def format_table(result: dict[str, Any], heads: dict[str, str] | None = None, ab
                  "a permuted world, {n} questions from (b) and (c)") -> str:
     """The results as a Markdown table (the README's), one column per split in ``heads`` (the demo's by default),
     with the ablation below it."""
-    from ..engine import MODE_LABELS
+    from ..vocabulary import MODE_LABELS
 
     heads = TABLE_HEADS if heads is None else heads
     n = result["questions"]
