@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for f in option_fields():
         group_name = f.metadata.get("group", "training")
         group = groups.get(group_name) or groups.setdefault(group_name, p.add_argument_group(group_name))
-        add_field_option(group, f, default=None, metavar="NAME")
+        add_field_option(group, f, default=None, metavar="NAME" if str(f.type).startswith("str") else None)
     p.set_defaults(func=run)
 
 

@@ -153,7 +153,7 @@ TABLE_HEADS = {"a": "(a) receiver knows", "b": "(b) sharer only, fuser trained",
 
 def format_table(result: dict[str, Any], heads: dict[str, str] | None = None, ablation_of: str = "a sharer trained on "
                  "a permuted world, {n} questions from (b) and (c)") -> str:
-    """The results as a Markdown table (the README's), one column per split in ``heads`` (the demo's by default),
+    """The results as a Markdown table (docs/demo-pair.md's), one column per split in ``heads`` (the demo's by default),
     with the ablation below it."""
     from ..vocabulary import MODE_LABELS
 
