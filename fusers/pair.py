@@ -40,7 +40,7 @@ class Placement(ConfigBase):
 
     device: str = option("auto", f"Device: {DEVICES_HELP}.")
     dtype: str = option("auto", f"{DTYPES_HELP}.", choices=DTYPES)
-    quantize: str = option("none", "none, 8bit or 4bit (nf4) through bitsandbytes.", choices=QUANTIZE)
+    quantize: str = option("none", f"{', '.join(QUANTIZE)} (nf4), through bitsandbytes.", choices=QUANTIZE)
 
     def __post_init__(self) -> None:
         if self.quantize not in QUANTIZE:

@@ -49,7 +49,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 # A model's compute dtype; resolve_dtype also takes the short names (bf16, fp16, fp32) from Python.
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-DTYPES_HELP = "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16"
+DTYPES_HELP = f"auto (float32 on CPU, bfloat16 on CUDA), {', '.join(DTYPES[1:])}"
 
 # bitsandbytes quantization of a model's linear layers, with the words a menu shows
 QUANTIZE_LABELS = {"none": "none", "8bit": "8-bit", "4bit": "4-bit (nf4)"}

@@ -66,14 +66,14 @@ def add_pair_options(parser: argparse.ArgumentParser, presets: bool = False, fus
         group.add_argument("--fuser", help="fuser: a published pair folder, one of ours, or a downloaded pair name; "
                            "alone, it names the receiver and the sharer")
     for f in dataclasses.fields(Placement):
-        add_field_option(group, f, default=KEEP if keep_defaults else None,
+        add_field_option(group, f, default=KEEP if keep_defaults else None, metavar=f.name.upper(),
                          note=(f"For both models. {notes.get(f.name, '')}").strip(),
                          said=None if keep_defaults else notes.get("default", ""))
     if per_model_quantize:
         quantize = field_named(Placement, "quantize")
         for role in ("receiver", "sharer"):
             add_field_option(group, quantize, f"--{role}-quantize", default=None, said="--quantize.",
-                             text=f"Quantize the {role} alone: none, 8bit or 4bit.")
+                             text=f"Quantize the {role} alone.")
     if cuda_graphs:
         group.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                            default=True if keep_defaults else None,
