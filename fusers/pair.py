@@ -342,8 +342,8 @@ def keep_4bit_layers_differentiable(loaded: LoadedModel) -> None:
 
 
 def load_pair(
-    receiver: ModelSpec | None,
-    sharer: ModelSpec | None,
+    receiver: ModelSpec | str | Path | None,
+    sharer: ModelSpec | str | Path | None,
     fuser: str | Path | None = None,
     *,
     progress: Callable[[LoadProgress], None] | None = None,
@@ -352,7 +352,8 @@ def load_pair(
     warm_up: Callable[[Pair, threading.Event | None], None] | None = None,
     cuda_graphs: bool = True,
 ) -> Pair:
-    """Load a pair. With a fuser, a receiver or sharer left out comes from the fuser's record of its pair.
+    """Load a pair. With a fuser, a receiver or sharer left out comes from the fuser's record of its pair. A model
+    given as a string or a path (a Hub id, a folder, a .gguf file) is placed by ``defaults``.
 
     ``defaults`` places the models named only by the fuser. ``warm_up`` is the load's last step, given by the
     caller (:func:`fusers.engine.warm_up`: a short answer in each mode, so that the first real run is timed
@@ -367,6 +368,7 @@ def load_pair(
     if isinstance(warm_up, bool):
         raise TypeError("warm_up takes the step to run (fusers.engine.warm_up) or None, not a bool")
     placement = defaults or Placement()
+    receiver, sharer = (placement.spec(str(m)) if isinstance(m, (str, Path)) else m for m in (receiver, sharer))
     capture = cuda_graphs and any(resolve_device((spec or placement).device).type == "cuda"
                                   for spec in (receiver, sharer))
     total = 2 + (fuser is not None) + (warm_up is not None) + capture

@@ -130,6 +130,14 @@ def test_load_reports_progress_and_can_be_cancelled(tiny_dirs):
                   defaults=Placement("cpu"))
 
 
+def test_models_given_by_name_are_placed_by_the_defaults(tiny_dirs):
+    """load_pair("folder", "folder") from Python, as with the specs: the placement comes from ``defaults``."""
+    pair = load_pair(str(tiny_dirs.receiver), tiny_dirs.sharer, tiny_dirs.published, defaults=Placement("cpu"))
+    assert (pair.receiver.source, pair.sharer.source) == (str(tiny_dirs.receiver), str(tiny_dirs.sharer))
+    assert pair.receiver.device.type == "cpu" and pair.fuser is not None
+    assert Engine(pair).answer(Mode.FUSION, QUESTION, SHORT).token_ids
+
+
 def test_a_message_that_repeats_template_text_is_not_found_inside_the_template(aligned_dirs):
     *_, r_tok, s_tok = aligned_dirs
     messages = [{"role": "user", "content": "user"}]
