@@ -7,18 +7,17 @@ an :class:`Answer` with a :class:`~fusers.timing.Timing` record.
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from .alignment import TokenAligner
+from .answers import Answer, Event, PhaseEvent, TokenEvent  # noqa: F401  (re-exported: fusers.engine.Answer)
 from .chat import check_messages, encode, find_stop, user
 from .devices import PeakMemory, overlapped
 from .errors import ContextLengthError, ModeUnavailableError, PairMismatchError
-from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill
-from .timing import Recorder, Timing
+from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill, seeded
+from .timing import Recorder
 from .vocabulary import MODE_LABELS, PREFILLS, Mode  # noqa: F401  (re-exported: fusers.engine.Mode)
 
 if TYPE_CHECKING:
@@ -34,54 +33,6 @@ RELAY_CONTEXT_PROMPT = (
     "\n\n{question}\n\nDo NOT directly solve or give answer to the question."
 )
 RELAY_ANSWER_PROMPT = "Based on the background, accurately answer the question:\n\n{question}"
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    mode: Mode
-    part: str  # "hint" (the sharer's, in text relay and relay + fusion) or "answer"
-    token_id: int
-    text: str  # the text this token adds
-    elapsed: float  # seconds since the run began
-
-
-@dataclass(frozen=True)
-class PhaseEvent:
-    mode: Mode
-    phase: str  # one of fusers.timing.PHASES
-    start: float
-    end: float | None  # None when the phase begins
-
-
-Event = Union[TokenEvent, PhaseEvent]
-
-
-@dataclass
-class Answer:
-    mode: Mode
-    text: str
-    token_ids: list[int]  # generated ids only, final end-of-sequence excluded
-    timing: Timing
-    finish_reason: str  # "eos", "length" or "cancelled"
-    hint: str | None = None  # text relay and relay + fusion: the sharer's hint
-    hint_token_ids: list[int] | None = None
-    fusion: list[LayerFusion] | None = None  # cache fusion and relay + fusion: what each receiver layer took
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "mode": self.mode.value,
-            "text": self.text,
-            "token_ids": list(self.token_ids),
-            "timing": self.timing.to_dict(),
-            "finish_reason": self.finish_reason,
-        }
-        if self.hint is not None:
-            out["hint"] = self.hint
-            out["hint_token_ids"] = list(self.hint_token_ids or [])
-        if self.fusion is not None:
-            out["fusion"] = [vars(f) for f in self.fusion]
-        return out
 
 
 class _Stop(Exception):
@@ -146,7 +97,7 @@ class Engine:
         devices = self.devices(mode)
         rec = Recorder(devices, on_phase=lambda name, s, e: emit(PhaseEvent(mode, name, s, e)))
         run = _AnswerInProgress(mode, settings, rec, emit, cancel)
-        with PeakMemory(*devices) as peak, _seeded(settings, devices):
+        with PeakMemory(*devices) as peak, seeded(settings, devices):
             try:
                 if mode is Mode.RECEIVER:
                     self._alone(self.pair.receiver, messages, run)
@@ -399,24 +350,6 @@ def _check_length(model: "LoadedModel", n_tokens: int) -> None:
             f"The prompt is {n_tokens} tokens, but the {model.role}'s context holds {model.context_length}; "
             "shorten the prompt or clear the conversation."
         )
-
-
-# torch's sampling RNG is process-wide: runs that sample take turns, so concurrent runs stay reproducible
-_SAMPLING_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _seeded(settings: GenerationSettings, devices: "list[torch.device]") -> Iterator[None]:
-    """Sampling draws from a private RNG state seeded per run; greedy runs leave RNG alone."""
-    if not settings.do_sample:
-        yield
-        return
-    import torch
-
-    gpus = [d.index for d in devices if d.type == "cuda"]
-    with _SAMPLING_LOCK, torch.random.fork_rng(devices=gpus):
-        torch.manual_seed(settings.seed)
-        yield
 
 
 _DONE = object()

@@ -286,3 +286,21 @@ class Detokenizer:
             delta = text[common:]
         self.text = text
         return delta
+
+
+# torch's sampling RNG is process-wide: runs that sample take turns, so concurrent runs stay reproducible
+_SAMPLING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def seeded(settings: GenerationSettings, devices: "list[torch.device]") -> Iterator[None]:
+    """Sampling draws from a private RNG state seeded per run; greedy runs leave RNG alone."""
+    if not settings.do_sample:
+        yield
+        return
+    import torch
+
+    gpus = [d.index for d in devices if d.type == "cuda"]
+    with _SAMPLING_LOCK, torch.random.fork_rng(devices=gpus):
+        torch.manual_seed(settings.seed)
+        yield
