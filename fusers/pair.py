@@ -10,14 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from . import gguf
+from . import gguf, quantization
 from .chat import PLAIN_FORMAT_NAME, PLAIN_PROMPT_TEMPLATE, PLAIN_STOP_STRINGS
 from .config import ConfigBase, option
-from .devices import (DEVICES_HELP, dtype_name, file_backed, numbered, release_freed_memory, resolve_device,
-                      resolve_dtype)
-from .errors import C2CError, Cancelled, ModelLoadError, TrainingError, UnsupportedModelError
+from .devices import DEVICES_HELP, dtype_name, numbered, release_freed_memory, resolve_device, resolve_dtype
+from .errors import C2CError, Cancelled, ModelLoadError, UnsupportedModelError
 from .gguf import is_gguf
-from .libraries import LOAD_OPTIONS, import_bitsandbytes, quiet_libraries
+from .libraries import LOAD_OPTIONS, quiet_libraries
 from .vocabulary import DTYPES, DTYPES_HELP, QUANTIZE
 
 if TYPE_CHECKING:
@@ -249,20 +248,7 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
         raise ModelLoadError(f"The {role} folder {source} does not exist.")
 
     if spec.quantize != "none":
-        if device.type == "mps":
-            raise ModelLoadError("bitsandbytes quantization does not run on MPS; use --quantize none or the CPU.")
-        try:
-            from transformers import BitsAndBytesConfig
-
-            import_bitsandbytes()
-        except ImportError as exc:
-            raise ModelLoadError(f"Quantizing needs bitsandbytes: pip install bitsandbytes ({exc}).") from exc
-        if spec.quantize == "8bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        else:
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
-            )
+        kwargs["quantization_config"] = quantization.config(spec.quantize, dtype, device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -274,11 +260,11 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)  # loaded weights no longer need their files
     if spec.quantize != "none":
-        _own_the_unquantized_weights(model)
+        quantization.own_the_unquantized_weights(model)
     if origin.adapter is not None:
         model = adapters.apply(model, origin.adapter, role, origin.base, quantized=spec.quantize != "none")
     if spec.quantize == "4bit" and device.type == "cpu":
-        _keep_unpackable_layers_on_the_generic_kernel(model)
+        quantization.keep_unpackable_layers_on_the_generic_kernel(model)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -293,52 +279,6 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
 def placement(device: "torch.device | str") -> dict[str, str]:
     """The ``device_map`` that puts a whole model on ``device``, weight by weight as it loads."""
     return {"": str(device)}
-
-
-def _own_the_unquantized_weights(model: Any) -> None:
-    """A quantized model keeps the weights bitsandbytes leaves alone (embeddings, norms) as views of its
-    memory-mapped safetensors file, and those views kept the whole file, every page of it read while
-    quantizing, resident: 1.9x the quantized model's size on the CPU. Copied into memory of their own, the
-    file is let go."""
-    for tensor in file_backed(list(model.parameters()) + list(model.buffers())):
-        tensor.data = tensor.data.clone()
-
-
-def _keep_unpackable_layers_on_the_generic_kernel(model: Any) -> None:
-    """On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit layer's weight for a faster kernel on its first
-    no-grad call, and that repacking fails (an assertion, or a reshape error) unless the layer's output size
-    is a multiple of 32 and its input size a multiple of the quantization block. Small models have such
-    layers: they keep the generic 4-bit kernel, which takes any shape."""
-    import bitsandbytes as bnb
-
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
-            state = module.weight.quant_state
-            out_features, in_features = state.shape
-            if out_features % 32 or in_features % state.blocksize:
-                module.support_avx512bf16_for_cpu = False
-
-
-def keep_4bit_layers_differentiable(loaded: LoadedModel) -> None:
-    """Let gradients flow through ``loaded``'s 4-bit layers on the CPU (training backpropagates through the
-    frozen receiver). bitsandbytes' repacked AVX512-BF16 kernel has no autograd, so gradients through a
-    repacked layer would silently be zero: layers stay on the generic kernel. A layer that inference has
-    already repacked cannot be restored exactly, so that is an error."""
-    if loaded.quantize != "4bit" or loaded.device.type != "cpu":
-        return
-    import bitsandbytes as bnb
-
-    repacked = 0
-    for module in loaded.model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.support_avx512bf16_for_cpu = False
-            repacked += bool(getattr(module.weight.quant_state, "packing_format_for_cpu", False))
-    if repacked:
-        raise TrainingError(
-            f"The {loaded.role} {loaded.source} has {repacked} 4-bit layers that bitsandbytes repacked for its fast "
-            "CPU inference kernel, which cannot pass gradients back. Load the model again and train before "
-            "answering with it (c2c train always does), or train without --quantize 4bit."
-        )
 
 
 def load_pair(

@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..errors import Cancelled, TrainingError
-from ..pair import LoadedModel, keep_4bit_layers_differentiable
+from ..pair import LoadedModel
+from ..quantization import keep_4bit_layers_differentiable
 from .config import TrainConfig
 from .data import Conversation, collate, conversations_from, tokenize
 from .forward import FusionModule, backward, run_batch
