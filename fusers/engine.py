@@ -7,17 +7,19 @@ an :class:`Answer` with a :class:`~fusers.timing.Timing` record.
 
 from __future__ import annotations
 
-import queue
+import dataclasses
+import random
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .alignment import TokenAligner
-from .answers import Answer, Event, PhaseEvent, TokenEvent  # noqa: F401  (re-exported: fusers.engine.Answer)
+from .answers import Answer, Event, PhaseEvent, TokenEvent, stream  # noqa: F401  (re-exported from here too)
 from .chat import check_messages, encode, find_stop, user
 from .devices import PeakMemory, overlapped
 from .errors import ContextLengthError, ModeUnavailableError, PairMismatchError
 from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill, seeded
-from .timing import Recorder
+from .static_decode import StaticPrefix
+from .timing import Recorder, decode_rate
 from .vocabulary import MODE_LABELS, PREFILLS, Mode  # noqa: F401  (re-exported: fusers.engine.Mode)
 
 if TYPE_CHECKING:
@@ -33,6 +35,15 @@ RELAY_CONTEXT_PROMPT = (
     "\n\n{question}\n\nDo NOT directly solve or give answer to the question."
 )
 RELAY_ANSWER_PROMPT = "Based on the background, accurately answer the question:\n\n{question}"
+
+
+def draw_seed(settings: GenerationSettings) -> GenerationSettings:
+    """``settings`` with a seed drawn when it samples and names none, so the answer records the seed and the run
+    can be repeated: the one place a seed is drawn. Draw it once for runs that should sample alike (the app's
+    panes of one send); :meth:`Engine.answer` draws for a caller that did not."""
+    if settings.do_sample and settings.seed is None:
+        return dataclasses.replace(settings, seed=random.randrange(2**31))
+    return settings
 
 
 class _Stop(Exception):
@@ -63,10 +74,8 @@ class Engine:
         """The devices a run of ``mode`` uses, the answering model's first (the fuser sits on the receiver's)."""
         mode = Mode(mode)
         receiver, sharer = self.pair.receiver.device, self.pair.sharer.device
-        if mode is Mode.RECEIVER:
-            return [receiver]
-        if mode is Mode.SHARER:
-            return [sharer]
+        if mode in (Mode.RECEIVER, Mode.SHARER):  # one model alone
+            return [getattr(self.pair, mode.answered_by).device]
         return [receiver] if sharer == receiver else [receiver, sharer]
 
     def available_modes(self) -> list[Mode]:
@@ -82,8 +91,7 @@ class Engine:
         cancel: threading.Event | None = None,
     ) -> Answer:
         mode = Mode(mode)
-        settings = settings or GenerationSettings()
-        settings = settings.with_seed()  # the answer records the seed a sampled run drew, so it can be repeated
+        settings = draw_seed(settings or GenerationSettings())
         messages = check_messages(messages)
         if mode.needs_fuser and self.pair.fuser is None:
             raise ModeUnavailableError(f"{mode.label} needs a fuser: load one with the pair (--fuser or the app's "
@@ -119,8 +127,8 @@ class Engine:
         t.peak_memory_bytes = peak.peak_bytes
         t.peak_memory_by_device = peak.by_device
         t.tokens_out = len(run.answer_ids)
-        if len(run.token_times) > 1:
-            t.decode_tokens_per_s = (len(run.token_times) - 1) / max(run.token_times[-1] - run.token_times[0], 1e-9)
+        if run.token_times:
+            t.decode_tokens_per_s = decode_rate(len(run.token_times), run.token_times[0], run.token_times[-1])
         return Answer(
             mode=mode,
             text=run.answer_text,
@@ -193,6 +201,10 @@ class Engine:
         # Both models prefill all but the last prompt token; the receiver feeds that token when decoding.
         s_input = torch.tensor([s_ids[:-1]], device=sharer.device)  # (1, N-1)
         r_input = torch.tensor([r_ids[:-1]], device=receiver.device)  # (1, N-1)
+        static = self._static_fusion(r_input, s_input, run)
+        if static is not None:
+            run.generate(receiver, r_ids, part="answer", prefill_phase=None, cache=static)
+            return
         run.rec.timing.prefills = "overlapped" if self.overlaps_prefills() else "sequential"
         if self.overlaps_prefills():  # independent until the fuse: TTFT nears the longer prefill, not the sum
             run.rec.start("sharer_prefill")
@@ -220,6 +232,51 @@ class Engine:
         run.rec.end("fuse")
         run.check_cancel()
         run.generate(receiver, r_ids, part="answer", prefill_phase=None, cache=receiver_cache)
+
+    def _static_fusion(self, r_input: "torch.Tensor", s_input: "torch.Tensor", run: "_AnswerInProgress"
+                       ) -> StaticPrefix | None:
+        """Cache fusion's prefills and fuse on the GPU's fast path, or None (nothing done) where it cannot serve:
+        both prefills replayed into the two models' static caches, one after the other (on one GPU, overlapping
+        them was slower), and the fuser's captured pass fusing the receiver's cache in place. Returns the
+        receiver's prefix, its decoder held until decoded."""
+        pair, fuser = self.pair, self.pair.fuser
+        r_dec, s_dec = pair.receiver.decoder, pair.sharer.decoder
+        n = r_input.shape[-1]
+        limit = max(run.settings.max_new_tokens, 1)
+        if (self.prefills == "overlap" or r_dec is None or s_dec is None or fuser.graphs is None or s_input.shape[-1] != n
+                or r_dec.bucket(n) is None or s_dec.bucket(n) is None or not r_dec.fits(n + 1 + limit)
+                or not fuser.graphs.serves_static(n, r_dec, s_dec)):
+            return None
+        if not s_dec.lock.acquire(blocking=False):
+            return None
+        if not r_dec.lock.acquire(blocking=False):
+            s_dec.lock.release()
+            return None
+        run.rec.timing.prefills = "sequential"
+        r_prefix = None
+        try:
+            run.rec.start("sharer_prefill")
+            s_prefix = s_dec.prefill(s_input, held=True)
+            run.rec.end("sharer_prefill")
+            run.check_cancel()
+            run.rec.start("receiver_prefill")
+            r_prefix = r_dec.prefill(r_input, held=True)
+            run.rec.end("receiver_prefill")
+            run.check_cancel()
+            run.rec.start("fuse")
+            run.fusion = fuser.fuse_static(r_prefix, s_prefix)
+            run.rec.end("fuse")
+            if run.fusion is None:
+                raise RuntimeError("the fuser's captured pass refused caches it said it serves")
+            return r_prefix
+        except BaseException:
+            if r_prefix is not None:
+                r_prefix.release()
+            else:
+                r_dec.lock.release()
+            raise
+        finally:
+            s_dec.lock.release()
 
     def _get_aligner(self) -> TokenAligner:
         if self._aligner is None:
@@ -259,13 +316,27 @@ class _AnswerInProgress:
         is_hint = part == "hint"
         limit = self.settings.hint_max_new_tokens if is_hint else self.settings.max_new_tokens
         limit = max(1, min(limit, model.context_length - len(ids)))
-        detok = Detokenizer(model.tokenizer)
-        eos = set() if self.settings.ignore_eos else set(model.eos_token_ids)
         if prefill_phase is not None:  # the prompt but its last token, as cache fusion prefills it
             self.rec.start(prefill_phase)
-            cache = prefill(model.model, torch.tensor([ids[:-1]], device=model.device), self.cancel)  # (1, N-1)
+            prompt = torch.tensor([ids[:-1]], device=model.device)  # (1, N-1)
+            # into the static cache by a captured prefill where one serves (it holds the decoder until decoded)
+            static = model.decoder.prefill(prompt) if model.decoder is not None and model.decoder.fits(
+                len(ids) + limit) else None
+            cache = static or prefill(model.model, prompt, self.cancel)
             self.rec.end(prefill_phase)
-            self.check_cancel()
+        try:
+            self._decode(model, ids, cache, is_hint, limit)
+        finally:
+            if isinstance(cache, StaticPrefix):  # cancelled or failed before decoding it: free the decoder
+                cache.release()
+
+    def _decode(self, model: "LoadedModel", ids: list[int], cache: Any, is_hint: bool, limit: int) -> None:
+        import torch
+
+        self.check_cancel()
+        part = "hint" if is_hint else "answer"
+        detok = Detokenizer(model.tokenizer)
+        eos = set() if self.settings.ignore_eos else set(model.eos_token_ids)
         self.rec.start("hint" if is_hint else "decode")  # from the last prompt token on, the first step included
         first = True
         hit_eos = False
@@ -350,38 +421,3 @@ def _check_length(model: "LoadedModel", n_tokens: int) -> None:
             f"The prompt is {n_tokens} tokens, but the {model.role}'s context holds {model.context_length}; "
             "shorten the prompt or clear the conversation."
         )
-
-
-_DONE = object()
-
-
-def stream(
-    engine: Engine,
-    mode: Mode | str,
-    messages: Sequence[dict[str, str]],
-    settings: GenerationSettings | None = None,
-) -> Iterator[Event | Answer]:
-    """Iterate a run's events, then its :class:`Answer`. Closing the iterator early cancels the run."""
-    events: "queue.Queue[Any]" = queue.Queue()
-    cancel = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            outcome["answer"] = engine.answer(mode, messages, settings, on_event=events.put, cancel=cancel)
-        except BaseException as exc:  # handed to the consumer's thread below
-            outcome["error"] = exc
-        finally:
-            events.put(_DONE)
-
-    thread = threading.Thread(target=work, name="c2c-stream", daemon=True)
-    thread.start()
-    try:
-        while (item := events.get()) is not _DONE:
-            yield item
-    finally:
-        cancel.set()
-        thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    yield outcome["answer"]

@@ -18,11 +18,19 @@ if TYPE_CHECKING:
     from transformers import Cache, PretrainedConfig
 
 
+
 class CapturedFuse(Protocol):
     """What ``Fuser.graphs`` holds: fuse_cache's passes captured in CUDA graphs (fusers.fuser_graphs.FuserGraphs,
-    which builds on this module: named here by what the fuser calls, not imported)."""
+    which builds on this module, as fusers.static_decode does: named here by what the fuser calls, not imported).
+    A ``StaticPrefix`` is fusers.static_decode's prompt prefilled into a decoder's static cache."""
 
     def fuse(self, receiver_cache: "Cache", sharer_cache: "Cache") -> tuple[list[torch.Tensor], list[bool]] | None:
+        ...
+
+    def fuse_static(self, receiver: Any, sharer: Any) -> tuple[list[torch.Tensor], list[bool]] | None:
+        ...
+
+    def serves_static(self, n: int, receiver: Any, sharer: Any) -> bool:
         ...
 
 ALIGNMENT_STRATEGIES = ("first", "longest")
@@ -342,6 +350,17 @@ class Fuser(nn.Module):
             for layer, (k, v) in zip(receiver_cache.layers, fused):
                 layer.keys, layer.values = k, v
             gates = self._gate_flags()
+        return self._layer_fusions(weights, gates)
+
+    @torch.no_grad()
+    def fuse_static(self, receiver: Any, sharer: Any) -> list[LayerFusion] | None:
+        """Fuse the receiver's static cache in place from the sharer's (two fusers.static_decode.StaticPrefix: both
+        prefilled there), by a pass captured over the two caches (fusers.fuser_graphs); None where none can serve, and
+        nothing done: copy the caches out and call :meth:`fuse_cache`."""
+        captured = self.graphs.fuse_static(receiver, sharer) if self.graphs is not None else None
+        return None if captured is None else self._layer_fusions(*captured)
+
+    def _layer_fusions(self, weights: list[torch.Tensor], gates: list[bool]) -> list[LayerFusion]:
         values = torch.stack(weights).tolist() if weights else []
         return [
             LayerFusion(link.receiver_layer, link.sharer_layer, gates[2 * i], gates[2 * i + 1],

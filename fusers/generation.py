@@ -9,8 +9,6 @@ honours every model's quirks and is as fast as a loop of our own for batch 1
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import random
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
@@ -18,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
 from .config import ConfigBase, option
 from .errors import SettingsError
 from .libraries import cache_kwargs
+from .static_decode import StaticPrefix
 
 if TYPE_CHECKING:
     import torch
@@ -65,14 +64,6 @@ class GenerationSettings(ConfigBase):
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
                                       or not 0 <= self.seed < 2**63):
             raise SettingsError(f"seed must be an integer in [0, 2**63) or None, got {self.seed!r}")
-
-    def with_seed(self) -> "GenerationSettings":
-        """These settings, with a freshly drawn seed where they sample and name none: the one place a seed is
-        drawn. A caller that runs several answers alike (the app's panes of one send) draws once and hands the
-        result to each; the engine draws for a caller that did not, so every answer records a repeatable seed."""
-        if not self.do_sample or self.seed is not None:
-            return self
-        return dataclasses.replace(self, seed=random.randrange(2**31))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GenerationSettings":
@@ -219,6 +210,14 @@ def decode(
         return bool(cancel and cancel.is_set()) or bool(stop and stop.is_set())
 
     n = input_ids.shape[-1]
+    if isinstance(cache, StaticPrefix):  # prefilled in the decoder's static cache, the decoder held for us
+        try:
+            if on_path is not None:
+                on_path(STATIC_PATH if cache.decoder.graph is not None else "static cache")
+            cache.decoder.decode(input_ids, cache, config, collect, should_stop)
+        finally:
+            cache.release()
+        return _without_final_eos(out_ids, settings, eos)
     if (static is not None and cache is not None and cache.get_seq_length() == n - 1
             and static.fits(n + max_new_tokens) and static.lock.acquire(blocking=False)):
         try:

@@ -185,16 +185,21 @@ class Pair:
             lines.append("decoding: " + describe_paths(self.decode_paths))
         return lines
 
-    def prepare_decoding(self, cuda_graphs: bool = True) -> list["DecodePath"]:
+    def prepare_decoding(self, cuda_graphs: bool = True, compile: bool = True,
+                         cancel: threading.Event | None = None) -> list["DecodePath"]:
         """Give each model on a CUDA device a static cache and a captured decode step (fusers.static_decode),
         and the fuser its captured passes (fusers.fuser_graphs); the others keep transformers' generate and the
-        eager pass. Returns what was decided for each, to be said once."""
-        from .static_decode import prepare, prepare_fuser
+        eager pass. ``compile``: compile each decode step (torch.compile) before capturing it. Returns what was
+        decided for each, to be said once. ``cancel`` is checked between models (raises Cancelled)."""
+        from .fuser_graphs import prepare_fuser
+        from .static_decode import prepare
 
         paths = []
         for loaded in (self.receiver, self.sharer):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Loading was cancelled.")
             loaded.decoder, loaded.decode_path = prepare(loaded.model, loaded.role, loaded.quantize != "none",
-                                                         enabled=cuda_graphs)
+                                                         enabled=cuda_graphs, compile=compile)
             paths.append(loaded.decode_path)
         if self.fuser is not None:
             paths.append(prepare_fuser(self.fuser, self.receiver, self.sharer, enabled=cuda_graphs))
@@ -291,6 +296,7 @@ def load_pair(
     defaults: Placement | None = None,
     warm_up: Callable[[Pair, threading.Event | None], None] | None = None,
     cuda_graphs: bool = True,
+    compile: bool = True,
 ) -> Pair:
     """Load a pair. With a fuser, a receiver or sharer left out comes from the fuser's record of its pair. A model
     given as a string or a path (a Hub id, a folder, a .gguf file) is placed by ``defaults``.
@@ -299,7 +305,8 @@ def load_pair(
     caller (:func:`fusers.engine.warm_up`: a short answer in each mode, so that the first real run is timed
     fairly); taking it as an argument keeps this module below the engine, which answers with a loaded pair.
     Models on a CUDA device then decode on static caches in CUDA graphs, captured as a step of the load
-    (``cuda_graphs=False`` keeps transformers' generate); ``Pair.decode_paths`` says what each model got.
+    (``cuda_graphs=False`` keeps transformers' generate), each step compiled first (``compile=False``: captured
+    as transformers runs it); ``Pair.decode_paths`` says what each model got.
     Cancel is checked between models; a cancelled load frees what it loaded and raises Cancelled.
     """
     from .checkpoint import load_fuser
@@ -345,8 +352,9 @@ def load_pair(
         pair.fuser = loaded_fuser.to(device=r.device, dtype=r.dtype)
     if capture:
         on_gpu = [m.role for m in (r, s) if m.device.type == "cuda"]
-        report(f"Capturing CUDA graphs for the {' and the '.join(on_gpu)}")
-    pair.decode_paths = pair.prepare_decoding(cuda_graphs)
+        report(("Compiling and capturing" if compile else "Capturing")
+               + f" CUDA graphs for the {' and the '.join(on_gpu)}")
+    pair.decode_paths = pair.prepare_decoding(cuda_graphs, compile, cancel)
     if warm_up is not None:
         report("Warming up: a short first answer in each mode")
         warm_up(pair, cancel)

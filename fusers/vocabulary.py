@@ -31,6 +31,11 @@ class Mode(str, Enum):
         """The receiver's cache is fused from the sharer's: unavailable without a fuser."""
         return self in (Mode.FUSION, Mode.HYBRID)
 
+    @property
+    def answered_by(self) -> str:
+        """The role of the model whose tokens make the answer: the sharer alone, else the receiver."""
+        return "sharer" if self is Mode.SHARER else "receiver"
+
 
 MODE_LABELS = {
     Mode.RECEIVER: "Receiver alone",
@@ -55,7 +60,8 @@ DTYPES_HELP = f"auto (float32 on CPU, bfloat16 on CUDA), {', '.join(DTYPES[1:])}
 QUANTIZE_LABELS = {"none": "none", "8bit": "8-bit", "4bit": "4-bit (nf4)"}
 QUANTIZE = tuple(QUANTIZE_LABELS)
 
-# The side-by-side comparison: how many panes, and the modes a first start (or a bad saved layout) shows.
+# The side-by-side comparison: how many panes (two to compare; four still fit beside the set-up on a laptop),
+# and the modes a first start (or a bad saved layout) shows.
 MIN_PANES, MAX_PANES = 2, 4
 DEFAULT_PANE_MODES = (Mode.RELAY.value, Mode.FUSION.value)
 

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "With --prompt, --screenshot or --exit it runs a comparison by itself (offscreen too: set "
                     "QT_QPA_PLATFORM=offscreen).",
     )
-    add_pair_options(p, presets=True, per_model_quantize=False, keep_defaults=False,
+    add_pair_options(p, presets=True, compile=False, per_model_quantize=False, keep_defaults=False,
                      notes={"default": "the set-up panel's."})
     run = p.add_argument_group("headless run")
     run.add_argument("--prompt", help="send this prompt to every pane once the pair is loaded")

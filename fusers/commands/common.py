@@ -45,8 +45,8 @@ def add_field_option(group: Any, f: dataclasses.Field, *flags: str, default: Any
 
 
 def add_pair_options(parser: argparse.ArgumentParser, presets: bool = False, fuser: bool = True,
-                     cuda_graphs: bool = True, per_model_quantize: bool = True, keep_defaults: bool = True,
-                     notes: dict[str, str] | None = None) -> None:
+                     cuda_graphs: bool = True, compile: bool = True, per_model_quantize: bool = True,
+                     keep_defaults: bool = True, notes: dict[str, str] | None = None) -> None:
     """The pair's options: the models (``ModelSpec``), their placement (``Placement``), and a fuser or a named
     pair. ``keep_defaults=False`` leaves placement options None when not given (the app keeps its form's);
     ``notes`` adds a command's words to an option's help, by option name."""
@@ -79,6 +79,10 @@ def add_pair_options(parser: argparse.ArgumentParser, presets: bool = False, fus
                            default=True if keep_defaults else None,
                            help="on a CUDA GPU, decode with transformers' generate instead of static caches captured "
                                 "in CUDA graphs (captured while the pair loads; other devices always use generate)")
+    if cuda_graphs and compile:
+        group.add_argument("--no-compile", dest="compile", action="store_false",
+                           help="on a CUDA GPU, capture each decode step as transformers runs it, without compiling it "
+                                "first with torch.compile (compiling adds tens of seconds to the load, once)")
 
 
 def placement_from_args(args: argparse.Namespace) -> Placement:
@@ -111,6 +115,7 @@ def pair_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool
         defaults=placement_from_args(args),
         warm_up=answer_once_in_each_mode if warm_up else None,
         cuda_graphs=args.cuda_graphs,
+        compile=getattr(args, "compile", True),
     )
 
 

@@ -88,9 +88,11 @@ def test_modes_parse_from_the_declaration_and_bad_ones_name_the_choices():
 
 
 def test_the_seed_is_drawn_once_and_only_where_sampling_needs_one():
+    from fusers.engine import draw_seed
+
     greedy = GenerationSettings(seed=None)
-    assert greedy.with_seed() is greedy
+    assert draw_seed(greedy) is greedy
     fixed = GenerationSettings(do_sample=True, seed=5)
-    assert fixed.with_seed() is fixed
-    drawn = GenerationSettings(do_sample=True, seed=None).with_seed()
-    assert isinstance(drawn.seed, int) and drawn.with_seed() == drawn
+    assert draw_seed(fixed) is fixed
+    drawn = draw_seed(GenerationSettings(do_sample=True, seed=None))
+    assert isinstance(drawn.seed, int) and draw_seed(drawn) == drawn
