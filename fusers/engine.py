@@ -7,22 +7,20 @@ an :class:`Answer` with a :class:`~fusers.timing.Timing` record.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import queue
 import random
 import threading
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .alignment import TokenAligner
+from .answers import Answer, Event, PhaseEvent, TokenEvent, stream  # noqa: F401  (re-exported from here too)
 from .chat import check_messages, encode, find_stop, user
 from .devices import PeakMemory, overlapped
 from .errors import ContextLengthError, ModeUnavailableError, PairMismatchError
-from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill
+from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill, seeded
 from .static_decode import StaticPrefix
-from .timing import Recorder, Timing, decode_rate
+from .timing import Recorder, decode_rate
+from .vocabulary import MODE_LABELS, PREFILLS, Mode  # noqa: F401  (re-exported: fusers.engine.Mode)
 
 if TYPE_CHECKING:
     import torch
@@ -30,44 +28,6 @@ if TYPE_CHECKING:
     from .fuser import LayerFusion  # imports torch: kept out of the app's first paint
     from .pair import LoadedModel, Pair
 
-
-class Mode(str, Enum):
-    RECEIVER = "receiver"
-    SHARER = "sharer"
-    RELAY = "relay"
-    FUSION = "fusion"
-    HYBRID = "hybrid"  # text relay's hint and cache fusion's fused cache together
-
-    @property
-    def label(self) -> str:
-        return MODE_LABELS[self]
-
-    @property
-    def writes_hint(self) -> bool:
-        """The sharer writes a hint that the receiver reads in its prompt (the answer carries it)."""
-        return self in (Mode.RELAY, Mode.HYBRID)
-
-    @property
-    def needs_fuser(self) -> bool:
-        """The receiver's cache is fused from the sharer's: unavailable without a fuser."""
-        return self in (Mode.FUSION, Mode.HYBRID)
-
-    @property
-    def answered_by(self) -> str:
-        """The role of the model whose tokens make the answer: the sharer alone, else the receiver."""
-        return "sharer" if self is Mode.SHARER else "receiver"
-
-
-# how cache fusion runs its two prefills: at the same time where a GPU takes part, or always, or one by one
-PREFILLS = ("auto", "overlap", "sequential")
-
-MODE_LABELS = {
-    Mode.RECEIVER: "Receiver alone",
-    Mode.SHARER: "Sharer alone",
-    Mode.RELAY: "Text relay",
-    Mode.FUSION: "Cache fusion",
-    Mode.HYBRID: "Relay + fusion",
-}
 
 # The reference's text-relay prompts (the paper's "T2T" baseline).
 RELAY_CONTEXT_PROMPT = (
@@ -77,57 +37,10 @@ RELAY_CONTEXT_PROMPT = (
 RELAY_ANSWER_PROMPT = "Based on the background, accurately answer the question:\n\n{question}"
 
 
-@dataclass(frozen=True)
-class TokenEvent:
-    mode: Mode
-    part: str  # "hint" (the sharer's, in text relay and relay + fusion) or "answer"
-    token_id: int
-    text: str  # the text this token adds
-    elapsed: float  # seconds since the run began
-
-
-@dataclass(frozen=True)
-class PhaseEvent:
-    mode: Mode
-    phase: str  # one of fusers.timing.PHASES
-    start: float
-    end: float | None  # None when the phase begins
-
-
-Event = Union[TokenEvent, PhaseEvent]
-
-
-@dataclass
-class Answer:
-    mode: Mode
-    text: str
-    token_ids: list[int]  # generated ids only, final end-of-sequence excluded
-    timing: Timing
-    finish_reason: str  # "eos", "length" or "cancelled"
-    hint: str | None = None  # text relay and relay + fusion: the sharer's hint
-    hint_token_ids: list[int] | None = None
-    fusion: list[LayerFusion] | None = None  # cache fusion and relay + fusion: what each receiver layer took
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "mode": self.mode.value,
-            "text": self.text,
-            "token_ids": list(self.token_ids),
-            "timing": self.timing.to_dict(),
-            "finish_reason": self.finish_reason,
-        }
-        if self.hint is not None:
-            out["hint"] = self.hint
-            out["hint_token_ids"] = list(self.hint_token_ids or [])
-        if self.fusion is not None:
-            out["fusion"] = [vars(f) for f in self.fusion]
-        return out
-
-
 def draw_seed(settings: GenerationSettings) -> GenerationSettings:
     """``settings`` with a seed drawn when it samples and names none, so the answer records the seed and the run
-    can be repeated. Draw it once for runs that should sample alike (the app's panes of one send)."""
+    can be repeated: the one place a seed is drawn. Draw it once for runs that should sample alike (the app's
+    panes of one send); :meth:`Engine.answer` draws for a caller that did not."""
     if settings.do_sample and settings.seed is None:
         return dataclasses.replace(settings, seed=random.randrange(2**31))
     return settings
@@ -191,8 +104,8 @@ class Engine:
 
         devices = self.devices(mode)
         rec = Recorder(devices, on_phase=lambda name, s, e: emit(PhaseEvent(mode, name, s, e)))
-        run = _Run(mode, settings, rec, emit, cancel)
-        with PeakMemory(*devices) as peak, _seeded(settings, devices):
+        run = _AnswerInProgress(mode, settings, rec, emit, cancel)
+        with PeakMemory(*devices) as peak, seeded(settings, devices):
             try:
                 if mode is Mode.RECEIVER:
                     self._alone(self.pair.receiver, messages, run)
@@ -230,7 +143,7 @@ class Engine:
 
     # -- modes --------------------------------------------------------------------------------------------
 
-    def _alone(self, model: "LoadedModel", messages: list[dict[str, str]], run: "_Run") -> None:
+    def _alone(self, model: "LoadedModel", messages: list[dict[str, str]], run: "_AnswerInProgress") -> None:
         run.rec.start("tokenize")
         ids = encode(model.tokenizer, messages, run.settings.thinking)
         run.rec.end("tokenize")
@@ -238,7 +151,7 @@ class Engine:
         run.rec.timing.tokens_in = len(ids)
         run.generate(model, ids, part="answer", prefill_phase=f"{model.role}_prefill")
 
-    def _write_hint(self, messages: list[dict[str, str]], run: "_Run") -> list[dict[str, str]]:
+    def _write_hint(self, messages: list[dict[str, str]], run: "_AnswerInProgress") -> list[dict[str, str]]:
         """Text relay's first step: the sharer writes its hint. Returns the conversation the receiver then
         answers (the context question, the hint as the answer to it, and the question again), which text relay
         and relay + fusion both answer, so that the two differ only by the fused cache."""
@@ -258,7 +171,7 @@ class Engine:
             {"role": "user", "content": RELAY_ANSWER_PROMPT.format(question=question)},
         ]
 
-    def _fused(self, messages: list[dict[str, str]], run: "_Run") -> None:
+    def _fused(self, messages: list[dict[str, str]], run: "_AnswerInProgress") -> None:
         """Cache fusion over ``messages``: both models prefill them, the fuser fuses the receiver's cache from
         the sharer's, the receiver decodes. Relay + fusion calls it with text relay's answer conversation."""
         import torch
@@ -320,7 +233,8 @@ class Engine:
         run.check_cancel()
         run.generate(receiver, r_ids, part="answer", prefill_phase=None, cache=receiver_cache)
 
-    def _static_fusion(self, r_input: "torch.Tensor", s_input: "torch.Tensor", run: "_Run") -> StaticPrefix | None:
+    def _static_fusion(self, r_input: "torch.Tensor", s_input: "torch.Tensor", run: "_AnswerInProgress"
+                       ) -> StaticPrefix | None:
         """Cache fusion's prefills and fuse on the GPU's fast path, or None (nothing done) where it cannot serve:
         both prefills replayed into the two models' static caches, one after the other (on one GPU, overlapping
         them was slower), and the fuser's captured pass fusing the receiver's cache in place. Returns the
@@ -372,7 +286,7 @@ class Engine:
         return self._aligner
 
 
-class _Run:
+class _AnswerInProgress:
     """State of one answer as it streams."""
 
     def __init__(self, mode: Mode, settings: GenerationSettings, rec: Recorder, emit: Callable[[Event], None],
@@ -507,56 +421,3 @@ def _check_length(model: "LoadedModel", n_tokens: int) -> None:
             f"The prompt is {n_tokens} tokens, but the {model.role}'s context holds {model.context_length}; "
             "shorten the prompt or clear the conversation."
         )
-
-
-# torch's sampling RNG is process-wide: runs that sample take turns, so concurrent runs stay reproducible
-_SAMPLING_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _seeded(settings: GenerationSettings, devices: "list[torch.device]") -> Iterator[None]:
-    """Sampling draws from a private RNG state seeded per run; greedy runs leave RNG alone."""
-    if not settings.do_sample:
-        yield
-        return
-    import torch
-
-    gpus = [d.index for d in devices if d.type == "cuda"]
-    with _SAMPLING_LOCK, torch.random.fork_rng(devices=gpus):
-        torch.manual_seed(settings.seed)
-        yield
-
-
-_DONE = object()
-
-
-def stream(
-    engine: Engine,
-    mode: Mode | str,
-    messages: Sequence[dict[str, str]],
-    settings: GenerationSettings | None = None,
-) -> Iterator[Event | Answer]:
-    """Iterate a run's events, then its :class:`Answer`. Closing the iterator early cancels the run."""
-    events: "queue.Queue[Any]" = queue.Queue()
-    cancel = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            outcome["answer"] = engine.answer(mode, messages, settings, on_event=events.put, cancel=cancel)
-        except BaseException as exc:  # handed to the consumer's thread below
-            outcome["error"] = exc
-        finally:
-            events.put(_DONE)
-
-    thread = threading.Thread(target=work, name="c2c-stream", daemon=True)
-    thread.start()
-    try:
-        while (item := events.get()) is not _DONE:
-            yield item
-    finally:
-        cancel.set()
-        thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    yield outcome["answer"]

@@ -13,17 +13,17 @@ and no host work but the replay. Otherwise the caches are copied into the bucket
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .fuser import Fuser, ModelShape, cache_kv
+from .static_decode import DecodePath, StaticDecoder, StaticPrefix, first_line, unavailable_reason
 
 if TYPE_CHECKING:
     from transformers import Cache
-
-    from .static_decode import StaticDecoder, StaticPrefix
 
 # Padded prompt lengths (positions the fuser sees: the prompt but its last token). The first ones are captured
 # when the pair loads; a longer prompt captures its bucket on first use; past the last, the eager pass.
@@ -213,3 +213,24 @@ class FuserGraphs:
                 # copies: the next replay writes over the graph's outputs
                 layer.keys, layer.values = k[:, :, :n].clone(), v[:, :, :n].clone()
         return list(weights), list(self._flags)
+
+
+def prepare_fuser(fuser: Any, receiver: Any, sharer: Any, enabled: bool = True) -> DecodePath:
+    """Capture ``fuser``'s inference passes where both models share its CUDA device: in place over the two models'
+    static caches (fusers.static_decode) where both have a decoder, else over copies."""
+    reason = ("turned off" if not enabled else unavailable_reason(receiver.model, False)
+              or ("" if sharer.device == receiver.device else "the sharer is on another device"))
+    fuser.graphs = None
+    if reason:
+        return DecodePath("fuser", False, False, 0.0, reason)
+    t0 = time.perf_counter()
+    try:
+        graphs = FuserGraphs(fuser, receiver.shape, sharer.shape, receiver.dtype, receiver.device)
+        graphs.prepare(receiver=receiver.decoder, sharer=sharer.decoder)
+        torch.cuda.synchronize(receiver.device)
+    except Exception as exc:  # noqa: BLE001  (the eager pass serves, and the reason is said)
+        return DecodePath("fuser", False, False, time.perf_counter() - t0, f"capture failed: {first_line(exc)}")
+    fuser.graphs = graphs
+    where = "in place over the static caches" if receiver.decoder and sharer.decoder else "over copies"
+    return DecodePath("fuser", True, True, time.perf_counter() - t0, "",
+                      f"{where}, for prompts up to {BUCKETS[CAPTURED_AT_LOAD - 1]} positions, longer on first use")

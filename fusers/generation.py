@@ -32,8 +32,8 @@ class GenerationSettings(ConfigBase):
     config_name: ClassVar[str] = "generation settings"
     config_error: ClassVar[type[Exception]] = SettingsError
 
-    max_new_tokens: int = option(256, "Most tokens in an answer.")
-    do_sample: bool = option(False, "Sample instead of greedy decoding.")
+    max_new_tokens: int = option(128, "Most tokens in an answer.")
+    do_sample: bool = option(False, "Sample instead of greedy decoding.", aliases=("--sample",))
     temperature: float = option(0.7, "Sampling temperature (> 0); only when sampling.")
     top_p: float = option(0.8, "Nucleus sampling mass in (0, 1]; only when sampling.")
     top_k: int = option(20, "Keep the k most likely tokens (0 = all); only when sampling.")
@@ -285,3 +285,21 @@ class Detokenizer:
             delta = text[common:]
         self.text = text
         return delta
+
+
+# torch's sampling RNG is process-wide: runs that sample take turns, so concurrent runs stay reproducible
+_SAMPLING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def seeded(settings: GenerationSettings, devices: "list[torch.device]") -> Iterator[None]:
+    """Sampling draws from a private RNG state seeded per run; greedy runs leave RNG alone."""
+    if not settings.do_sample:
+        yield
+        return
+    import torch
+
+    gpus = [d.index for d in devices if d.type == "cuda"]
+    with _SAMPLING_LOCK, torch.random.fork_rng(devices=gpus):
+        torch.manual_seed(settings.seed)
+        yield

@@ -360,42 +360,17 @@ def prepare(model: "PreTrainedModel", role: str, quantized: bool, enabled: bool 
             break
         except Exception as exc:  # noqa: BLE001  (an unsupported model: a slower path serves it, and says why)
             if backend is not None:  # compilation failed: capture the eager step instead
-                not_compiled = f"not compiled: {_first_line(exc)}"
+                not_compiled = f"not compiled: {first_line(exc)}"
                 torch._dynamo.reset()
                 continue
             return None, DecodePath(role, False, False, time.perf_counter() - t0,
-                                    f"capture failed: {_first_line(exc)}")
+                                    f"capture failed: {first_line(exc)}")
     detail = ("compiled, " if decoder.compiled else "") + "on a static cache, prefills captured up to " \
         f"{decoder.buckets[min(PREFILLS_AT_LOAD, len(decoder.buckets)) - 1]} positions" \
         + (f" ({not_compiled})" if not_compiled else "")
     return decoder, DecodePath(role, True, True, time.perf_counter() - t0, "", detail)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
-
-
-def prepare_fuser(fuser: Any, receiver: Any, sharer: Any, enabled: bool = True) -> DecodePath:
-    """Capture ``fuser``'s inference passes (fusers.fuser_graphs) where both models share its CUDA device: in
-    place over the two models' static caches where both have a decoder, else over copies."""
-    reason = ("turned off" if not enabled else unavailable_reason(receiver.model, False)
-              or ("" if sharer.device == receiver.device else "the sharer is on another device"))
-    fuser.graphs = None
-    if reason:
-        return DecodePath("fuser", False, False, 0.0, reason)
-    import torch
-
-    from .fuser_graphs import BUCKETS, CAPTURED_AT_LOAD, FuserGraphs
-
-    t0 = time.perf_counter()
-    try:
-        graphs = FuserGraphs(fuser, receiver.shape, sharer.shape, receiver.dtype, receiver.device)
-        graphs.prepare(receiver=receiver.decoder, sharer=sharer.decoder)
-        torch.cuda.synchronize(receiver.device)
-    except Exception as exc:  # noqa: BLE001  (the eager pass serves, and the reason is said)
-        return DecodePath("fuser", False, False, time.perf_counter() - t0, f"capture failed: {_first_line(exc)}")
-    fuser.graphs = graphs
-    where = "in place over the static caches" if receiver.decoder and sharer.decoder else "over copies"
-    return DecodePath("fuser", True, True, time.perf_counter() - t0, "",
-                      f"{where}, for prompts up to {BUCKETS[CAPTURED_AT_LOAD - 1]} positions, longer on first use")

@@ -10,11 +10,9 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QWidget)
 
 from fusers.generation import GenerationSettings
-from fusers.pair import QUANTIZE
 from fusers.presets import Preset
+from fusers.vocabulary import DEVICES, DTYPES, QUANTIZE_LABELS
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 CUSTOM = "Custom (fill in below)"
 
 
@@ -57,8 +55,8 @@ class ModelRow:
         self.dtype.addItems(DTYPES)
         self.dtype.setToolTip("Weights and cache dtype: auto is float32 on the CPU, bfloat16 on a GPU")
         self.quantize = QComboBox()
-        for q in QUANTIZE:
-            self.quantize.addItem({"none": "none", "8bit": "8-bit", "4bit": "4-bit (nf4)"}[q], q)
+        for value, label in QUANTIZE_LABELS.items():
+            self.quantize.addItem(label, value)
         self.quantize.setToolTip("Quantize the weights with bitsandbytes")
         for combo in (self.device, self.dtype, self.quantize):
             compact(combo, 3)
@@ -368,7 +366,7 @@ class GenerationPanel(QGroupBox):
         self.run_mode.currentIndexChanged.connect(self.changed)
         self.thinking.toggled.connect(self.changed)
         self.ignore_eos.toggled.connect(self.changed)
-        self.set_settings(GenerationSettings(max_new_tokens=128))
+        self.set_settings(GenerationSettings())
 
     def _sampling_toggled(self) -> None:
         sampling = self.decoding.currentIndex() == 1
