@@ -216,6 +216,10 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
         source = str(local)
     elif source.startswith((".", "/", "~")) or source.count("/") > 1:
         raise ModelLoadError(f"The {role} folder {source} does not exist.")
+    elif not _in_hub_cache(source):
+        from .sources import check_hub_reachable
+
+        check_hub_reachable(role, source)  # at once where it cannot be, not after the Hub client's retries
 
     if spec.quantize != "none":
         if device.type == "mps":
@@ -257,6 +261,16 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     loaded.adapter = str(origin.adapter) if origin.adapter is not None else ""
     loaded.base = origin.base if origin.adapter is not None else ""
     return loaded
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether a Hub id's model is in the local Hugging Face cache (its config, at least)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - not a valid repo id: the load says what is wrong with it
+        return False
 
 
 def placement(device: "torch.device | str") -> dict[str, str]:
@@ -330,6 +344,7 @@ def load_pair(
     Cancel is checked between models; a cancelled load frees what it loaded and raises Cancelled.
     """
     from .checkpoint import load_fuser
+    from .sources import local_source
 
     # capturing CUDA graphs is a step of its own where a model goes onto a GPU
     capture = cuda_graphs and any(resolve_device((spec or defaults or ModelSpec("-")).device).type == "cuda"
@@ -350,10 +365,11 @@ def load_pair(
         report(f"Reading fuser {fuser}")
         loaded_fuser = load_fuser(fuser)
         base = defaults or ModelSpec("-")
+        # a name the project's own fusers record stands for the folder or file it ships as
         if receiver is None:
-            receiver = ModelSpec(loaded_fuser.info.receiver, base.device, base.dtype, base.quantize)
+            receiver = ModelSpec(local_source(loaded_fuser.info.receiver), base.device, base.dtype, base.quantize)
         if sharer is None:
-            sharer = ModelSpec(loaded_fuser.info.sharer, base.device, base.dtype, base.quantize)
+            sharer = ModelSpec(local_source(loaded_fuser.info.sharer), base.device, base.dtype, base.quantize)
     if receiver is None or sharer is None:
         raise ModelLoadError("Give both a receiver and a sharer, or a fuser that names them.")
 

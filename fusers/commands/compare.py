@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Answer one user message in each mode and print the answers with their timing. "
         "With no pair given, the offline demo pair is used.",
     )
-    add_pair_options(p)
+    add_pair_options(p, presets=True)
     p.add_argument("--prompt", required=True, help="the user message")
     p.add_argument("--modes", default=ALL_MODES, help=f"comma-separated modes to run, in order (default {ALL_MODES})")
     gen = p.add_argument_group("generation")
