@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -325,8 +326,8 @@ def keep_4bit_layers_differentiable(loaded: LoadedModel) -> None:
 
 
 def load_pair(
-    receiver: ModelSpec | None,
-    sharer: ModelSpec | None,
+    receiver: ModelSpec | str | os.PathLike[str] | None,
+    sharer: ModelSpec | str | os.PathLike[str] | None,
     fuser: str | Path | None = None,
     *,
     progress: Callable[[LoadProgress], None] | None = None,
@@ -337,6 +338,9 @@ def load_pair(
 ) -> Pair:
     """Load a pair. With a fuser, a receiver or sharer left out comes from the fuser's record of its pair.
 
+    A model is a :class:`ModelSpec`, or its source alone (a Hub id, a folder or a .gguf file, as a string or a
+    path), placed as ``defaults`` say.
+
     ``defaults`` carries device/dtype/quantize for models named only by the fuser. ``warm_up`` answers once
     in each mode as the last step (:func:`fusers.engine.warm_up`), so that the first real run is timed fairly.
     Models on a CUDA device then decode on static caches in CUDA graphs, captured as a step of the load
@@ -346,6 +350,7 @@ def load_pair(
     from .checkpoint import load_fuser
     from .sources import local_source
 
+    receiver, sharer = _as_spec(receiver, "receiver", defaults), _as_spec(sharer, "sharer", defaults)
     # capturing CUDA graphs is a step of its own where a model goes onto a GPU
     capture = cuda_graphs and any(resolve_device((spec or defaults or ModelSpec("-")).device).type == "cuda"
                                   for spec in (receiver, sharer))
@@ -397,6 +402,19 @@ def load_pair(
     if progress is not None:
         progress(LoadProgress(total, total, "Ready"))
     return pair
+
+
+def _as_spec(model: Any, role: str, defaults: ModelSpec | None) -> ModelSpec | None:
+    """A model given to :func:`load_pair` as its spec: a spec as it is, a source string or path with ``defaults``'
+    placement."""
+    if model is None or isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        base = defaults or ModelSpec("-")
+        return ModelSpec(os.fspath(model), base.device, base.dtype, base.quantize)
+    raise ModelLoadError(f"The {role} is a {type(model).__name__}; give a ModelSpec, or its source as a string or a "
+                         f"path (a Hub id, a local folder or a .gguf file), e.g. load_pair(\"path/to/receiver\", "
+                         "\"path/to/sharer\", fuser).")
 
 
 def check_cache_layout(loaded: LoadedModel) -> None:

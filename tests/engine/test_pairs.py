@@ -110,6 +110,16 @@ def test_model_load_errors_are_readable(tmp_path, tiny_dirs):
         load_pair(ModelSpec("someone/not-cached-model", "cpu"), ModelSpec(str(tiny_dirs.sharer), "cpu"))
 
 
+def test_models_given_as_strings_or_paths_load_with_the_defaults_placement(tiny_dirs):
+    pair = load_pair(str(tiny_dirs.receiver), tiny_dirs.sharer, tiny_dirs.ours, defaults=ModelSpec("-", "cpu", "bfloat16"))
+    assert (pair.receiver.source, pair.sharer.source) == (str(tiny_dirs.receiver), str(tiny_dirs.sharer))
+    assert str(pair.receiver.dtype) == str(pair.sharer.dtype) == "torch.bfloat16"
+    assert Engine(pair).answer(Mode.FUSION, QUESTION, SHORT).token_ids
+    with pytest.raises(ModelLoadError, match=r"The sharer is a dict; give a ModelSpec, or its source as a string or a "
+                                             r"path"):
+        load_pair(str(tiny_dirs.receiver), {"source": str(tiny_dirs.sharer)})
+
+
 def test_load_reports_progress_and_can_be_cancelled(tiny_dirs):
     import threading
 
