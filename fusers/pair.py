@@ -131,6 +131,8 @@ class LoadProgress:
     step: int  # 1-based
     total: int
     message: str
+    done: int = 0  # within the step, where it counts its work (a GGUF file's tensors converted): done of `of`
+    of: int = 0
 
 
 @dataclass
@@ -187,8 +189,10 @@ class Pair:
             torch.cuda.empty_cache()
 
 
-def load_model(spec: ModelSpec, role: str) -> LoadedModel:
-    """Load one model with its tokenizer and chat template."""
+def load_model(spec: ModelSpec, role: str, progress: "gguf.TensorProgress | None" = None,
+               cancel: threading.Event | None = None) -> LoadedModel:
+    """Load one model with its tokenizer and chat template. A GGUF file converted first tells ``progress`` its
+    tensors converted, and ``cancel`` stops the conversion (Cancelled)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from . import adapters
@@ -208,7 +212,9 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
         local = real_models.prepare(local)  # the bundled Gemma file is assembled from its packages on first use
         if not local.is_file():
             raise ModelLoadError(f"The {role} GGUF file {local} does not exist.")
-        folder, is_temporary = gguf.convert(local, dtype_name(dtype), role)  # once; then read like any folder
+        gguf.check_file(local, role)
+        # once; then read like any folder
+        folder, is_temporary = gguf.convert(local, dtype_name(dtype), role, progress, cancel)
         source, temporary = str(folder), (folder if is_temporary else None)
     elif local.exists():
         if not (local / "config.json").is_file():
@@ -345,7 +351,8 @@ def load_pair(
     in each mode as the last step (:func:`fusers.engine.warm_up`), so that the first real run is timed fairly.
     Models on a CUDA device then decode on static caches in CUDA graphs, captured as a step of the load
     (``cuda_graphs=False`` keeps transformers' generate); ``Pair.decode_paths`` says what each model got.
-    Cancel is checked between models; a cancelled load frees what it loaded and raises Cancelled.
+    Cancel is checked between models, and between the tensors of a GGUF file being converted; a cancelled load frees
+    what it loaded and raises Cancelled. A step that counts its work (GGUF conversion) reports it as it goes.
     """
     from .checkpoint import load_fuser
     from .sources import local_source
@@ -365,6 +372,13 @@ def load_pair(
         if progress is not None:
             progress(LoadProgress(step, total, message))
 
+    def within(message: str) -> Callable[[int, int], None]:
+        """The current step's own progress (a GGUF file's tensors), said in its message too."""
+        def tell(done: int, of: int) -> None:
+            if progress is not None:
+                progress(LoadProgress(step, total, f"{message}: {done} of {of} tensors", done, of))
+        return tell
+
     loaded_fuser = None
     if fuser is not None:
         report(f"Reading fuser {fuser}")
@@ -378,10 +392,12 @@ def load_pair(
     if receiver is None or sharer is None:
         raise ModelLoadError("Give both a receiver and a sharer, or a fuser that names them.")
 
-    report(_loading_message("receiver", receiver))
-    r = load_model(receiver, "receiver")
-    report(_loading_message("sharer", sharer))  # a cancel here drops the receiver with this frame
-    s = load_model(sharer, "sharer")
+    for spec, role in ((receiver, "receiver"), (sharer, "sharer")):  # a bad file fails before minutes of loading
+        _check_model_file(spec, role)
+    report(message := _loading_message("receiver", receiver))
+    r = load_model(receiver, "receiver", within(message), cancel)
+    report(message := _loading_message("sharer", sharer))  # a cancel here drops the receiver with this frame
+    s = load_model(sharer, "sharer", within(message), cancel)
     pair = Pair(r, s, None)
     if loaded_fuser is not None:
         check_cache_layout(r)
@@ -436,6 +452,15 @@ def check_cache_layout(loaded: LoadedModel) -> None:
             "values of their own for a fuser to read or write. Load it without a fuser (receiver, sharer and "
             "text relay work), or pick a model whose layers are all attention layers."
         )
+
+
+def _check_model_file(spec: ModelSpec, role: str) -> None:
+    """A .gguf source (or an adapter's .gguf base) that is no GGUF file: ModelFileError, before anything loads."""
+    from . import adapters
+
+    base = Path(adapters.resolve(spec.source, spec.adapter, role).base).expanduser()
+    if is_gguf(base) and base.is_file():
+        gguf.check_file(base, role)
 
 
 def _loading_message(role: str, spec: ModelSpec) -> str:

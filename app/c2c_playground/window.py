@@ -393,8 +393,9 @@ class MainWindow(QMainWindow):
             self._broken_box = show_startup_problem(broken_install_message(exc), self, block=False)
             return False
         except Exception as exc:  # engine errors and anything the libraries raise: the banner, and go on
-            if not isinstance(exc, C2CError):
-                log.exception("loading the pair failed")
+            if not isinstance(exc, C2CError):  # unexpected: one line on stderr, the traceback with --debug
+                log.error("loading the pair failed: %s (c2c-playground --debug shows the traceback)", describe(exc),
+                          exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
             self._show_loaded(None)
             self.banner.show_error(describe(exc))
             return False

@@ -8,7 +8,7 @@ import sys
 import threading
 
 from ..engine import Mode  # cheap: fusers.engine imports torch lazily
-from .common import add_pair_options, pair_from_args
+from .common import add_pair_options, pair_from_args, print_load_progress
 
 ALL_MODES = ",".join(m.value for m in Mode)
 
@@ -63,11 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_messages(messages)  # an empty prompt fails before minutes of loading
 
-    def progress(p) -> None:
-        if not args.json:
-            print(f"[{p.step}/{p.total}] {p.message}", file=sys.stderr)
-
-    pair = pair_from_args(args, progress)
+    pair = pair_from_args(args, None if args.json else print_load_progress())
     if not args.json:
         for line in pair.describe():
             print(f"  {line}", file=sys.stderr)
