@@ -6,8 +6,10 @@ import argparse
 import json
 import sys
 import threading
+from typing import Any
 
 from ..engine import Mode  # cheap: fusers.engine imports torch lazily
+from ..errors import C2CError
 from .common import add_pair_options, pair_from_args, print_load_progress
 
 ALL_MODES = ",".join(m.value for m in Mode)
@@ -40,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..chat import user
-    from ..engine import Engine, TokenEvent
+    from ..engine import Engine
     from ..errors import PromptError
     from ..generation import GenerationSettings
 
@@ -69,27 +71,48 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {line}", file=sys.stderr)
     engine = Engine(pair)
     cancel = threading.Event()
+    failed = []
     for mode in modes:
-        if args.json:
-            answer = engine.answer(mode, messages, settings, cancel=cancel)
-            print(json.dumps(answer.to_dict()), flush=True)
+        if not args.json:
+            print(f"\n== {mode.label} ({mode.value}) ==", flush=True)
+        try:  # a mode that cannot run (a prompt too long for it, no fuser) is said in its row; the others still run
+            answer = _answer(engine, mode, messages, settings, cancel, args.json)
+        except C2CError as exc:
+            failed.append(mode)
+            if args.json:
+                print(json.dumps({"mode": mode.value, "error": str(exc), "error_type": type(exc).__name__}), flush=True)
+            else:
+                print(f"error: {exc}", flush=True)
             continue
-        print(f"\n== {mode.label} ({mode.value}) ==", flush=True)
-        state = {"part": None}
-
-        def show(event, state=state) -> None:
-            if not isinstance(event, TokenEvent):
-                return
-            if event.part != state["part"]:
-                state["part"] = event.part
-                print("[hint] " if event.part == "hint" else ("\n[answer] " if mode.writes_hint else ""),
-                      end="", flush=True)
-            print(event.text, end="", flush=True)
-
-        answer = engine.answer(mode, messages, settings, on_event=show, cancel=cancel)
-        print()
-        print(format_timing(answer), flush=True)
+        if args.json:
+            print(json.dumps(answer.to_dict()), flush=True)
+        else:
+            print()
+            print(format_timing(answer), flush=True)
+    if failed:
+        print(f"error: {len(failed)} of {len(modes)} modes failed: {', '.join(m.value for m in failed)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _answer(engine: Any, mode: Mode, messages: list[dict[str, str]], settings: Any, cancel: threading.Event,
+            quiet: bool) -> Any:
+    """One mode's answer, streamed to stdout as it comes unless ``quiet``."""
+    from ..engine import TokenEvent
+
+    if quiet:
+        return engine.answer(mode, messages, settings, cancel=cancel)
+    state = {"part": None}
+
+    def show(event: Any) -> None:
+        if not isinstance(event, TokenEvent):
+            return
+        if event.part != state["part"]:
+            state["part"] = event.part
+            print("[hint] " if event.part == "hint" else ("\n[answer] " if mode.writes_hint else ""), end="", flush=True)
+        print(event.text, end="", flush=True)
+
+    return engine.answer(mode, messages, settings, on_event=show, cancel=cancel)
 
 
 def format_timing(answer) -> str:
