@@ -212,8 +212,7 @@ def load_model(spec: ModelSpec, role: str, progress: "gguf.TensorProgress | None
         local = real_models.prepare(local)  # the bundled Gemma file is assembled from its packages on first use
         if not local.is_file():
             raise ModelLoadError(f"The {role} GGUF file {local} does not exist.")
-        gguf.check_file(local, role)
-        # once; then read like any folder
+        # once (the file's header checked first); then read like any folder
         folder, is_temporary = gguf.convert(local, dtype_name(dtype), role, progress, cancel)
         source, temporary = str(folder), (folder if is_temporary else None)
     elif local.exists():

@@ -84,12 +84,12 @@ def check_hub_reachable(role: str, name: str) -> None:
     from huggingface_hub import constants
 
     endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-    fix = (f"Download it while online (it is then kept in the Hugging Face cache), or give the {role} as a local "
+    fix = (f"download it while online (it is then kept in the Hugging Face cache), or give the {role} as a local "
            "folder or .gguf file")
     if constants.HF_HUB_OFFLINE:
         raise OfflineModelError(
             f"The {role} {name} is not on this machine (no such folder or file, and not in the Hugging Face cache), "
-            f"and Hub downloads are off (HF_HUB_OFFLINE is set). {fix}.")
+            f"and Hub downloads are off (HF_HUB_OFFLINE is set): unset HF_HUB_OFFLINE and {fix}.")
     try:
         request = urllib.request.Request(f"{endpoint}/api/models/{name}", method="HEAD")
         with urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S):
@@ -101,4 +101,4 @@ def check_hub_reachable(role: str, name: str) -> None:
         raise OfflineModelError(
             f"The {role} {name} is not on this machine (no such folder or file, and not in the Hugging Face cache), "
             f"and the Hub at {endpoint} cannot be reached ({reason}). Check the network connection (or the proxy: "
-            f"HTTPS_PROXY), or: {fix}.") from None
+            f"HTTPS_PROXY) and {fix}.") from None
