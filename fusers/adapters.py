@@ -78,14 +78,11 @@ def resolve(source: str, adapter: str | Path | None, role: str) -> ModelSource:
 
 
 def _bundled_or(name: str) -> str:
-    """A bundled real model's file name (``SmolLM2-135M-Instruct.Q4_1.gguf``) as its installed path; any other
-    source as it is."""
-    from . import real_models
+    """A bundled model's recorded name (``SmolLM2-135M-Instruct.Q4_1.gguf``, ``c2c-demo/receiver``) as its installed
+    path; any other source as it is (fusers.sources.local_source)."""
+    from .sources import local_source
 
-    if Path(name).expanduser().exists():
-        return name  # a file of that name right here wins
-    bundled = real_models.bundled(name)
-    return str(bundled) if bundled is not None else name
+    return local_source(name)
 
 
 def base_of(folder: Path, role: str) -> str:
@@ -106,8 +103,10 @@ def apply(model: "PreTrainedModel", folder: Path, role: str, base: str, quantize
     Raises AdapterMismatchError, naming the adapter and the base, when the adapter's target modules
     are not in the model or its weights have other shapes than the model's layers need.
     """
+    from .libraries import import_peft
+
     try:
-        import peft
+        peft = import_peft()
         from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
     except ImportError as exc:
         raise ModelLoadError(f"Loading the {role} adapter {folder} needs peft: pip install peft ({exc}).") from exc

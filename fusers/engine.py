@@ -96,6 +96,7 @@ class Engine:
         if mode.needs_fuser and self.pair.fuser is None:
             raise ModeUnavailableError(f"{mode.label} needs a fuser: load one with the pair (--fuser or the app's "
                                        "Fuser box).")
+        self.check_fits(mode, messages, settings)
         cancel = cancel or threading.Event()
 
         def emit(event: Event) -> None:
@@ -141,6 +142,35 @@ class Engine:
             settings=settings.to_dict(),
         )
 
+    def check_fits(self, mode: Mode | str, messages: Sequence[dict[str, str]],
+                   settings: GenerationSettings | None = None) -> None:
+        """Raise :class:`ContextLengthError`, naming the mode, the token counts and the fix, when a run of ``mode``
+        could outgrow a model's context: known from the prompt alone, before any model runs. Text relay's answer
+        prompt counts the sharer's hint at its longest (``hint_max_new_tokens``); an answer itself stops where the
+        context ends (finish reason "length")."""
+        mode = Mode(mode)
+        settings = settings or GenerationSettings()
+        receiver, sharer = self.pair.receiver, self.pair.sharer
+
+        def tokens(model: "LoadedModel", conversation: list[dict[str, str]]) -> int:
+            return len(encode(model.tokenizer, conversation, settings.thinking))
+
+        messages = list(messages)
+        if mode in (Mode.RECEIVER, Mode.SHARER):
+            model = receiver if mode is Mode.RECEIVER else sharer
+            _check_fits(mode, model, tokens(model, messages))
+            return
+        if mode is Mode.FUSION:  # both models read the receiver's tokens, or as many aligned sharer tokens
+            for model in (receiver, sharer):
+                _check_fits(mode, model, tokens(receiver, messages))
+            return
+        hint_prompt, answer_prompt = _relay_turns(messages, hint="")
+        _check_fits(mode, sharer, tokens(sharer, hint_prompt))  # the sharer writes its hint: it stops at its context
+        # the receiver answers after the hint; in relay + fusion the sharer reads the same, as many (aligned) tokens
+        answer_tokens = tokens(receiver, answer_prompt)
+        for model in (receiver,) if mode is Mode.RELAY else (receiver, sharer):
+            _check_fits(mode, model, answer_tokens, settings.hint_max_new_tokens)
+
     # -- modes --------------------------------------------------------------------------------------------
 
     def _alone(self, model: "LoadedModel", messages: list[dict[str, str]], run: "_AnswerInProgress") -> None:
@@ -156,20 +186,13 @@ class Engine:
         answers (the context question, the hint as the answer to it, and the question again), which text relay
         and relay + fusion both answer, so that the two differ only by the fused cache."""
         sharer = self.pair.sharer
-        history, question = messages[:-1], messages[-1]["content"]
-        context_turn = {"role": "user", "content": RELAY_CONTEXT_PROMPT.format(question=question)}
-
         run.rec.start("tokenize")
-        hint_prompt = encode(sharer.tokenizer, history + [context_turn], run.settings.thinking)
+        hint_prompt = encode(sharer.tokenizer, _relay_turns(messages)[0], run.settings.thinking)
         run.rec.end("tokenize")
         _check_length(sharer, len(hint_prompt))
         run.generate(sharer, hint_prompt, part="hint", prefill_phase="sharer_prefill")
         run.check_cancel()
-        return history + [
-            context_turn,
-            {"role": "assistant", "content": run.hint_text.strip()},
-            {"role": "user", "content": RELAY_ANSWER_PROMPT.format(question=question)},
-        ]
+        return _relay_turns(messages, run.hint_text.strip())[1]
 
     def _fused(self, messages: list[dict[str, str]], run: "_AnswerInProgress") -> None:
         """Cache fusion over ``messages``: both models prefill them, the fuser fuses the receiver's cache from
@@ -413,6 +436,33 @@ def warm_up(pair: "Pair", cancel: threading.Event | None = None) -> None:
         if cancel is not None and cancel.is_set():
             return  # the caller sees the cancel: load_pair raises Cancelled
         engine.answer(mode, messages, settings, cancel=cancel)
+
+
+def _relay_turns(messages: list[dict[str, str]], hint: str = "") -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Text relay's two conversations: the one the sharer writes its hint after (the context question), and the
+    one the receiver answers (the context question, the hint as the answer to it, and the question again)."""
+    history, question = messages[:-1], messages[-1]["content"]
+    context_turn = {"role": "user", "content": RELAY_CONTEXT_PROMPT.format(question=question)}
+    return history + [context_turn], history + [
+        context_turn,
+        {"role": "assistant", "content": hint},
+        {"role": "user", "content": RELAY_ANSWER_PROMPT.format(question=question)},
+    ]
+
+
+def _check_fits(mode: Mode, model: "LoadedModel", prompt: int, hint: int = 0) -> None:
+    """Refuse a run of ``mode`` whose ``model`` would read ``prompt`` tokens (and a hint of up to ``hint`` more)
+    with no room left in its context for an answer."""
+    total = prompt + hint
+    if total < model.context_length:
+        return
+    said = (f"the prompt is {prompt} tokens" if not hint else
+            f"the prompt with text relay's instructions is {prompt} tokens and the sharer's hint up to {hint} more "
+            f"({total} in all)")
+    fix = "shorten the prompt or clear the conversation" + (
+        ", or lower the hint's max new tokens" if hint else "")
+    raise ContextLengthError(f"{mode.label}: {said}, but the {model.role}'s context holds {model.context_length}; "
+                             f"{fix}.")
 
 
 def _check_length(model: "LoadedModel", n_tokens: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -160,6 +161,8 @@ class LoadProgress:
     step: int  # 1-based
     total: int
     message: str
+    done: int = 0  # within the step, where it counts its work (a GGUF file's tensors converted): done of `of`
+    of: int = 0
 
 
 @dataclass
@@ -221,8 +224,10 @@ class Pair:
             torch.cuda.empty_cache()
 
 
-def load_model(spec: ModelSpec, role: str) -> LoadedModel:
-    """Load one model with its tokenizer and chat template."""
+def load_model(spec: ModelSpec, role: str, progress: "gguf.TensorProgress | None" = None,
+               cancel: threading.Event | None = None) -> LoadedModel:
+    """Load one model with its tokenizer and chat template. A GGUF file converted first tells ``progress`` its
+    tensors converted, and ``cancel`` stops the conversion (Cancelled)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from . import adapters
@@ -242,7 +247,8 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
         local = real_models.prepare(local)  # the bundled Gemma file is assembled from its packages on first use
         if not local.is_file():
             raise ModelLoadError(f"The {role} GGUF file {local} does not exist.")
-        folder, is_temporary = gguf.convert(local, dtype_name(dtype), role)  # once; then read like any folder
+        # once (the file's header checked first); then read like any folder
+        folder, is_temporary = gguf.convert(local, dtype_name(dtype), role, progress, cancel)
         source, temporary = str(folder), (folder if is_temporary else None)
     elif local.exists():
         if not (local / "config.json").is_file():
@@ -251,6 +257,10 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
         source = str(local)
     elif source.startswith((".", "/", "~")) or source.count("/") > 1:
         raise ModelLoadError(f"The {role} folder {source} does not exist.")
+    elif not _in_hub_cache(source):
+        from .sources import check_hub_reachable
+
+        check_hub_reachable(role, source)  # at once where it cannot be, not after the Hub client's retries
 
     if spec.quantize != "none":
         kwargs["quantization_config"] = quantization.config(spec.quantize, dtype, device)
@@ -281,14 +291,24 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     return loaded
 
 
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether a Hub id's model is in the local Hugging Face cache (its config, at least)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - not a valid repo id: the load says what is wrong with it
+        return False
+
+
 def placement(device: "torch.device | str") -> dict[str, str]:
     """The ``device_map`` that puts a whole model on ``device``, weight by weight as it loads."""
     return {"": str(device)}
 
 
 def load_pair(
-    receiver: ModelSpec | str | Path | None,
-    sharer: ModelSpec | str | Path | None,
+    receiver: ModelSpec | str | os.PathLike[str] | None,
+    sharer: ModelSpec | str | os.PathLike[str] | None,
     fuser: str | Path | None = None,
     *,
     progress: Callable[[LoadProgress], None] | None = None,
@@ -298,24 +318,28 @@ def load_pair(
     cuda_graphs: bool = True,
     compile: bool = True,
 ) -> Pair:
-    """Load a pair. With a fuser, a receiver or sharer left out comes from the fuser's record of its pair. A model
-    given as a string or a path (a Hub id, a folder, a .gguf file) is placed by ``defaults``.
+    """Load a pair. With a fuser, a receiver or sharer left out comes from the fuser's record of its pair.
 
-    ``defaults`` places the models named only by the fuser. ``warm_up`` is the load's last step, given by the
-    caller (:func:`fusers.engine.warm_up`: a short answer in each mode, so that the first real run is timed
-    fairly); taking it as an argument keeps this module below the engine, which answers with a loaded pair.
-    Models on a CUDA device then decode on static caches in CUDA graphs, captured as a step of the load
-    (``cuda_graphs=False`` keeps transformers' generate), each step compiled first (``compile=False``: captured
-    as transformers runs it); ``Pair.decode_paths`` says what each model got.
-    Cancel is checked between models; a cancelled load frees what it loaded and raises Cancelled.
+    A model is a :class:`ModelSpec`, or its source alone (a Hub id, a folder or a .gguf file, as a string or a
+    path), placed as ``defaults`` say; ``defaults`` also places the models named only by the fuser.
+
+    ``warm_up`` is the load's last step, given by the caller (:func:`fusers.engine.warm_up`: a short answer in
+    each mode, so that the first real run is timed fairly); taking it as an argument keeps this module below
+    the engine, which answers with a loaded pair. Models on a CUDA device then decode on static caches in CUDA
+    graphs, captured as a step of the load (``cuda_graphs=False`` keeps transformers' generate), each step
+    compiled first (``compile=False``: captured as transformers runs it); ``Pair.decode_paths`` says what each
+    model got. Cancel is checked between models, and between the tensors of a GGUF file being converted; a
+    cancelled load frees what it loaded and raises Cancelled. A step that counts its work (GGUF conversion)
+    reports it as it goes.
     """
     from .checkpoint import load_fuser
+    from .sources import local_source
 
+    receiver, sharer = _as_spec(receiver, "receiver", defaults), _as_spec(sharer, "sharer", defaults)
     # capturing CUDA graphs is a step of its own where a model goes onto a GPU
     if isinstance(warm_up, bool):
         raise TypeError("warm_up takes the step to run (fusers.engine.warm_up) or None, not a bool")
     placement = defaults or Placement()
-    receiver, sharer = (placement.spec(str(m)) if isinstance(m, (str, Path)) else m for m in (receiver, sharer))
     capture = cuda_graphs and any(resolve_device((spec or placement).device).type == "cuda"
                                   for spec in (receiver, sharer))
     total = 2 + (fuser is not None) + (warm_up is not None) + capture
@@ -329,21 +353,31 @@ def load_pair(
         if progress is not None:
             progress(LoadProgress(step, total, message))
 
+    def within(message: str) -> Callable[[int, int], None]:
+        """The current step's own progress (a GGUF file's tensors), said in its message too."""
+        def tell(done: int, of: int) -> None:
+            if progress is not None:
+                progress(LoadProgress(step, total, f"{message}: {done} of {of} tensors", done, of))
+        return tell
+
     loaded_fuser = None
     if fuser is not None:
         report(f"Reading fuser {fuser}")
         loaded_fuser = load_fuser(fuser)
+        # a name the project's own fusers record stands for the folder or file it ships as
         if receiver is None:
-            receiver = placement.spec(loaded_fuser.info.receiver)
+            receiver = placement.spec(local_source(loaded_fuser.info.receiver))
         if sharer is None:
-            sharer = placement.spec(loaded_fuser.info.sharer)
+            sharer = placement.spec(local_source(loaded_fuser.info.sharer))
     if receiver is None or sharer is None:
         raise ModelLoadError("Give both a receiver and a sharer, or a fuser that names them.")
 
-    report(_loading_message("receiver", receiver))
-    r = load_model(receiver, "receiver")
-    report(_loading_message("sharer", sharer))  # a cancel here drops the receiver with this frame
-    s = load_model(sharer, "sharer")
+    for spec, role in ((receiver, "receiver"), (sharer, "sharer")):  # a bad file fails before minutes of loading
+        _check_model_file(spec, role)
+    report(message := _loading_message("receiver", receiver))
+    r = load_model(receiver, "receiver", within(message), cancel)
+    report(message := _loading_message("sharer", sharer))  # a cancel here drops the receiver with this frame
+    s = load_model(sharer, "sharer", within(message), cancel)
     pair = Pair(r, s, None)
     if loaded_fuser is not None:
         check_cache_layout(r)
@@ -365,6 +399,18 @@ def load_pair(
     return pair
 
 
+def _as_spec(model: Any, role: str, defaults: Placement | None) -> ModelSpec | None:
+    """A model given to :func:`load_pair` as its spec: a spec as it is, a source string or path with ``defaults``'
+    placement."""
+    if model is None or isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return (defaults or Placement()).spec(os.fspath(model))
+    raise ModelLoadError(f"The {role} is a {type(model).__name__}; give a ModelSpec, or its source as a string or a "
+                         f"path (a Hub id, a local folder or a .gguf file), e.g. load_pair(\"path/to/receiver\", "
+                         "\"path/to/sharer\", fuser).")
+
+
 def check_cache_layout(loaded: LoadedModel) -> None:
     """Raise :class:`UnsupportedModelError` unless every layer of ``loaded`` keeps its own keys and values.
 
@@ -384,6 +430,15 @@ def check_cache_layout(loaded: LoadedModel) -> None:
             "values of their own for a fuser to read or write. Load it without a fuser (receiver, sharer and "
             "text relay work), or pick a model whose layers are all attention layers."
         )
+
+
+def _check_model_file(spec: ModelSpec, role: str) -> None:
+    """A .gguf source (or an adapter's .gguf base) that is no GGUF file: ModelFileError, before anything loads."""
+    from . import adapters
+
+    base = Path(adapters.resolve(spec.source, spec.adapter, role).base).expanduser()
+    if is_gguf(base) and base.is_file():
+        gguf.check_file(base, role)
 
 
 def _loading_message(role: str, spec: ModelSpec) -> str:

@@ -95,8 +95,9 @@ class RunController(QObject):
         try:
             loaded = await self.session.load(request, self.load_progress.emit)
         except Exception as exc:  # engine errors and anything the libraries raise: said, and the app goes on
-            if not isinstance(exc, (C2CError, BrokenInstall)):
-                log.exception("loading the pair failed")
+            if not isinstance(exc, (C2CError, BrokenInstall)):  # unexpected: one line, the traceback with --debug
+                log.error("loading the pair failed: %s (c2c-playground --debug shows the traceback)", describe(exc),
+                          exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
             self.pair_changed.emit(None)
             self.load_failed.emit(exc)
             return False

@@ -11,6 +11,7 @@ Exit codes: 0 done, 1 a missing or broken install, 2 bad input or a failed load 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrent", action="store_true", help="run the panes concurrently")
     run.add_argument("--screenshot", metavar="FILE.png", help="save a screenshot of the whole window when done")
     run.add_argument("--exit", action="store_true", help="quit when done (exit status 0 on success)")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error on stderr")
     return p
 
 
@@ -79,6 +81,8 @@ def _tell_without_qt(text: str, dialog: bool = True) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.debug:  # the window's unexpected errors then log their traceback (c2c_playground.window)
+        logging.getLogger("c2c_playground").setLevel(logging.DEBUG)
     headless = bool(args.prompt or args.screenshot or args.exit)
     try:
         from PySide6.QtWidgets import QApplication

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any, Iterable
+import sys
+from typing import Any, Callable, Iterable
 
 from ..errors import ModelLoadError
 from ..pair import ModelSpec, Placement
@@ -118,6 +119,24 @@ def pair_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool
         cuda_graphs=args.cuda_graphs,
         compile=getattr(args, "compile", True),
     )
+
+
+def print_load_progress() -> Callable[[Any], None]:
+    """A load progress callback that prints each step on stderr, and a step's own count (a GGUF file's tensors)
+    at every tenth of it: a line a step, not a line a tensor."""
+    shown = {"tenth": -1}
+
+    def show(p: Any) -> None:
+        if p.of:
+            tenth = p.done * 10 // p.of
+            if tenth == shown["tenth"]:
+                return
+            shown["tenth"] = tenth
+        else:
+            shown["tenth"] = -1
+        print(f"[{p.step}/{p.total}] {p.message}", file=sys.stderr, flush=True)
+
+    return show
 
 
 def preset_sources(name: str) -> tuple[str | None, str | None, str | None]:

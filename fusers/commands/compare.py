@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 import threading
+from typing import Any
 
+from ..errors import C2CError
 from ..generation import GenerationSettings
-from ..vocabulary import MODES, parse_modes
-from .common import add_pair_options, add_settings_options, pair_from_args, settings_from_args
+from ..vocabulary import MODES, Mode, parse_modes
+from .common import add_pair_options, add_settings_options, pair_from_args, print_load_progress, settings_from_args
 
 ALL_MODES = ",".join(MODES)
 
@@ -21,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Answer one user message in each mode and print the answers with their timing. "
         "With no pair given, the offline demo pair is used.",
     )
-    add_pair_options(p)
+    add_pair_options(p, presets=True)
     p.add_argument("--prompt", required=True, help="the user message")
     p.add_argument("--modes", default=ALL_MODES, help=f"comma-separated modes to run, in order (default {ALL_MODES})")
     add_settings_options(p, GenerationSettings, "generation")
@@ -31,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..chat import user
-    from ..engine import Engine, TokenEvent
+    from ..engine import Engine
     from ..errors import PromptError
 
     try:
@@ -47,37 +49,54 @@ def run(args: argparse.Namespace) -> int:
 
     check_messages(messages)  # an empty prompt fails before minutes of loading
 
-    def progress(p) -> None:
-        if not args.json:
-            print(f"[{p.step}/{p.total}] {p.message}", file=sys.stderr)
-
-    pair = pair_from_args(args, progress)
+    pair = pair_from_args(args, None if args.json else print_load_progress())
     if not args.json:
         for line in pair.describe():
             print(f"  {line}", file=sys.stderr)
     engine = Engine(pair)
     cancel = threading.Event()
+    failed = []
     for mode in modes:
-        if args.json:
-            answer = engine.answer(mode, messages, settings, cancel=cancel)
-            print(json.dumps(answer.to_dict()), flush=True)
+        if not args.json:
+            print(f"\n== {mode.label} ({mode.value}) ==", flush=True)
+        try:  # a mode that cannot run (a prompt too long for it, no fuser) is said in its row; the others still run
+            answer = _answer(engine, mode, messages, settings, cancel, args.json)
+        except C2CError as exc:
+            failed.append(mode)
+            if args.json:
+                print(json.dumps({"mode": mode.value, "error": str(exc), "error_type": type(exc).__name__}), flush=True)
+            else:
+                print(f"error: {exc}", flush=True)
             continue
-        print(f"\n== {mode.label} ({mode.value}) ==", flush=True)
-        state = {"part": None}
-
-        def show(event, state=state) -> None:
-            if not isinstance(event, TokenEvent):
-                return
-            if event.part != state["part"]:
-                state["part"] = event.part
-                print("[hint] " if event.part == "hint" else ("\n[answer] " if mode.writes_hint else ""),
-                      end="", flush=True)
-            print(event.text, end="", flush=True)
-
-        answer = engine.answer(mode, messages, settings, on_event=show, cancel=cancel)
-        print()
-        print(format_timing(answer), flush=True)
+        if args.json:
+            print(json.dumps(answer.to_dict()), flush=True)
+        else:
+            print()
+            print(format_timing(answer), flush=True)
+    if failed:
+        print(f"error: {len(failed)} of {len(modes)} modes failed: {', '.join(m.value for m in failed)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _answer(engine: Any, mode: Mode, messages: list[dict[str, str]], settings: Any, cancel: threading.Event,
+            quiet: bool) -> Any:
+    """One mode's answer, streamed to stdout as it comes unless ``quiet``."""
+    from ..engine import TokenEvent
+
+    if quiet:
+        return engine.answer(mode, messages, settings, cancel=cancel)
+    state = {"part": None}
+
+    def show(event: Any) -> None:
+        if not isinstance(event, TokenEvent):
+            return
+        if event.part != state["part"]:
+            state["part"] = event.part
+            print("[hint] " if event.part == "hint" else ("\n[answer] " if mode.writes_hint else ""), end="", flush=True)
+        print(event.text, end="", flush=True)
+
+    return engine.answer(mode, messages, settings, on_event=show, cancel=cancel)
 
 
 def format_timing(answer) -> str:

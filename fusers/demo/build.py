@@ -35,12 +35,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import (
-    FUSER_DIR, MANIFEST_NAME, METRICS_NAME, PERMUTED_SHARER_DIR, RECEIVER_DIR, SHARER_DIR, WORLD_NAME, demo_root,
+    FUSER_DIR, MANIFEST_NAME, METRICS_NAME, PERMUTED_SHARER_DIR, RECEIVER_DIR, RECEIVER_NAME, SHARER_DIR, SHARER_NAME,
+    WORLD_NAME, demo_root,
 )
 
 MANIFEST_FORMAT = "c2c-demo-manifest"
-RECEIVER_NAME = "c2c-demo/receiver"  # what the fuser records as its pair (the build folders are temporary)
-SHARER_NAME = "c2c-demo/sharer"
 
 RECEIVER_MIX = dict(qa=0.3, text=0.15, about=0.05, unknown=0.15, relay=0.15, note=0.15, chat=0.05)
 EVAL_LIMIT = 100  # questions per split in the recipe's evaluation: keeps the recipe under 30 minutes

@@ -33,14 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..demo.build import Workshop, recipe_arguments
-from . import ADAPTER_DIR, DOMAIN_NAME, FUSER_DIR, METRICS_NAME, PERMUTED_ADAPTER_DIR, specialist_root
+from . import ADAPTER_DIR, DOMAIN_NAME, FUSER_DIR, METRICS_NAME, PERMUTED_ADAPTER_DIR, SHARER_NAME, specialist_root
 from .lora import ALIGNMENT, AdapterRecipe
 
 if TYPE_CHECKING:
     from ..pair import LoadedModel
 
 MANIFEST_FORMAT = "c2c-specialist-manifest"
-SHARER_NAME = "c2c-specialist/adapter"  # what the fuser records as its sharer (the preset gives the folder)
 EVAL_LIMIT = 40  # questions of (b) and (c) each in the recipe's evaluation (c has 48); every capital of g and h
 
 

@@ -147,11 +147,12 @@ def train_adapter(receiver: "LoadedModel", sharer: "LoadedModel", domain: Domain
     """A LoRA adapter on ``sharer.model`` (changed in place: the adapter's layers are injected) trained on the
     domain (or the permuted domain). ``init``: (a stored adapter folder, its lookahead head): start from that
     adapter, with the head frozen."""
-    import peft
     import torch
 
     from ..demo.lm import LMConfig, LookaheadHead, pretrain, value_token
+    from ..libraries import import_peft
 
+    peft = import_peft()
     torch.manual_seed(seed)
     head = None
     if init is not None:

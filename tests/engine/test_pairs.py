@@ -106,8 +106,18 @@ def test_model_load_errors_are_readable(tmp_path, tiny_dirs):
     with pytest.raises(ModelLoadError, match="sees no CUDA GPU|does not exist"):
         load_pair(ModelSpec(str(tiny_dirs.receiver), "cuda:7"), ModelSpec(str(tiny_dirs.sharer), "cpu"))
     # a Hub id while offline (the tests run with HF_HUB_OFFLINE=1)
-    with pytest.raises(ModelLoadError, match="not in the local cache"):
+    with pytest.raises(ModelLoadError, match="not in the Hugging Face cache.*HF_HUB_OFFLINE is set"):
         load_pair(ModelSpec("someone/not-cached-model", "cpu"), ModelSpec(str(tiny_dirs.sharer), "cpu"))
+
+
+def test_models_given_as_strings_or_paths_load_with_the_defaults_placement(tiny_dirs):
+    pair = load_pair(str(tiny_dirs.receiver), tiny_dirs.sharer, tiny_dirs.ours, defaults=Placement("cpu", "bfloat16"))
+    assert (pair.receiver.source, pair.sharer.source) == (str(tiny_dirs.receiver), str(tiny_dirs.sharer))
+    assert str(pair.receiver.dtype) == str(pair.sharer.dtype) == "torch.bfloat16"
+    assert Engine(pair).answer(Mode.FUSION, QUESTION, SHORT).token_ids
+    with pytest.raises(ModelLoadError, match=r"The sharer is a dict; give a ModelSpec, or its source as a string or a "
+                                             r"path"):
+        load_pair(str(tiny_dirs.receiver), {"source": str(tiny_dirs.sharer)})
 
 
 def test_load_reports_progress_and_can_be_cancelled(tiny_dirs):
