@@ -112,7 +112,7 @@ def test_the_whole_recipe_runs_on_tiny_models_and_writes_what_ships(tiny_special
                     permuted=AdapterRecipe(rank=2, from_specialist=True, trainable=r"layers\.0\.mlp\.",
                                            mixture=dict(aligned=0.5, plain_lookahead=0.5), **small),
                     fuser=dict(steps=2, batch_size=2, hidden_dim=8, intermediate_dim=8, eval_split=0.0, log_every=1),
-                    threads=1)
+                    threads=1, decoys=2, fuser_own_answers=1)
     out = tmp_path / "specialist"
     manifest = build(out, recipe, models=(receiver, base), names=("tiny-receiver", base.source), evaluate_limit=1,
                      limit_general=True, capitals=CAPITALS[:3], work=tmp_path / "work")
