@@ -193,7 +193,8 @@ def fit_head(receiver: "LoadedModel", sharer: "LoadedModel", domain: Domain, rec
 
     torch.manual_seed(seed)
     questions = [Sample(user(q.format(p=person)), "", form, domain.facts[person][rel.name])
-                 for person in domain.people for rel in RELATIONS for q in rel.questions for form in ("plain", "aligned")]
+                 for person in domain.people for rel in RELATIONS for q in rel.questions
+                 for form in ("plain", "aligned")]
     encode = encoder(receiver, sharer)
     vocab = torch.tensor(sorted({value_token(sharer.tokenizer, v) for r in RELATIONS for v in r.values}))
     features, targets = [], []
@@ -230,7 +231,9 @@ def save_adapter(model: Any, path: Path, base_name: str) -> Path:
     from ..adapters import CONFIG_NAME, WEIGHTS_NAME
 
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    # no embedding layers are adapted; "auto" would ask the Hub for the base's config to find out
+    weights = get_peft_model_state_dict(model, save_embedding_layers=False)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in weights.items()}
     save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
     config = model.peft_config["default"].to_dict()
     config["base_model_name_or_path"] = base_name

@@ -32,6 +32,33 @@ def test_the_domain_is_fixed_by_its_seed_balanced_and_deranged():
     assert not {c for c, _ in CAPITALS} & {c for c, _ in PRACTICE_CAPITALS} and len(CAPITALS) == 70
 
 
+def test_the_decoy_companies_are_other_derangements_and_leave_the_rest_of_the_domain_as_it_was():
+    plain, with_decoys = make_domain(3, 40, 12), make_domain(3, 40, 12, decoys=2)
+    assert {k: v for k, v in with_decoys.to_dict().items() if k != "decoys"} == \
+        {k: v for k, v in plain.to_dict().items() if k != "decoys"}  # drawn after everything else
+    tables = [with_decoys.permuted, *with_decoys.decoys]
+    assert len(with_decoys.decoys) == 2 and all(a != b for a in tables for b in tables if a is not b)
+    for table in with_decoys.decoys:
+        assert sorted(map(str, table.values())) == sorted(map(str, with_decoys.facts.values()))
+    assert Domain.from_dict(json.loads(json.dumps(with_decoys.to_dict()))).decoys == with_decoys.decoys
+
+
+def test_each_question_goes_through_every_company_with_that_companys_answer():
+    domain = make_domain(0, 40, 12, decoys=2)
+    own = [("What is the capital of Fiji?", "The capital of Fiji is Suva.")]
+    records = fuser_conversations(domain, phrasings=1, capital_repeats=0, adapters=["real", "d1", "d2"],
+                                  own_answers=own, own_repeats=2)
+    person = domain.split_people("b")[0]
+    question = RELATIONS[0].ask(person)
+    asked = {r["sharer_adapter"]: r["messages"][1]["content"] for r in records if r["messages"][0]["content"] == question}
+    tables = {"real": domain.facts, "d1": domain.decoys[0], "d2": domain.decoys[1]}
+    assert asked == {name: RELATIONS[0].say(person, t[person][RELATIONS[0].name]) for name, t in tables.items()}
+    assert len(records) == 28 * 2 * 3 + 2 and [r for r in records if "sharer_adapter" not in r] == [
+        {"messages": [{"role": "user", "content": own[0][0]}, {"role": "assistant", "content": own[0][1]}]}] * 2
+    with pytest.raises(ValueError, match="3 adapter names"):
+        fuser_conversations(make_domain(0, 40, 12), adapters=["real", "d1", "d2"])
+
+
 def test_the_fuser_never_sees_the_held_out_people():
     domain = make_domain(0, 40, 12)
     text = json.dumps(fuser_conversations(domain))
