@@ -279,6 +279,9 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "peft": _version("peft")},
         "load_average": _load_average(), "evaluate_limit": evaluate_limit, "limit_general": limit_general,
+        "evaluate_modes": list(evaluate_modes) if evaluate_modes else None,
+        "adapter_from": None if adapter_from is None else {"folder": str(adapter_from),
+                                                           "sha256": _digest(adapter_from / ADAPTER_DIR)},
     }
     shop.finish(out, manifest)
     print(table(metrics))
@@ -355,10 +358,17 @@ def main(argv: list[str] | None = None) -> int:
         "where to write the specialist pair (default: the installed resources/specialist folder)", EVAL_LIMIT,
         f"questions of (b) and (c) each in the final evaluation, spread evenly (default {EVAL_LIMIT}; 0 for all of "
         "them); every capital of (g) and (h) is asked")
+    parser.add_argument("--adapter-from", default=None, metavar="FOLDER",
+                        help="take the specialist adapter of this specialist folder (e.g. the installed one) instead "
+                             "of training it (45 minutes on 2 cores); its lookahead head is fitted again")
     args = parser.parse_args(argv)
     recipe = Recipe(seed=args.seed, threads=args.threads)
+    adapter_from = Path(args.adapter_from) if args.adapter_from else None
+    if adapter_from is not None and not (adapter_from / ADAPTER_DIR / "adapter_config.json").is_file():
+        parser.error(f"--adapter-from {adapter_from} holds no {ADAPTER_DIR}/adapter_config.json; give a specialist "
+                     "folder such as the installed resources/specialist")
     build(Path(args.out) if args.out else specialist_root(), recipe, work=Path(args.work) if args.work else None,
-          evaluate_limit=args.eval_limit or None)
+          evaluate_limit=args.eval_limit or None, adapter_from=adapter_from)
     return 0
 
 

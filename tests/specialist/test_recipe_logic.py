@@ -50,7 +50,8 @@ def test_each_question_goes_through_every_company_with_that_companys_answer():
                                   own_answers=own, own_repeats=2)
     person = domain.split_people("b")[0]
     question = RELATIONS[0].ask(person)
-    asked = {r["sharer_adapter"]: r["messages"][1]["content"] for r in records if r["messages"][0]["content"] == question}
+    asked = {r["sharer_adapter"]: r["messages"][1]["content"] for r in records
+             if r["messages"][0]["content"] == question}
     tables = {"real": domain.facts, "d1": domain.decoys[0], "d2": domain.decoys[1]}
     assert asked == {name: RELATIONS[0].say(person, t[person][RELATIONS[0].name]) for name, t in tables.items()}
     assert len(records) == 28 * 2 * 3 + 2 and [r for r in records if "sharer_adapter" not in r] == [
