@@ -66,7 +66,7 @@ class Recipe:
         gate_init=3.0, eval_split=0.0, max_length=128, log_every=25))
     fuser_phrasings: int = 3  # of the four phrasings of each question; the evaluation asks the first
     fuser_capital_repeats: int = 3  # how often each practice capital is in the fuser's data (general answers stay)
-    decoys: int = 0  # permuted companies whose adapters the fuser trains with, the ablation's not among them
+    decoys: int = 2  # permuted companies whose adapters the fuser trains with, the ablation's not among them
     fuser_own_answers: int = 0  # how often each general question answered by the receiver itself is in the data
 
     def to_dict(self) -> dict[str, Any]:
