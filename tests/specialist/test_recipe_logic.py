@@ -207,3 +207,28 @@ def test_a_rebuild_in_the_same_work_folder_reuses_the_adapters_when_only_the_fus
     assert first.keys() == second.keys()
     changed = {str(k) for k in first if first[k] != second[k]}
     assert changed == {"fuser/fuser.safetensors"}  # both adapters reused, byte for byte
+
+
+def test_a_build_can_take_the_specialist_adapter_of_a_shipped_folder(tiny_specialist_models, tmp_path, capsys):
+    """--adapter-from: the adapter ships byte for byte; its lookahead head, dropped after training, is fitted
+    again so that the permuted companies' adapters have a head to write for."""
+    from fusers.specialist.build import Recipe, build
+    from fusers.specialist.lora import AdapterRecipe
+
+    receiver, base = tiny_specialist_models
+    small = dict(steps=2, batch_size=2, lookahead_layer=1, log_every=1, rank=2)
+    recipe = Recipe(people=6, heldout=2, adapter=AdapterRecipe(**small), decoys=1,
+                    permuted=AdapterRecipe(from_specialist=True, mixture=dict(aligned=1.0), **small),
+                    fuser=dict(steps=1, batch_size=2, hidden_dim=8, intermediate_dim=8, eval_split=0.0), threads=1)
+    common = dict(models=(receiver, base), names=("tiny-receiver", base.source), evaluate_limit=1, capitals=[],
+                  limit_general=True)
+    build(tmp_path / "first", recipe, work=tmp_path / "work1", **common)
+    capsys.readouterr()
+    manifest = build(tmp_path / "second", recipe, work=tmp_path / "work2", adapter_from=tmp_path / "first", **common)
+    log = capsys.readouterr().err
+    assert "fitting its lookahead head again" in log and "training the adapter:" not in log
+    assert "training the decoy 1" in log and "training the adapter permuted" in log
+    weights = "adapter/adapter_model.safetensors"
+    assert (tmp_path / "second" / weights).read_bytes() == (tmp_path / "first" / weights).read_bytes()
+    assert (tmp_path / "work2" / "stages" / "adapter" / "lookahead_head.safetensors").is_file()
+    assert manifest["adapter_from"]["folder"] == str(tmp_path / "first")
