@@ -18,11 +18,12 @@ quantization grid.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .errors import AdapterError, AdapterMismatchError, ModelLoadError
 
@@ -161,3 +162,43 @@ def apply(model: "PreTrainedModel", folder: Path, role: str, base: str, quantize
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def adapter_names(model: "PreTrainedModel") -> list[str]:
+    """The LoRA adapters held beside ``model``'s weights (not merged), in the order they were loaded."""
+    from peft.tuners.lora import LoraLayer
+
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            return list(module.lora_A.keys())
+    return []
+
+
+@contextlib.contextmanager
+def adapter_rows(model: "PreTrainedModel", names: "Sequence[str | None] | None") -> "Iterator[None]":
+    """Inside it, each row of ``model``'s batch runs through the LoRA adapter named for it (peft's mixed adapter
+    batches: every adapter beside one copy of the base weights); a None row runs through the active one. With
+    ``names`` None, nothing changes. Used to train a fuser on a sharer whose adapter switches from one example
+    to the next."""
+    if names is None:
+        yield
+        return
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    held = layers[0].lora_A.keys() if layers else set()
+    unknown = sorted({n for n in names if n is not None} - set(held))
+    if unknown:
+        raise AdapterError(f"The sharer holds no adapter named {', '.join(map(repr, unknown))} (it holds "
+                           f"{', '.join(map(repr, held)) or 'none'}); load it beside the others first.")
+    rows = [n if n is not None else layers[0].active_adapters[0] for n in names]
+
+    def pre_hook(module: Any, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return args, {**kwargs, "adapter_names": rows}
+
+    hooks = [m.register_forward_pre_hook(pre_hook, with_kwargs=True) for m in layers]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..adapters import adapter_rows
 from ..fuser import KV, Fuser, cache_kv
 from ..generation import prefill
 from ..libraries import cache_kwargs
@@ -96,7 +97,7 @@ def run_batch(
     with _phase(timer, "receiver_prefill"):
         r_cache = prefill(receiver, batch.receiver_prefix) if has_prefix else DynamicCache(config=receiver.config)
     if fusion is not None and has_prefix:
-        with _phase(timer, "sharer_prefill"):
+        with _phase(timer, "sharer_prefill"), adapter_rows(sharer, batch.sharer_adapters):
             s_cache = prefill(sharer, batch.sharer_prefix)
         with _phase(timer, "fuse"):
             valid = batch.prefix_mask if batch.prefix_padded else None

@@ -162,6 +162,7 @@ class _TrainingRun:
         self.train_set = tokenize(train_convs, self.receiver, self.sharer, aligner, max_length, cfg.thinking)
         self.eval_set = tokenize(eval_convs, self.receiver, self.sharer, aligner, max_length, cfg.thinking)
         self.truncated = sum(e.truncated for e in self.train_set + self.eval_set)
+        self._check_adapters()
         self.pads = (_pad_id(self.receiver.tokenizer), _pad_id(self.sharer.tokenizer if aligner else
                                                                 self.receiver.tokenizer))
 
@@ -198,6 +199,20 @@ class _TrainingRun:
         elif state is not None:
             self.initial_eval = state.extra.get("initial_eval")
         return self._loop(start, resumed_from=start if state is not None else None)
+
+    def _check_adapters(self) -> None:
+        """Every sharer adapter the data names is held beside the sharer's weights."""
+        named = {e.sharer_adapter for e in self.train_set + self.eval_set} - {None}
+        if not named:
+            return
+        from ..adapters import adapter_names
+
+        held = adapter_names(self.sharer.model)
+        if named - set(held):
+            raise TrainingError(
+                f"The data names sharer adapters {', '.join(sorted(named - set(held)))}, but the sharer holds "
+                f"{', '.join(held) or 'no adapter beside its weights'}; load every named adapter with peft's "
+                "load_adapter (not merged), or drop sharer_adapter from the data.")
 
     def _split(self, convs: list[Conversation], eval_convs: list[Conversation] | None):
         if eval_convs is not None:
