@@ -23,12 +23,14 @@ from fusers.generation import GenerationSettings
 from fusers.pair import LoadProgress
 
 from . import bridge
-from .conversation import Conversation, Token
+from .conversation import Conversation, Token, Turn
 from .session import BrokenInstall, LoadRequest, ModelSession
 
 log = logging.getLogger(__name__)
 
 NOTHING_TO_COMPARE = "Send a prompt to compare two panes."
+
+Cleared = list[tuple[Conversation, list[Turn]]]  # conversations a clear emptied, with the turns they held
 
 
 @dataclass(frozen=True)
@@ -214,14 +216,25 @@ class RunController(QObject):
             self._cancel.set()
         return self.running
 
-    def clear(self, conversations: Sequence[Conversation]) -> None:
-        """Start these conversations afresh (not while a run goes)."""
+    def clear(self, conversations: Sequence[Conversation]) -> Cleared:
+        """Start these conversations afresh (not while a run goes); returns what they held, for :meth:`restore`."""
         if self.running:
-            return
-        for conversation in conversations:
-            conversation.clear()
+            return []
+        cleared = [(conversation, conversation.clear()) for conversation in conversations]
+        for conversation, _ in cleared:
             self.conversation_changed.emit(conversation)
         self.diff_soon()
+        return [(c, turns) for c, turns in cleared if turns]
+
+    def restore(self, cleared: Cleared) -> bool:
+        """Undo a :meth:`clear`: the conversations hold their turns again (not while a run goes)."""
+        if self.running:
+            return False
+        for conversation, turns in cleared:
+            conversation.restore(turns)
+            self.conversation_changed.emit(conversation)
+        self.diff_soon()
+        return True
 
     # -- the token diff ---------------------------------------------------------------------------------------
     def compare(self, a: Conversation | None, b: Conversation | None) -> None:

@@ -153,8 +153,14 @@ class Conversation:
         """Forget the last turn (to run its prompt again); returns its prompt."""
         return self.turns.pop().prompt if self.turns else None
 
-    def clear(self) -> None:
-        self.turns.clear()
+    def clear(self) -> list[Turn]:
+        """Forget every turn; returns them, for :meth:`restore` (an undo)."""
+        turns, self.turns = self.turns, []
+        return turns
+
+    def restore(self, turns: list[Turn]) -> None:
+        """Put back turns :meth:`clear` returned, in place of whatever the conversation holds now."""
+        self.turns = list(turns)
 
     # the last turn's run, in order: start, then record each event, then finish, fail; or skip instead
     def start(self, concurrent: bool) -> None:

@@ -49,4 +49,6 @@ def build(window: "MainWindow") -> None:
             action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)  # the window's QShortcuts act
 
     bar.addMenu("&View").addAction(window.setup_dock.toggleViewAction())
-    _action(bar.addMenu("&Help"), "&About C2C Playground", window.about)
+    help_menu = bar.addMenu("&Help")
+    window.help_action = _action(help_menu, "C2C Playground &Help", window.show_help, QKeySequence.StandardKey.HelpContents)
+    _action(help_menu, "&About C2C Playground", window.about)

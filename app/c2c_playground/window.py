@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -17,13 +18,14 @@ from fusers.pair import LoadProgress
 
 from . import bridge, export, menus, theme, window_state
 from .app_settings import AppSettings
-from .controller import NOTHING_TO_COMPARE, AnswerDiff, RunController
+from .controller import NOTHING_TO_COMPARE, AnswerDiff, Cleared, RunController
 from .conversation import MAX_PANES, MIN_PANES, Conversation
 from .crash import broken_install_message, show_startup_problem
 from .serve_dialog import ServeControl
 from .session import BrokenInstall, LoadRequest, Loaded, ModelSession
-from .widgets.banner import ErrorBanner
+from .widgets.banner import ErrorBanner, NoticeBar
 from .widgets.examples import ExamplesRow
+from .widgets.help import HelpDialog
 from .widgets.insight import InsightTabs
 from .widgets.labels import ElidedLabel
 from .widgets.pane import ChatPane
@@ -86,16 +88,28 @@ class MainWindow(QMainWindow):
 
     def _build_center(self) -> None:
         self.banner = ErrorBanner()
+        self.notice = NoticeBar()
         self.pane_splitter = QSplitter(Qt.Orientation.Horizontal)
         self.pane_splitter.setChildrenCollapsible(False)
         self.pane_splitter.setHandleWidth(6)
         self.tabs = InsightTabs()
         self.totals, self.diff_view, self.fuser_plot = self.tabs.totals, self.tabs.diff_view, self.tabs.fuser_plot
         self.diff_view.panes_chosen.connect(self._diff_panes_chosen)
+        self.tabs.help_requested.connect(self.show_help)
+        self.help_dialog: HelpDialog | None = None
+        # The banner and the notice take their room from the charts under the panes, never from the panes: an
+        # error (an empty prompt) must not squeeze the panes and clip their figures.
+        lower = QWidget()
+        ll = QVBoxLayout(lower)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.setSpacing(4)
+        ll.addWidget(self.banner)
+        ll.addWidget(self.notice)
+        ll.addWidget(self.tabs, 1)
         self.main_splitter = QSplitter(Qt.Orientation.Vertical)
         self.main_splitter.setChildrenCollapsible(False)
         self.main_splitter.addWidget(self.pane_splitter)
-        self.main_splitter.addWidget(self.tabs)
+        self.main_splitter.addWidget(lower)
         self.main_splitter.setStretchFactor(0, 3)
         self.main_splitter.setStretchFactor(1, 2)
 
@@ -113,7 +127,6 @@ class MainWindow(QMainWindow):
         cl = QVBoxLayout(central)
         cl.setContentsMargins(6, 6, 8, 6)
         cl.setSpacing(6)
-        cl.addWidget(self.banner)
         cl.addWidget(self.main_splitter, 1)
         cl.addWidget(self.examples_row)
         cl.addWidget(bar)
@@ -279,8 +292,21 @@ class MainWindow(QMainWindow):
         return list(self.examples_row.buttons)
 
     def _use_example(self, question: str) -> None:
+        """A suggested question starts a fresh conversation: the pairs that suggest them (the demo's, the
+        specialist's) answer single questions, and an earlier turn would change the answer. What the panes held
+        can be brought back."""
+        if not self.running:
+            cleared = self.clear()
+            if cleared:
+                self.notice.show_notice("Suggested questions start a fresh conversation: the panes' earlier turns "
+                                        "were cleared.", "Undo", functools.partial(self.undo_clear, cleared))
         self.prompt_box.setPlainText(question)
         self.prompt_box.setFocus()
+
+    def undo_clear(self, cleared: Cleared) -> None:
+        """Bring back the turns a clear took (the prompt box keeps what it holds)."""
+        if self.controller.restore(cleared):
+            self._show_totals()
 
     # -- runs -----------------------------------------------------------------------------------------------
     @property
@@ -330,14 +356,17 @@ class MainWindow(QMainWindow):
                     pane.show_stopping()
         self.cancel_load()
 
-    def clear(self) -> None:
+    def clear(self) -> Cleared:
+        """Start every pane afresh; returns what they held (for :meth:`undo_clear`)."""
         if self.running:
-            return
-        self.controller.clear([p.conversation for p in self.panes])
+            return []
+        self.notice.dismiss()
+        cleared = self.controller.clear([p.conversation for p in self.panes])
         self.totals.set_rows([], "")
         self.fuser_plot.clear()
         self.diff_view.show_message(NOTHING_TO_COMPARE)
         self.banner.dismiss()
+        return cleared
 
     def _busy_changed(self) -> None:
         self._set_running(self.running)
@@ -350,6 +379,7 @@ class MainWindow(QMainWindow):
         self.send_button.setEnabled(not running and not loading and loaded)
         self.stop_button.setEnabled(running)
         self.clear_button.setEnabled(not running)
+        self.examples_row.setEnabled(not running)  # a suggested question clears the panes: not while they run
         self.add_button.setEnabled(not running and len(self.panes) < MAX_PANES)
         self.pair_panel.set_busy(running or loading)
         self.unload_action.setEnabled(not running and not loading and loaded)
@@ -369,17 +399,23 @@ class MainWindow(QMainWindow):
     def _after_run(self, concurrent: bool) -> None:
         self._scale_timer.stop()
         self._update_scale()
+        self._show_totals()
+        self.run_finished.emit()
+
+    def _show_totals(self) -> None:
+        """The timing chart: each pane's last answer."""
         rows = []
+        concurrent = False
         for pane in self.panes:
             turn = pane.current
             if turn is None or turn.result is None:
                 continue
+            concurrent = concurrent or turn.concurrent
             t = turn.result.timing
             rows.append((pane.label(), pane.mode.value, t.phases, t.total, t.ttft))
         note = ("Panes ran concurrently: they shared the machine, so their timings overlap." if concurrent else
                 "Panes ran one after another: each timing is the pane's own.")
-        self.totals.set_rows(rows, note)
-        self.run_finished.emit()
+        self.totals.set_rows(rows, note if rows else "")
 
     def _generation_changed(self) -> None:
         self._set_running(self.running)
@@ -453,6 +489,13 @@ class MainWindow(QMainWindow):
 
     def _get_fusers_closed(self) -> None:
         self.refresh_presets()
+
+    def show_help(self, topic: str = "") -> HelpDialog:
+        """The Help page, at ``topic`` (a key of widgets.help.TOPICS)."""
+        if self.help_dialog is None:
+            self.help_dialog = HelpDialog(self)
+        self.help_dialog.show_topic(topic if isinstance(topic, str) else "")  # a menu action passes a bool
+        return self.help_dialog
 
     def about(self) -> None:
         from . import __version__

@@ -357,7 +357,9 @@ class ChatPane(QFrame):
             return
         parts = []
         for i, turn in enumerate(self.turns):
-            parts.append(f"<p style='margin-top:8px; margin-bottom:2px; color:{theme.MUTED}'><b>You</b></p>")
+            # a later turn is answered after the ones above it: said, since it can change the answer
+            follows = f" \u00b7 turn {i + 1}, after the {i} above" if i else ""
+            parts.append(f"<p style='margin-top:8px; margin-bottom:2px; color:{theme.MUTED}'><b>You</b>{follows}</p>")
             parts.append(f"<p style='margin-top:0; margin-bottom:6px; white-space:pre-wrap'>{_html(turn.prompt)}</p>")
             color = theme.MODE_COLORS.get(turn.mode.value, theme.TEXT)
             note = _turn_note(turn)
