@@ -194,7 +194,7 @@ class MainWindow(QMainWindow):
 
     def _sync_pane_buttons(self) -> None:
         for pane in self.panes:
-            pane.remove_button.setVisible(len(self.panes) > MIN_PANES)
+            pane.set_removable(len(self.panes) > MIN_PANES)
         self.add_button.setEnabled(len(self.panes) < MAX_PANES and not self.running)
 
     def _pane_of(self, conversation: Conversation) -> ChatPane | None:

@@ -223,8 +223,8 @@ class PhaseBar(QWidget):
 class TotalsChart(QWidget):
     """After a run: each pane's total time as a bar stacked by phase, on one scale, with its TTFT marked."""
 
-    ROW = 26
-    TOP = 70  # title, note and legend above the bars
+    ROW = 22
+    TOP = 46  # title, note and legend above the bars
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -234,7 +234,7 @@ class TotalsChart(QWidget):
 
     def set_rows(self, rows: list[tuple[str, str, Sequence[Phase], float, float]], note: str) -> None:
         self.rows, self.note = rows, note
-        self.setMinimumHeight(self.TOP + self.ROW * max(len(rows), 2) + 26)
+        self.setMinimumHeight(self.TOP + self.ROW * max(len(rows), 2) + 20)
         self.update()
 
     def paintEvent(self, event) -> None:  # noqa: N802
@@ -247,15 +247,17 @@ class TotalsChart(QWidget):
         bold = QFont(font)
         bold.setBold(True)
         p.setFont(bold)
-        p.drawText(QRectF(12, 6, self.width() - 24, 20), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                   "Total time per pane")
+        title = "Total time per pane"
+        p.drawText(QRectF(12, 4, self.width() - 24, 20), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                   title)
         p.setFont(small)
         p.setPen(QColor(theme.MUTED))
-        p.drawText(QRectF(12, 24, self.width() - 24, 18), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                   self.note)
+        after = 12 + QFontMetrics(bold).horizontalAdvance(title) + 12  # the note beside the title: one line less
+        p.drawText(QRectF(after, 4, self.width() - after - 12, 20),
+                   Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, self.note)
         # legend
         x = 12.0
-        y = 44
+        y = 24
         p.setFont(small)
         sfm = QFontMetrics(small)
         for name, label in theme.PHASE_LABELS.items():

@@ -29,7 +29,7 @@ class InsightTabs(QTabWidget):
         self.diff_view = DiffView()
         self.fuser_plot = FuserPlot()
         self.addTab(_scrolling(self.totals), "Timing")
-        self.addTab(self.diff_view, "Token diff")
+        self.addTab(_scrolling(self.diff_view), "Token diff")  # an error banner above may squeeze the tabs
         self.addTab(_scrolling(self.fuser_plot), "Fuser insight")
         self.setUsesScrollButtons(False)
         self.help_button = QToolButton()

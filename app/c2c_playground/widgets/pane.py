@@ -41,6 +41,8 @@ class ChatPane(QFrame):
         self._mode = Mode(mode)
         self.conversation = Conversation()
         self.scale = 0.0
+        self.removable = True
+        self._busy = False
 
         header = QFrame()
         header.setObjectName("paneHeader")
@@ -51,8 +53,8 @@ class ChatPane(QFrame):
             self.mode_box.addItem(m.label, m.value)
         self.mode_box.setCurrentIndex(MODES.index(self._mode))
         self.mode_box.currentIndexChanged.connect(self._mode_picked)
-        # narrow panes (four beside the set-up on a laptop) may squeeze the mode's name, which then elides
-        self.mode_box.setMinimumWidth(72)
+        # every mode's whole name, whichever is chosen: four panes beside the set-up still fit 1366 pixels
+        self.mode_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.mode_box.setToolTip("What answers in this pane: text relay, cache fusion, both together, or one model "
                                  "alone")
         self.state_label = QLabel("idle")
@@ -63,7 +65,8 @@ class ChatPane(QFrame):
         self.remove_button.setAutoRaise(True)
         self.remove_button.clicked.connect(self._remove)
         hl = QHBoxLayout(header)
-        hl.setContentsMargins(10, 6, 6, 6)
+        hl.setContentsMargins(8, 6, 4, 6)
+        hl.setSpacing(4)
         hl.addWidget(self.title)
         hl.addWidget(self.mode_box)
         hl.addStretch(1)
@@ -108,7 +111,7 @@ class ChatPane(QFrame):
         self.hint_text.setPlaceholderText("The sharer's hint streams here before the receiver answers.")
         self.hint_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)  # shrinks when folded
         hb = QVBoxLayout(self.hint_box)
-        hb.setContentsMargins(6, 2, 6, 6)
+        hb.setContentsMargins(4, 2, 4, 4)
         hb.setSpacing(2)
         hb.addWidget(self.hint_toggle)
         hb.addWidget(self.hint_text)
@@ -138,7 +141,7 @@ class ChatPane(QFrame):
         layout.setSpacing(0)
         layout.addWidget(header)
         inner = QVBoxLayout()
-        inner.setContentsMargins(6, 6, 6, 0)
+        inner.setContentsMargins(4, 6, 4, 0)
         inner.setSpacing(6)
         inner.addWidget(self.ask_bar)
         inner.addWidget(self.hint_box)
@@ -146,7 +149,6 @@ class ChatPane(QFrame):
         layout.addWidget(self.transcript, 1)
         layout.addWidget(strip)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setMinimumWidth(200)  # four panes beside the set-up still fit 1280 pixels
 
         self._ticker = QTimer(self)
         self._ticker.setInterval(100)
@@ -223,9 +225,16 @@ class ChatPane(QFrame):
 
     def set_busy(self, busy: bool) -> None:
         """While runs go, the mode and the pane itself stay put."""
+        self._busy = busy
         self.mode_box.setEnabled(not busy)
-        self.remove_button.setEnabled(not busy)
+        # hidden, not greyed: its room goes to "waiting...", so four panes' headers still fit 1366 pixels
+        self.remove_button.setVisible(self.removable and not busy)
         self.rerun_button.setEnabled(not busy)
+
+    def set_removable(self, removable: bool) -> None:
+        """Whether the window has panes to spare (the pane's remove button shows when it is not busy)."""
+        self.removable = removable
+        self.remove_button.setVisible(removable and not self._busy)
 
     # -- conversation -------------------------------------------------------------------------------------
     @property

@@ -6,8 +6,8 @@ from typing import Any, Sequence
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout,
-                               QLabel, QLineEdit, QMenu, QProgressBar, QPushButton, QSpinBox, QToolButton, QVBoxLayout,
-                               QWidget)
+                               QLabel, QLineEdit, QMenu, QProgressBar, QPushButton, QSpinBox, QStyle,
+                               QStyleOptionComboBox, QStylePainter, QToolButton, QVBoxLayout, QWidget)
 
 from fusers.generation import GenerationSettings
 from fusers.pair import QUANTIZE
@@ -23,6 +23,30 @@ def compact(combo: QComboBox, chars: int) -> None:
     panel fits a narrow dock instead of clipping."""
     combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     combo.setMinimumContentsLength(chars)
+
+
+class ElidedComboBox(QComboBox):
+    """A combo box whose closed face elides a name too long for it ("qwen3_0.6b+qwen2…"), whole in its list and
+    its tooltip, instead of cutting it off: preset names run to 50 characters, more than a set-up dock is wide."""
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt name
+        painter = QStylePainter(self)
+        option = QStyleOptionComboBox()
+        self.initStyleOption(option)
+        painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, option)
+        field = self.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
+                                            QStyle.SubControl.SC_ComboBoxEditField, self)
+        option.currentText = self.fontMetrics().elidedText(option.currentText, Qt.TextElideMode.ElideRight,
+                                                           field.width())
+        painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, option)
+
+    def shown_text(self) -> str:
+        """The text its face shows at its width (elided or whole)."""
+        option = QStyleOptionComboBox()
+        self.initStyleOption(option)
+        field = self.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
+                                            QStyle.SubControl.SC_ComboBoxEditField, self)
+        return self.fontMetrics().elidedText(self.currentText(), Qt.TextElideMode.ElideRight, field.width())
 
 
 class ModelRow:
@@ -58,10 +82,10 @@ class ModelRow:
         self.dtype.setToolTip("Weights and cache dtype: auto is float32 on the CPU, bfloat16 on a GPU")
         self.quantize = QComboBox()
         for q in QUANTIZE:
-            self.quantize.addItem({"none": "none", "8bit": "8-bit", "4bit": "4-bit (nf4)"}[q], q)
-        self.quantize.setToolTip("Quantize the weights with bitsandbytes")
-        for combo in (self.device, self.dtype, self.quantize):
-            compact(combo, 3)
+            self.quantize.addItem({"none": "none", "8bit": "8-bit", "4bit": "4-bit"}[q], q)
+        self.quantize.setToolTip("Quantize the weights with bitsandbytes (4-bit is NF4)")
+        for combo in (self.device, self.dtype, self.quantize):  # each item's whole name: they are short
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self.source, f"Choose the {self.role} folder", self.source.text())
@@ -108,7 +132,7 @@ class PairPanel(QGroupBox):
         super().__init__("Pair", parent)
         self.presets: list[Preset] = []
         self.loaded = False
-        self.preset = QComboBox()
+        self.preset = ElidedComboBox()
         self.preset.addItem(CUSTOM, "")
         self.preset.setToolTip("A published pair (download it with Pair \u25b8 Get fusers\u2026), the demo pair, "
                                "or your own models below")
@@ -151,14 +175,14 @@ class PairPanel(QGroupBox):
                     head = QLabel(text)
                     head.setObjectName("sectionNote")
                     heads.addWidget(head, stretch)
-                grid.addLayout(heads, row, 1, 1, 2)
+                grid.addLayout(heads, row, 0, 1, 3)
             row += 1
             placement = QHBoxLayout()
             placement.setSpacing(4)
             placement.addWidget(model.device, 3)
             placement.addWidget(model.dtype, 3)
             placement.addWidget(model.quantize, 4)
-            grid.addLayout(placement, row, 1, 1, 2)
+            grid.addLayout(placement, row, 0, 1, 3)  # the whole width: three whole combo boxes in a narrow dock
         row += 1
         grid.addWidget(QLabel("Fuser"), row, 0)
         grid.addWidget(self.fuser, row, 1)
@@ -331,7 +355,8 @@ class GenerationPanel(QGroupBox):
         self.seed.setRange(-1, 2**31 - 1)
         self.seed.setSpecialValueText("random")
         self.seed.setToolTip("Seed for sampling; 'random' draws a new one each run")
-        self.thinking = QCheckBox("Thinking block (Qwen3 templates)")
+        self.thinking = QCheckBox("Thinking block (Qwen3)")
+        self.thinking.setToolTip("Let chat templates that have one (Qwen3's) open a thinking block before the answer")
         self.ignore_eos = QCheckBox("Always write max new tokens")
         self.ignore_eos.setToolTip("Decode past the end of the answer, so every pane times the same number of "
                                    "tokens (for timing comparisons)")
