@@ -28,13 +28,14 @@ from .widgets.examples import ExamplesRow
 from .widgets.help import HelpDialog
 from .widgets.insight import InsightTabs
 from .widgets.labels import ElidedLabel
-from .widgets.pane import ChatPane
+from .widgets.pane import MODES, ChatPane
 from .widgets.prompt import PromptBar
 from .widgets.setup_dock import SetupDock
 
 log = logging.getLogger(__name__)
 
 NO_FUSER = "No fuser is loaded: cache fusion and relay + fusion panes need one (the Fuser box on the left)."
+NO_FUSER_MODE = "The loaded pair has no fuser: this mode needs one (the Fuser box on the left, or a preset with one)."
 
 
 class MainWindow(QMainWindow):
@@ -55,6 +56,7 @@ class MainWindow(QMainWindow):
         self._presets_job: bridge.BackgroundJob | None = None
         self.get_fusers_dialog: QWidget | None = None
         self._broken_box: QMessageBox | None = None
+        self.load_question: QMessageBox | None = None  # asked before another pair clears the panes
 
         self._scale_timer = QTimer(self)
         self._scale_timer.setInterval(100)
@@ -72,6 +74,7 @@ class MainWindow(QMainWindow):
         self._refresh_diff_choices()
         self._set_running(False)
         self.prompt_box.setFocus()  # a user types the question first
+        self.refresh_presets()  # every pair, with what it needs, from the start (off the Qt thread)
         QShortcut(QKeySequence("Ctrl+Return"), self, self.send_from_box)
         QShortcut(QKeySequence("Ctrl+Enter"), self, self.send_from_box)
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.stop)
@@ -162,6 +165,9 @@ class MainWindow(QMainWindow):
     # -- panes --------------------------------------------------------------------------------------------
     def _add_pane(self, mode: Mode) -> ChatPane:
         pane = ChatPane(len(self.panes) + 1, mode)
+        loaded = self.session.loaded
+        if loaded is not None and not loaded.has_fuser:
+            pane.set_fusion_available(False, NO_FUSER_MODE)
         pane.mode_changed.connect(self._pane_mode_changed)
         pane.rerun_requested.connect(self.rerun)
         pane.remove_requested.connect(self.remove_pane)
@@ -175,7 +181,9 @@ class MainWindow(QMainWindow):
         if len(self.panes) >= MAX_PANES or self.running:
             return None
         used = {p.mode for p in self.panes}
-        pane = self._add_pane(next((m for m in Mode if m not in used), Mode.RECEIVER))
+        loaded = self.session.loaded
+        offered = [m for m in Mode if loaded is None or loaded.has_fuser or not m.needs_fuser]
+        pane = self._add_pane(next((m for m in offered if m not in used), Mode.RECEIVER))
         self.pane_splitter.setSizes([1] * len(self.panes))
         self._refresh_diff_choices()
         return pane
@@ -220,7 +228,7 @@ class MainWindow(QMainWindow):
         from fusers.presets import list_presets
 
         if self._presets_job is not None and self._presets_job.running:
-            return self._presets_job
+            self._presets_job.abandon()  # listed before what changed since (a download, an install): list again
         job = bridge.BackgroundJob(lambda progress, cancel: list_presets(offline=True),
                                    on_done=self.pair_panel.set_presets, on_error=self._presets_failed,
                                    name="c2c-presets")
@@ -248,6 +256,29 @@ class MainWindow(QMainWindow):
         except C2CError as exc:
             self.banner.show_error(str(exc))
             return None
+        turns = sum(len(p.turns) for p in self.panes)
+        if turns:  # another pair starts fresh panes: an answer of the old pair beside one of the new misleads
+            self.load_question = box = QMessageBox(QMessageBox.Icon.Question, "Load another pair",
+                                                   f"Loading a pair starts every pane afresh: the panes' {turns} "
+                                                   f"turn{'s' if turns > 1 else ''} will be cleared.", parent=self)
+            box.setInformativeText("Export the comparison first (File \u25b8 Export comparison\u2026) to keep them.")
+            box.addButton("Clear and load", QMessageBox.ButtonRole.AcceptRole)
+            box.addButton(QMessageBox.StandardButton.Cancel)
+            box.setWindowModality(Qt.WindowModality.WindowModal)
+            box.finished.connect(functools.partial(self._load_answered, box, request))
+            box.open()
+            return None
+        return self._load(request)
+
+    def _load_answered(self, box: QMessageBox, request: LoadRequest, result: int) -> None:
+        self.load_question = None
+        if box.buttonRole(box.clickedButton()) == QMessageBox.ButtonRole.AcceptRole and not (self.loading or
+                                                                                          self.running):
+            self._load(request)
+        box.deleteLater()
+
+    def _load(self, request: LoadRequest) -> asyncio.Task[bool] | None:
+        self.clear()
         if self.persist:
             self.settings.set_pair_form(self.pair_panel.form())  # remembered even if the app crashes later
         return self.controller.load(request)
@@ -278,6 +309,7 @@ class MainWindow(QMainWindow):
         return self.controller.unload()
 
     def _show_loaded(self, loaded: Loaded | None) -> None:
+        self._offer_fusion(loaded is None or loaded.has_fuser)
         self.pair_panel.set_loaded(loaded.lines if loaded else None)
         self.status_line.setText("   |   ".join(loaded.lines) if loaded else "No pair loaded")
         self.unload_action.setEnabled(loaded is not None)
@@ -286,6 +318,23 @@ class MainWindow(QMainWindow):
         self.examples_row.set_examples(loaded.examples if loaded else [])
         self._set_running(self.running)
         self.pair_changed.emit()
+
+    def _offer_fusion(self, available: bool) -> None:
+        """A pair without a fuser: the modes that need one are greyed out in every pane's menu (the tooltip says
+        why), and a pane in one of them answers in a mode the other panes do not show instead."""
+        for pane in self.panes:
+            pane.set_fusion_available(available, "" if available else NO_FUSER_MODE)
+        if available:
+            return
+        moved = []
+        for pane in self.panes:
+            if pane.mode.needs_fuser:
+                used = {p.mode for p in self.panes}
+                pane.set_mode(next((m for m in MODES if not m.needs_fuser and m not in used), Mode.RECEIVER))
+                moved.append(f"pane {pane.number} now answers with {pane.mode.label.lower()}")
+        if moved:
+            self._refresh_diff_choices()
+            self.notice.show_notice(f"This pair has no fuser, so no pane can use cache fusion: {', '.join(moved)}.")
 
     @property
     def example_buttons(self) -> list[QPushButton]:

@@ -183,6 +183,15 @@ class ChatPane(QFrame):
             self._mode = Mode(mode)
             self._sync_header()
 
+    def set_fusion_available(self, available: bool, why: str = "") -> None:
+        """Offer the modes that need a fuser, or grey them out in the menu with ``why`` as their tooltip."""
+        model = self.mode_box.model()
+        for i, m in enumerate(MODES):
+            if m.needs_fuser:
+                item = model.item(i)
+                item.setEnabled(available)
+                item.setToolTip("" if available else why)
+
     def _mode_picked(self, index: int) -> None:
         old, new = self._mode, MODES[index]
         if old == new:

@@ -137,7 +137,14 @@ class PairPanel(QGroupBox):
         self.preset.setToolTip("A published pair (download it with Pair \u25b8 Get fusers\u2026), the demo pair, "
                                "or your own models below")
         self.preset.activated.connect(self._preset_picked)
+        self.preset.currentIndexChanged.connect(self._show_needs)
         compact(self.preset, 10)
+        self.preset_note = QLabel()  # what the chosen preset needs (an install, a download) or lacks (a fuser)
+        self.preset_note.setObjectName("sectionNote")
+        self.preset_note.setWordWrap(True)
+        self.preset_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.preset_note.hide()
+        self._wanted = ""  # the preset the saved form names, chosen once the presets are listed
         self.receiver = ModelRow("receiver", "Hub id or folder (default: the fuser's)")
         self.sharer = ModelRow("sharer", "Hub id or folder (default: the fuser's)")
         self.fuser = QLineEdit()
@@ -156,6 +163,8 @@ class PairPanel(QGroupBox):
         row = 0
         grid.addWidget(QLabel("Preset"), row, 0)
         grid.addWidget(self.preset, row, 1, 1, 2)
+        row += 1
+        grid.addWidget(self.preset_note, row, 0, 1, 3)
         for model in (self.receiver, self.sharer):
             row += 1
             grid.addWidget(QLabel(model.role.capitalize()), row, 0)
@@ -244,19 +253,39 @@ class PairPanel(QGroupBox):
 
     # presets
     def set_presets(self, presets: Sequence[Preset]) -> None:
-        current = self.preset.currentData()
+        current = self.preset.currentData() or self._wanted
         self.presets = list(presets)
+        self.preset.blockSignals(True)
         self.preset.clear()
         self.preset.addItem(CUSTOM, "")
         for p in self.presets:
             self.preset.addItem(p.label, p.name)
             self.preset.setItemData(self.preset.count() - 1,
                                     f"receiver {p.receiver}\nsharer {p.sharer}\nfuser "
-                                    + (p.fuser or "none (train one with c2c train)"),
-                                    Qt.ItemDataRole.ToolTipRole)
+                                    + (p.fuser or "none (train one with c2c train)")
+                                    + (f"\n{p.needs}" if p.needs else ""), Qt.ItemDataRole.ToolTipRole)
         index = self.preset.findData(current)
+        wanted = self.presets[index - 1] if index > 0 else None
+        if wanted is not None and current == self._wanted and self.fuser.text().strip() != wanted.fuser:
+            index = 0  # the saved form was edited after the preset was chosen: it is the user's own pair now
+        self._wanted = ""
         self.preset.setCurrentIndex(max(index, 0))
+        self.preset.blockSignals(False)
+        self._show_needs()
         self.preset.view().setMinimumWidth(self.preset.view().sizeHintForColumn(0) + 24)  # whole names in the list
+
+    def chosen_preset(self) -> Preset | None:
+        name = self.preset.currentData()
+        return next((p for p in self.presets if p.name == name), None) if name else None
+
+    def _show_needs(self) -> None:
+        preset = self.chosen_preset()
+        needs = preset.needs if preset is not None else ""
+        self.preset_note.setText(needs)
+        self.preset_note.setVisible(bool(needs))
+        self.preset.setToolTip(self.preset.itemData(self.preset.currentIndex(), Qt.ItemDataRole.ToolTipRole)
+                               or "A published pair (download it with Pair \u25b8 Get fusers\u2026), the demo pair, "
+                                  "or your own models below")
 
     def choose_preset(self, name: str) -> Preset | None:
         for p in self.presets:
@@ -292,6 +321,8 @@ class PairPanel(QGroupBox):
         self.cuda_graphs.setChecked(form.get("cuda_graphs") is not False)
         index = self.preset.findData(form.get("preset") or "")
         self.preset.setCurrentIndex(max(index, 0))
+        if index < 0:  # the presets are not listed yet (the first start): chosen when they are
+            self._wanted = str(form.get("preset") or "")
 
     # state
     def set_loading(self, loading: bool) -> None:
