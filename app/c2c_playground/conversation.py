@@ -15,6 +15,7 @@ from fusers.timing import Phase, decode_rate
 
 if TYPE_CHECKING:
     from fusers.engine import Answer, Event
+    from fusers.timing import Timing
 
 # The window shows 2 to 4 panes: two to compare, four still fit beside the set-up on a laptop.
 MIN_PANES, MAX_PANES = 2, 4
@@ -66,6 +67,11 @@ class Turn:
     first_token_at: float | None = None  # run-relative seconds
     last_token_at: float | None = None
     clock_offset: float | None = None  # perf_counter() - run-relative time, to extend open phases live
+    runs: list["Timing"] = field(default_factory=list)  # earlier repeats' timings (Repeat runs), this one's aside
+
+    def timings(self) -> list["Timing"]:
+        """Every repeat's timing, this run's last (once it has one)."""
+        return self.runs + ([self.result.timing] if self.result is not None else [])
 
     def now(self) -> float:
         if self.clock_offset is None:
@@ -180,6 +186,15 @@ class Conversation:
         turn.state = TurnState.STOPPED if answer.finish_reason == "cancelled" else TurnState.DONE
         if answer.mode.writes_hint and answer.hint is not None:
             turn.hint = answer.hint  # the engine's final hint: the streamed one may hold back a stop string
+
+    def again(self) -> bool:
+        """Run the last turn once more (a repeat of a timing comparison): its answer makes way, its timing is kept.
+        False when it has no answer to repeat (it failed or was stopped)."""
+        turn = self.turns[-1] if self.turns else None
+        if turn is None or turn.state is not TurnState.DONE or turn.result is None:
+            return False
+        self.turns[-1] = Turn(turn.prompt, turn.mode, runs=turn.timings())
+        return True
 
     def fail(self, message: str) -> None:
         turn = self.turns[-1]

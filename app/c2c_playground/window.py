@@ -24,6 +24,7 @@ from .crash import broken_install_message, show_startup_problem
 from .serve_dialog import ServeControl
 from .session import BrokenInstall, LoadRequest, Loaded, ModelSession
 from .widgets.banner import ErrorBanner, NoticeBar
+from .widgets.charts import totals_row
 from .widgets.examples import ExamplesRow
 from .widgets.help import HelpDialog
 from .widgets.insight import InsightTabs
@@ -383,7 +384,8 @@ class MainWindow(QMainWindow):
         self.prompt_box.clear()
         self.banner.dismiss()
         return self.controller.send(prompt, [(p.conversation, p.mode) for p in self.panes],
-                                    self.generation.settings(), self.generation.concurrent())
+                                    self.generation.settings(), self.generation.concurrent(),
+                                    self.generation.repeats())
 
     def rerun(self, pane: ChatPane) -> asyncio.Task[None] | None:
         """Run the pane's last prompt again (in its current mode), in place of its last answer."""
@@ -460,8 +462,7 @@ class MainWindow(QMainWindow):
             if turn is None or turn.result is None:
                 continue
             concurrent = concurrent or turn.concurrent
-            t = turn.result.timing
-            rows.append((pane.label(), pane.mode.value, t.phases, t.total, t.ttft))
+            rows.append(totals_row(pane.label(), turn.mode.value, turn.timings()))
         note = ("Panes ran concurrently: they shared the machine, so their timings overlap." if concurrent else
                 "Panes ran one after another: each timing is the pane's own.")
         self.totals.set_rows(rows, note if rows else "")

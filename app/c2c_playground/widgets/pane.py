@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPlainTex
                                QTextBrowser, QToolButton, QVBoxLayout, QWidget)
 
 from fusers.engine import Mode, PhaseEvent
+from fusers.load_meter import BUSY_CORES
 
 from .. import theme
 from ..conversation import COMPARED, Conversation, Turn, TurnState
@@ -421,8 +422,12 @@ class ChatPane(QFrame):
         rate = f"{turn.tokens_per_s():.1f}" if turn.tokens_per_s() else dash
         if turn.result is not None:
             t = turn.result.timing
+            busy = t.other_cores is not None and t.other_cores >= BUSY_CORES  # the machine's noise, said
             self._set_figures(seconds(t.ttft) if t.ttft else dash, rate, seconds(t.total), str(t.tokens_out),
-                              self.run_kind)
+                              self.run_kind + (" \u26a0 machine busy" if busy else ""))
+            if busy:
+                self.metrics.setToolTip(f"Other processes used {t.other_cores:.1f} cores during this run: its "
+                                        "timing is slower than the method alone.")
             self.phase_bar.set_spans(t.phases, now)
         else:
             self._set_figures(seconds(turn.first_token_at) if turn.first_token_at is not None else dash, rate,

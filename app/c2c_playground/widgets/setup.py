@@ -396,13 +396,19 @@ class GenerationPanel(QGroupBox):
         self.run_mode.addItem("Concurrently", True)
         self.run_mode.setToolTip("One after another keeps each pane's timing honest; concurrent runs share the "
                                  "machine, so their timings overlap")
+        self.repeat = QSpinBox()
+        self.repeat.setRange(1, 20)
+        self.repeat.setSuffix(" \u00d7")
+        self.repeat.setToolTip("Answer each prompt this many times, the panes taking turns, and chart each pane's "
+                               "median time with its fastest and slowest run: a busy moment moves one run, not the "
+                               "comparison")
 
         grid = QGridLayout(self)
         grid.setHorizontalSpacing(8)
         grid.setVerticalSpacing(5)
         rows = [("Max new tokens", self.max_new_tokens), ("Hint tokens", self.hint_tokens),
                 ("Decoding", self.decoding), ("Temperature", self.temperature), ("Top-p", self.top_p),
-                ("Top-k", self.top_k), ("Seed", self.seed), ("Run panes", self.run_mode)]
+                ("Top-k", self.top_k), ("Seed", self.seed), ("Run panes", self.run_mode), ("Repeat runs", self.repeat)]
         for i, (label, widget) in enumerate(rows):
             grid.addWidget(QLabel(label), i, 0)
             grid.addWidget(widget, i, 1)
@@ -449,6 +455,10 @@ class GenerationPanel(QGroupBox):
         self.thinking.setChecked(s.thinking)
         self.ignore_eos.setChecked(s.ignore_eos)
         self._sampling_toggled()
+
+    def repeats(self) -> int:
+        """How many times a send answers its prompt (timing comparisons); 1: once."""
+        return self.repeat.value()
 
     def concurrent(self) -> bool:
         return bool(self.run_mode.currentData())
