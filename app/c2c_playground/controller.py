@@ -79,6 +79,11 @@ class RunController(QObject):
         return self._run_task is not None and not self._run_task.done()
 
     @property
+    def load_task(self) -> asyncio.Task[bool] | None:
+        """The last load's task (done or not): whether it loaded."""
+        return self._load_task
+
+    @property
     def loading(self) -> bool:
         return self._load_task is not None and not self._load_task.done()
 

@@ -58,6 +58,7 @@ class MainWindow(QMainWindow):
         self.get_fusers_dialog: QWidget | None = None
         self._broken_box: QMessageBox | None = None
         self.load_question: QMessageBox | None = None  # asked before another pair clears the panes
+        self._pair_request: LoadRequest | None = None  # the pair the panes' turns were answered by
 
         self._scale_timer = QTimer(self)
         self._scale_timer.setInterval(100)
@@ -258,7 +259,9 @@ class MainWindow(QMainWindow):
             self.banner.show_error(str(exc))
             return None
         turns = sum(len(p.turns) for p in self.panes)
-        if turns:  # another pair starts fresh panes: an answer of the old pair beside one of the new misleads
+        # Another pair starts fresh panes: an answer of the old pair beside one of the new misleads. The same pair
+        # again (after a failed load, say) keeps them.
+        if turns and request != self._pair_request:
             self.load_question = box = QMessageBox(QMessageBox.Icon.Question, "Load another pair",
                                                    f"Loading a pair starts every pane afresh: the panes' {turns} "
                                                    f"turn{'s' if turns > 1 else ''} will be cleared.", parent=self)
@@ -279,7 +282,9 @@ class MainWindow(QMainWindow):
         box.deleteLater()
 
     def _load(self, request: LoadRequest) -> asyncio.Task[bool] | None:
-        self.clear()
+        if request != self._pair_request:
+            self.clear()
+        self._pair_request = request
         if self.persist:
             self.settings.set_pair_form(self.pair_panel.form())  # remembered even if the app crashes later
         return self.controller.load(request)

@@ -8,6 +8,15 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QToolButton, QWidget
 
 
+def _close_button(dismiss: Callable[[], Any]) -> QToolButton:
+    close = QToolButton()
+    close.setObjectName("bannerClose")
+    close.setText("\u2715")
+    close.setToolTip("Dismiss")
+    close.clicked.connect(dismiss)
+    return close
+
+
 class ErrorBanner(QFrame):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -20,11 +29,7 @@ class ErrorBanner(QFrame):
         self.text.setObjectName("bannerText")
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        close = QToolButton()
-        close.setObjectName("bannerClose")
-        close.setText("\u2715")
-        close.setToolTip("Dismiss")
-        close.clicked.connect(self.dismiss)
+        close = _close_button(self.dismiss)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(10, 6, 6, 6)
         layout.addWidget(icon, 0, Qt.AlignmentFlag.AlignTop)
@@ -62,11 +67,7 @@ class NoticeBar(QFrame):
         self.text.setWordWrap(True)
         self.action_button = QPushButton()
         self.action_button.clicked.connect(self._act)
-        close = QToolButton()
-        close.setObjectName("bannerClose")
-        close.setText("\u2715")
-        close.setToolTip("Dismiss")
-        close.clicked.connect(self.dismiss)
+        close = _close_button(self.dismiss)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(10, 4, 6, 4)
         layout.addWidget(self.text, 1)
