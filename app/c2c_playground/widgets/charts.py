@@ -252,8 +252,8 @@ def busy_note(rows: Sequence[TotalsRow]) -> str:
     busy = [r.other_cores for r in rows if r.other_cores is not None and r.other_cores >= BUSY_CORES]
     if not busy:
         return ""
-    return (f"\u26a0 Machine busy: other processes used up to {max(busy):.1f} cores during these runs, so the "
-            "timings are slower than the methods alone. Repeat runs, or close other programs.")
+    return (f"\u26a0 Machine busy: other processes used up to {max(busy):.1f} cores during these runs: the timings "
+            "are slower than the methods alone")
 
 
 class TotalsChart(QWidget):
@@ -266,13 +266,15 @@ class TotalsChart(QWidget):
         super().__init__(parent)
         self.rows: list[TotalsRow] = []
         self.note = ""
-        self.warning = ""  # busy_note: drawn under the axis, in the warning colour
+        self.warning = ""  # busy_note: drawn in place of the note, in the warning colour
         self.setMinimumHeight(120)
 
     def set_rows(self, rows: Sequence[TotalsRow], note: str) -> None:
         self.rows, self.note = [TotalsRow(*row) for row in rows], note
         self.warning = busy_note(self.rows)
-        self.setMinimumHeight(self.TOP + self.ROW * max(len(rows), 2) + 20 + (18 if self.warning else 0))
+        self.setToolTip(f"{self.warning}. Repeat runs (in the Generation box) shows medians; closing other programs "
+                        "helps too." if self.warning else "")
+        self.setMinimumHeight(self.TOP + self.ROW * max(len(rows), 2) + 20)
         self.update()
 
     @staticmethod
@@ -299,10 +301,12 @@ class TotalsChart(QWidget):
         p.drawText(QRectF(12, 4, self.width() - 24, 20), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
                    title)
         p.setFont(small)
-        p.setPen(QColor(theme.MUTED))
-        after = 12 + QFontMetrics(bold).horizontalAdvance(title) + 12  # the note beside the title: one line less
-        p.drawText(QRectF(after, 4, self.width() - after - 12, 20),
-                   Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, self.note)
+        p.setPen(QColor(theme.WARNING) if self.warning else QColor(theme.MUTED))
+        # beside the title, one line less; a busy machine matters more than how the panes ran (each pane says that)
+        after = 12 + QFontMetrics(bold).horizontalAdvance(title) + 12
+        p.drawText(QRectF(after, 4, self.width() - after - 12, 20), Qt.AlignmentFlag.AlignLeft
+                   | Qt.AlignmentFlag.AlignVCenter, QFontMetrics(small).elidedText(
+                       self.warning or self.note, Qt.TextElideMode.ElideRight, max(self.width() - after - 12, 20)))
         # legend
         x = 12.0
         y = 24
@@ -345,10 +349,6 @@ class TotalsChart(QWidget):
             p.setPen(QColor(theme.MUTED))
             p.drawText(QRectF(x - 40, bottom + 2, 80, 16), Qt.AlignmentFlag.AlignHCenter, seconds(t))
             t += step
-        if self.warning:
-            p.setPen(QColor("#a15c00"))
-            p.drawText(QRectF(12, bottom + 18, self.width() - 24, 18),
-                       Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, self.warning)
         for i, row in enumerate(self.rows):
             label, mode, spans, total, ttft = row[:5]
             y = top + i * self.ROW
@@ -377,7 +377,7 @@ class TotalsChart(QWidget):
                 for x in (x0, x1):
                     p.drawLine(int(x), int(bar.top()), int(x), int(bar.bottom()))
             p.setFont(small)
-            p.setPen(QColor("#a15c00") if row.other_cores is not None and row.other_cores >= BUSY_CORES
+            p.setPen(QColor(theme.WARNING) if row.other_cores is not None and row.other_cores >= BUSY_CORES
                      else QColor(theme.TEXT))
             p.drawText(QRectF(left + width + 8, y, value_w, self.ROW),
                        Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, self.value_text(row))
