@@ -282,7 +282,7 @@ class MainWindow(QMainWindow):
         box.deleteLater()
 
     def _load(self, request: LoadRequest) -> asyncio.Task[bool] | None:
-        if request != self._pair_request:
+        if request != self._pair_request and any(p.turns for p in self.panes):
             self.clear()
         self._pair_request = request
         if self.persist:

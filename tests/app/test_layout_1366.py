@@ -8,7 +8,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QComboBox, QStyle, QStyleOptionComboBox
 
 from c2c_playground.widgets.setup import ElidedComboBox
-from fusers.presets import DEMO_NAME
+from fusers.presets import DEMO_NAME, SPECIALIST_NAME
 from playground_helpers import run, short_generation
 
 SIZE = (1366, 738)  # 768 less a window manager's title bar
@@ -28,7 +28,7 @@ def _clipped_combos(window) -> list[str]:
             continue
         if isinstance(combo, ElidedComboBox):  # preset names (50 characters) elide, whole in the list and tooltip
             shown = combo.shown_text()
-            if shown != combo.currentText() and not shown.endswith("\u2026"):
+            if shown != combo.currentText() and not shown.startswith("\u2026"):
                 out.append(f"preset box shows {shown!r}")
             continue
         longest = max(range(combo.count()), key=lambda i: combo.fontMetrics().horizontalAdvance(combo.itemText(i)))
@@ -76,3 +76,8 @@ def test_four_panes_fit_1366x768_with_no_clipped_control(window, loop, qtbot, tm
         strip = next(c for c in pane.children() if getattr(c, "objectName", lambda: "")() == "timingStrip")
         assert pane.rect().contains(strip.geometry())  # each pane's figures whole
     window.save_screenshot(str(tmp_path / "four-panes-1366-banner.png"))
+
+    # a preset name longer than the set-up is wide elides from the left: its distinct end and status show
+    specialist = window.pair_panel.choose_preset(SPECIALIST_NAME)
+    shown = window.pair_panel.preset.shown_text()
+    assert shown.startswith("\u2026") and specialist.label.endswith(shown[1:]) and len(shown) > 20, shown

@@ -34,10 +34,7 @@ class ElidedComboBox(QComboBox):
         option = QStyleOptionComboBox()
         self.initStyleOption(option)
         painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, option)
-        field = self.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
-                                            QStyle.SubControl.SC_ComboBoxEditField, self)
-        option.currentText = self.fontMetrics().elidedText(option.currentText, Qt.TextElideMode.ElideRight,
-                                                           field.width())
+        option.currentText = self.shown_text()
         painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, option)
 
     def shown_text(self) -> str:
@@ -46,7 +43,9 @@ class ElidedComboBox(QComboBox):
         self.initStyleOption(option)
         field = self.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
                                             QStyle.SubControl.SC_ComboBoxEditField, self)
-        return self.fontMetrics().elidedText(self.currentText(), Qt.TextElideMode.ElideRight, field.width())
+        # from the left: the ends tell presets apart ("...(real models, offline)", "...specialist (offline)") and
+        # say their status ("...(not downloaded)"); the receiver and sharer they start with are often alike
+        return self.fontMetrics().elidedText(self.currentText(), Qt.TextElideMode.ElideLeft, field.width())
 
 
 class ModelRow:
@@ -162,7 +161,8 @@ class PairPanel(QGroupBox):
         grid.setColumnStretch(1, 1)
         row = 0
         grid.addWidget(QLabel("Preset"), row, 0)
-        grid.addWidget(self.preset, row, 1, 1, 2)
+        row += 1
+        grid.addWidget(self.preset, row, 0, 1, 3)  # the whole width: presets' names are long (the face elides)
         row += 1
         grid.addWidget(self.preset_note, row, 0, 1, 3)
         for model in (self.receiver, self.sharer):
