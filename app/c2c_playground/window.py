@@ -16,7 +16,7 @@ from fusers.engine import Answer, Mode
 from fusers.errors import C2CError, Cancelled, describe
 from fusers.pair import LoadProgress
 
-from . import bridge, export, menus, theme, window_state
+from . import bridge, export, menus, pair_flow, theme, window_state
 from .app_settings import AppSettings
 from .controller import NOTHING_TO_COMPARE, AnswerDiff, Cleared, RunController
 from .conversation import MAX_PANES, MIN_PANES, Conversation
@@ -29,14 +29,13 @@ from .widgets.examples import ExamplesRow
 from .widgets.help import HelpDialog
 from .widgets.insight import InsightTabs
 from .widgets.labels import ElidedLabel
-from .widgets.pane import MODES, ChatPane
+from .widgets.pane import ChatPane
 from .widgets.prompt import PromptBar
 from .widgets.setup_dock import SetupDock
 
 log = logging.getLogger(__name__)
 
 NO_FUSER = "No fuser is loaded: cache fusion and relay + fusion panes need one (the Fuser box on the left)."
-NO_FUSER_MODE = "The loaded pair has no fuser: this mode needs one (the Fuser box on the left, or a preset with one)."
 
 
 class MainWindow(QMainWindow):
@@ -169,7 +168,7 @@ class MainWindow(QMainWindow):
         pane = ChatPane(len(self.panes) + 1, mode)
         loaded = self.session.loaded
         if loaded is not None and not loaded.has_fuser:
-            pane.set_fusion_available(False, NO_FUSER_MODE)
+            pane.set_fusion_available(False, pair_flow.NO_FUSER_MODE)
         pane.mode_changed.connect(self._pane_mode_changed)
         pane.rerun_requested.connect(self.rerun)
         pane.remove_requested.connect(self.remove_pane)
@@ -262,24 +261,14 @@ class MainWindow(QMainWindow):
         # Another pair starts fresh panes: an answer of the old pair beside one of the new misleads. The same pair
         # again (after a failed load, say) keeps them.
         if turns and request != self._pair_request:
-            self.load_question = box = QMessageBox(QMessageBox.Icon.Question, "Load another pair",
-                                                   f"Loading a pair starts every pane afresh: the panes' {turns} "
-                                                   f"turn{'s' if turns > 1 else ''} will be cleared.", parent=self)
-            box.setInformativeText("Export the comparison first (File \u25b8 Export comparison\u2026) to keep them.")
-            box.addButton("Clear and load", QMessageBox.ButtonRole.AcceptRole)
-            box.addButton(QMessageBox.StandardButton.Cancel)
-            box.setWindowModality(Qt.WindowModality.WindowModal)
-            box.finished.connect(functools.partial(self._load_answered, box, request))
-            box.open()
+            self.load_question = pair_flow.ask_before_load(self, turns, functools.partial(self._load_answered, request))
             return None
         return self._load(request)
 
-    def _load_answered(self, box: QMessageBox, request: LoadRequest, result: int) -> None:
+    def _load_answered(self, request: LoadRequest, agreed: bool) -> None:
         self.load_question = None
-        if box.buttonRole(box.clickedButton()) == QMessageBox.ButtonRole.AcceptRole and not (self.loading or
-                                                                                          self.running):
+        if agreed and not (self.loading or self.running):
             self._load(request)
-        box.deleteLater()
 
     def _load(self, request: LoadRequest) -> asyncio.Task[bool] | None:
         if request != self._pair_request and any(p.turns for p in self.panes):
@@ -315,7 +304,7 @@ class MainWindow(QMainWindow):
         return self.controller.unload()
 
     def _show_loaded(self, loaded: Loaded | None) -> None:
-        self._offer_fusion(loaded is None or loaded.has_fuser)
+        pair_flow.offer_fusion(self, loaded is None or loaded.has_fuser)
         self.pair_panel.set_loaded(loaded.lines if loaded else None)
         self.status_line.setText("   |   ".join(loaded.lines) if loaded else "No pair loaded")
         self.unload_action.setEnabled(loaded is not None)
@@ -324,23 +313,6 @@ class MainWindow(QMainWindow):
         self.examples_row.set_examples(loaded.examples if loaded else [])
         self._set_running(self.running)
         self.pair_changed.emit()
-
-    def _offer_fusion(self, available: bool) -> None:
-        """A pair without a fuser: the modes that need one are greyed out in every pane's menu (the tooltip says
-        why), and a pane in one of them answers in a mode the other panes do not show instead."""
-        for pane in self.panes:
-            pane.set_fusion_available(available, "" if available else NO_FUSER_MODE)
-        if available:
-            return
-        moved = []
-        for pane in self.panes:
-            if pane.mode.needs_fuser:
-                used = {p.mode for p in self.panes}
-                pane.set_mode(next((m for m in MODES if not m.needs_fuser and m not in used), Mode.RECEIVER))
-                moved.append(f"pane {pane.number} now answers with {pane.mode.label.lower()}")
-        if moved:
-            self._refresh_diff_choices()
-            self.notice.show_notice(f"This pair has no fuser, so no pane can use cache fusion: {', '.join(moved)}.")
 
     @property
     def example_buttons(self) -> list[QPushButton]:
@@ -551,13 +523,6 @@ class MainWindow(QMainWindow):
             self.help_dialog = HelpDialog(self)
         self.help_dialog.show_topic(topic if isinstance(topic, str) else "")  # a menu action passes a bool
         return self.help_dialog
-
-    def about(self) -> None:
-        from . import __version__
-
-        QMessageBox.about(self, "About C2C Playground",
-                          f"<b>C2C Playground {__version__}</b><p>Text relay and cache fusion between two LLMs, "
-                          "side by side (Cache-to-Cache, arXiv 2510.03215).</p>")
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         if self.persist:
