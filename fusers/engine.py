@@ -7,21 +7,20 @@ an :class:`Answer` with a :class:`~fusers.timing.Timing` record.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import queue
 import random
 import threading
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .alignment import TokenAligner
+from .answers import Answer, Event, PhaseEvent, TokenEvent, stream  # noqa: F401  (re-exported from here too)
 from .chat import check_messages, encode, find_stop, user
 from .devices import PeakMemory, overlapped
 from .errors import ContextLengthError, ModeUnavailableError, PairMismatchError
-from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill
-from .timing import Recorder, Timing, decode_rate
+from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill, seeded
+from .static_decode import StaticPrefix
+from .timing import Recorder, decode_rate
+from .vocabulary import MODE_LABELS, PREFILLS, Mode  # noqa: F401  (re-exported: fusers.engine.Mode)
 
 if TYPE_CHECKING:
     import torch
@@ -29,44 +28,6 @@ if TYPE_CHECKING:
     from .fuser import LayerFusion  # imports torch: kept out of the app's first paint
     from .pair import LoadedModel, Pair
 
-
-class Mode(str, Enum):
-    RECEIVER = "receiver"
-    SHARER = "sharer"
-    RELAY = "relay"
-    FUSION = "fusion"
-    HYBRID = "hybrid"  # text relay's hint and cache fusion's fused cache together
-
-    @property
-    def label(self) -> str:
-        return MODE_LABELS[self]
-
-    @property
-    def writes_hint(self) -> bool:
-        """The sharer writes a hint that the receiver reads in its prompt (the answer carries it)."""
-        return self in (Mode.RELAY, Mode.HYBRID)
-
-    @property
-    def needs_fuser(self) -> bool:
-        """The receiver's cache is fused from the sharer's: unavailable without a fuser."""
-        return self in (Mode.FUSION, Mode.HYBRID)
-
-    @property
-    def answered_by(self) -> str:
-        """The role of the model whose tokens make the answer: the sharer alone, else the receiver."""
-        return "sharer" if self is Mode.SHARER else "receiver"
-
-
-# how cache fusion runs its two prefills: at the same time where a GPU takes part, or always, or one by one
-PREFILLS = ("auto", "overlap", "sequential")
-
-MODE_LABELS = {
-    Mode.RECEIVER: "Receiver alone",
-    Mode.SHARER: "Sharer alone",
-    Mode.RELAY: "Text relay",
-    Mode.FUSION: "Cache fusion",
-    Mode.HYBRID: "Relay + fusion",
-}
 
 # The reference's text-relay prompts (the paper's "T2T" baseline).
 RELAY_CONTEXT_PROMPT = (
@@ -76,57 +37,10 @@ RELAY_CONTEXT_PROMPT = (
 RELAY_ANSWER_PROMPT = "Based on the background, accurately answer the question:\n\n{question}"
 
 
-@dataclass(frozen=True)
-class TokenEvent:
-    mode: Mode
-    part: str  # "hint" (the sharer's, in text relay and relay + fusion) or "answer"
-    token_id: int
-    text: str  # the text this token adds
-    elapsed: float  # seconds since the run began
-
-
-@dataclass(frozen=True)
-class PhaseEvent:
-    mode: Mode
-    phase: str  # one of fusers.timing.PHASES
-    start: float
-    end: float | None  # None when the phase begins
-
-
-Event = Union[TokenEvent, PhaseEvent]
-
-
-@dataclass
-class Answer:
-    mode: Mode
-    text: str
-    token_ids: list[int]  # generated ids only, final end-of-sequence excluded
-    timing: Timing
-    finish_reason: str  # "eos", "length" or "cancelled"
-    hint: str | None = None  # text relay and relay + fusion: the sharer's hint
-    hint_token_ids: list[int] | None = None
-    fusion: list[LayerFusion] | None = None  # cache fusion and relay + fusion: what each receiver layer took
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "mode": self.mode.value,
-            "text": self.text,
-            "token_ids": list(self.token_ids),
-            "timing": self.timing.to_dict(),
-            "finish_reason": self.finish_reason,
-        }
-        if self.hint is not None:
-            out["hint"] = self.hint
-            out["hint_token_ids"] = list(self.hint_token_ids or [])
-        if self.fusion is not None:
-            out["fusion"] = [vars(f) for f in self.fusion]
-        return out
-
-
 def draw_seed(settings: GenerationSettings) -> GenerationSettings:
     """``settings`` with a seed drawn when it samples and names none, so the answer records the seed and the run
-    can be repeated. Draw it once for runs that should sample alike (the app's panes of one send)."""
+    can be repeated: the one place a seed is drawn. Draw it once for runs that should sample alike (the app's
+    panes of one send); :meth:`Engine.answer` draws for a caller that did not."""
     if settings.do_sample and settings.seed is None:
         return dataclasses.replace(settings, seed=random.randrange(2**31))
     return settings
@@ -190,8 +104,8 @@ class Engine:
 
         devices = self.devices(mode)
         rec = Recorder(devices, on_phase=lambda name, s, e: emit(PhaseEvent(mode, name, s, e)))
-        run = _Run(mode, settings, rec, emit, cancel)
-        with PeakMemory(*devices) as peak, _seeded(settings, devices):
+        run = _AnswerInProgress(mode, settings, rec, emit, cancel)
+        with PeakMemory(*devices) as peak, seeded(settings, devices):
             try:
                 if mode is Mode.RECEIVER:
                     self._alone(self.pair.receiver, messages, run)
@@ -226,7 +140,7 @@ class Engine:
 
     # -- modes --------------------------------------------------------------------------------------------
 
-    def _alone(self, model: "LoadedModel", messages: list[dict[str, str]], run: "_Run") -> None:
+    def _alone(self, model: "LoadedModel", messages: list[dict[str, str]], run: "_AnswerInProgress") -> None:
         run.rec.start("tokenize")
         ids = encode(model.tokenizer, messages, run.settings.thinking)
         run.rec.end("tokenize")
@@ -234,7 +148,7 @@ class Engine:
         run.rec.timing.tokens_in = len(ids)
         run.generate(model, ids, part="answer", prefill_phase=f"{model.role}_prefill")
 
-    def _write_hint(self, messages: list[dict[str, str]], run: "_Run") -> list[dict[str, str]]:
+    def _write_hint(self, messages: list[dict[str, str]], run: "_AnswerInProgress") -> list[dict[str, str]]:
         """Text relay's first step: the sharer writes its hint. Returns the conversation the receiver then
         answers (the context question, the hint as the answer to it, and the question again), which text relay
         and relay + fusion both answer, so that the two differ only by the fused cache."""
@@ -254,7 +168,7 @@ class Engine:
             {"role": "user", "content": RELAY_ANSWER_PROMPT.format(question=question)},
         ]
 
-    def _fused(self, messages: list[dict[str, str]], run: "_Run") -> None:
+    def _fused(self, messages: list[dict[str, str]], run: "_AnswerInProgress") -> None:
         """Cache fusion over ``messages``: both models prefill them, the fuser fuses the receiver's cache from
         the sharer's, the receiver decodes. Relay + fusion calls it with text relay's answer conversation."""
         import torch
@@ -284,6 +198,10 @@ class Engine:
         # Both models prefill all but the last prompt token; the receiver feeds that token when decoding.
         s_input = torch.tensor([s_ids[:-1]], device=sharer.device)  # (1, N-1)
         r_input = torch.tensor([r_ids[:-1]], device=receiver.device)  # (1, N-1)
+        static = self._static_fusion(r_input, s_input, run)
+        if static is not None:
+            run.generate(receiver, r_ids, part="answer", prefill_phase=None, cache=static)
+            return
         run.rec.timing.prefills = "overlapped" if self.overlaps_prefills() else "sequential"
         if self.overlaps_prefills():  # independent until the fuse: TTFT nears the longer prefill, not the sum
             run.rec.start("sharer_prefill")
@@ -312,6 +230,51 @@ class Engine:
         run.check_cancel()
         run.generate(receiver, r_ids, part="answer", prefill_phase=None, cache=receiver_cache)
 
+    def _static_fusion(self, r_input: "torch.Tensor", s_input: "torch.Tensor", run: "_AnswerInProgress"
+                       ) -> StaticPrefix | None:
+        """Cache fusion's prefills and fuse on the GPU's fast path, or None (nothing done) where it cannot serve:
+        both prefills replayed into the two models' static caches, one after the other (on one GPU, overlapping
+        them was slower), and the fuser's captured pass fusing the receiver's cache in place. Returns the
+        receiver's prefix, its decoder held until decoded."""
+        pair, fuser = self.pair, self.pair.fuser
+        r_dec, s_dec = pair.receiver.decoder, pair.sharer.decoder
+        n = r_input.shape[-1]
+        limit = max(run.settings.max_new_tokens, 1)
+        if (self.prefills == "overlap" or r_dec is None or s_dec is None or fuser.graphs is None or s_input.shape[-1] != n
+                or r_dec.bucket(n) is None or s_dec.bucket(n) is None or not r_dec.fits(n + 1 + limit)
+                or not fuser.graphs.serves_static(n, r_dec, s_dec)):
+            return None
+        if not s_dec.lock.acquire(blocking=False):
+            return None
+        if not r_dec.lock.acquire(blocking=False):
+            s_dec.lock.release()
+            return None
+        run.rec.timing.prefills = "sequential"
+        r_prefix = None
+        try:
+            run.rec.start("sharer_prefill")
+            s_prefix = s_dec.prefill(s_input, held=True)
+            run.rec.end("sharer_prefill")
+            run.check_cancel()
+            run.rec.start("receiver_prefill")
+            r_prefix = r_dec.prefill(r_input, held=True)
+            run.rec.end("receiver_prefill")
+            run.check_cancel()
+            run.rec.start("fuse")
+            run.fusion = fuser.fuse_static(r_prefix, s_prefix)
+            run.rec.end("fuse")
+            if run.fusion is None:
+                raise RuntimeError("the fuser's captured pass refused caches it said it serves")
+            return r_prefix
+        except BaseException:
+            if r_prefix is not None:
+                r_prefix.release()
+            else:
+                r_dec.lock.release()
+            raise
+        finally:
+            s_dec.lock.release()
+
     def _get_aligner(self) -> TokenAligner:
         if self._aligner is None:
             info = self.pair.fuser.info
@@ -320,7 +283,7 @@ class Engine:
         return self._aligner
 
 
-class _Run:
+class _AnswerInProgress:
     """State of one answer as it streams."""
 
     def __init__(self, mode: Mode, settings: GenerationSettings, rec: Recorder, emit: Callable[[Event], None],
@@ -350,13 +313,27 @@ class _Run:
         is_hint = part == "hint"
         limit = self.settings.hint_max_new_tokens if is_hint else self.settings.max_new_tokens
         limit = max(1, min(limit, model.context_length - len(ids)))
-        detok = Detokenizer(model.tokenizer)
-        eos = set() if self.settings.ignore_eos else set(model.eos_token_ids)
         if prefill_phase is not None:  # the prompt but its last token, as cache fusion prefills it
             self.rec.start(prefill_phase)
-            cache = prefill(model.model, torch.tensor([ids[:-1]], device=model.device), self.cancel)  # (1, N-1)
+            prompt = torch.tensor([ids[:-1]], device=model.device)  # (1, N-1)
+            # into the static cache by a captured prefill where one serves (it holds the decoder until decoded)
+            static = model.decoder.prefill(prompt) if model.decoder is not None and model.decoder.fits(
+                len(ids) + limit) else None
+            cache = static or prefill(model.model, prompt, self.cancel)
             self.rec.end(prefill_phase)
-            self.check_cancel()
+        try:
+            self._decode(model, ids, cache, is_hint, limit)
+        finally:
+            if isinstance(cache, StaticPrefix):  # cancelled or failed before decoding it: free the decoder
+                cache.release()
+
+    def _decode(self, model: "LoadedModel", ids: list[int], cache: Any, is_hint: bool, limit: int) -> None:
+        import torch
+
+        self.check_cancel()
+        part = "hint" if is_hint else "answer"
+        detok = Detokenizer(model.tokenizer)
+        eos = set() if self.settings.ignore_eos else set(model.eos_token_ids)
         self.rec.start("hint" if is_hint else "decode")  # from the last prompt token on, the first step included
         first = True
         hit_eos = False
@@ -441,56 +418,3 @@ def _check_length(model: "LoadedModel", n_tokens: int) -> None:
             f"The prompt is {n_tokens} tokens, but the {model.role}'s context holds {model.context_length}; "
             "shorten the prompt or clear the conversation."
         )
-
-
-# torch's sampling RNG is process-wide: runs that sample take turns, so concurrent runs stay reproducible
-_SAMPLING_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _seeded(settings: GenerationSettings, devices: "list[torch.device]") -> Iterator[None]:
-    """Sampling draws from a private RNG state seeded per run; greedy runs leave RNG alone."""
-    if not settings.do_sample:
-        yield
-        return
-    import torch
-
-    gpus = [d.index for d in devices if d.type == "cuda"]
-    with _SAMPLING_LOCK, torch.random.fork_rng(devices=gpus):
-        torch.manual_seed(settings.seed)
-        yield
-
-
-_DONE = object()
-
-
-def stream(
-    engine: Engine,
-    mode: Mode | str,
-    messages: Sequence[dict[str, str]],
-    settings: GenerationSettings | None = None,
-) -> Iterator[Event | Answer]:
-    """Iterate a run's events, then its :class:`Answer`. Closing the iterator early cancels the run."""
-    events: "queue.Queue[Any]" = queue.Queue()
-    cancel = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            outcome["answer"] = engine.answer(mode, messages, settings, on_event=events.put, cancel=cancel)
-        except BaseException as exc:  # handed to the consumer's thread below
-            outcome["error"] = exc
-        finally:
-            events.put(_DONE)
-
-    thread = threading.Thread(target=work, name="c2c-stream", daemon=True)
-    thread.start()
-    try:
-        while (item := events.get()) is not _DONE:
-            yield item
-    finally:
-        cancel.set()
-        thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    yield outcome["answer"]

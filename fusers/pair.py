@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import shutil
 import threading
@@ -9,14 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from . import gguf
+from . import gguf, quantization
 from .chat import PLAIN_FORMAT_NAME, PLAIN_PROMPT_TEMPLATE, PLAIN_STOP_STRINGS
 from .config import ConfigBase, option
-from .devices import (DEVICES_HELP, dtype_name, file_backed, numbered, release_freed_memory, resolve_device,
-                      resolve_dtype)
-from .errors import C2CError, Cancelled, ModelLoadError, TrainingError, UnsupportedModelError
+from .devices import DEVICES_HELP, dtype_name, numbered, release_freed_memory, resolve_device, resolve_dtype
+from .errors import C2CError, Cancelled, ModelLoadError, UnsupportedModelError
 from .gguf import is_gguf
-from .libraries import LOAD_OPTIONS, import_bitsandbytes, quiet_libraries
+from .libraries import LOAD_OPTIONS, quiet_libraries
+from .vocabulary import DTYPES, DTYPES_HELP, QUANTIZE
 
 if TYPE_CHECKING:
     import torch
@@ -25,9 +26,35 @@ if TYPE_CHECKING:
     from .fuser import Fuser, ModelShape
     from .static_decode import DecodePath, StaticDecoder
 
-QUANTIZE = ("none", "8bit", "4bit")
 # Attention layers that keep keys and values of their own in the cache: cache fusion fuses those.
 OWN_KV_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
+
+
+@dataclass
+class Placement(ConfigBase):
+    """Where and how a model runs, without saying which model: what a load applies to the models a fuser names."""
+
+    config_name: ClassVar[str] = "model placement"
+    config_error: ClassVar[type[Exception]] = ModelLoadError
+
+    device: str = option("auto", f"Device: {DEVICES_HELP}.")
+    dtype: str = option("auto", f"{DTYPES_HELP}.", choices=DTYPES)
+    quantize: str = option("none", f"{', '.join(QUANTIZE)} (nf4), through bitsandbytes.", choices=QUANTIZE)
+
+    def __post_init__(self) -> None:
+        if self.quantize not in QUANTIZE:
+            raise ModelLoadError(f"Unknown quantization {self.quantize!r}; use one of {', '.join(QUANTIZE)}.")
+
+    def spec(self, source: str, adapter: str = "") -> "ModelSpec":
+        """The model ``source`` placed here."""
+        return ModelSpec(source, self.device, self.dtype, self.quantize, adapter)
+
+
+def _placement_option(name: str) -> Any:
+    """A :class:`Placement` field again, for :class:`ModelSpec` (its fields come first there: specs are built
+    positionally, source first)."""
+    f = next(f for f in dataclasses.fields(Placement) if f.name == name)
+    return option(f.default, f.metadata["help"], choices=f.metadata.get("choices"))
 
 
 @dataclass
@@ -39,9 +66,9 @@ class ModelSpec(ConfigBase):
 
     source: str = option("", "Hub id (Qwen/Qwen3-0.6B), a local folder with config, weights and tokenizer, or a "
                            ".gguf file.")
-    device: str = option("auto", f"Device: {DEVICES_HELP}.")
-    dtype: str = option("auto", "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.")
-    quantize: str = option("none", "none, 8bit or 4bit (nf4) through bitsandbytes.")
+    device: str = _placement_option("device")
+    dtype: str = _placement_option("dtype")
+    quantize: str = _placement_option("quantize")
     adapter: str = option("", "A PEFT (LoRA) adapter folder to put on the model (empty: none). A source that is "
                             "itself an adapter folder names its base in adapter_config.json.")
 
@@ -51,8 +78,11 @@ class ModelSpec(ConfigBase):
         if not self.source.strip():
             raise ModelLoadError("A model source is empty; give the receiver and the sharer each a Hub id or a "
                                  "local folder.")
-        if self.quantize not in QUANTIZE:
-            raise ModelLoadError(f"Unknown quantization {self.quantize!r}; use one of {', '.join(QUANTIZE)}.")
+        Placement.__post_init__(self)  # type: ignore[arg-type]  # the same checks of the same fields
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.device, self.dtype, self.quantize)
 
 
 @dataclass
@@ -155,16 +185,21 @@ class Pair:
             lines.append("decoding: " + describe_paths(self.decode_paths))
         return lines
 
-    def prepare_decoding(self, cuda_graphs: bool = True) -> list["DecodePath"]:
+    def prepare_decoding(self, cuda_graphs: bool = True, compile: bool = True,
+                         cancel: threading.Event | None = None) -> list["DecodePath"]:
         """Give each model on a CUDA device a static cache and a captured decode step (fusers.static_decode),
         and the fuser its captured passes (fusers.fuser_graphs); the others keep transformers' generate and the
-        eager pass. Returns what was decided for each, to be said once."""
-        from .static_decode import prepare, prepare_fuser
+        eager pass. ``compile``: compile each decode step (torch.compile) before capturing it. Returns what was
+        decided for each, to be said once. ``cancel`` is checked between models (raises Cancelled)."""
+        from .fuser_graphs import prepare_fuser
+        from .static_decode import prepare
 
         paths = []
         for loaded in (self.receiver, self.sharer):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Loading was cancelled.")
             loaded.decoder, loaded.decode_path = prepare(loaded.model, loaded.role, loaded.quantize != "none",
-                                                         enabled=cuda_graphs)
+                                                         enabled=cuda_graphs, compile=compile)
             paths.append(loaded.decode_path)
         if self.fuser is not None:
             paths.append(prepare_fuser(self.fuser, self.receiver, self.sharer, enabled=cuda_graphs))
@@ -218,20 +253,7 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
         raise ModelLoadError(f"The {role} folder {source} does not exist.")
 
     if spec.quantize != "none":
-        if device.type == "mps":
-            raise ModelLoadError("bitsandbytes quantization does not run on MPS; use --quantize none or the CPU.")
-        try:
-            from transformers import BitsAndBytesConfig
-
-            import_bitsandbytes()
-        except ImportError as exc:
-            raise ModelLoadError(f"Quantizing needs bitsandbytes: pip install bitsandbytes ({exc}).") from exc
-        if spec.quantize == "8bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        else:
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
-            )
+        kwargs["quantization_config"] = quantization.config(spec.quantize, dtype, device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -243,11 +265,11 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)  # loaded weights no longer need their files
     if spec.quantize != "none":
-        _own_the_unquantized_weights(model)
+        quantization.own_the_unquantized_weights(model)
     if origin.adapter is not None:
         model = adapters.apply(model, origin.adapter, role, origin.base, quantized=spec.quantize != "none")
     if spec.quantize == "4bit" and device.type == "cpu":
-        _keep_unpackable_layers_on_the_generic_kernel(model)
+        quantization.keep_unpackable_layers_on_the_generic_kernel(model)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -264,77 +286,39 @@ def placement(device: "torch.device | str") -> dict[str, str]:
     return {"": str(device)}
 
 
-def _own_the_unquantized_weights(model: Any) -> None:
-    """A quantized model keeps the weights bitsandbytes leaves alone (embeddings, norms) as views of its
-    memory-mapped safetensors file, and those views kept the whole file, every page of it read while
-    quantizing, resident: 1.9x the quantized model's size on the CPU. Copied into memory of their own, the
-    file is let go."""
-    for tensor in file_backed(list(model.parameters()) + list(model.buffers())):
-        tensor.data = tensor.data.clone()
-
-
-def _keep_unpackable_layers_on_the_generic_kernel(model: Any) -> None:
-    """On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit layer's weight for a faster kernel on its first
-    no-grad call, and that repacking fails (an assertion, or a reshape error) unless the layer's output size
-    is a multiple of 32 and its input size a multiple of the quantization block. Small models have such
-    layers: they keep the generic 4-bit kernel, which takes any shape."""
-    import bitsandbytes as bnb
-
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
-            state = module.weight.quant_state
-            out_features, in_features = state.shape
-            if out_features % 32 or in_features % state.blocksize:
-                module.support_avx512bf16_for_cpu = False
-
-
-def keep_4bit_layers_differentiable(loaded: LoadedModel) -> None:
-    """Let gradients flow through ``loaded``'s 4-bit layers on the CPU (training backpropagates through the
-    frozen receiver). bitsandbytes' repacked AVX512-BF16 kernel has no autograd, so gradients through a
-    repacked layer would silently be zero: layers stay on the generic kernel. A layer that inference has
-    already repacked cannot be restored exactly, so that is an error."""
-    if loaded.quantize != "4bit" or loaded.device.type != "cpu":
-        return
-    import bitsandbytes as bnb
-
-    repacked = 0
-    for module in loaded.model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.support_avx512bf16_for_cpu = False
-            repacked += bool(getattr(module.weight.quant_state, "packing_format_for_cpu", False))
-    if repacked:
-        raise TrainingError(
-            f"The {loaded.role} {loaded.source} has {repacked} 4-bit layers that bitsandbytes repacked for its fast "
-            "CPU inference kernel, which cannot pass gradients back. Load the model again and train before "
-            "answering with it (c2c train always does), or train without --quantize 4bit."
-        )
-
-
 def load_pair(
-    receiver: ModelSpec | None,
-    sharer: ModelSpec | None,
+    receiver: ModelSpec | str | Path | None,
+    sharer: ModelSpec | str | Path | None,
     fuser: str | Path | None = None,
     *,
     progress: Callable[[LoadProgress], None] | None = None,
     cancel: threading.Event | None = None,
-    defaults: ModelSpec | None = None,
-    warm_up: bool = False,
+    defaults: Placement | None = None,
+    warm_up: Callable[[Pair, threading.Event | None], None] | None = None,
     cuda_graphs: bool = True,
+    compile: bool = True,
 ) -> Pair:
-    """Load a pair. With a fuser, a receiver or sharer left out comes from the fuser's record of its pair.
+    """Load a pair. With a fuser, a receiver or sharer left out comes from the fuser's record of its pair. A model
+    given as a string or a path (a Hub id, a folder, a .gguf file) is placed by ``defaults``.
 
-    ``defaults`` carries device/dtype/quantize for models named only by the fuser. ``warm_up`` answers once
-    in each mode as the last step (:func:`fusers.engine.warm_up`), so that the first real run is timed fairly.
+    ``defaults`` places the models named only by the fuser. ``warm_up`` is the load's last step, given by the
+    caller (:func:`fusers.engine.warm_up`: a short answer in each mode, so that the first real run is timed
+    fairly); taking it as an argument keeps this module below the engine, which answers with a loaded pair.
     Models on a CUDA device then decode on static caches in CUDA graphs, captured as a step of the load
-    (``cuda_graphs=False`` keeps transformers' generate); ``Pair.decode_paths`` says what each model got.
+    (``cuda_graphs=False`` keeps transformers' generate), each step compiled first (``compile=False``: captured
+    as transformers runs it); ``Pair.decode_paths`` says what each model got.
     Cancel is checked between models; a cancelled load frees what it loaded and raises Cancelled.
     """
     from .checkpoint import load_fuser
 
     # capturing CUDA graphs is a step of its own where a model goes onto a GPU
-    capture = cuda_graphs and any(resolve_device((spec or defaults or ModelSpec("-")).device).type == "cuda"
+    if isinstance(warm_up, bool):
+        raise TypeError("warm_up takes the step to run (fusers.engine.warm_up) or None, not a bool")
+    placement = defaults or Placement()
+    receiver, sharer = (placement.spec(str(m)) if isinstance(m, (str, Path)) else m for m in (receiver, sharer))
+    capture = cuda_graphs and any(resolve_device((spec or placement).device).type == "cuda"
                                   for spec in (receiver, sharer))
-    total = 2 + (fuser is not None) + warm_up + capture
+    total = 2 + (fuser is not None) + (warm_up is not None) + capture
     step = 0
 
     def report(message: str) -> None:
@@ -349,11 +333,10 @@ def load_pair(
     if fuser is not None:
         report(f"Reading fuser {fuser}")
         loaded_fuser = load_fuser(fuser)
-        base = defaults or ModelSpec("-")
         if receiver is None:
-            receiver = ModelSpec(loaded_fuser.info.receiver, base.device, base.dtype, base.quantize)
+            receiver = placement.spec(loaded_fuser.info.receiver)
         if sharer is None:
-            sharer = ModelSpec(loaded_fuser.info.sharer, base.device, base.dtype, base.quantize)
+            sharer = placement.spec(loaded_fuser.info.sharer)
     if receiver is None or sharer is None:
         raise ModelLoadError("Give both a receiver and a sharer, or a fuser that names them.")
 
@@ -369,13 +352,12 @@ def load_pair(
         pair.fuser = loaded_fuser.to(device=r.device, dtype=r.dtype)
     if capture:
         on_gpu = [m.role for m in (r, s) if m.device.type == "cuda"]
-        report(f"Capturing CUDA graphs for the {' and the '.join(on_gpu)}")
-    pair.decode_paths = pair.prepare_decoding(cuda_graphs)
-    if warm_up:
-        from .engine import warm_up as answer_once_in_each_mode
-
+        report(("Compiling and capturing" if compile else "Capturing")
+               + f" CUDA graphs for the {' and the '.join(on_gpu)}")
+    pair.decode_paths = pair.prepare_decoding(cuda_graphs, compile, cancel)
+    if warm_up is not None:
         report("Warming up: a short first answer in each mode")
-        answer_once_in_each_mode(pair, cancel)
+        warm_up(pair, cancel)
         if cancel is not None and cancel.is_set():
             raise Cancelled("Loading was cancelled.")
     if progress is not None:

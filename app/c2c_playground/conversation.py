@@ -12,15 +12,14 @@ from typing import TYPE_CHECKING, Hashable
 
 from fusers.engine import Mode, PhaseEvent, TokenEvent
 from fusers.timing import Phase, decode_rate
+from fusers.vocabulary import DEFAULT_PANE_MODES, MAX_PANES, MIN_PANES  # noqa: F401  (the window reads them here)
 
 if TYPE_CHECKING:
     from fusers.engine import Answer, Event
     from fusers.timing import Timing
 
-# The window shows 2 to 4 panes: two to compare, four still fit beside the set-up on a laptop.
-MIN_PANES, MAX_PANES = 2, 4
 # What the app compares: a new window's panes, and the first modes each pane's menu offers.
-COMPARED = (Mode.RELAY, Mode.FUSION)
+COMPARED = tuple(Mode(m) for m in DEFAULT_PANE_MODES)
 
 
 @dataclass(frozen=True, slots=True)  # one object per streamed token, not two: less for the collector

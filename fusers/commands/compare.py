@@ -7,10 +7,11 @@ import json
 import sys
 import threading
 
-from ..engine import Mode  # cheap: fusers.engine imports torch lazily
-from .common import add_pair_options, pair_from_args
+from ..generation import GenerationSettings
+from ..vocabulary import MODES, parse_modes
+from .common import add_pair_options, add_settings_options, pair_from_args, settings_from_args
 
-ALL_MODES = ",".join(m.value for m in Mode)
+ALL_MODES = ",".join(MODES)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,17 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_pair_options(p)
     p.add_argument("--prompt", required=True, help="the user message")
     p.add_argument("--modes", default=ALL_MODES, help=f"comma-separated modes to run, in order (default {ALL_MODES})")
-    gen = p.add_argument_group("generation")
-    gen.add_argument("--max-new-tokens", type=int, default=128, help="most tokens per answer (default 128)")
-    gen.add_argument("--hint-max-new-tokens", type=int, default=64,
-                     help="most tokens in the sharer's hint, text relay and relay + fusion (default 64)")
-    gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    gen.add_argument("--temperature", type=float, default=0.7)
-    gen.add_argument("--top-p", type=float, default=0.8)
-    gen.add_argument("--top-k", type=int, default=20)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--ignore-eos", action="store_true", help="always decode --max-new-tokens tokens")
-    gen.add_argument("--thinking", action="store_true", help="let Qwen3 templates open a thinking block")
+    add_settings_options(p, GenerationSettings, "generation")
     p.add_argument("--json", action="store_true", help="one JSON object per line per mode")
     p.set_defaults(func=run)
 
@@ -42,20 +33,13 @@ def run(args: argparse.Namespace) -> int:
     from ..chat import user
     from ..engine import Engine, TokenEvent
     from ..errors import PromptError
-    from ..generation import GenerationSettings
 
     try:
-        modes = [Mode(m.strip()) for m in args.modes.split(",") if m.strip()]
-    except ValueError:
-        raise PromptError(f"--modes takes a comma-separated list of {ALL_MODES}; got {args.modes!r}.") from None
-    if not modes:
-        raise PromptError(f"--modes is empty; use some of {ALL_MODES}.")
+        modes = parse_modes(args.modes)
+    except ValueError as exc:
+        raise PromptError(str(exc)) from None
     try:
-        settings = GenerationSettings(
-            max_new_tokens=args.max_new_tokens, hint_max_new_tokens=args.hint_max_new_tokens,
-            do_sample=args.sample, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-            seed=args.seed, ignore_eos=args.ignore_eos, thinking=args.thinking,
-        )
+        settings = GenerationSettings(**settings_from_args(args, GenerationSettings))
     except ValueError as exc:
         raise PromptError(f"Bad generation setting: {exc}.") from None
     messages = user(args.prompt)

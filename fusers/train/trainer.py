@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ..errors import Cancelled, TrainingError
-from ..pair import LoadedModel, keep_4bit_layers_differentiable
+from ..pair import LoadedModel
+from ..quantization import keep_4bit_layers_differentiable
 from .config import TrainConfig
 from .data import Conversation, collate, conversations_from, tokenize
 from .forward import FusionModule, backward, run_batch
@@ -104,10 +105,12 @@ def train(
     the main process only. Setting ``cancel`` stops between steps, writes a resumable
     checkpoint, and raises :class:`~fusers.errors.Cancelled`.
     """
-    return _Run(receiver, sharer, config, Path(out), progress, cancel or threading.Event()).run(data, eval_data, resume)
+    return _TrainingRun(receiver, sharer, config, Path(out), progress, cancel or threading.Event()).run(data, eval_data, resume)
 
 
-class _Run:
+class _TrainingRun:
+    """One training run of a fuser: the frozen pair, accelerate, the optimizer and the loop, from set-up to report."""
+
     def __init__(self, receiver: LoadedModel, sharer: LoadedModel, config: TrainConfig, out: Path,
                  progress: Callable[[TrainProgress], None] | None, cancel: threading.Event):
         from accelerate import Accelerator

@@ -384,6 +384,24 @@ def test_the_cuda_graphs_box_reaches_the_load_and_the_pair_says_how_it_decodes(w
     assert window.pair_panel.cuda_graphs.isChecked()
 
 
+def test_the_compile_box_follows_the_cuda_graphs_box_and_reaches_the_load(window):
+    from c2c_playground.session import LoadRequest
+
+    panel = window.pair_panel
+    assert panel.compile.isChecked() and panel.compile.isEnabled()  # compiled by default, where graphs are
+    panel.cuda_graphs.setChecked(False)
+    assert not panel.compile.isEnabled()  # nothing to compile without CUDA graphs
+    panel.cuda_graphs.setChecked(True)
+    panel.compile.setChecked(False)
+    form = panel.form()
+    assert form["compile"] is False
+    panel.receiver.put({"source": "r"})
+    panel.sharer.put({"source": "s"})
+    assert LoadRequest.from_form(panel.form()).compile is False
+    panel.set_form({**form, "compile": True})
+    assert panel.compile.isChecked()
+
+
 def test_a_relay_plus_fusion_pane_streams_its_hint_fuses_and_exports(window, loop, tiny_dirs, tiny_pair, qtbot,
                                                                       tmp_path, app_settings):
     """The pane menu offers relay + fusion (every mode of the engine); a pane in it shows the sharer's hint as a

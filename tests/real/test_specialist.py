@@ -1,7 +1,7 @@
 """The shipped specialist pair on the two real models: its files, its numbers, and a sample of them re-measured.
 
 The models are the session's (conftest.py loads them once); each adapter goes on a copy of the base Gemma in
-seconds. The full numbers are in resources/specialist/metrics.json and the README; tests/specialist/test_recipe.py
+seconds. The full numbers are in resources/specialist/metrics.json and docs/specialist-pair.md; tests/specialist/test_recipe.py
 (slow) rebuilds the pair.
 """
 
@@ -44,9 +44,10 @@ def test_the_adapter_folder_loads_on_the_installed_gemma(real_paths):
 
 
 def test_the_shipped_numbers():
-    """What the recipe measured (metrics.json, the README's table), against the goals the pair meets. Those it
-    misses (fusion on c >= 60%, fusion on g no worse than the receiver, the ablation's follow rate) are in the
-    README; what holds of them is checked: fusion on c is above chance, and on h above the receiver."""
+    """What the recipe measured (metrics.json, docs/specialist-pair.md's table), against the goals the pair meets.
+    Those it misses (fusion on c >= 60%, fusion on g no worse than the receiver, the ablation's follow rate) are in
+    docs/specialist-pair.md; what holds of them is checked: fusion on c is above chance, and on h above the
+    receiver."""
     m = shipped_metrics()
     acc = m["accuracy"]
     assert acc["receiver"]["b"] <= 0.05 and acc["receiver"]["c"] <= 0.05  # the receiver does not know Corvane
