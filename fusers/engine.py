@@ -121,10 +121,7 @@ class Engine:
             except (_Stop, Interrupted):
                 run.finish_reason = "cancelled"
             finally:
-                end = rec.elapsed()
-                rec.close_open(end)
-        t = rec.timing
-        t.total = end
+                t = rec.finish(rec.elapsed())
         t.peak_memory_bytes = peak.peak_bytes
         t.peak_memory_by_device = peak.by_device
         t.tokens_out = len(run.answer_ids)

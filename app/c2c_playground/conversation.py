@@ -16,6 +16,7 @@ from fusers.vocabulary import DEFAULT_PANE_MODES, MAX_PANES, MIN_PANES  # noqa: 
 
 if TYPE_CHECKING:
     from fusers.engine import Answer, Event
+    from fusers.timing import Timing
 
 # What the app compares: a new window's panes, and the first modes each pane's menu offers.
 COMPARED = tuple(Mode(m) for m in DEFAULT_PANE_MODES)
@@ -65,6 +66,11 @@ class Turn:
     first_token_at: float | None = None  # run-relative seconds
     last_token_at: float | None = None
     clock_offset: float | None = None  # perf_counter() - run-relative time, to extend open phases live
+    runs: list["Timing"] = field(default_factory=list)  # earlier repeats' timings (Repeat runs), this one's aside
+
+    def timings(self) -> list["Timing"]:
+        """Every repeat's timing, this run's last (once it has one)."""
+        return self.runs + ([self.result.timing] if self.result is not None else [])
 
     def now(self) -> float:
         if self.clock_offset is None:
@@ -152,8 +158,14 @@ class Conversation:
         """Forget the last turn (to run its prompt again); returns its prompt."""
         return self.turns.pop().prompt if self.turns else None
 
-    def clear(self) -> None:
-        self.turns.clear()
+    def clear(self) -> list[Turn]:
+        """Forget every turn; returns them, for :meth:`restore` (an undo)."""
+        turns, self.turns = self.turns, []
+        return turns
+
+    def restore(self, turns: list[Turn]) -> None:
+        """Put back turns :meth:`clear` returned, in place of whatever the conversation holds now."""
+        self.turns = list(turns)
 
     # the last turn's run, in order: start, then record each event, then finish, fail; or skip instead
     def start(self, concurrent: bool) -> None:
@@ -173,6 +185,15 @@ class Conversation:
         turn.state = TurnState.STOPPED if answer.finish_reason == "cancelled" else TurnState.DONE
         if answer.mode.writes_hint and answer.hint is not None:
             turn.hint = answer.hint  # the engine's final hint: the streamed one may hold back a stop string
+
+    def again(self) -> bool:
+        """Run the last turn once more (a repeat of a timing comparison): its answer makes way, its timing is kept.
+        False when it has no answer to repeat (it failed or was stopped)."""
+        turn = self.turns[-1] if self.turns else None
+        if turn is None or turn.state is not TurnState.DONE or turn.result is None:
+            return False
+        self.turns[-1] = Turn(turn.prompt, turn.mode, runs=turn.timings())
+        return True
 
     def fail(self, message: str) -> None:
         turn = self.turns[-1]

@@ -49,4 +49,17 @@ def build(window: "MainWindow") -> None:
             action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)  # the window's QShortcuts act
 
     bar.addMenu("&View").addAction(window.setup_dock.toggleViewAction())
-    _action(bar.addMenu("&Help"), "&About C2C Playground", window.about)
+    help_menu = bar.addMenu("&Help")
+    window.help_action = _action(help_menu, "C2C Playground &Help", window.show_help, QKeySequence.StandardKey.HelpContents)
+    _action(help_menu, "&About C2C Playground", lambda: about(window))
+
+
+def about(window: "MainWindow") -> None:
+    from PySide6.QtWidgets import QMessageBox
+
+    from . import __version__
+
+    QMessageBox.about(window, "About C2C Playground",
+                      f"<b>C2C Playground {__version__}</b><p>Text relay and cache fusion between two LLMs, "
+                      "side by side (Cache-to-Cache, arXiv 2510.03215). Help \u25b8 C2C Playground Help explains "
+                      "what the panes and charts show.</p>")

@@ -39,6 +39,7 @@ CHANGED_BG = "#fde9b8"
 DELETED_BG = "#f9d0cc"
 INSERTED_BG = "#cdebd7"
 CLOSED = "#c4cad3"
+WARNING = "#a15c00"  # something to heed, not an error: a stopped pane, a run on a busy machine
 
 
 def color(name: str) -> QColor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -15,15 +16,17 @@ from fusers.engine import Answer, Mode
 from fusers.errors import C2CError, Cancelled, describe
 from fusers.pair import LoadProgress
 
-from . import bridge, export, menus, theme, window_state
+from . import bridge, export, menus, pair_flow, theme, window_state
 from .app_settings import AppSettings
-from .controller import NOTHING_TO_COMPARE, AnswerDiff, RunController
+from .controller import NOTHING_TO_COMPARE, AnswerDiff, Cleared, RunController
 from .conversation import MAX_PANES, MIN_PANES, Conversation
 from .crash import broken_install_message, show_startup_problem
 from .serve_dialog import ServeControl
 from .session import BrokenInstall, LoadRequest, Loaded, ModelSession
-from .widgets.banner import ErrorBanner
+from .widgets.banner import ErrorBanner, NoticeBar
+from .widgets.charts import totals_row
 from .widgets.examples import ExamplesRow
+from .widgets.help import HelpDialog
 from .widgets.insight import InsightTabs
 from .widgets.labels import ElidedLabel
 from .widgets.pane import ChatPane
@@ -53,6 +56,8 @@ class MainWindow(QMainWindow):
         self._presets_job: bridge.BackgroundJob | None = None
         self.get_fusers_dialog: QWidget | None = None
         self._broken_box: QMessageBox | None = None
+        self.load_question: QMessageBox | None = None  # asked before another pair clears the panes
+        self._pair_request: LoadRequest | None = None  # the pair the panes' turns were answered by
 
         self._scale_timer = QTimer(self)
         self._scale_timer.setInterval(100)
@@ -70,6 +75,7 @@ class MainWindow(QMainWindow):
         self._refresh_diff_choices()
         self._set_running(False)
         self.prompt_box.setFocus()  # a user types the question first
+        self.refresh_presets()  # every pair, with what it needs, from the start (off the Qt thread)
         QShortcut(QKeySequence("Ctrl+Return"), self, self.send_from_box)
         QShortcut(QKeySequence("Ctrl+Enter"), self, self.send_from_box)
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.stop)
@@ -86,16 +92,28 @@ class MainWindow(QMainWindow):
 
     def _build_center(self) -> None:
         self.banner = ErrorBanner()
+        self.notice = NoticeBar()
         self.pane_splitter = QSplitter(Qt.Orientation.Horizontal)
         self.pane_splitter.setChildrenCollapsible(False)
         self.pane_splitter.setHandleWidth(6)
         self.tabs = InsightTabs()
         self.totals, self.diff_view, self.fuser_plot = self.tabs.totals, self.tabs.diff_view, self.tabs.fuser_plot
         self.diff_view.panes_chosen.connect(self._diff_panes_chosen)
+        self.tabs.help_requested.connect(self.show_help)
+        self.help_dialog: HelpDialog | None = None
+        # The banner and the notice take their room from the charts under the panes, never from the panes: an
+        # error (an empty prompt) must not squeeze the panes and clip their figures.
+        lower = QWidget()
+        ll = QVBoxLayout(lower)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.setSpacing(4)
+        ll.addWidget(self.banner)
+        ll.addWidget(self.notice)
+        ll.addWidget(self.tabs, 1)
         self.main_splitter = QSplitter(Qt.Orientation.Vertical)
         self.main_splitter.setChildrenCollapsible(False)
         self.main_splitter.addWidget(self.pane_splitter)
-        self.main_splitter.addWidget(self.tabs)
+        self.main_splitter.addWidget(lower)
         self.main_splitter.setStretchFactor(0, 3)
         self.main_splitter.setStretchFactor(1, 2)
 
@@ -113,7 +131,6 @@ class MainWindow(QMainWindow):
         cl = QVBoxLayout(central)
         cl.setContentsMargins(6, 6, 8, 6)
         cl.setSpacing(6)
-        cl.addWidget(self.banner)
         cl.addWidget(self.main_splitter, 1)
         cl.addWidget(self.examples_row)
         cl.addWidget(bar)
@@ -149,6 +166,9 @@ class MainWindow(QMainWindow):
     # -- panes --------------------------------------------------------------------------------------------
     def _add_pane(self, mode: Mode) -> ChatPane:
         pane = ChatPane(len(self.panes) + 1, mode)
+        loaded = self.session.loaded
+        if loaded is not None and not loaded.has_fuser:
+            pane.set_fusion_available(False, pair_flow.NO_FUSER_MODE)
         pane.mode_changed.connect(self._pane_mode_changed)
         pane.rerun_requested.connect(self.rerun)
         pane.remove_requested.connect(self.remove_pane)
@@ -162,7 +182,9 @@ class MainWindow(QMainWindow):
         if len(self.panes) >= MAX_PANES or self.running:
             return None
         used = {p.mode for p in self.panes}
-        pane = self._add_pane(next((m for m in Mode if m not in used), Mode.RECEIVER))
+        loaded = self.session.loaded
+        offered = [m for m in Mode if loaded is None or loaded.has_fuser or not m.needs_fuser]
+        pane = self._add_pane(next((m for m in offered if m not in used), Mode.RECEIVER))
         self.pane_splitter.setSizes([1] * len(self.panes))
         self._refresh_diff_choices()
         return pane
@@ -181,7 +203,7 @@ class MainWindow(QMainWindow):
 
     def _sync_pane_buttons(self) -> None:
         for pane in self.panes:
-            pane.remove_button.setVisible(len(self.panes) > MIN_PANES)
+            pane.set_removable(len(self.panes) > MIN_PANES)
         self.add_button.setEnabled(len(self.panes) < MAX_PANES and not self.running)
 
     def _pane_of(self, conversation: Conversation) -> ChatPane | None:
@@ -207,7 +229,7 @@ class MainWindow(QMainWindow):
         from fusers.presets import list_presets
 
         if self._presets_job is not None and self._presets_job.running:
-            return self._presets_job
+            self._presets_job.abandon()  # listed before what changed since (a download, an install): list again
         job = bridge.BackgroundJob(lambda progress, cancel: list_presets(offline=True),
                                    on_done=self.pair_panel.set_presets, on_error=self._presets_failed,
                                    name="c2c-presets")
@@ -235,6 +257,23 @@ class MainWindow(QMainWindow):
         except C2CError as exc:
             self.banner.show_error(str(exc))
             return None
+        turns = sum(len(p.turns) for p in self.panes)
+        # Another pair starts fresh panes: an answer of the old pair beside one of the new misleads. The same pair
+        # again (after a failed load, say) keeps them.
+        if turns and request != self._pair_request:
+            self.load_question = pair_flow.ask_before_load(self, turns, functools.partial(self._load_answered, request))
+            return None
+        return self._load(request)
+
+    def _load_answered(self, request: LoadRequest, agreed: bool) -> None:
+        self.load_question = None
+        if agreed and not (self.loading or self.running):
+            self._load(request)
+
+    def _load(self, request: LoadRequest) -> asyncio.Task[bool] | None:
+        if request != self._pair_request and any(p.turns for p in self.panes):
+            self.clear()
+        self._pair_request = request
         if self.persist:
             self.settings.set_pair_form(self.pair_panel.form())  # remembered even if the app crashes later
         return self.controller.load(request)
@@ -265,6 +304,7 @@ class MainWindow(QMainWindow):
         return self.controller.unload()
 
     def _show_loaded(self, loaded: Loaded | None) -> None:
+        pair_flow.offer_fusion(self, loaded is None or loaded.has_fuser)
         self.pair_panel.set_loaded(loaded.lines if loaded else None)
         self.status_line.setText("   |   ".join(loaded.lines) if loaded else "No pair loaded")
         self.unload_action.setEnabled(loaded is not None)
@@ -279,8 +319,21 @@ class MainWindow(QMainWindow):
         return list(self.examples_row.buttons)
 
     def _use_example(self, question: str) -> None:
+        """A suggested question starts a fresh conversation: the pairs that suggest them (the demo's, the
+        specialist's) answer single questions, and an earlier turn would change the answer. What the panes held
+        can be brought back."""
+        if not self.running:
+            cleared = self.clear()
+            if cleared:
+                self.notice.show_notice("Suggested questions start a fresh conversation: the panes' earlier turns "
+                                        "were cleared.", "Undo", functools.partial(self.undo_clear, cleared))
         self.prompt_box.setPlainText(question)
         self.prompt_box.setFocus()
+
+    def undo_clear(self, cleared: Cleared) -> None:
+        """Bring back the turns a clear took (the prompt box keeps what it holds)."""
+        if self.controller.restore(cleared):
+            self._show_totals()
 
     # -- runs -----------------------------------------------------------------------------------------------
     @property
@@ -308,7 +361,8 @@ class MainWindow(QMainWindow):
         self.prompt_box.clear()
         self.banner.dismiss()
         return self.controller.send(prompt, [(p.conversation, p.mode) for p in self.panes],
-                                    self.generation.settings(), self.generation.concurrent())
+                                    self.generation.settings(), self.generation.concurrent(),
+                                    self.generation.repeats())
 
     def rerun(self, pane: ChatPane) -> asyncio.Task[None] | None:
         """Run the pane's last prompt again (in its current mode), in place of its last answer."""
@@ -330,14 +384,17 @@ class MainWindow(QMainWindow):
                     pane.show_stopping()
         self.cancel_load()
 
-    def clear(self) -> None:
+    def clear(self) -> Cleared:
+        """Start every pane afresh; returns what they held (for :meth:`undo_clear`)."""
         if self.running:
-            return
-        self.controller.clear([p.conversation for p in self.panes])
+            return []
+        self.notice.dismiss()
+        cleared = self.controller.clear([p.conversation for p in self.panes])
         self.totals.set_rows([], "")
         self.fuser_plot.clear()
         self.diff_view.show_message(NOTHING_TO_COMPARE)
         self.banner.dismiss()
+        return cleared
 
     def _busy_changed(self) -> None:
         self._set_running(self.running)
@@ -350,6 +407,7 @@ class MainWindow(QMainWindow):
         self.send_button.setEnabled(not running and not loading and loaded)
         self.stop_button.setEnabled(running)
         self.clear_button.setEnabled(not running)
+        self.examples_row.setEnabled(not running)  # a suggested question clears the panes: not while they run
         self.add_button.setEnabled(not running and len(self.panes) < MAX_PANES)
         self.pair_panel.set_busy(running or loading)
         self.unload_action.setEnabled(not running and not loading and loaded)
@@ -369,17 +427,22 @@ class MainWindow(QMainWindow):
     def _after_run(self, concurrent: bool) -> None:
         self._scale_timer.stop()
         self._update_scale()
+        self._show_totals()
+        self.run_finished.emit()
+
+    def _show_totals(self) -> None:
+        """The timing chart: each pane's last answer."""
         rows = []
+        concurrent = False
         for pane in self.panes:
             turn = pane.current
             if turn is None or turn.result is None:
                 continue
-            t = turn.result.timing
-            rows.append((pane.label(), pane.mode.value, t.phases, t.total, t.ttft))
+            concurrent = concurrent or turn.concurrent
+            rows.append(totals_row(pane.label(), turn.mode.value, turn.timings()))
         note = ("Panes ran concurrently: they shared the machine, so their timings overlap." if concurrent else
                 "Panes ran one after another: each timing is the pane's own.")
-        self.totals.set_rows(rows, note)
-        self.run_finished.emit()
+        self.totals.set_rows(rows, note if rows else "")
 
     def _generation_changed(self) -> None:
         self._set_running(self.running)
@@ -454,12 +517,12 @@ class MainWindow(QMainWindow):
     def _get_fusers_closed(self) -> None:
         self.refresh_presets()
 
-    def about(self) -> None:
-        from . import __version__
-
-        QMessageBox.about(self, "About C2C Playground",
-                          f"<b>C2C Playground {__version__}</b><p>Text relay and cache fusion between two LLMs, "
-                          "side by side (Cache-to-Cache, arXiv 2510.03215).</p>")
+    def show_help(self, topic: str = "") -> HelpDialog:
+        """The Help page, at ``topic`` (a key of widgets.help.TOPICS)."""
+        if self.help_dialog is None:
+            self.help_dialog = HelpDialog(self)
+        self.help_dialog.show_topic(topic if isinstance(topic, str) else "")  # a menu action passes a bool
+        return self.help_dialog
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         if self.persist:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 
 if TYPE_CHECKING:
@@ -23,8 +24,10 @@ def restore(window: "MainWindow") -> None:
             not window.screen().availableGeometry().contains(window.frameGeometry()):
         fit_to_screen(window)  # saved on a bigger screen than this one
     state = settings.blob("state")
-    if state is not None:
-        window.restoreState(state)
+    if state is None or not window.restoreState(state):
+        # the set-up dock as narrow as its content allows: the room goes to the panes (four fit 1366 pixels)
+        window.resizeDocks([window.setup_dock], [window.setup_dock.minimumSizeHint().width()],
+                           Qt.Orientation.Horizontal)
     for key, splitter in (("panes", window.pane_splitter), ("main", window.main_splitter)):
         sizes = settings.sizes(key)
         if sizes and len(sizes) == splitter.count():

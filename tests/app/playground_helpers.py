@@ -19,6 +19,26 @@ def run(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any] | None, timeo
     return loop.run_until_complete(asyncio.wait_for(wait(), timeout))
 
 
+def load_agreeing(window, loop) -> bool:
+    """Load the pair in the form; when the window asks first (another pair clears the panes' turns), agree."""
+    from PySide6.QtWidgets import QMessageBox
+
+    task = window.load_from_form()
+    box = window.load_question
+    if task is None and box is not None:
+        next(b for b in box.buttons() if box.buttonRole(b) == QMessageBox.ButtonRole.AcceptRole).click()
+        loop.run_until_complete(_until(lambda: window.load_question is None))
+        task = window.controller.load_task
+    return run(loop, task)
+
+
+async def _until(condition: Any) -> None:
+    import asyncio
+
+    while not condition():
+        await asyncio.sleep(0.01)
+
+
 def fill_pair(window, dirs, fuser: Any = "published") -> None:
     panel = window.pair_panel
     panel.preset.setCurrentIndex(0)

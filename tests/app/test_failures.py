@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from fusers.engine import Mode
-from playground_helpers import fill_pair, run, short_generation
+from playground_helpers import fill_pair, load_agreeing, run, short_generation
 
 PROMPTS = ["Hello there.", "And then?"]
 
@@ -50,8 +50,8 @@ def assert_survived(window, loop, before, tmp_path: Path, banner: str) -> None:
     exported = json.loads(Path(window.export_comparison(str(tmp_path / "after.json"))).read_text())
     for pane, turns in zip(exported["panes"], before):
         assert [(t["prompt"], t["answer"]) for t in pane["turns"][:len(turns)]] == turns
-    if window.session.engine is None:  # the failure unloaded the pair: loading again must work
-        assert run(loop, window.load_from_form()), window.banner.message()
+    if window.session.engine is None:  # the failure unloaded the pair: loading again must work (asked first when
+        assert load_agreeing(window, loop), window.banner.message()  # it is another pair: its turns are cleared)
     run(loop, window.send("One more question."))
     assert all(p.current.state == "done" for p in window.panes), window.banner.message()
     assert not window.banner.isVisible()

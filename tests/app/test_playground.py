@@ -13,7 +13,7 @@ from c2c_playground import theme
 from fusers.diff import align
 from fusers.engine import Engine, Mode
 from fusers.generation import GenerationSettings
-from playground_helpers import ModelProbe, fill_pair, run, short_generation
+from playground_helpers import ModelProbe, fill_pair, load_agreeing, run, short_generation
 
 PROMPT = "What is the capital of France?"
 
@@ -125,18 +125,21 @@ def test_a_bad_fuser_shows_the_banner_and_the_app_goes_on(window, loop, tiny_dir
     assert "Traceback" not in message
     assert window.session.engine is None and not window.send_button.isEnabled()
 
-    # without a fuser, cache fusion fails in its pane and says why; text relay still answers
+    # without a fuser, no pane offers cache fusion: its pane answers with the receiver alone, and the notice says so
     assert load(window, loop, tiny_dirs, fuser=None)
     assert not window.banner.isVisible()  # a new action starts with a clean banner
+    relay, fusion = window.panes
+    assert fusion.mode is Mode.RECEIVER and "pane 2 now answers with receiver alone" in window.notice.message()
     short_generation(window, max_new_tokens=4)
     run(loop, window.send(PROMPT))
-    relay, fusion = window.panes
-    assert relay.current.state == "done" and relay.current.answer
-    assert fusion.current.state == "error"
-    assert "Cache fusion needs a fuser" in window.banner.message()
+    assert relay.current.state == "done" and relay.current.answer and fusion.current.state == "done"
+    fusion.set_mode(Mode.FUSION)  # forced from code, past the greyed-out menu item: the engine says why it fails
+    run(loop, window.send(PROMPT))
+    assert fusion.current.state == "error" and "Cache fusion needs a fuser" in window.banner.message()
 
     # with the right fuser, the next run works and the banner clears
-    assert load(window, loop, tiny_dirs)
+    fill_pair(window, tiny_dirs)
+    assert load_agreeing(window, loop)  # another pair: the panes start afresh, once the user agrees
     run(loop, window.send(PROMPT))
     assert not window.banner.isVisible()
     assert all(p.current.state == "done" for p in window.panes)

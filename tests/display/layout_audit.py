@@ -1,6 +1,6 @@
-"""Run on a real display: the main window, with the demo pair loaded, at 1280x720 less a title bar.
+"""Run on a real display: the main window, with the demo pair loaded, at a screen's size less a title bar.
 
-    python tests/display/layout_audit.py WIDTH HEIGHT PANES   (prints a JSON report on stdout)
+    python tests/display/layout_audit.py WIDTH HEIGHT PANES [SCREENSHOT.png]   (prints a JSON report on stdout)
 
 Reports the window's minimum size, the size it got, and every visible widget that is clipped: cut
 by the window's edge, or smaller than the least size its content needs. Widgets inside a scroll area
@@ -64,6 +64,8 @@ def main() -> int:
             clipped.append(f"{name} {text!r} is {widget.width()} wide but needs {need.width()}")
         if not widget.sizePolicy().hasHeightForWidth() and need.height() > widget.height() + 1:
             clipped.append(f"{name} {text!r} is {widget.height()} high but needs {need.height()}")
+    if len(sys.argv) > 4:
+        window.grab().save(sys.argv[4])
     hint = window.minimumSizeHint()
     print(json.dumps({"minimum": [hint.width(), hint.height()], "size": [window.width(), window.height()],
                       "clipped": clipped}))

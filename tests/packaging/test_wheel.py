@@ -51,6 +51,10 @@ def test_the_demo_pair_is_in_the_wheel(wheel):
     assert "fusers/demo/__init__.py" in names
 
 
+def test_the_help_page_is_in_the_wheel(wheel):
+    assert "c2c_playground/help.md" in set(wheel_names(wheel))  # the Help menu reads it through importlib.resources
+
+
 def test_no_module_finds_files_relative_to_its_source_folder(wheel):
     """Installed, a module's folder is site-packages, not the checkout: files come through importlib.resources."""
     offenders = []

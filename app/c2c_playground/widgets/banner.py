@@ -1,9 +1,20 @@
-"""The one place engine errors appear: a banner above the panes, never a modal dialog."""
+"""The one place engine errors appear: a banner under the panes, never a modal dialog; and a notice beside it."""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QToolButton, QWidget
+
+
+def _close_button(dismiss: Callable[[], Any]) -> QToolButton:
+    close = QToolButton()
+    close.setObjectName("bannerClose")
+    close.setText("\u2715")
+    close.setToolTip("Dismiss")
+    close.clicked.connect(dismiss)
+    return close
 
 
 class ErrorBanner(QFrame):
@@ -18,11 +29,7 @@ class ErrorBanner(QFrame):
         self.text.setObjectName("bannerText")
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        close = QToolButton()
-        close.setObjectName("bannerClose")
-        close.setText("\u2715")
-        close.setToolTip("Dismiss")
-        close.clicked.connect(self.dismiss)
+        close = _close_button(self.dismiss)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(10, 6, 6, 6)
         layout.addWidget(icon, 0, Qt.AlignmentFlag.AlignTop)
@@ -47,3 +54,45 @@ class ErrorBanner(QFrame):
 
     def message(self) -> str:
         return "\n".join(self.messages)
+
+
+class NoticeBar(QFrame):
+    """Something the app just did for the user, said once, with the button that undoes it (not an error)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("notice")
+        self.text = QLabel()
+        self.text.setObjectName("noticeText")
+        self.text.setWordWrap(True)
+        self.action_button = QPushButton()
+        self.action_button.clicked.connect(self._act)
+        close = _close_button(self.dismiss)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 4, 6, 4)
+        layout.addWidget(self.text, 1)
+        layout.addWidget(self.action_button, 0, Qt.AlignmentFlag.AlignVCenter)
+        layout.addWidget(close, 0, Qt.AlignmentFlag.AlignVCenter)
+        self._action: Callable[[], Any] | None = None
+        self.hide()
+
+    def show_notice(self, message: str, action: str = "", on_action: Callable[[], Any] | None = None) -> None:
+        self.text.setText(message)
+        self._action = on_action
+        self.action_button.setText(action)
+        self.action_button.setVisible(bool(action and on_action))
+        self.show()
+
+    def _act(self) -> None:
+        action = self._action
+        self.dismiss()
+        if action is not None:
+            action()
+
+    def dismiss(self) -> None:
+        self._action = None
+        self.text.clear()
+        self.hide()
+
+    def message(self) -> str:
+        return self.text.text()

@@ -6,13 +6,15 @@ No QtCharts: these are a few rectangles each, and QtCharts is not in PySide6-Ess
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+import statistics
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from fusers.timing import Phase
+from fusers.load_meter import BUSY_CORES
+from fusers.timing import Phase, Timing
 
 from .. import theme
 
@@ -220,22 +222,70 @@ class PhaseBar(QWidget):
                 p.drawText(block, Qt.AlignmentFlag.AlignCenter, label)
 
 
+class TotalsRow(NamedTuple):
+    """One pane's bar: its run's phases (of Repeat runs, the median run's) and figures."""
+
+    label: str
+    mode: str
+    phases: Sequence[Phase]
+    total: float  # of repeats, the median
+    ttft: float  # of repeats, the median
+    low: float = 0.0  # of repeats, the fastest and the slowest total (the whisker)
+    high: float = 0.0
+    runs: int = 1
+    other_cores: float | None = None  # of repeats, the most any run saw
+
+
+def totals_row(label: str, mode: str, timings: Sequence[Timing]) -> TotalsRow:
+    """The bar of a pane that ran ``timings`` (one per repeat): the median run's phases, the spread of totals."""
+    ordered = sorted(timings, key=lambda t: t.total)
+    middle = ordered[(len(ordered) - 1) // 2]  # a run that happened: its phases add up to its total
+    busy = [t.other_cores for t in timings if t.other_cores is not None]
+    return TotalsRow(label, mode, middle.phases, statistics.median(t.total for t in timings),
+                     statistics.median(t.ttft for t in timings), ordered[0].total, ordered[-1].total, len(timings),
+                     max(busy) if busy else None)
+
+
+def busy_note(rows: Sequence[TotalsRow]) -> str:
+    """Said when other processes took the machine during a run: its figures are the machine's as much as the
+    method's. "" when none did (or it could not be measured)."""
+    busy = [r.other_cores for r in rows if r.other_cores is not None and r.other_cores >= BUSY_CORES]
+    if not busy:
+        return ""
+    return (f"\u26a0 Machine busy: other processes used up to {max(busy):.1f} cores during these runs: the timings "
+            "are slower than the methods alone")
+
+
 class TotalsChart(QWidget):
     """After a run: each pane's total time as a bar stacked by phase, on one scale, with its TTFT marked."""
 
-    ROW = 26
-    TOP = 70  # title, note and legend above the bars
+    ROW = 22
+    TOP = 46  # title, note and legend above the bars
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.rows: list[tuple[str, str, Sequence[Phase], float, float]] = []  # label, mode, phases, total, ttft
+        self.rows: list[TotalsRow] = []
         self.note = ""
+        self.warning = ""  # busy_note: drawn in place of the note, in the warning colour
         self.setMinimumHeight(120)
 
-    def set_rows(self, rows: list[tuple[str, str, Sequence[Phase], float, float]], note: str) -> None:
-        self.rows, self.note = rows, note
-        self.setMinimumHeight(self.TOP + self.ROW * max(len(rows), 2) + 26)
+    def set_rows(self, rows: Sequence[TotalsRow], note: str) -> None:
+        self.rows, self.note = [TotalsRow(*row) for row in rows], note
+        self.warning = busy_note(self.rows)
+        self.setToolTip(f"{self.warning}. Repeat runs (in the Generation box) shows medians; closing other programs "
+                        "helps too." if self.warning else "")
+        self.setMinimumHeight(self.TOP + self.ROW * max(len(rows), 2) + 20)
         self.update()
+
+    @staticmethod
+    def value_text(row: TotalsRow) -> str:
+        """The figures beside a bar."""
+        text = f"{seconds(row.total)}   TTFT {seconds(row.ttft)}" if row.ttft else seconds(row.total)
+        if row.runs > 1:
+            text = f"median {text}   ({seconds(row.low)}\u2013{seconds(row.high)}, {row.runs} runs)"
+        if row.other_cores is not None and row.other_cores >= BUSY_CORES:
+            text += f"   \u26a0 busy {row.other_cores:.1f}"
+        return text
 
     def paintEvent(self, event) -> None:  # noqa: N802
         p = QPainter(self)
@@ -247,15 +297,19 @@ class TotalsChart(QWidget):
         bold = QFont(font)
         bold.setBold(True)
         p.setFont(bold)
-        p.drawText(QRectF(12, 6, self.width() - 24, 20), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                   "Total time per pane")
+        title = "Total time per pane"
+        p.drawText(QRectF(12, 4, self.width() - 24, 20), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
+                   title)
         p.setFont(small)
-        p.setPen(QColor(theme.MUTED))
-        p.drawText(QRectF(12, 24, self.width() - 24, 18), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                   self.note)
+        p.setPen(QColor(theme.WARNING) if self.warning else QColor(theme.MUTED))
+        # beside the title, one line less; a busy machine matters more than how the panes ran (each pane says that)
+        after = 12 + QFontMetrics(bold).horizontalAdvance(title) + 12
+        p.drawText(QRectF(after, 4, self.width() - after - 12, 20), Qt.AlignmentFlag.AlignLeft
+                   | Qt.AlignmentFlag.AlignVCenter, QFontMetrics(small).elidedText(
+                       self.warning or self.note, Qt.TextElideMode.ElideRight, max(self.width() - after - 12, 20)))
         # legend
         x = 12.0
-        y = 44
+        y = 24
         p.setFont(small)
         sfm = QFontMetrics(small)
         for name, label in theme.PHASE_LABELS.items():
@@ -276,11 +330,12 @@ class TotalsChart(QWidget):
             p.drawText(QRectF(self.rect()).adjusted(0, self.TOP - 20, 0, 0), Qt.AlignmentFlag.AlignCenter,
                        "Send a prompt: the panes' totals are compared here when the run ends.")
             return
-        label_w = max(fm.horizontalAdvance(row[0]) for row in self.rows) + 24
-        value_w = fm.horizontalAdvance("0000 ms  TTFT 0000 ms") + 16
+        label_w = max(fm.horizontalAdvance(row.label) for row in self.rows) + 24
+        value_w = max([QFontMetrics(small).horizontalAdvance(self.value_text(row)) for row in self.rows]
+                      + [fm.horizontalAdvance("0000 ms  TTFT 0000 ms")]) + 16
         left, top = 12 + label_w, self.TOP
         width = max(self.width() - left - value_w - 12, 40)
-        longest = max((row[3] for row in self.rows), default=0.0) or 1e-9
+        longest = max((max(row.total, row.high) for row in self.rows), default=0.0) or 1e-9
         step = _nice_step(longest, 5)
         axis_end = step * math.ceil(longest / step)
         # grid and axis labels
@@ -294,7 +349,8 @@ class TotalsChart(QWidget):
             p.setPen(QColor(theme.MUTED))
             p.drawText(QRectF(x - 40, bottom + 2, 80, 16), Qt.AlignmentFlag.AlignHCenter, seconds(t))
             t += step
-        for i, (label, mode, spans, total, ttft) in enumerate(self.rows):
+        for i, row in enumerate(self.rows):
+            label, mode, spans, total, ttft = row[:5]
             y = top + i * self.ROW
             p.setFont(font)
             p.setPen(QColor(theme.MODE_COLORS.get(mode, theme.TEXT)).darker(115))
@@ -312,11 +368,19 @@ class TotalsChart(QWidget):
                 x = bar.left() + bar.width() * ttft / axis_end
                 p.setPen(QPen(QColor(theme.TEXT), 2))
                 p.drawLine(int(x), int(bar.top()) - 3, int(x), int(bar.bottom()) + 3)
+            if row.runs > 1:  # the spread of the repeats' totals: fastest to slowest
+                x0 = bar.left() + bar.width() * row.low / axis_end
+                x1 = bar.left() + bar.width() * row.high / axis_end
+                mid = bar.center().y()
+                p.setPen(QPen(QColor(theme.TEXT), 1))
+                p.drawLine(int(x0), int(mid), int(x1), int(mid))
+                for x in (x0, x1):
+                    p.drawLine(int(x), int(bar.top()), int(x), int(bar.bottom()))
             p.setFont(small)
-            p.setPen(QColor(theme.TEXT))
+            p.setPen(QColor(theme.WARNING) if row.other_cores is not None and row.other_cores >= BUSY_CORES
+                     else QColor(theme.TEXT))
             p.drawText(QRectF(left + width + 8, y, value_w, self.ROW),
-                       Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
-                       f"{seconds(total)}   TTFT {seconds(ttft)}" if ttft else seconds(total))
+                       Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, self.value_text(row))
 
 
 class FuserPlot(QWidget):

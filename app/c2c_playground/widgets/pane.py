@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPlainTex
                                QTextBrowser, QToolButton, QVBoxLayout, QWidget)
 
 from fusers.engine import Mode, PhaseEvent
+from fusers.load_meter import BUSY_CORES
 
 from .. import theme
 from ..conversation import COMPARED, Conversation, Turn, TurnState
@@ -41,6 +42,8 @@ class ChatPane(QFrame):
         self._mode = Mode(mode)
         self.conversation = Conversation()
         self.scale = 0.0
+        self.removable = True
+        self._busy = False
 
         header = QFrame()
         header.setObjectName("paneHeader")
@@ -51,8 +54,8 @@ class ChatPane(QFrame):
             self.mode_box.addItem(m.label, m.value)
         self.mode_box.setCurrentIndex(MODES.index(self._mode))
         self.mode_box.currentIndexChanged.connect(self._mode_picked)
-        # narrow panes (four beside the set-up on a laptop) may squeeze the mode's name, which then elides
-        self.mode_box.setMinimumWidth(72)
+        # every mode's whole name, whichever is chosen: four panes beside the set-up still fit 1366 pixels
+        self.mode_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.mode_box.setToolTip("What answers in this pane: text relay, cache fusion, both together, or one model "
                                  "alone")
         self.state_label = QLabel("idle")
@@ -63,7 +66,8 @@ class ChatPane(QFrame):
         self.remove_button.setAutoRaise(True)
         self.remove_button.clicked.connect(self._remove)
         hl = QHBoxLayout(header)
-        hl.setContentsMargins(10, 6, 6, 6)
+        hl.setContentsMargins(8, 6, 4, 6)
+        hl.setSpacing(4)
         hl.addWidget(self.title)
         hl.addWidget(self.mode_box)
         hl.addStretch(1)
@@ -108,7 +112,7 @@ class ChatPane(QFrame):
         self.hint_text.setPlaceholderText("The sharer's hint streams here before the receiver answers.")
         self.hint_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)  # shrinks when folded
         hb = QVBoxLayout(self.hint_box)
-        hb.setContentsMargins(6, 2, 6, 6)
+        hb.setContentsMargins(4, 2, 4, 4)
         hb.setSpacing(2)
         hb.addWidget(self.hint_toggle)
         hb.addWidget(self.hint_text)
@@ -138,7 +142,7 @@ class ChatPane(QFrame):
         layout.setSpacing(0)
         layout.addWidget(header)
         inner = QVBoxLayout()
-        inner.setContentsMargins(6, 6, 6, 0)
+        inner.setContentsMargins(4, 6, 4, 0)
         inner.setSpacing(6)
         inner.addWidget(self.ask_bar)
         inner.addWidget(self.hint_box)
@@ -146,7 +150,6 @@ class ChatPane(QFrame):
         layout.addWidget(self.transcript, 1)
         layout.addWidget(strip)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setMinimumWidth(200)  # four panes beside the set-up still fit 1280 pixels
 
         self._ticker = QTimer(self)
         self._ticker.setInterval(100)
@@ -180,6 +183,15 @@ class ChatPane(QFrame):
             self.mode_box.blockSignals(False)
             self._mode = Mode(mode)
             self._sync_header()
+
+    def set_fusion_available(self, available: bool, why: str = "") -> None:
+        """Offer the modes that need a fuser, or grey them out in the menu with ``why`` as their tooltip."""
+        model = self.mode_box.model()
+        for i, m in enumerate(MODES):
+            if m.needs_fuser:
+                item = model.item(i)
+                item.setEnabled(available)
+                item.setToolTip("" if available else why)
 
     def _mode_picked(self, index: int) -> None:
         old, new = self._mode, MODES[index]
@@ -223,9 +235,16 @@ class ChatPane(QFrame):
 
     def set_busy(self, busy: bool) -> None:
         """While runs go, the mode and the pane itself stay put."""
+        self._busy = busy
         self.mode_box.setEnabled(not busy)
-        self.remove_button.setEnabled(not busy)
+        # hidden, not greyed: its room goes to "waiting...", so four panes' headers still fit 1366 pixels
+        self.remove_button.setVisible(self.removable and not busy)
         self.rerun_button.setEnabled(not busy)
+
+    def set_removable(self, removable: bool) -> None:
+        """Whether the window has panes to spare (the pane's remove button shows when it is not busy)."""
+        self.removable = removable
+        self.remove_button.setVisible(removable and not self._busy)
 
     # -- conversation -------------------------------------------------------------------------------------
     @property
@@ -357,7 +376,9 @@ class ChatPane(QFrame):
             return
         parts = []
         for i, turn in enumerate(self.turns):
-            parts.append(f"<p style='margin-top:8px; margin-bottom:2px; color:{theme.MUTED}'><b>You</b></p>")
+            # a later turn is answered after the ones above it: said, since it can change the answer
+            follows = f" \u00b7 turn {i + 1}, after the {i} above" if i else ""
+            parts.append(f"<p style='margin-top:8px; margin-bottom:2px; color:{theme.MUTED}'><b>You</b>{follows}</p>")
             parts.append(f"<p style='margin-top:0; margin-bottom:6px; white-space:pre-wrap'>{_html(turn.prompt)}</p>")
             color = theme.MODE_COLORS.get(turn.mode.value, theme.TEXT)
             note = _turn_note(turn)
@@ -401,8 +422,12 @@ class ChatPane(QFrame):
         rate = f"{turn.tokens_per_s():.1f}" if turn.tokens_per_s() else dash
         if turn.result is not None:
             t = turn.result.timing
+            busy = t.other_cores is not None and t.other_cores >= BUSY_CORES  # the machine's noise, said
             self._set_figures(seconds(t.ttft) if t.ttft else dash, rate, seconds(t.total), str(t.tokens_out),
-                              self.run_kind)
+                              self.run_kind + (" \u26a0 machine busy" if busy else ""))
+            if busy:
+                self.metrics.setToolTip(f"Other processes used {t.other_cores:.1f} cores during this run: its "
+                                        "timing is slower than the method alone.")
             self.phase_bar.set_spans(t.phases, now)
         else:
             self._set_figures(seconds(turn.first_token_at) if turn.first_token_at is not None else dash, rate,

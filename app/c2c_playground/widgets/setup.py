@@ -6,8 +6,8 @@ from typing import Any, Sequence
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout,
-                               QLabel, QLineEdit, QMenu, QProgressBar, QPushButton, QSpinBox, QToolButton, QVBoxLayout,
-                               QWidget)
+                               QLabel, QLineEdit, QMenu, QProgressBar, QPushButton, QSpinBox, QStyle,
+                               QStyleOptionComboBox, QStylePainter, QToolButton, QVBoxLayout, QWidget)
 
 from fusers.generation import GenerationSettings
 from fusers.presets import Preset
@@ -21,6 +21,29 @@ def compact(combo: QComboBox, chars: int) -> None:
     panel fits a narrow dock instead of clipping."""
     combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
     combo.setMinimumContentsLength(chars)
+
+
+class ElidedComboBox(QComboBox):
+    """A combo box whose closed face elides a name too long for it ("qwen3_0.6b+qwen2…"), whole in its list and
+    its tooltip, instead of cutting it off: preset names run to 50 characters, more than a set-up dock is wide."""
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt name
+        painter = QStylePainter(self)
+        option = QStyleOptionComboBox()
+        self.initStyleOption(option)
+        painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, option)
+        option.currentText = self.shown_text()
+        painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, option)
+
+    def shown_text(self) -> str:
+        """The text its face shows at its width (elided or whole)."""
+        option = QStyleOptionComboBox()
+        self.initStyleOption(option)
+        field = self.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
+                                            QStyle.SubControl.SC_ComboBoxEditField, self)
+        # from the left: the ends tell presets apart ("...(real models, offline)", "...specialist (offline)") and
+        # say their status ("...(not downloaded)"); the receiver and sharer they start with are often alike
+        return self.fontMetrics().elidedText(self.currentText(), Qt.TextElideMode.ElideLeft, field.width())
 
 
 class ModelRow:
@@ -57,9 +80,9 @@ class ModelRow:
         self.quantize = QComboBox()
         for value, label in QUANTIZE_LABELS.items():
             self.quantize.addItem(label, value)
-        self.quantize.setToolTip("Quantize the weights with bitsandbytes")
-        for combo in (self.device, self.dtype, self.quantize):
-            compact(combo, 3)
+        self.quantize.setToolTip("Quantize the weights with bitsandbytes (4-bit is NF4)")
+        for combo in (self.device, self.dtype, self.quantize):  # each item's whole name: they are short
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self.source, f"Choose the {self.role} folder", self.source.text())
@@ -106,12 +129,19 @@ class PairPanel(QGroupBox):
         super().__init__("Pair", parent)
         self.presets: list[Preset] = []
         self.loaded = False
-        self.preset = QComboBox()
+        self.preset = ElidedComboBox()
         self.preset.addItem(CUSTOM, "")
         self.preset.setToolTip("A published pair (download it with Pair \u25b8 Get fusers\u2026), the demo pair, "
                                "or your own models below")
         self.preset.activated.connect(self._preset_picked)
+        self.preset.currentIndexChanged.connect(self._show_needs)
         compact(self.preset, 10)
+        self.preset_note = QLabel()  # what the chosen preset needs (an install, a download) or lacks (a fuser)
+        self.preset_note.setObjectName("sectionNote")
+        self.preset_note.setWordWrap(True)
+        self.preset_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.preset_note.hide()
+        self._wanted = ""  # the preset the saved form names, chosen once the presets are listed
         self.receiver = ModelRow("receiver", "Hub id or folder (default: the fuser's)")
         self.sharer = ModelRow("sharer", "Hub id or folder (default: the fuser's)")
         self.fuser = QLineEdit()
@@ -129,7 +159,10 @@ class PairPanel(QGroupBox):
         grid.setColumnStretch(1, 1)
         row = 0
         grid.addWidget(QLabel("Preset"), row, 0)
-        grid.addWidget(self.preset, row, 1, 1, 2)
+        row += 1
+        grid.addWidget(self.preset, row, 0, 1, 3)  # the whole width: presets' names are long (the face elides)
+        row += 1
+        grid.addWidget(self.preset_note, row, 0, 1, 3)
         for model in (self.receiver, self.sharer):
             row += 1
             grid.addWidget(QLabel(model.role.capitalize()), row, 0)
@@ -149,14 +182,14 @@ class PairPanel(QGroupBox):
                     head = QLabel(text)
                     head.setObjectName("sectionNote")
                     heads.addWidget(head, stretch)
-                grid.addLayout(heads, row, 1, 1, 2)
+                grid.addLayout(heads, row, 0, 1, 3)
             row += 1
             placement = QHBoxLayout()
             placement.setSpacing(4)
             placement.addWidget(model.device, 3)
             placement.addWidget(model.dtype, 3)
             placement.addWidget(model.quantize, 4)
-            grid.addLayout(placement, row, 1, 1, 2)
+            grid.addLayout(placement, row, 0, 1, 3)  # the whole width: three whole combo boxes in a narrow dock
         row += 1
         grid.addWidget(QLabel("Fuser"), row, 0)
         grid.addWidget(self.fuser, row, 1)
@@ -224,19 +257,39 @@ class PairPanel(QGroupBox):
 
     # presets
     def set_presets(self, presets: Sequence[Preset]) -> None:
-        current = self.preset.currentData()
+        current = self.preset.currentData() or self._wanted
         self.presets = list(presets)
+        self.preset.blockSignals(True)
         self.preset.clear()
         self.preset.addItem(CUSTOM, "")
         for p in self.presets:
             self.preset.addItem(p.label, p.name)
             self.preset.setItemData(self.preset.count() - 1,
                                     f"receiver {p.receiver}\nsharer {p.sharer}\nfuser "
-                                    + (p.fuser or "none (train one with c2c train)"),
-                                    Qt.ItemDataRole.ToolTipRole)
+                                    + (p.fuser or "none (train one with c2c train)")
+                                    + (f"\n{p.needs}" if p.needs else ""), Qt.ItemDataRole.ToolTipRole)
         index = self.preset.findData(current)
+        wanted = self.presets[index - 1] if index > 0 else None
+        if wanted is not None and current == self._wanted and self.fuser.text().strip() != wanted.fuser:
+            index = 0  # the saved form was edited after the preset was chosen: it is the user's own pair now
+        self._wanted = ""
         self.preset.setCurrentIndex(max(index, 0))
+        self.preset.blockSignals(False)
+        self._show_needs()
         self.preset.view().setMinimumWidth(self.preset.view().sizeHintForColumn(0) + 24)  # whole names in the list
+
+    def chosen_preset(self) -> Preset | None:
+        name = self.preset.currentData()
+        return next((p for p in self.presets if p.name == name), None) if name else None
+
+    def _show_needs(self) -> None:
+        preset = self.chosen_preset()
+        needs = preset.needs if preset is not None else ""
+        self.preset_note.setText(needs)
+        self.preset_note.setVisible(bool(needs))
+        self.preset.setToolTip(self.preset.itemData(self.preset.currentIndex(), Qt.ItemDataRole.ToolTipRole)
+                               or "A published pair (download it with Pair \u25b8 Get fusers\u2026), the demo pair, "
+                                  "or your own models below")
 
     def choose_preset(self, name: str) -> Preset | None:
         for p in self.presets:
@@ -273,6 +326,8 @@ class PairPanel(QGroupBox):
         self.compile.setChecked(form.get("compile") is not False)
         index = self.preset.findData(form.get("preset") or "")
         self.preset.setCurrentIndex(max(index, 0))
+        if index < 0:  # the presets are not listed yet (the first start): chosen when they are
+            self._wanted = str(form.get("preset") or "")
 
     # state
     def set_loading(self, loading: bool) -> None:
@@ -336,7 +391,8 @@ class GenerationPanel(QGroupBox):
         self.seed.setRange(-1, 2**31 - 1)
         self.seed.setSpecialValueText("random")
         self.seed.setToolTip("Seed for sampling; 'random' draws a new one each run")
-        self.thinking = QCheckBox("Thinking block (Qwen3 templates)")
+        self.thinking = QCheckBox("Thinking block (Qwen3)")
+        self.thinking.setToolTip("Let chat templates that have one (Qwen3's) open a thinking block before the answer")
         self.ignore_eos = QCheckBox("Always write max new tokens")
         self.ignore_eos.setToolTip("Decode past the end of the answer, so every pane times the same number of "
                                    "tokens (for timing comparisons)")
@@ -345,13 +401,19 @@ class GenerationPanel(QGroupBox):
         self.run_mode.addItem("Concurrently", True)
         self.run_mode.setToolTip("One after another keeps each pane's timing honest; concurrent runs share the "
                                  "machine, so their timings overlap")
+        self.repeat = QSpinBox()
+        self.repeat.setRange(1, 20)
+        self.repeat.setSuffix(" \u00d7")
+        self.repeat.setToolTip("Answer each prompt this many times, the panes taking turns, and chart each pane's "
+                               "median time with its fastest and slowest run: a busy moment moves one run, not the "
+                               "comparison")
 
         grid = QGridLayout(self)
         grid.setHorizontalSpacing(8)
         grid.setVerticalSpacing(5)
         rows = [("Max new tokens", self.max_new_tokens), ("Hint tokens", self.hint_tokens),
                 ("Decoding", self.decoding), ("Temperature", self.temperature), ("Top-p", self.top_p),
-                ("Top-k", self.top_k), ("Seed", self.seed), ("Run panes", self.run_mode)]
+                ("Top-k", self.top_k), ("Seed", self.seed), ("Run panes", self.run_mode), ("Repeat runs", self.repeat)]
         for i, (label, widget) in enumerate(rows):
             grid.addWidget(QLabel(label), i, 0)
             grid.addWidget(widget, i, 1)
@@ -398,6 +460,10 @@ class GenerationPanel(QGroupBox):
         self.thinking.setChecked(s.thinking)
         self.ignore_eos.setChecked(s.ignore_eos)
         self._sampling_toggled()
+
+    def repeats(self) -> int:
+        """How many times a send answers its prompt (timing comparisons); 1: once."""
+        return self.repeat.value()
 
     def concurrent(self) -> bool:
         return bool(self.run_mode.currentData())

@@ -1,0 +1,83 @@
+"""Four panes beside the set-up fit a 1366x768 laptop (less a title bar): every combo box shows its longest item
+whole, the window never has to grow while a run goes, the timing chart needs no scrolling, and an error banner
+leaves the panes' heights alone."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QComboBox, QStyle, QStyleOptionComboBox
+
+from c2c_playground.widgets.setup import ElidedComboBox
+from fusers.presets import DEMO_NAME, SPECIALIST_NAME
+from playground_helpers import run, short_generation
+
+SIZE = (1366, 738)  # 768 less a window manager's title bar
+
+
+def _text_room(combo: QComboBox) -> int:
+    option = QStyleOptionComboBox()
+    combo.initStyleOption(option)
+    return combo.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, option,
+                                        QStyle.SubControl.SC_ComboBoxEditField, combo).width()
+
+
+def _clipped_combos(window) -> list[str]:
+    out = []
+    for combo in window.findChildren(QComboBox):
+        if not combo.isVisible():
+            continue
+        if isinstance(combo, ElidedComboBox):  # preset names (50 characters) elide, whole in the list and tooltip
+            shown = combo.shown_text()
+            if shown != combo.currentText() and not shown.startswith("\u2026"):
+                out.append(f"preset box shows {shown!r}")
+            continue
+        longest = max(range(combo.count()), key=lambda i: combo.fontMetrics().horizontalAdvance(combo.itemText(i)))
+        need = combo.fontMetrics().horizontalAdvance(combo.itemText(longest))
+        if _text_room(combo) < need:
+            out.append(f"{combo.itemText(longest)!r} needs {need} px, its box has {_text_room(combo)}")
+    return out
+
+
+def test_four_panes_fit_1366x768_with_no_clipped_control(window, loop, qtbot, tmp_path):
+    run(loop, window.refresh_presets())
+    window.pair_panel.choose_preset(DEMO_NAME)
+    assert run(loop, window.load_from_form()), window.banner.message()
+    while len(window.panes) < 4:
+        window.add_pane()
+    window.resize(*SIZE)
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == SIZE)
+    short_generation(window, max_new_tokens=24, hint=24)
+    widest = []
+    sampler = QTimer()
+    sampler.timeout.connect(lambda: widest.append(window.minimumSizeHint().width()))
+    sampler.start(5)
+    window.example_buttons[1].click()
+    run(loop, window.send_from_box())
+    sampler.stop()
+    assert widest and max(widest) <= SIZE[0], max(widest)  # "waiting...", the hint's title: nothing grows it
+    assert (window.width(), window.height()) == SIZE
+
+    for tab in range(window.tabs.count()):  # each tab's combo boxes (the token diff's) while it shows
+        window.tabs.setCurrentIndex(tab)
+        qtbot.wait(10)
+        assert _clipped_combos(window) == []
+    window.tabs.setCurrentIndex(0)
+    qtbot.wait(10)
+    # the timing chart of four panes shows whole, with no scroll bar
+    scroll = window.tabs.currentWidget()
+    assert window.totals.height() <= scroll.viewport().height() and not scroll.verticalScrollBar().isVisible()
+    window.save_screenshot(str(tmp_path / "four-panes-1366.png"))
+
+    heights = [p.height() for p in window.panes]
+    assert window.send("") is None and window.banner.isVisible()
+    qtbot.wait(10)
+    assert [p.height() for p in window.panes] == heights  # the banner takes the charts' room, not the panes'
+    for pane in window.panes:
+        strip = next(c for c in pane.children() if getattr(c, "objectName", lambda: "")() == "timingStrip")
+        assert pane.rect().contains(strip.geometry())  # each pane's figures whole
+    window.save_screenshot(str(tmp_path / "four-panes-1366-banner.png"))
+
+    # a preset name longer than the set-up is wide elides from the left: its distinct end and status show
+    specialist = window.pair_panel.choose_preset(SPECIALIST_NAME)
+    shown = window.pair_panel.preset.shown_text()
+    assert shown.startswith("\u2026") and specialist.label.endswith(shown[1:]) and len(shown) > 20, shown
