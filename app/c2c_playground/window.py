@@ -5,40 +5,43 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton, QSplitter, QVBoxLayout,
+from PySide6.QtWidgets import (QLabel, QMainWindow, QMessageBox, QPushButton, QSplitter, QVBoxLayout,
                                QWidget)
 
 from fusers.engine import Answer, Mode
 from fusers.errors import C2CError, Cancelled, describe
 from fusers.pair import LoadProgress
 
-from . import bridge, export, menus, pair_flow, theme, window_state
+from . import bridge, menus, pair_flow, theme, window_state
 from .app_settings import AppSettings
 from .controller import NOTHING_TO_COMPARE, AnswerDiff, Cleared, RunController
 from .conversation import MAX_PANES, MIN_PANES, Conversation
 from .crash import broken_install_message, show_startup_problem
 from .serve_dialog import ServeControl
 from .session import BrokenInstall, LoadRequest, Loaded, ModelSession
+from .window_dialogs import WindowDialogs
 from .widgets.banner import ErrorBanner, NoticeBar
 from .widgets.charts import totals_row
 from .widgets.examples import ExamplesRow
-from .widgets.help import HelpDialog
 from .widgets.insight import InsightTabs
 from .widgets.labels import ElidedLabel
 from .widgets.pane import ChatPane
 from .widgets.prompt import PromptBar
 from .widgets.setup_dock import SetupDock
 
+if TYPE_CHECKING:
+    from .widgets.help import HelpDialog
+
 log = logging.getLogger(__name__)
 
 NO_FUSER = "No fuser is loaded: cache fusion and relay + fusion panes need one (the Fuser box on the left)."
 
 
-class MainWindow(QMainWindow):
+class MainWindow(WindowDialogs, QMainWindow):
     """The view: widgets, menus and dialogs, wired to the :class:`RunController` that loads and runs."""
 
     # Emitted on the Qt thread when a run (all panes of one prompt) ends; tests and headless mode wait on it.
@@ -100,7 +103,7 @@ class MainWindow(QMainWindow):
         self.totals, self.diff_view, self.fuser_plot = self.tabs.totals, self.tabs.diff_view, self.tabs.fuser_plot
         self.diff_view.panes_chosen.connect(self._diff_panes_chosen)
         self.tabs.help_requested.connect(self.show_help)
-        self.help_dialog: HelpDialog | None = None
+        self.help_dialog: "HelpDialog | None" = None
         # The banner and the notice take their room from the charts under the panes, never from the panes: an
         # error (an empty prompt) must not squeeze the panes and clip their figures.
         lower = QWidget()
@@ -471,58 +474,6 @@ class MainWindow(QMainWindow):
 
     def diff_idle(self) -> bool:
         return self.controller.diff_idle()
-
-    # -- export, screenshot, dialogs ----------------------------------------------------------------------
-    def comparison(self) -> dict[str, Any]:
-        loaded = self.session.loaded
-        return export.comparison(self.panes, self.generation.settings().to_dict(), self.generation.concurrent(),
-                                 loaded.lines if loaded else [], self.pair_panel.form())
-
-    def export_comparison(self, path: str) -> str:
-        return str(export.write(path, self.comparison()))
-
-    def export_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export comparison", "comparison.md",
-                                              "Markdown (*.md);;JSON (*.json)")
-        if path:
-            try:
-                written = self.export_comparison(path)
-            except OSError as exc:
-                self.banner.show_error(f"Could not write {path}: {exc.strerror or exc}")
-            else:
-                self.statusBar().showMessage(f"Exported to {written}", 5000)
-
-    def save_screenshot(self, path: str) -> bool:
-        return self.grab().save(path)
-
-    def screenshot_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", "c2c-playground.png", "PNG (*.png)")
-        if path and not self.save_screenshot(path):
-            self.banner.show_error(f"Could not save the screenshot to {path}.")
-
-    def open_get_fusers(self) -> QWidget | None:
-        try:
-            from .get_fusers import GetFusersDialog, downloads
-        except ImportError as exc:
-            self.banner.show_error(f"Downloads are not available in this build ({exc}).")
-            return None
-        if self.get_fusers_dialog is None:
-            self.get_fusers_dialog = GetFusersDialog(self)
-            self.get_fusers_dialog.finished.connect(self._get_fusers_closed)
-            downloads().pairs_changed.connect(self._get_fusers_closed)  # a finished download is a new preset
-        self.get_fusers_dialog.show()
-        self.get_fusers_dialog.raise_()
-        return self.get_fusers_dialog
-
-    def _get_fusers_closed(self) -> None:
-        self.refresh_presets()
-
-    def show_help(self, topic: str = "") -> HelpDialog:
-        """The Help page, at ``topic`` (a key of widgets.help.TOPICS)."""
-        if self.help_dialog is None:
-            self.help_dialog = HelpDialog(self)
-        self.help_dialog.show_topic(topic if isinstance(topic, str) else "")  # a menu action passes a bool
-        return self.help_dialog
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
         if self.persist:
