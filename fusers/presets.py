@@ -146,7 +146,7 @@ def _published(offline: bool) -> list[tuple[str, str, str, str]]:
 def example_questions(pair: "Pair") -> list[tuple[str, str]]:
     """Questions to try on a loaded pair, each with what it shows: one per split for a pair the project built
     (the demo pair, known by its receiver; the specialist pair, by its sharer's adapter); otherwise none."""
-    from .demo import example_questions as demo_examples
-    from .specialist import example_questions as specialist_examples
+    from .demo.examples import example_questions as demo_examples
+    from .specialist.examples import example_questions as specialist_examples
 
     return demo_examples(pair.receiver.source) or specialist_examples(pair.sharer.adapter)

@@ -195,14 +195,15 @@ def test_a_text_file_named_gguf_is_named_in_the_banner_with_no_traceback(window,
     window.pair_panel.sharer.source.setText(str(text))
     window.pair_panel.fuser.setText("")
     caplog.clear()
-    assert run(loop, window.load_from_form()) is False
+    assert load_agreeing(window, loop) is False
     said = window.banner.message()
     assert f"The sharer file {text} is not a GGUF file" in said and "Point the sharer to a real .gguf file" in said
     assert "converting" not in window.pair_panel.progress_text.text()  # refused before the conversion is announced
     assert [r for r in caplog.records if r.exc_info] == []  # an engine error is the banner's alone
     window.pair_panel.sharer.source.setText(str(own_pair.sharer))
     window.pair_panel.fuser.setText(str(own_pair.published))
-    assert_survived(window, loop, before, tmp_path, "not a GGUF file")
+    # another pair: the user agreed to start fresh panes before it loaded, so no earlier turn is expected
+    assert_survived(window, loop, [[] for _ in before], tmp_path, "not a GGUF file")
 
 
 def test_an_unexpected_load_error_is_one_line_on_stderr_and_its_traceback_only_with_debug(window, loop, own_pair,
