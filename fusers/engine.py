@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from .fuser import LayerFusion  # imports torch: kept out of the app's first paint
     from .pair import LoadedModel, Pair
+    from .team import TeamMember
 
 
 class Mode(str, Enum):
@@ -78,6 +79,7 @@ class TokenEvent:
     token_id: int
     text: str  # the text this token adds
     elapsed: float  # seconds since the run began
+    sharer: str = ""  # a team's hint tokens: which sharer writes them (fusers.team); else ""
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class PhaseEvent:
     phase: str  # one of fusers.timing.PHASES
     start: float
     end: float | None  # None when the phase begins
+    sharer: str = ""  # a team's sharer phases (prefill, hint, fuse): which sharer's; else ""
 
 
 Event = Union[TokenEvent, PhaseEvent]
@@ -102,10 +105,14 @@ class Answer:
     hint_token_ids: list[int] | None = None
     fusion: list[LayerFusion] | None = None  # cache fusion and relay + fusion: what each receiver layer took
     settings: dict[str, Any] = field(default_factory=dict)
+    # a team (fusers.team): the mode as asked ("fusion:A+B"), the sharers that took part, each one's hint
+    mode_key: str = ""
+    sharers: list[str] | None = None
+    hints: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "mode": self.mode.value,
+            "mode": self.mode_key or self.mode.value,
             "text": self.text,
             "token_ids": list(self.token_ids),
             "timing": self.timing.to_dict(),
@@ -116,6 +123,10 @@ class Answer:
             out["hint_token_ids"] = list(self.hint_token_ids or [])
         if self.fusion is not None:
             out["fusion"] = [vars(f) for f in self.fusion]
+        if self.sharers is not None:
+            out["sharers"] = list(self.sharers)
+        if self.hints is not None:
+            out["hints"] = dict(self.hints)
         return out
 
 
@@ -131,27 +142,35 @@ class Engine:
             raise ValueError(f"prefills must be one of {', '.join(PREFILLS)}, got {prefills!r}")
         self.pair = pair
         self.prefills = prefills
-        self._aligner: TokenAligner | None = None
+        self._aligners: dict[int, TokenAligner] = {}  # per fuser (a team has one per sharer)
 
     def overlaps_prefills(self) -> bool:
         """Whether cache fusion runs the sharer's and the receiver's prefills at the same time: by default
         (``auto``) only where the two models sit on different devices, one of them a GPU. On one GPU, two
         Python threads feeding it fought over the GIL and the launch queue: measured on an H200, overlapped
         prefills were 1.77x slower to the first token than sequential ones. On a CPU they only share its cores."""
+        return self._overlaps([self.pair.sharer])
+
+    def _overlaps(self, sharers: "Sequence[LoadedModel]") -> bool:
         if self.prefills != "auto":
             return self.prefills == "overlap"
-        receiver, sharer = self.pair.receiver.device, self.pair.sharer.device
-        return receiver != sharer and "cuda" in (receiver.type, sharer.type)
+        receiver = self.pair.receiver.device
+        return any(s.device != receiver and "cuda" in (receiver.type, s.device.type) for s in sharers)
 
     def devices(self, mode: Mode | str) -> list["torch.device"]:
         """The devices a run of ``mode`` uses, the answering model's first (the fuser sits on the receiver's)."""
-        mode = Mode(mode)
-        receiver, sharer = self.pair.receiver.device, self.pair.sharer.device
+        from .team import devices, members, parse_mode, select
+
+        mode, names = parse_mode(mode)
         if mode is Mode.RECEIVER:
-            return [receiver]
+            return [self.pair.receiver.device]
+        try:
+            chosen = select(self.pair, mode, names)
+        except ModeUnavailableError:  # a mode this pair cannot run (answer says why): the devices it would use
+            chosen = members(self.pair)
         if mode is Mode.SHARER:
-            return [sharer]
-        return [receiver] if sharer == receiver else [receiver, sharer]
+            return [chosen[0].sharer.device]
+        return devices(self.pair, chosen)
 
     def available_modes(self) -> list[Mode]:
         return [m for m in Mode if not m.needs_fuser or self.pair.fuser is not None]
@@ -165,7 +184,9 @@ class Engine:
         on_event: Callable[[Event], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> Answer:
-        mode = Mode(mode)
+        from .team import mode_key, parse_mode, select
+
+        mode, names = parse_mode(mode)  # "fusion:A+B": a team's sharers A and B
         settings = settings or GenerationSettings()
         if settings.do_sample and settings.seed is None:
             # draw the seed here, so the answer records it and the run can be repeated
@@ -174,27 +195,30 @@ class Engine:
         if mode.needs_fuser and self.pair.fuser is None:
             raise ModeUnavailableError(f"{mode.label} needs a fuser: load one with the pair (--fuser or the app's "
                                        "Fuser box).")
+        chosen = [] if mode is Mode.RECEIVER else select(self.pair, mode, names)
         cancel = cancel or threading.Event()
 
         def emit(event: Event) -> None:
             if on_event is not None:
                 on_event(event)
 
-        devices = self.devices(mode)
-        rec = Recorder(devices, on_phase=lambda name, s, e: emit(PhaseEvent(mode, name, s, e)))
+        devices = self.devices(mode_key(mode, names))
+        rec = Recorder(devices, on_phase=lambda name, s, e, who="": emit(PhaseEvent(mode, name, s, e, who)))
         run = _Run(mode, settings, rec, emit, cancel)
+        run.named = bool(self.pair.members)
         with PeakMemory(*devices) as peak, _seeded(settings, devices):
             try:
                 if mode is Mode.RECEIVER:
                     self._alone(self.pair.receiver, messages, run)
                 elif mode is Mode.SHARER:
-                    self._alone(self.pair.sharer, messages, run)
+                    run.sharer_name = chosen[0].name if run.named else ""
+                    self._alone(chosen[0].sharer, messages, run)
                 elif mode is Mode.RELAY:
-                    self._alone(self.pair.receiver, self._write_hint(messages, run), run)
+                    self._alone(self.pair.receiver, self._write_hint(messages, run, chosen), run)
                 elif mode is Mode.FUSION:
-                    self._fused(messages, run)
+                    self._fused(messages, run, chosen)
                 else:  # relay + fusion: relay's answer prompt, over a fused cache
-                    self._fused(self._write_hint(messages, run), run)
+                    self._fused(self._write_hint(messages, run, chosen), run, chosen)
             except (_Stop, Interrupted):
                 run.finish_reason = "cancelled"
             finally:
@@ -217,6 +241,9 @@ class Engine:
             hint_token_ids=run.hint_ids if mode.writes_hint else None,
             fusion=run.fusion,
             settings=settings.to_dict(),
+            mode_key=mode_key(mode, names) if names is not None else "",
+            sharers=[m.name for m in chosen] if run.named else None,
+            hints=run.hints if run.named and mode.writes_hint else None,
         )
 
     # -- modes --------------------------------------------------------------------------------------------
@@ -229,90 +256,154 @@ class Engine:
         run.rec.timing.tokens_in = len(ids)
         run.generate(model, ids, part="answer", prefill_phase=f"{model.role}_prefill")
 
-    def _write_hint(self, messages: list[dict[str, str]], run: "_Run") -> list[dict[str, str]]:
+    def _write_hint(self, messages: list[dict[str, str]], run: "_Run", chosen: "list[TeamMember]"
+                    ) -> list[dict[str, str]]:
         """Text relay's first step: the sharer writes its hint. Returns the conversation the receiver then
         answers (the context question, the hint as the answer to it, and the question again), which text relay
-        and relay + fusion both answer, so that the two differ only by the fused cache."""
-        sharer = self.pair.sharer
+        and relay + fusion both answer, so that the two differ only by the fused cache. A team's sharers each
+        write one, in turn; the receiver reads them one after another as the answer to the context question."""
         history, question = messages[:-1], messages[-1]["content"]
         context_turn = {"role": "user", "content": RELAY_CONTEXT_PROMPT.format(question=question)}
-
-        run.rec.start("tokenize")
-        hint_prompt = encode(sharer.tokenizer, history + [context_turn], run.settings.thinking)
-        run.rec.end("tokenize")
-        _check_length(sharer, len(hint_prompt))
-        run.generate(sharer, hint_prompt, part="hint", prefill_phase="sharer_prefill")
-        run.check_cancel()
+        hint_ids: list[int] = []
+        for member in chosen:
+            sharer = member.sharer
+            run.sharer_name = member.name if run.named else ""
+            run.hint_ids, run.hint_text = [], ""
+            run.rec.start("tokenize")
+            hint_prompt = encode(sharer.tokenizer, history + [context_turn], run.settings.thinking)
+            run.rec.end("tokenize")
+            _check_length(sharer, len(hint_prompt))
+            run.generate(sharer, hint_prompt, part="hint", prefill_phase="sharer_prefill")
+            run.check_cancel()
+            run.hints[member.name] = run.hint_text.strip()
+            hint_ids += run.hint_ids
+        run.sharer_name = ""
+        if len(chosen) > 1:
+            run.hint_ids, run.hint_text = hint_ids, " ".join(h for h in run.hints.values() if h)
         return history + [
             context_turn,
             {"role": "assistant", "content": run.hint_text.strip()},
             {"role": "user", "content": RELAY_ANSWER_PROMPT.format(question=question)},
         ]
 
-    def _fused(self, messages: list[dict[str, str]], run: "_Run") -> None:
-        """Cache fusion over ``messages``: both models prefill them, the fuser fuses the receiver's cache from
-        the sharer's, the receiver decodes. Relay + fusion calls it with text relay's answer conversation."""
+    def _fused(self, messages: list[dict[str, str]], run: "_Run", chosen: "list[TeamMember]") -> None:
+        """Cache fusion over ``messages``: the receiver and every chosen sharer prefill them, each sharer's fuser
+        fuses the receiver's cache from its sharer's (fusers.team: every fuser's residual is added), the receiver
+        decodes. Relay + fusion calls it with text relay's answer conversation."""
         import torch
 
-        pair, fuser = self.pair, self.pair.fuser
-        receiver, sharer = pair.receiver, pair.sharer
+        from .team import check_same_receiver_ids, fuse_team
+
+        receiver = self.pair.receiver
         run.rec.start("tokenize")
-        if fuser.info.is_do_alignment:
-            aligned = self._get_aligner().align_chat(messages, run.settings.thinking)
-            r_ids, s_ids = aligned.receiver_ids, aligned.sharer_ids
-        else:
-            # the published Qwen pairs feed the receiver's ids, template included, to both models
-            r_ids = encode(receiver.tokenizer, messages, run.settings.thinking)
-            s_ids = r_ids
+        r_ids: list[int] | None = None
+        sharer_ids = []
+        for member in chosen:
+            if member.fuser.info.is_do_alignment:
+                aligned = self._get_aligner(member).align_chat(messages, run.settings.thinking)
+                m_r, m_s = aligned.receiver_ids, aligned.sharer_ids
+            else:
+                # the published Qwen pairs feed the receiver's ids, template included, to both models
+                m_r = encode(receiver.tokenizer, messages, run.settings.thinking)
+                m_s = m_r
+            if r_ids is None:
+                r_ids = m_r
+            else:
+                check_same_receiver_ids(r_ids, m_r, member.name)
+            sharer_ids.append(m_s)
         run.rec.end("tokenize")
         _check_length(receiver, len(r_ids))
-        _check_length(sharer, len(s_ids))
-        vocab = sharer.model.get_input_embeddings().num_embeddings
-        if max(s_ids) >= vocab:
-            raise PairMismatchError(
-                f"The receiver's token ids reach {max(s_ids)}, past the sharer's vocabulary of {vocab}: these "
-                "tokenizers differ, but the fuser does not align tokens. Use a fuser made with token alignment."
-            )
+        for member, s_ids in zip(chosen, sharer_ids):
+            _check_length(member.sharer, len(s_ids))
+            vocab = member.sharer.model.get_input_embeddings().num_embeddings
+            if max(s_ids) >= vocab:
+                which = f"sharer {member.name}'s" if run.named else "sharer's"
+                raise PairMismatchError(
+                    f"The receiver's token ids reach {max(s_ids)}, past the {which} vocabulary of {vocab}: these "
+                    "tokenizers differ, but the fuser does not align tokens. Use a fuser made with token alignment."
+                )
         run.rec.timing.tokens_in = len(r_ids)
         run.check_cancel()
 
-        # Both models prefill all but the last prompt token; the receiver feeds that token when decoding.
-        s_input = torch.tensor([s_ids[:-1]], device=sharer.device)  # (1, N-1)
+        # Every model prefills all but the last prompt token; the receiver feeds that token when decoding.
+        jobs = [(member.name if run.named else "", member.sharer,
+                 torch.tensor([s_ids[:-1]], device=member.sharer.device))  # (1, N-1)
+                for member, s_ids in zip(chosen, sharer_ids)]
         r_input = torch.tensor([r_ids[:-1]], device=receiver.device)  # (1, N-1)
-        run.rec.timing.prefills = "overlapped" if self.overlaps_prefills() else "sequential"
-        if self.overlaps_prefills():  # independent until the fuse: TTFT nears the longer prefill, not the sum
-            run.rec.start("sharer_prefill")
+        overlap = self._overlaps([m.sharer for m in chosen])
+        run.rec.timing.prefills = "overlapped" if overlap else "sequential"
+        if overlap:  # independent until the fuse: TTFT nears the longer prefill, not the sum
+            # sharers on another device than the receiver prefill in a worker thread, one after another; the
+            # receiver and the sharers on its device on this thread
+            away = [j for j in jobs if j[1].device != receiver.device]
+            home = [j for j in jobs if j[1].device == receiver.device]
+            if not away:  # overlap asked for on one device: the sharers in the worker, the receiver here
+                away, home = home, []
+            for who, _, _ in jobs:
+                run.rec.start("sharer_prefill", who)
             run.rec.start("receiver_prefill")
-            sharer_cache, sharer_end, receiver_cache, receiver_end = overlapped(
-                lambda: prefill(sharer.model, s_input, run.cancel), sharer.device,
-                lambda: prefill(receiver.model, r_input, run.cancel), receiver.device)
-            run.rec.end("sharer_prefill", sharer_end - run.rec.t0)
+            away_out, _, home_out, _ = overlapped(
+                lambda: self._prefill_lane(away, run), away[0][1].device,
+                lambda: self._prefill_lane(home, run) + [(
+                    "", prefill(receiver.model, r_input, run.cancel), _lane_clock(receiver.device))],
+                receiver.device)
+            receiver_cache, receiver_end = home_out.pop()[1:]
+            caches = dict((who, cache) for who, cache, _ in away_out + home_out)
+            for who, _, end in away_out + home_out:
+                run.rec.end("sharer_prefill", end - run.rec.t0, sharer=who)
             run.rec.end("receiver_prefill", receiver_end - run.rec.t0)
         else:
-            run.rec.start("sharer_prefill")
-            sharer_cache = prefill(sharer.model, s_input, run.cancel)
-            run.rec.end("sharer_prefill")
-            run.check_cancel()
+            caches = {}
+            for who, sharer, s_input in jobs:
+                run.rec.start("sharer_prefill", who)
+                caches[who] = prefill(sharer.model, s_input, run.cancel)
+                run.rec.end("sharer_prefill", sharer=who)
+                run.check_cancel()
             run.rec.start("receiver_prefill")
             receiver_cache = prefill(receiver.model, r_input, run.cancel)
             run.rec.end("receiver_prefill")
         run.check_cancel()
-        run.rec.start("fuse")
+
+        def bracket(name: str, begins: bool) -> None:
+            who = name if run.named else ""
+            run.rec.start("fuse", who) if begins else run.rec.end("fuse", sharer=who)
+
         if len(r_ids) > 1:
-            run.fusion = fuser.fuse_cache(receiver_cache, sharer_cache)
+            parts = [(member, caches[who]) for member, (who, _, _) in zip(chosen, jobs)]
+            run.fusion = fuse_team(receiver_cache, parts, named=run.named, on_fuse=bracket)
         else:
+            run.rec.start("fuse")
             run.fusion = []
-        del sharer_cache
-        run.rec.end("fuse")
+            run.rec.end("fuse")
+        del caches
         run.check_cancel()
         run.generate(receiver, r_ids, part="answer", prefill_phase=None, cache=receiver_cache)
 
-    def _get_aligner(self) -> TokenAligner:
-        if self._aligner is None:
-            info = self.pair.fuser.info
-            self._aligner = TokenAligner(self.pair.receiver.tokenizer, self.pair.sharer.tokenizer,
-                                         info.alignment_strategy)
-        return self._aligner
+    @staticmethod
+    def _prefill_lane(jobs: list, run: "_Run") -> list[tuple[str, Any, float]]:
+        """Prefill ``jobs`` (name, sharer, ids) one after another: [(name, cache, the clock when it was done)]."""
+        return [(who, prefill(sharer.model, ids, run.cancel), _lane_clock(sharer.device)) for who, sharer, ids in jobs]
+
+    def _get_aligner(self, member: "TeamMember") -> TokenAligner:
+        key = id(member.fuser)
+        if key not in self._aligners:
+            self._aligners[key] = TokenAligner(self.pair.receiver.tokenizer, member.sharer.tokenizer,
+                                               member.fuser.info.alignment_strategy)
+        return self._aligners[key]
+
+
+def _lane_clock(device: "torch.device") -> float:
+    """``time.perf_counter()`` once ``device``'s current stream is done (not the whole device: the other lane of
+    overlapped prefills runs on it)."""
+    import time
+
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+    elif device.type == "mps":
+        torch.mps.synchronize()
+    return time.perf_counter()
 
 
 class _Run:
@@ -328,6 +419,9 @@ class _Run:
         self.token_times: list[float] = []
         self.finish_reason = "length"
         self.fusion: list[LayerFusion] | None = None
+        self.named = False  # a team's run: phases, hint tokens and gates name their sharer
+        self.sharer_name = ""  # the sharer now prefilling or writing its hint (a team's)
+        self.hints: dict[str, str] = {}  # each sharer's hint (text relay, relay + fusion)
 
     def check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -347,12 +441,13 @@ class _Run:
         limit = max(1, min(limit, model.context_length - len(ids)))
         detok = Detokenizer(model.tokenizer)
         eos = set() if self.settings.ignore_eos else set(model.eos_token_ids)
+        who = self.sharer_name if model.role == "sharer" else ""
         if prefill_phase is not None:  # the prompt but its last token, as cache fusion prefills it
-            self.rec.start(prefill_phase)
+            self.rec.start(prefill_phase, who)
             cache = prefill(model.model, torch.tensor([ids[:-1]], device=model.device), self.cancel)  # (1, N-1)
-            self.rec.end(prefill_phase)
+            self.rec.end(prefill_phase, sharer=who)
             self.check_cancel()
-        self.rec.start("hint" if is_hint else "decode")  # from the last prompt token on, the first step included
+        self.rec.start("hint" if is_hint else "decode", who)  # from the last prompt token on, the first step included
         first = True
         hit_eos = False
         stop = threading.Event()
@@ -390,7 +485,7 @@ class _Run:
             else:
                 self.answer_text = text
                 self.token_times.append(at)
-            self.emit(TokenEvent(self.mode, part, token, delta, at))
+            self.emit(TokenEvent(self.mode, part, token, delta, at, who))
 
         input_ids = torch.tensor([ids], device=model.device)  # (1, N)
         decode(

@@ -82,6 +82,7 @@ class LayerFusion:
     value_gate_open: bool
     key_weight: float  # mean of gate * w over heads and positions
     value_weight: float
+    sharer: str = ""  # a team's fusion: which sharer's fuser (fusers.team); else ""
 
 
 class Fuser(nn.Module):
@@ -325,17 +326,25 @@ class Fuser(nn.Module):
         dropout, whatever mode the module is in); return per-layer statistics."""
         captured = self.graphs.fuse(receiver_cache, sharer_cache) if self.graphs is not None else None
         if captured is not None:
-            weights, gates = captured
-        else:
-            was_training = self.training
-            self.eval()
-            try:
-                fused, weights = self.fuse(cache_kv(receiver_cache), cache_kv(sharer_cache))
-            finally:
-                self.train(was_training)
-            for layer, (k, v) in zip(receiver_cache.layers, fused):
-                layer.keys, layer.values = k, v
-            gates = self._gate_flags()
+            return self._layer_stats(*captured)
+        fused, stats = self.fuse_kv(cache_kv(receiver_cache), cache_kv(sharer_cache))
+        for layer, (k, v) in zip(receiver_cache.layers, fused):
+            layer.keys, layer.values = k, v
+        return stats
+
+    @torch.no_grad()
+    def fuse_kv(self, receiver_kv: list[KV], sharer_kv: list[KV]) -> tuple[list[KV], list[LayerFusion]]:
+        """Inference's fuse (hard gates, no dropout) of per-layer (K, V), written nowhere: the fused (K, V) of every
+        receiver layer and per-layer statistics. A team sums several fusers' residuals (fusers.team)."""
+        was_training = self.training
+        self.eval()
+        try:
+            fused, weights = self.fuse(receiver_kv, sharer_kv)
+        finally:
+            self.train(was_training)
+        return fused, self._layer_stats(weights, self._gate_flags())
+
+    def _layer_stats(self, weights: list[torch.Tensor], gates: list[bool]) -> list[LayerFusion]:
         values = torch.stack(weights).tolist() if weights else []
         return [
             LayerFusion(link.receiver_layer, link.sharer_layer, gates[2 * i], gates[2 * i + 1],

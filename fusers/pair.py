@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from .fuser import Fuser, ModelShape
     from .static_decode import DecodePath, StaticDecoder
+    from .team import TeamMember
 
 QUANTIZE = ("none", "8bit", "4bit")
 # Attention layers that keep keys and values of their own in the cache: cache fusion fuses those.
@@ -138,8 +139,14 @@ class Pair:
     sharer: LoadedModel
     fuser: Fuser | None = None
     decode_paths: list["DecodePath"] = field(default_factory=list)  # what prepare_decoding found, to say once
+    # a team (fusers.team): every sharer with its fuser, the first one also ``sharer``/``fuser``; empty for a pair
+    members: list["TeamMember"] = field(default_factory=list)
 
     def describe(self) -> list[str]:
+        if self.members:
+            from .team import describe_team
+
+            return describe_team(self)
         lines = [self.receiver.describe(), self.sharer.describe()]
         if self.fuser is not None:
             info = self.fuser.info
@@ -162,11 +169,12 @@ class Pair:
         from .static_decode import prepare, prepare_fuser
 
         paths = []
-        for loaded in (self.receiver, self.sharer):
+        sharers = [m.sharer for m in self.members] or [self.sharer]
+        for loaded in (self.receiver, *sharers):
             loaded.decoder, loaded.decode_path = prepare(loaded.model, loaded.role, loaded.quantize != "none",
                                                          enabled=cuda_graphs)
             paths.append(loaded.decode_path)
-        if self.fuser is not None:
+        if self.fuser is not None and len(self.members) <= 1:  # a team's fusers run eagerly (fusers.team)
             paths.append(prepare_fuser(self.fuser, self.receiver, self.sharer, enabled=cuda_graphs))
         return paths
 
@@ -178,8 +186,9 @@ class Pair:
         """
         import torch
 
-        cuda = any(m.device.type == "cuda" for m in (self.receiver, self.sharer))
+        cuda = any(m.device.type == "cuda" for m in (self.receiver, self.sharer, *(t.sharer for t in self.members)))
         self.receiver = self.sharer = self.fuser = None  # type: ignore[assignment]
+        self.members = []
         if collect:
             gc.collect()
         if cuda:
@@ -330,7 +339,15 @@ def load_pair(
     Cancel is checked between models; a cancelled load frees what it loaded and raises Cancelled.
     """
     from .checkpoint import load_fuser
+    from .team import is_team, load_team, sources_of
 
+    if is_team(fuser):  # a team folder: its receiver and every sharer with its fuser (fusers.team)
+        team_receiver, team_sharers = sources_of(fuser, defaults or ModelSpec("-"))
+        if sharer is not None:
+            raise ModelLoadError(f"{fuser} is a team folder, which names its sharers; drop --sharer, or give each "
+                                 "sharer with its own --fuser.")
+        return load_team(receiver or team_receiver, team_sharers, progress=progress, cancel=cancel,
+                         defaults=defaults, warm_up=warm_up, cuda_graphs=cuda_graphs)
     # capturing CUDA graphs is a step of its own where a model goes onto a GPU
     capture = cuda_graphs and any(resolve_device((spec or defaults or ModelSpec("-")).device).type == "cuda"
                                   for spec in (receiver, sharer))
