@@ -16,11 +16,13 @@ def add_pair_options(parser: argparse.ArgumentParser, presets: bool = False) -> 
         group.add_argument("--pair", metavar="NAME|FOLDER", help="a named pair ('demo', 'real', 'specialist', a "
                            "published pair once downloaded) or a fuser folder (default: the demo pair)")
     group.add_argument("--receiver", help="receiver: Hub id, local folder or .gguf file (default: the fuser's receiver)")
-    group.add_argument("--sharer", help="sharer: Hub id, local folder or .gguf file (default: the fuser's sharer)")
+    group.add_argument("--sharer", action="append", help="sharer: Hub id, local folder or .gguf file (default: the "
+                       "fuser's sharer); give it several times, each with its own --fuser, for a team of sharers")
     group.add_argument("--receiver-adapter", help="a PEFT (LoRA) adapter folder to put on the receiver")
     group.add_argument("--sharer-adapter", help="a PEFT (LoRA) adapter folder to put on the sharer (a folder given "
                        "as --sharer may itself be an adapter: its adapter_config.json names the base)")
-    group.add_argument("--fuser", help="fuser: a published pair folder, one of ours, or a downloaded pair name")
+    group.add_argument("--fuser", action="append", help="fuser: a published pair folder, one of ours, a downloaded "
+                       "pair name, or a team folder (team.json); several, one per --sharer, make a team")
     group.add_argument("--device", default="auto", help=DEVICES_HELP)
     group.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16")
     group.add_argument("--quantize", default="none", choices=QUANTIZE, help="quantize both models with bitsandbytes")
@@ -38,6 +40,9 @@ def pair_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool
     from ..sources import default_pair, resolve_fuser
 
     receiver, sharer, fuser = args.receiver, args.sharer, args.fuser
+    if len(sharer or []) > 1 or len(fuser or []) > 1:
+        return team_from_args(args, progress, warm_up)
+    sharer, fuser = (sharer or [None])[0], (fuser or [None])[0]
     named = getattr(args, "pair", None)
     if named:
         if receiver is not None or sharer is not None or fuser is not None:
@@ -54,6 +59,30 @@ def pair_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool
         progress=progress,
         defaults=ModelSpec("-", args.device, args.dtype, args.quantize),
         warm_up=warm_up,
+        cuda_graphs=args.cuda_graphs,
+    )
+
+
+def team_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool = False) -> Any:
+    """A team from ``--sharer`` and ``--fuser`` given several times: the n-th fuser fuses the n-th sharer (every
+    sharer from its fuser's record when no --sharer is given); each sharer is named after its fuser's folder."""
+    from ..pair import ModelSpec
+    from ..sources import resolve_fuser
+    from ..team import SharerSource, default_names, load_team
+
+    if getattr(args, "pair", None):
+        raise ModelLoadError("Give either --pair or --receiver/--sharer/--fuser, not both.")
+    fusers = [resolve_fuser(f) for f in args.fuser or []]
+    sharers = args.sharer or [None] * len(fusers)
+    if len(fusers) != len(sharers):
+        raise ModelLoadError(f"A team takes one --fuser per --sharer (in the same order); got {len(sharers)} sharers "
+                             f"and {len(fusers)} fusers.")
+    names = default_names(fusers)
+    return load_team(
+        model_spec(args, args.receiver, args.receiver_adapter, args.receiver_quantize),
+        [SharerSource(name, model_spec(args, source, args.sharer_adapter, args.sharer_quantize), fuser)
+         for name, source, fuser in zip(names, sharers, fusers)],
+        progress=progress, defaults=ModelSpec("-", args.device, args.dtype, args.quantize), warm_up=warm_up,
         cuda_graphs=args.cuda_graphs,
     )
 

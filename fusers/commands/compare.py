@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_pair_options(p)
     p.add_argument("--prompt", required=True, help="the user message")
-    p.add_argument("--modes", default=ALL_MODES, help=f"comma-separated modes to run, in order (default {ALL_MODES})")
+    p.add_argument("--modes", default=ALL_MODES, help=f"comma-separated modes to run, in order (default {ALL_MODES}); "
+                   "with a team, a mode may name sharers: fusion:A, fusion:A+B, sharer:B")
     gen = p.add_argument_group("generation")
     gen.add_argument("--max-new-tokens", type=int, default=128, help="most tokens per answer (default 128)")
     gen.add_argument("--hint-max-new-tokens", type=int, default=64,
@@ -44,10 +45,14 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import PromptError
     from ..generation import GenerationSettings
 
+    from ..errors import ModeUnavailableError
+    from ..team import parse_mode
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     try:
-        modes = [Mode(m.strip()) for m in args.modes.split(",") if m.strip()]
-    except ValueError:
-        raise PromptError(f"--modes takes a comma-separated list of {ALL_MODES}; got {args.modes!r}.") from None
+        parsed = {m: parse_mode(m) for m in modes}
+    except ModeUnavailableError as exc:
+        raise PromptError(f"--modes takes a comma-separated list of {ALL_MODES}: {exc}") from None
     if not modes:
         raise PromptError(f"--modes is empty; use some of {ALL_MODES}.")
     try:
@@ -78,16 +83,20 @@ def run(args: argparse.Namespace) -> int:
             answer = engine.answer(mode, messages, settings, cancel=cancel)
             print(json.dumps(answer.to_dict()), flush=True)
             continue
-        print(f"\n== {mode.label} ({mode.value}) ==", flush=True)
+        base, names = parsed[mode]
+        print(f"\n== {base.label}{' from ' + ', '.join(names) if names else ''} ({mode}) ==", flush=True)
         state = {"part": None}
 
         def show(event, state=state) -> None:
             if not isinstance(event, TokenEvent):
                 return
-            if event.part != state["part"]:
-                state["part"] = event.part
-                print("[hint] " if event.part == "hint" else ("\n[answer] " if mode.writes_hint else ""),
-                      end="", flush=True)
+            part = (event.part, event.sharer)
+            if part != state["part"]:
+                state["part"] = part
+                hint = f"[hint {event.sharer}] " if event.sharer else "[hint] "
+                print(("\n" if state.get("hinted") else "") + hint if event.part == "hint" else
+                      ("\n[answer] " if base.writes_hint else ""), end="", flush=True)
+                state["hinted"] = event.part == "hint"
             print(event.text, end="", flush=True)
 
         answer = engine.answer(mode, messages, settings, on_event=show, cancel=cancel)

@@ -187,3 +187,40 @@ def test_the_manifest_reads_back_what_it_writes():
     manifest = TeamManifest("Qwen/Qwen3-0.6B", [SharerEntry("medicine", "org/med", "fuser-medicine", "lora")],
                             extra={"recipe": 1})
     assert TeamManifest.from_dict(manifest.to_dict()) == manifest
+
+
+def c2c(*args):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "fusers.cli", *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_compare_loads_a_team_folder_or_sharers_given_one_by_one(team, team_dirs):
+    prompt = ["--prompt", "What is the capital of France?", "--max-new-tokens", "5", "--device", "cpu"]
+    folder = c2c("compare", "--fuser", str(team_dirs["team"]), "--modes", "fusion,fusion:B,relay", "--json", *prompt)
+    lines = [json.loads(line) for line in folder.stdout.splitlines()]
+    assert [line["mode"] for line in lines] == ["fusion", "fusion:B", "relay"]
+    assert lines[0]["sharers"] == ["A", "B"] and lines[1]["sharers"] == ["B"] and set(lines[2]["hints"]) == {"A", "B"}
+    settings = GenerationSettings(max_new_tokens=5)
+    assert lines[0]["token_ids"] == Engine(team).answer("fusion", QUESTION, settings).token_ids
+
+    one_by_one = c2c("compare", "--receiver", str(team_dirs["receiver"]),
+                     "--sharer", str(team_dirs["A"]), "--fuser", str(team_dirs["fusers"]["A"]),
+                     "--sharer", str(team_dirs["B"]), "--fuser", str(team_dirs["fusers"]["B"]),
+                     "--modes", "fusion,sharer:fuser_B", *prompt)
+    assert "== Cache fusion (fusion) ==" in one_by_one.stdout
+    assert "== Sharer alone from fuser_B (sharer:fuser_B) ==" in one_by_one.stdout
+    assert "[fuser_A] sharer" in one_by_one.stderr  # each sharer named after its fuser's folder
+
+
+def test_compare_refuses_a_sharer_without_its_fuser(team_dirs):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "fusers.cli", "compare", "--prompt", "hi", "--device", "cpu",
+                           "--sharer", str(team_dirs["A"]), "--sharer", str(team_dirs["B"]),
+                           "--fuser", str(team_dirs["fusers"]["A"])], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "one --fuser per --sharer" in proc.stderr
