@@ -508,3 +508,23 @@ def describe_team(pair: "Pair") -> list[str]:
     lines.append(f"team of {len(pair.members)} sharers: cache fusion adds every fuser's residual to the receiver's "
                  "cache; modes: " + ", ".join(mode_names(pair)))
     return lines
+
+
+def sharer_names(sources: list[str]) -> tuple[list[str], list[str]]:
+    """Names and sources of sharers given as ``SOURCE`` or ``NAME=SOURCE`` (a bare source is named after its
+    folder or file, as :func:`default_names` names them)."""
+    names, paths = [], []
+    for source in sources:
+        name, sep, path = source.partition("=")
+        if sep and _NAME.match(name) and not Path(source).exists():
+            names.append(name)
+            paths.append(path)
+        else:
+            names.append("")
+            paths.append(source)
+    defaults = default_names([p for p in paths])
+    names = [n or d for n, d in zip(names, defaults)]
+    if len(set(names)) != len(names):
+        raise ModelLoadError(f"Two sharers are named {next(n for n in names if names.count(n) > 1)!r}; name them "
+                             "with NAME=SOURCE.")
+    return names, paths

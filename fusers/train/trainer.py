@@ -148,19 +148,8 @@ class _Run:
 
         train_convs, eval_convs = self._split(conversations_from(data),
                                               None if eval_data is None else conversations_from(eval_data))
-        init = load_init(cfg, self.receiver, self.sharer)
-        alignment = choose_alignment(cfg, self.receiver, self.sharer, init)
-        aligner = None
-        if alignment[0]:
-            from ..alignment import TokenAligner
-
-            aligner = TokenAligner(self.receiver.tokenizer, self.sharer.tokenizer, alignment[1])
-        max_length = min(cfg.max_length, self.receiver.context_length, self.sharer.context_length)
-        self.train_set = tokenize(train_convs, self.receiver, self.sharer, aligner, max_length, cfg.thinking)
-        self.eval_set = tokenize(eval_convs, self.receiver, self.sharer, aligner, max_length, cfg.thinking)
+        self._tokenize(train_convs, eval_convs)
         self.truncated = sum(e.truncated for e in self.train_set + self.eval_set)
-        self.pads = (_pad_id(self.receiver.tokenizer), _pad_id(self.sharer.tokenizer if aligner else
-                                                                self.receiver.tokenizer))
 
         self.global_batch = cfg.batch_size * self.world
         per_step = self.global_batch * cfg.grad_accum
@@ -175,14 +164,11 @@ class _Run:
         self.answer_lengths = torch.tensor([e.answer.shape[0] for e in self.train_set])
         self.lengths = torch.tensor([e.tokens for e in self.train_set])
 
-        self.fuser = build_fuser(cfg, self.receiver, self.sharer, self.total, alignment, init)
-        del init
-        self.fusion = FusionModule(self.fuser).train()
+        self.fuser, self.fusion = self._build_fuser()
         self.model = self.acc.prepare_model(self.fusion, device_placement=False)  # DDP when several processes
         self.params = [p for p in self.fuser.parameters() if p.requires_grad]
         self.optimizer = _adamw(self.fuser, cfg)
         self.scheduler = lr_scheduler(self.optimizer, cfg.warmup(self.total), self.total, cfg.schedule)
-        self.alignment = alignment[1] if alignment[0] else "none"
         self.last_lr = float(self.scheduler.get_last_lr()[0])
 
         start = 0
@@ -195,6 +181,50 @@ class _Run:
         elif state is not None:
             self.initial_eval = state.extra.get("initial_eval")
         return self._loop(start, resumed_from=start if state is not None else None)
+
+    def _tokenize(self, train_convs: list[Conversation], eval_convs: list[Conversation]) -> None:
+        """``train_set`` and ``eval_set``, in token ids as inference encodes them, and what building the fuser needs."""
+        cfg = self.config
+        self.init = load_init(cfg, self.receiver, self.sharer)
+        alignment = choose_alignment(cfg, self.receiver, self.sharer, self.init)
+        aligner = None
+        if alignment[0]:
+            from ..alignment import TokenAligner
+
+            aligner = TokenAligner(self.receiver.tokenizer, self.sharer.tokenizer, alignment[1])
+        max_length = min(cfg.max_length, self.receiver.context_length, self.sharer.context_length)
+        self.train_set = tokenize(train_convs, self.receiver, self.sharer, aligner, max_length, cfg.thinking)
+        self.eval_set = tokenize(eval_convs, self.receiver, self.sharer, aligner, max_length, cfg.thinking)
+        self.pads = (_pad_id(self.receiver.tokenizer), _pad_id(self.sharer.tokenizer if aligner else
+                                                                self.receiver.tokenizer))
+        self.alignment_choice = alignment
+        self.alignment = alignment[1] if alignment[0] else "none"
+
+    def _build_fuser(self) -> tuple[Any, torch.nn.Module]:
+        """The fuser that trains (new, or the init one to fine-tune), and the module that runs it."""
+        fuser = build_fuser(self.config, self.receiver, self.sharer, self.total, self.alignment_choice, self.init)
+        self.init = None
+        return fuser, FusionModule(fuser).train()
+
+    def _forward(self, examples: list[int], split: str, fusion: torch.nn.Module | None) -> Any:
+        """One micro-batch of ``split`` ("train" or "eval", by index) through the frozen models and ``fusion``."""
+        data = self.train_set if split == "train" else self.eval_set
+        batch = collate([data[i] for i in examples], *self.pads).to(self.device)
+        return run_batch(self.receiver.model, self.sharer.model, fusion, batch)
+
+    def _read_fuser(self, checkpoint: Path) -> torch.nn.Module:
+        from ..checkpoint import load_fuser
+
+        return load_fuser(checkpoint)
+
+    def _write_fuser(self, folder: Path, extra: dict[str, Any]) -> None:
+        from ..checkpoint import save_fuser
+
+        save_fuser(self.fuser, folder, extra=extra)
+
+    def _state_models(self) -> dict[str, Any]:
+        """What the checkpoint records as the run's models (a resume loads them)."""
+        return {"receiver": self.fuser.info.receiver, "sharer": self.fuser.info.sharer}
 
     def _split(self, convs: list[Conversation], eval_convs: list[Conversation] | None):
         if eval_convs is not None:
@@ -220,9 +250,9 @@ class _Run:
                                 "resume with the same number of processes.")
 
     def _restore(self, checkpoint: Path, state: TrainState) -> int:
-        from ..checkpoint import WEIGHTS_NAME, load_fuser
+        from ..checkpoint import WEIGHTS_NAME
 
-        saved = load_fuser(checkpoint)
+        saved = self._read_fuser(checkpoint)
         with torch.no_grad():
             ours = self.fuser.state_dict()
             theirs = saved.state_dict()
@@ -234,7 +264,7 @@ class _Run:
         self.scheduler.load_state_dict(state.scheduler)
         read_rng(checkpoint, self.rank)
         self.history = list(state.history)
-        if state.step >= self.total and (self.out / WEIGHTS_NAME).exists():
+        if state.step >= self.total and ((self.out / WEIGHTS_NAME).exists() or self._finished()):
             raise TrainingError(f"The run in {self.out} is already complete ({state.step} of {self.total} steps); "
                                 "start a new run with --init to train further.")
         return state.step
@@ -330,10 +360,9 @@ class _Run:
         loss_sum = torch.zeros((), dtype=self._sum_dtype, device=self.device)
         for micro in range(cfg.grad_accum):
             local = indices[micro, self.rank * cfg.batch_size:(self.rank + 1) * cfg.batch_size].tolist()
-            batch = collate([self.train_set[i] for i in local], *self.pads).to(self.device)
             sync = micro == cfg.grad_accum - 1 or self.world == 1
             with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
-                result = run_batch(self.receiver.model, self.sharer.model, self.model, batch)
+                result = self._forward(local, "train", self.model)
                 backward(result, scale)
             loss_sum += result.loss_sum.detach().to(self._sum_dtype)
         norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
@@ -371,7 +400,8 @@ class _Run:
 
         The fuser runs in eval mode (hard gates, no dropout): the fusion inference performs.
         """
-        shard = sorted(self.eval_set[self.rank::self.world], key=lambda e: e.tokens)  # similar lengths: less padding
+        # similar lengths: less padding
+        shard = sorted(range(self.rank, len(self.eval_set), self.world), key=lambda i: self.eval_set[i].tokens)
         sums = torch.zeros(5, dtype=torch.float64)  # loss, correct, first correct, tokens, first tokens
         was_training = self.fusion.training
         self.fusion.eval()
@@ -380,8 +410,7 @@ class _Run:
                 for i in range(0, len(shard), self.config.batch_size):
                     if self.world == 1 and self.cancel.is_set():
                         raise Cancelled("Training was cancelled during evaluation.")
-                    batch = collate(shard[i:i + self.config.batch_size], *self.pads).to(self.device)
-                    r = run_batch(self.receiver.model, self.sharer.model, fusion, batch)
+                    r = self._forward(shard[i:i + self.config.batch_size], "eval", fusion)
                     sums += torch.tensor([float(r.loss_sum), float(r.correct), float(r.first_correct),
                                           r.answer_tokens, r.first_tokens], dtype=torch.float64)
         finally:
@@ -398,8 +427,6 @@ class _Run:
         """A resumable checkpoint (all processes take part); at the end also the fuser and report in ``out``."""
         import json
 
-        from ..checkpoint import save_fuser
-
         folder = step_dir(self.out, step)
         tmp = folder.with_name(folder.name + ".tmp")
         if self.acc.is_main_process:
@@ -415,19 +442,23 @@ class _Run:
             extra = self._fuser_extra(step)
             state = TrainState(
                 step=step, total_steps=self.total, world_size=self.world, config=self.config.to_dict(),
-                receiver=self.fuser.info.receiver, sharer=self.fuser.info.sharer,
+                **self._state_models(),
                 scheduler=self.scheduler.state_dict(), param_groups=[], history=self.history,
                 extra={"initial_eval": self.initial_eval},
             )
-            write_checkpoint(tmp, self.fuser, self.optimizer, state, extra)
+            write_checkpoint(tmp, self.fuser, self.optimizer, state, extra, save=self._write_fuser)
             finish_folder(tmp, folder)
             prune(self.out, self.config.keep_checkpoints)
             if final:
-                save_fuser(self.fuser, self.out, extra=extra)
+                self._write_fuser(self.out, extra)
                 if report is not None:
                     (self.out / REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
         self.acc.wait_for_everyone()
         return self.out if final else folder
+
+    def _finished(self) -> bool:
+        """Whether ``out`` holds the finished fuser (a team: its team.json)."""
+        return False
 
     def _fuser_extra(self, step: int) -> dict[str, Any]:
         return {"training": {"step": step, "total_steps": self.total, "world_size": self.world,
