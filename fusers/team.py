@@ -268,7 +268,7 @@ class TeamManifest:
         extra = data.get("extra")
         if extra is not None and not isinstance(extra, dict):
             raise TeamFormatError(f"{where}: 'extra' must be an object, got {type(extra).__name__}.")
-        return cls(receiver, entries, _text(data, "receiver_adapter", where), extra)
+        return cls(receiver, entries, _text(data, "receiver_adapter", where), extra or None)
 
 
 def _text(data: dict[str, Any], key: str, where: str, required: bool = False) -> str:
