@@ -224,3 +224,15 @@ def test_compare_refuses_a_sharer_without_its_fuser(team_dirs):
                            "--sharer", str(team_dirs["A"]), "--sharer", str(team_dirs["B"]),
                            "--fuser", str(team_dirs["fusers"]["A"])], capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "one --fuser per --sharer" in proc.stderr
+
+
+def test_overlapped_prefills_give_the_same_answer_and_time_every_sharer(team):
+    """Prefills forced to overlap (on the CPU: the sharers in a worker thread, the receiver here): the same
+    tokens as one after another, and each sharer's prefill still its own phase."""
+    sequential = Engine(team, prefills="sequential").answer(Mode.FUSION, QUESTION, SHORT)
+    overlapped = Engine(team, prefills="overlap").answer(Mode.FUSION, QUESTION, SHORT)
+    assert overlapped.token_ids == sequential.token_ids
+    assert overlapped.timing.prefills == "overlapped" and sequential.timing.prefills == "sequential"
+    phases = {(p.name, p.sharer): p for p in overlapped.timing.phases}
+    assert {("sharer_prefill", "A"), ("sharer_prefill", "B"), ("receiver_prefill", "")} <= set(phases)
+    assert all(p.end >= p.start for p in phases.values())
