@@ -384,8 +384,17 @@ def load_pair(
         check_cache_layout(s)
         loaded_fuser.check_pair(r.shape, s.shape, r.source, s.source)
         pair.fuser = loaded_fuser.to(device=r.device, dtype=r.dtype)
+    return finish_loading(pair, report, capture=capture, cuda_graphs=cuda_graphs, warm_up=warm_up, cancel=cancel,
+                          progress=progress, total=total)
+
+
+def finish_loading(pair: Pair, report: Callable[[str], None], *, capture: bool, cuda_graphs: bool, warm_up: bool,
+                   cancel: threading.Event | None, progress: Callable[[LoadProgress], None] | None, total: int) -> Pair:
+    """The last steps of loading a pair or a team: decoding paths (CUDA graphs captured where a model is on a GPU),
+    the warm-up answers, and "Ready"."""
     if capture:
-        on_gpu = [m.role for m in (r, s) if m.device.type == "cuda"]
+        on_gpu = sorted({m.role for m in (pair.receiver, pair.sharer, *(t.sharer for t in pair.members))
+                         if m.device.type == "cuda"})
         report(f"Capturing CUDA graphs for the {' and the '.join(on_gpu)}")
     pair.decode_paths = pair.prepare_decoding(cuda_graphs)
     if warm_up:

@@ -399,7 +399,8 @@ def load_team(
     """Load a receiver and every sharer with its fuser as one :class:`~fusers.pair.Pair` whose ``members`` are the
     team; ``pair.sharer`` and ``pair.fuser`` are the first member's, so a one-sharer mode works as on a pair."""
     from .checkpoint import load_fuser
-    from .pair import LoadProgress, ModelSpec, Pair, check_cache_layout, load_model
+    from .devices import resolve_device
+    from .pair import LoadProgress, ModelSpec, Pair, check_cache_layout, finish_loading, load_model
 
     if not sharers:
         raise ModelLoadError("A team needs at least one sharer.")
@@ -408,7 +409,9 @@ def load_team(
         raise ModelLoadError(f"Two sharers are named {next(n for n in names if names.count(n) > 1)!r}; give each "
                              "its own name.")
     base = defaults or ModelSpec("-")
-    total = 1 + 2 * len(sharers) + warm_up
+    capture = cuda_graphs and any(resolve_device((spec or base).device).type == "cuda"
+                                  for spec in [receiver] + [s.spec for s in sharers])
+    total = 1 + 2 * len(sharers) + warm_up + capture
     step = 0
 
     def report(message: str) -> None:
@@ -450,17 +453,8 @@ def load_team(
             fuser = fuser.to(device=r.device, dtype=r.dtype)
         team.append(TeamMember(s.name, loaded, fuser))
     pair = Pair(r, team[0].sharer, team[0].fuser, members=team)
-    pair.decode_paths = pair.prepare_decoding(cuda_graphs)
-    if warm_up:
-        from .engine import warm_up as answer_once_in_each_mode
-
-        report("Warming up: a short first answer in each mode")
-        answer_once_in_each_mode(pair, cancel)
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("Loading was cancelled.")
-    if progress is not None:
-        progress(LoadProgress(total, total, "Ready"))
-    return pair
+    return finish_loading(pair, report, capture=capture, cuda_graphs=cuda_graphs, warm_up=warm_up, cancel=cancel,
+                          progress=progress, total=total)
 
 
 def default_names(fusers: list[str | Path | None]) -> list[str]:
