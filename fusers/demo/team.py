@@ -266,7 +266,7 @@ class TeamRecipe:
         "A": dict(arch="llama", hidden_size=160, layers=5, heads=5, kv_heads=5, head_dim=32, intermediate_size=448),
         "B": dict(arch="qwen2", hidden_size=128, layers=4, heads=4, kv_heads=4, intermediate_size=384),
     })
-    sharer_lm: dict[str, Any] = field(default_factory=lambda: dict(steps=450, lr=3e-3, lookahead_layer=1))
+    sharer_lm: dict[str, Any] = field(default_factory=lambda: dict(steps=850, lr=3e-3, lookahead_layer=1))
     fuser: dict[str, Any] = field(default_factory=lambda: dict(
         steps=600, batch_size=32, lr=1e-3, warmup_steps=20, hidden_dim=128, intermediate_dim=128, dropout=0.1,
         gate_init=3.0, eval_split=0.0, max_length=128, log_every=50))
