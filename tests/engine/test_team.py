@@ -236,3 +236,12 @@ def test_overlapped_prefills_give_the_same_answer_and_time_every_sharer(team):
     phases = {(p.name, p.sharer): p for p in overlapped.timing.phases}
     assert {("sharer_prefill", "A"), ("sharer_prefill", "B"), ("receiver_prefill", "")} <= set(phases)
     assert all(p.end >= p.start for p in phases.values())
+
+
+def test_relay_plus_fusion_reads_every_hint_over_the_cache_fused_from_every_sharer(team):
+    relay = Engine(team).answer(Mode.RELAY, QUESTION, SHORT)
+    hybrid = Engine(team).answer("hybrid", QUESTION, SHORT)
+    assert hybrid.hints == relay.hints and hybrid.hint == relay.hint
+    assert {f.sharer for f in hybrid.fusion} == {"A", "B"} and hybrid.sharers == ["A", "B"]
+    # two sharer prefills each (the hint's prompt, then the answer prompt fusion reads), each its own phase
+    assert [p.sharer for p in hybrid.timing.phases if p.name == "sharer_prefill"] == ["A", "B", "A", "B"]
