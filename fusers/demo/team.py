@@ -266,9 +266,9 @@ class TeamRecipe:
         "A": dict(arch="llama", hidden_size=160, layers=5, heads=5, kv_heads=5, head_dim=32, intermediate_size=448),
         "B": dict(arch="qwen2", hidden_size=128, layers=4, heads=4, kv_heads=4, intermediate_size=384),
     })
-    sharer_lm: dict[str, Any] = field(default_factory=lambda: dict(steps=850, lr=3e-3, lookahead_layer=1))
+    sharer_lm: dict[str, Any] = field(default_factory=lambda: dict(steps=650, lr=3e-3, lookahead_layer=1))
     fuser: dict[str, Any] = field(default_factory=lambda: dict(
-        steps=600, batch_size=32, lr=1e-3, warmup_steps=20, hidden_dim=128, intermediate_dim=128, dropout=0.1,
+        steps=500, batch_size=32, lr=1e-3, warmup_steps=20, hidden_dim=128, intermediate_dim=128, dropout=0.1,
         gate_init=3.0, eval_split=0.0, max_length=128, log_every=50))
 
     def to_dict(self) -> dict[str, Any]:
@@ -287,8 +287,12 @@ def log(message: str) -> None:
 
 
 def build(out: Path, recipe: TeamRecipe, demo: Path | None = None, work: Path | None = None,
-          evaluate_limit: int | None = EVAL_LIMIT) -> dict[str, Any]:
-    """Build the team folder ``out`` from the demo pair in ``demo`` (default: the shipped one)."""
+          evaluate_limit: int | None = EVAL_LIMIT, reuse: Path | None = None) -> dict[str, Any]:
+    """Build the team folder ``out`` from the demo pair in ``demo`` (default: the shipped one).
+
+    ``reuse``: a folder with models an earlier run of this recipe trained (``receiver``, ``sharer_A``,
+    ``sharer_B``, e.g. a run's ``--work`` staging folder, or :func:`train_specialist` run on its own): those
+    stages are copied instead of trained, and the manifest says so."""
     import tokenizers
     import torch
     import transformers
@@ -296,7 +300,7 @@ def build(out: Path, recipe: TeamRecipe, demo: Path | None = None, work: Path | 
     from ..pair import ModelSpec, load_model
     from ..train import TrainConfig
     from ..train.team import train_team
-    from .build import Workshop, new_model, pretrain_model, save_model
+    from .build import Workshop, pretrain_model, save_model
 
     torch.set_num_threads(recipe.threads)
     demo = demo_root() if demo is None else Path(demo)
@@ -306,26 +310,35 @@ def build(out: Path, recipe: TeamRecipe, demo: Path | None = None, work: Path | 
     world = World.load(demo / WORLD_NAME)
     shutil.copy(demo / WORLD_NAME, staging / WORLD_NAME)
 
+    reused = []
+
+    def reusable(folder: str) -> bool:
+        if reuse is None or not (Path(reuse) / folder / "config.json").is_file():
+            return False
+        shutil.copytree(Path(reuse) / folder, staging / folder)
+        reused.append(folder)
+        log(f"{folder}: reused from {reuse}")
+        return True
+
     t = time.perf_counter()
     receiver = load_model(ModelSpec(str(demo / RECEIVER_DIR), "cpu", "float32"), "receiver")
     tokenizer = receiver.tokenizer
-    model = receiver.model
-    for p in model.parameters():
-        p.requires_grad_(True)
-    histories["receiver"] = pretrain_model("receiver", model, tokenizer, TeamReceiverCurriculum(world, RECEIVER_MIX),
-                                           recipe.receiver_lm, recipe.seed + 21)
-    save_model(model, tokenizer, staging / RECEIVER_DIR)
-    del receiver, model
+    if not reusable(RECEIVER_DIR):
+        model = receiver.model
+        for p in model.parameters():
+            p.requires_grad_(True)
+        histories["receiver"] = pretrain_model("receiver", model, tokenizer,
+                                               TeamReceiverCurriculum(world, RECEIVER_MIX), recipe.receiver_lm,
+                                               recipe.seed + 21)
+        save_model(model, tokenizer, staging / RECEIVER_DIR)
+        del model
+    del receiver
     lap("receiver", t)
 
-    for offset, (name, relations) in enumerate(SPECIALISTS.items(), start=1):
+    for name in SPECIALISTS:
         t = time.perf_counter()
-        model = new_model(recipe.sharers[name], tokenizer, recipe.seed + 30 + offset)
-        histories[f"sharer_{name}"] = pretrain_model(
-            f"sharer {name}", model, tokenizer, SpecialistCurriculum(world, relations, SPECIALIST_MIX),
-            recipe.sharer_lm, recipe.seed + 40 + offset)
-        save_model(model, tokenizer, staging / f"sharer_{name}")
-        del model
+        if not reusable(f"sharer_{name}"):
+            histories[f"sharer_{name}"] = train_specialist(name, recipe, world, tokenizer, staging)
         lap(f"sharer_{name}", t)
 
     t = time.perf_counter()
@@ -372,11 +385,24 @@ def build(out: Path, recipe: TeamRecipe, demo: Path | None = None, work: Path | 
         "training": {name: (h[-1] if h else None) for name, h in histories.items()},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "tokenizers": tokenizers.__version__},
-        "evaluate_limit": evaluate_limit,
+        "evaluate_limit": evaluate_limit, "reused": reused,
     }
     shop.finish(out, manifest)
     print(format_table(metrics))
     return manifest
+
+
+def train_specialist(name: str, recipe: TeamRecipe, world: World, tokenizer: Any, out: Path) -> list:
+    """Pre-train specialist ``name`` from scratch and save it to ``out/sharer_NAME``; returns its history."""
+    from .build import new_model, pretrain_model, save_model
+
+    offset = list(SPECIALISTS).index(name) + 1
+    model = new_model(recipe.sharers[name], tokenizer, recipe.seed + 30 + offset)
+    history = pretrain_model(f"sharer {name}", model, tokenizer,
+                             SpecialistCurriculum(world, SPECIALISTS[name], SPECIALIST_MIX), recipe.sharer_lm,
+                             recipe.seed + 40 + offset)
+    save_model(model, tokenizer, out / f"sharer_{name}")
+    return history
 
 
 def team_root() -> Path:
@@ -476,12 +502,26 @@ def main(argv: list[str] | None = None) -> int:
                               EVAL_LIMIT, f"questions per split in the final evaluation (default {EVAL_LIMIT}; 0: all)")
     parser.add_argument("--demo", default=None, help="the demo pair to start from (default: the shipped one)")
     parser.add_argument("--scale", type=float, default=1.0, help="every step count times this (a quick trial: 0.05)")
+    parser.add_argument("--reuse", default=None, help="a folder with models an earlier run trained (receiver, "
+                        "sharer_A, sharer_B): copied instead of trained")
+    parser.add_argument("--specialist", choices=list(SPECIALISTS), default=None,
+                        help="only pre-train this specialist into --out (to train the two at once, in two processes)")
     args = parser.parse_args(argv)
     recipe = TeamRecipe(seed=args.seed, threads=args.threads)
     if args.scale != 1.0:
         recipe = recipe.scaled(args.scale)
+    if args.specialist:
+        import torch
+
+        from ..pair import ModelSpec, load_model
+
+        torch.set_num_threads(recipe.threads)
+        demo = demo_root() if args.demo is None else Path(args.demo)
+        tokenizer = load_model(ModelSpec(str(demo / RECEIVER_DIR), "cpu"), "receiver").tokenizer
+        train_specialist(args.specialist, recipe, World.load(demo / WORLD_NAME), tokenizer, Path(args.out))
+        return 0
     build(Path(args.out) if args.out else team_root(), recipe, Path(args.demo) if args.demo else None,
-          Path(args.work) if args.work else None, args.eval_limit or None)
+          Path(args.work) if args.work else None, args.eval_limit or None, Path(args.reuse) if args.reuse else None)
     return 0
 
 
