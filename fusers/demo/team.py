@@ -92,13 +92,14 @@ def pairs() -> list[tuple[Relation, Relation]]:
 
 
 def eval_facts(world: World, split: str) -> list[TeamFact]:
-    """Every fact of one split, in a fixed order (``both``: one question per country, the relation pairs in turn)."""
+    """Every fact of one split, in a fixed order, relation by relation, so that a sample spread evenly over it
+    asks every relation (``both``: one question per country, the relation pairs in turn)."""
     if split in ("A", "B"):
         return [TeamFact(RELATION_BY_NAME[r].ask(c), (world.facts[c][r],), split)
-                for c in world.split_countries("b") for r in SPECIALISTS[split]]
+                for r in SPECIALISTS[split] for c in world.split_countries("b")]
     if split == "unseen":
         return [TeamFact(RELATION_BY_NAME[r].ask(c), (world.facts[c][r],), split)
-                for c in world.split_countries("c") for r in SPECIALISTS["A"] + SPECIALISTS["B"]]
+                for r in SPECIALISTS["A"] + SPECIALISTS["B"] for c in world.split_countries("c")]
     combos = pairs()
     out = []
     for i, c in enumerate(world.split_countries("b")):

@@ -33,6 +33,14 @@ def test_the_splits_ask_what_only_one_sharer_knows_both_and_what_no_fuser_saw():
         assert all(any(country in f.question for country in b) for f in splits[split])
     assert all(any(country in f.question for country in c) for f in splits["unseen"])
     assert all(len(f.values) == 2 for f in splits["both"])
+    # a sample spread evenly over a split (--limit) asks every relation of it, not only the first
+    from fusers.demo.evaluate import sample
+
+    for split, relations in (("A", SPECIALISTS["A"]), ("B", SPECIALISTS["B"]),
+                             ("unseen", SPECIALISTS["A"] + SPECIALISTS["B"])):
+        asked = {r for f in sample(splits[split], 30) for r in relations
+                 if RELATION_BY_NAME[r].questions[0].split("{c}")[0] in f.question}
+        assert asked == set(relations), split
     # the team fuser never sees a country of split c, and sees questions that need both
     text = " ".join(m["content"] for r in team_conversations(w) for m in r["messages"])
     assert not any(country in text for country in c)
