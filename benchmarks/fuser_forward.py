@@ -10,7 +10,8 @@ another (``paths_per_pass = 1``, as the reference does); ``batched`` runs them a
 the same run, interleaved, device-synchronised; medians reported, with the largest difference between their
 outputs. On a CUDA device ``captured`` runs the batched pass as a replayed CUDA graph (fusers.fuser_graphs, what
 loading a pair on a GPU sets up), copies in and out included. Goals: batched / per-path <= 0.8 (CPU float32);
-captured <= 2 ms (GPU bfloat16).
+captured <= 2 ms (GPU bfloat16). ``replay_s``: the captured pass's replay alone, by CUDA events: what fusing in
+place over the static caches costs (``Fuser.fuse_static``).
 """
 
 from __future__ import annotations
@@ -124,6 +125,17 @@ def run(setup: str, device: torch.device, dtype_name: str, rounds: int) -> dict:
     }
     out["batched_over_per_path"] = out["batched_s"] / out["per_path_s"]
     if graphs is not None:
+        # the captured pass alone, as fusing in place over the static caches runs it (no copies in or out, no
+        # gate read): device time of the replay, by CUDA events
+        replay = graphs._by_length[128].graph
+        starts, ends = [torch.cuda.Event(enable_timing=True) for _ in range(rounds)], \
+            [torch.cuda.Event(enable_timing=True) for _ in range(rounds)]
+        for a, b in zip(starts, ends):
+            a.record()
+            replay.replay()
+            b.record()
+        torch.cuda.synchronize(device)
+        out["replay_s"] = statistics.median(a.elapsed_time(b) / 1000 for a, b in zip(starts, ends))
         out["captured_s"] = statistics.median(times["captured"])
         out["captured_over_batched"] = out["captured_s"] / out["batched_s"]
         out["captured_max_abs_diff"] = max(float((a - b).abs().max()) for pa, pb in

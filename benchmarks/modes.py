@@ -22,9 +22,10 @@ logits.
 one after another (``Fuser.paths_per_pass = 1``) and batched (the default), and reports each one's
 TTFT, total and fuse phase. ``--device cuda`` builds the models on the GPU.
 
-``--decode graphs,generate`` runs each set-up twice: with each model's decode step captured in a CUDA graph on a
-static cache (``Pair.prepare_decoding``, what loading does on a GPU; elsewhere it falls back and says so) and
-with transformers' generate. Each run also reports what the capture cost, the first answer after the load
+``--decode compiled,graphs,generate`` runs each set-up once per way of decoding: each model's decode step
+compiled (torch.compile) and captured in a CUDA graph on a static cache, its prefills captured per padded length
+and the fuser's pass captured over the static caches (``Pair.prepare_decoding``, what loading does on a GPU;
+elsewhere it falls back and says so); the same without compiling; and transformers' generate. Each run also reports what the capture cost, the first answer after the load
 (the load's own warm-up done, as the app does) over later ones, and the receiver's TTFT over a plain forward's
 (the prompt through the model and an argmax, no engine around it).
 """
@@ -169,7 +170,7 @@ def run_setup(name: str, dtype_name: str, rounds: int, long_hint: bool, device: 
     dtype = getattr(torch, dtype_name)
     pair, messages = build_setup(name, dtype, device=device)
     t0 = time.perf_counter()
-    paths = pair.prepare_decoding(cuda_graphs=decode == "graphs")  # what loading does
+    paths = pair.prepare_decoding(cuda_graphs=decode != "generate", compile=decode == "compiled")  # as loading
     capture_s = time.perf_counter() - t0
     engine = Engine(pair)
     settings = GenerationSettings(max_new_tokens=NEW_TOKENS, hint_max_new_tokens=NEW_TOKENS, ignore_eos=True)
@@ -293,7 +294,8 @@ def main() -> int:
     parser.add_argument("--variants", action="store_true",
                         help="also cache fusion with sequential / overlapped prefills and per-path / batched fusers")
     parser.add_argument("--decode", default="generate",
-                        help="comma-separated: graphs (static caches in CUDA graphs, where a GPU allows), generate")
+                        help="comma-separated: compiled (static caches, compiled steps in CUDA graphs, where a GPU "
+                             "allows), graphs (the same, not compiled), generate")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from fusers.devices import resolve_device

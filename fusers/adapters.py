@@ -18,11 +18,12 @@ quantization grid.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .errors import AdapterError, AdapterMismatchError, ModelLoadError
 
@@ -78,14 +79,11 @@ def resolve(source: str, adapter: str | Path | None, role: str) -> ModelSource:
 
 
 def _bundled_or(name: str) -> str:
-    """A bundled real model's file name (``SmolLM2-135M-Instruct.Q4_1.gguf``) as its installed path; any other
-    source as it is."""
-    from . import real_models
+    """A bundled model's recorded name (``SmolLM2-135M-Instruct.Q4_1.gguf``, ``c2c-demo/receiver``) as its installed
+    path; any other source as it is (fusers.sources.local_source)."""
+    from .sources import local_source
 
-    if Path(name).expanduser().exists():
-        return name  # a file of that name right here wins
-    bundled = real_models.bundled(name)
-    return str(bundled) if bundled is not None else name
+    return local_source(name)
 
 
 def base_of(folder: Path, role: str) -> str:
@@ -106,8 +104,10 @@ def apply(model: "PreTrainedModel", folder: Path, role: str, base: str, quantize
     Raises AdapterMismatchError, naming the adapter and the base, when the adapter's target modules
     are not in the model or its weights have other shapes than the model's layers need.
     """
+    from .libraries import import_peft
+
     try:
-        import peft
+        peft = import_peft()
         from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
     except ImportError as exc:
         raise ModelLoadError(f"Loading the {role} adapter {folder} needs peft: pip install peft ({exc}).") from exc
@@ -162,3 +162,43 @@ def apply(model: "PreTrainedModel", folder: Path, role: str, base: str, quantize
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def adapter_names(model: "PreTrainedModel") -> list[str]:
+    """The LoRA adapters held beside ``model``'s weights (not merged), in the order they were loaded."""
+    from peft.tuners.lora import LoraLayer
+
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            return list(module.lora_A.keys())
+    return []
+
+
+@contextlib.contextmanager
+def adapter_rows(model: "PreTrainedModel", names: "Sequence[str | None] | None") -> "Iterator[None]":
+    """Inside it, each row of ``model``'s batch runs through the LoRA adapter named for it (peft's mixed adapter
+    batches: every adapter beside one copy of the base weights); a None row runs through the active one. With
+    ``names`` None, nothing changes. Used to train a fuser on a sharer whose adapter switches from one example
+    to the next."""
+    if names is None:
+        yield
+        return
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    held = layers[0].lora_A.keys() if layers else set()
+    unknown = sorted({n for n in names if n is not None} - set(held))
+    if unknown:
+        raise AdapterError(f"The sharer holds no adapter named {', '.join(map(repr, unknown))} (it holds "
+                           f"{', '.join(map(repr, held)) or 'none'}); load it beside the others first.")
+    rows = [n if n is not None else layers[0].active_adapters[0] for n in names]
+
+    def pre_hook(module: Any, args: Any, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return args, {**kwargs, "adapter_names": rows}
+
+    hooks = [m.register_forward_pre_hook(pre_hook, with_kwargs=True) for m in layers]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()

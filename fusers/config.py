@@ -9,9 +9,18 @@ from typing import Any, ClassVar, TypeVar
 C = TypeVar("C", bound="ConfigBase")
 
 
-def option(default: Any, text: str, group: str | None = None) -> Any:
-    """A dataclass field with help text (the CLI builds its options from it), in an optional help group."""
-    metadata = {"help": text} if group is None else {"help": text, "group": group}
+def option(default: Any, text: str, group: str | None = None, choices: tuple[str, ...] | None = None,
+           aliases: tuple[str, ...] = ()) -> Any:
+    """A dataclass field with help text (the CLI builds its options from it), in an optional help group, the
+    values it takes where they are a closed list (the CLI's choices, the app's menus), and older option names
+    that still work."""
+    metadata: dict[str, Any] = {"help": text}
+    if group is not None:
+        metadata["group"] = group
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    if aliases:
+        metadata["aliases"] = tuple(aliases)
     return dataclasses.field(default=default, metadata=metadata)
 
 

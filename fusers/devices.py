@@ -9,13 +9,13 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from .errors import ModelLoadError
+from .vocabulary import DTYPES
 
 if TYPE_CHECKING:  # torch is imported lazily: `c2c --help` and the app's first paint stay fast
     import torch
 
 T = TypeVar("T")
 U = TypeVar("U")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
 
 

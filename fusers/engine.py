@@ -7,21 +7,21 @@ an :class:`Answer` with a :class:`~fusers.timing.Timing` record.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import queue
 import random
 import threading
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .alignment import TokenAligner
+from .answers import Answer, Event, PhaseEvent, TokenEvent, stream  # noqa: F401  (re-exported from here too)
 from .chat import check_messages, encode, find_stop, user
 from .devices import PeakMemory, overlapped
 from .errors import ContextLengthError, ModeUnavailableError, PairMismatchError
-from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill
-from .timing import Recorder, Timing
+from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill, seeded
+from .relay import RELAY_ANSWER_PROMPT, RELAY_CONTEXT_PROMPT, relay_turns as _relay_turns  # noqa: F401 (re-exported)
+from .static_decode import StaticPrefix
+from .timing import Recorder, decode_rate
+from .vocabulary import MODE_LABELS, PREFILLS, Mode  # noqa: F401  (re-exported: fusers.engine.Mode)
 
 if TYPE_CHECKING:
     import torch
@@ -31,103 +31,13 @@ if TYPE_CHECKING:
     from .team import TeamMember
 
 
-class Mode(str, Enum):
-    RECEIVER = "receiver"
-    SHARER = "sharer"
-    RELAY = "relay"
-    FUSION = "fusion"
-    HYBRID = "hybrid"  # text relay's hint and cache fusion's fused cache together
-
-    @property
-    def label(self) -> str:
-        return MODE_LABELS[self]
-
-    @property
-    def writes_hint(self) -> bool:
-        """The sharer writes a hint that the receiver reads in its prompt (the answer carries it)."""
-        return self in (Mode.RELAY, Mode.HYBRID)
-
-    @property
-    def needs_fuser(self) -> bool:
-        """The receiver's cache is fused from the sharer's: unavailable without a fuser."""
-        return self in (Mode.FUSION, Mode.HYBRID)
-
-
-# how cache fusion runs its two prefills: at the same time where a GPU takes part, or always, or one by one
-PREFILLS = ("auto", "overlap", "sequential")
-
-MODE_LABELS = {
-    Mode.RECEIVER: "Receiver alone",
-    Mode.SHARER: "Sharer alone",
-    Mode.RELAY: "Text relay",
-    Mode.FUSION: "Cache fusion",
-    Mode.HYBRID: "Relay + fusion",
-}
-
-# The reference's text-relay prompts (the paper's "T2T" baseline).
-RELAY_CONTEXT_PROMPT = (
-    "In one clear sentence, describe the most essential background knowledge needed to answer the question:"
-    "\n\n{question}\n\nDo NOT directly solve or give answer to the question."
-)
-RELAY_ANSWER_PROMPT = "Based on the background, accurately answer the question:\n\n{question}"
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    mode: Mode
-    part: str  # "hint" (the sharer's, in text relay and relay + fusion) or "answer"
-    token_id: int
-    text: str  # the text this token adds
-    elapsed: float  # seconds since the run began
-    sharer: str = ""  # a team's hint tokens: which sharer writes them (fusers.team); else ""
-
-
-@dataclass(frozen=True)
-class PhaseEvent:
-    mode: Mode
-    phase: str  # one of fusers.timing.PHASES
-    start: float
-    end: float | None  # None when the phase begins
-    sharer: str = ""  # a team's sharer phases (prefill, hint, fuse): which sharer's; else ""
-
-
-Event = Union[TokenEvent, PhaseEvent]
-
-
-@dataclass
-class Answer:
-    mode: Mode
-    text: str
-    token_ids: list[int]  # generated ids only, final end-of-sequence excluded
-    timing: Timing
-    finish_reason: str  # "eos", "length" or "cancelled"
-    hint: str | None = None  # text relay and relay + fusion: the sharer's hint
-    hint_token_ids: list[int] | None = None
-    fusion: list[LayerFusion] | None = None  # cache fusion and relay + fusion: what each receiver layer took
-    settings: dict[str, Any] = field(default_factory=dict)
-    # a team (fusers.team): the mode as asked ("fusion:A+B"), the sharers that took part, each one's hint
-    mode_key: str = ""
-    sharers: list[str] | None = None
-    hints: dict[str, str] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "mode": self.mode_key or self.mode.value,
-            "text": self.text,
-            "token_ids": list(self.token_ids),
-            "timing": self.timing.to_dict(),
-            "finish_reason": self.finish_reason,
-        }
-        if self.hint is not None:
-            out["hint"] = self.hint
-            out["hint_token_ids"] = list(self.hint_token_ids or [])
-        if self.fusion is not None:
-            out["fusion"] = [vars(f) for f in self.fusion]
-        if self.sharers is not None:
-            out["sharers"] = list(self.sharers)
-        if self.hints is not None:
-            out["hints"] = dict(self.hints)
-        return out
+def draw_seed(settings: GenerationSettings) -> GenerationSettings:
+    """``settings`` with a seed drawn when it samples and names none, so the answer records the seed and the run
+    can be repeated: the one place a seed is drawn. Draw it once for runs that should sample alike (the app's
+    panes of one send); :meth:`Engine.answer` draws for a caller that did not."""
+    if settings.do_sample and settings.seed is None:
+        return dataclasses.replace(settings, seed=random.randrange(2**31))
+    return settings
 
 
 class _Stop(Exception):
@@ -142,35 +52,30 @@ class Engine:
             raise ValueError(f"prefills must be one of {', '.join(PREFILLS)}, got {prefills!r}")
         self.pair = pair
         self.prefills = prefills
-        self._aligners: dict[int, TokenAligner] = {}  # per fuser (a team has one per sharer)
+        self._aligner: TokenAligner | None = None
+        self._aligners: dict[int, TokenAligner] = {}  # a team's, by fuser (fusers.team_run)
 
     def overlaps_prefills(self) -> bool:
         """Whether cache fusion runs the sharer's and the receiver's prefills at the same time: by default
         (``auto``) only where the two models sit on different devices, one of them a GPU. On one GPU, two
         Python threads feeding it fought over the GIL and the launch queue: measured on an H200, overlapped
         prefills were 1.77x slower to the first token than sequential ones. On a CPU they only share its cores."""
-        return self._overlaps([self.pair.sharer])
-
-    def _overlaps(self, sharers: "Sequence[LoadedModel]") -> bool:
         if self.prefills != "auto":
             return self.prefills == "overlap"
-        receiver = self.pair.receiver.device
-        return any(s.device != receiver and "cuda" in (receiver.type, s.device.type) for s in sharers)
+        receiver, sharer = self.pair.receiver.device, self.pair.sharer.device
+        return receiver != sharer and "cuda" in (receiver.type, sharer.type)
 
     def devices(self, mode: Mode | str) -> list["torch.device"]:
         """The devices a run of ``mode`` uses, the answering model's first (the fuser sits on the receiver's)."""
-        from .team import devices, members, parse_mode, select
+        from .team import parse_mode, team_devices
 
-        mode, names = parse_mode(mode)
-        if mode is Mode.RECEIVER:
-            return [self.pair.receiver.device]
-        try:
-            chosen = select(self.pair, mode, names)
-        except ModeUnavailableError:  # a mode this pair cannot run (answer says why): the devices it would use
-            chosen = members(self.pair)
-        if mode is Mode.SHARER:
-            return [chosen[0].sharer.device]
-        return devices(self.pair, chosen)
+        if self.pair.members:  # a team: the sharers the mode names (fusers.team)
+            return team_devices(self.pair, mode)
+        mode = parse_mode(mode)[0]  # a pair's one sharer may be named too (fusion:sharer)
+        receiver, sharer = self.pair.receiver.device, self.pair.sharer.device
+        if mode in (Mode.RECEIVER, Mode.SHARER):  # one model alone
+            return [getattr(self.pair, mode.answered_by).device]
+        return [receiver] if sharer == receiver else [receiver, sharer]
 
     def available_modes(self) -> list[Mode]:
         return [m for m in Mode if not m.needs_fuser or self.pair.fuser is not None]
@@ -187,15 +92,13 @@ class Engine:
         from .team import mode_key, parse_mode, select
 
         mode, names = parse_mode(mode)  # "fusion:A+B": a team's sharers A and B
-        settings = settings or GenerationSettings()
-        if settings.do_sample and settings.seed is None:
-            # draw the seed here, so the answer records it and the run can be repeated
-            settings = dataclasses.replace(settings, seed=random.randrange(2**31))
+        settings = draw_seed(settings or GenerationSettings())
         messages = check_messages(messages)
         if mode.needs_fuser and self.pair.fuser is None:
             raise ModeUnavailableError(f"{mode.label} needs a fuser: load one with the pair (--fuser or the app's "
                                        "Fuser box).")
         chosen = [] if mode is Mode.RECEIVER else select(self.pair, mode, names)
+        self.check_fits(mode_key(mode, names), messages, settings)
         cancel = cancel or threading.Event()
 
         def emit(event: Event) -> None:
@@ -204,9 +107,9 @@ class Engine:
 
         devices = self.devices(mode_key(mode, names))
         rec = Recorder(devices, on_phase=lambda name, s, e, who="": emit(PhaseEvent(mode, name, s, e, who)))
-        run = _Run(mode, settings, rec, emit, cancel)
-        run.named = bool(self.pair.members)
-        with PeakMemory(*devices) as peak, _seeded(settings, devices):
+        run = _AnswerInProgress(mode, settings, rec, emit, cancel)
+        run.named, run.chosen = bool(self.pair.members), chosen
+        with PeakMemory(*devices) as peak, seeded(settings, devices):
             try:
                 if mode is Mode.RECEIVER:
                     self._alone(self.pair.receiver, messages, run)
@@ -214,11 +117,11 @@ class Engine:
                     run.sharer_name = chosen[0].name if run.named else ""
                     self._alone(chosen[0].sharer, messages, run)
                 elif mode is Mode.RELAY:
-                    self._alone(self.pair.receiver, self._write_hint(messages, run, chosen), run)
+                    self._alone(self.pair.receiver, self._write_hint(messages, run), run)
                 elif mode is Mode.FUSION:
-                    self._fused(messages, run, chosen)
+                    self._fused(messages, run)
                 else:  # relay + fusion: relay's answer prompt, over a fused cache
-                    self._fused(self._write_hint(messages, run, chosen), run, chosen)
+                    self._fused(self._write_hint(messages, run), run)
             except (_Stop, Interrupted):
                 run.finish_reason = "cancelled"
             finally:
@@ -229,8 +132,8 @@ class Engine:
         t.peak_memory_bytes = peak.peak_bytes
         t.peak_memory_by_device = peak.by_device
         t.tokens_out = len(run.answer_ids)
-        if len(run.token_times) > 1:
-            t.decode_tokens_per_s = (len(run.token_times) - 1) / max(run.token_times[-1] - run.token_times[0], 1e-9)
+        if run.token_times:
+            t.decode_tokens_per_s = decode_rate(len(run.token_times), run.token_times[0], run.token_times[-1])
         return Answer(
             mode=mode,
             text=run.answer_text,
@@ -246,9 +149,45 @@ class Engine:
             hints=run.hints if run.named and mode.writes_hint else None,
         )
 
+    def check_fits(self, mode: Mode | str, messages: Sequence[dict[str, str]],
+                   settings: GenerationSettings | None = None) -> None:
+        """Raise :class:`ContextLengthError`, naming the mode, the token counts and the fix, when a run of ``mode``
+        could outgrow a model's context: known from the prompt alone, before any model runs. Text relay's answer
+        prompt counts the sharer's hint at its longest (``hint_max_new_tokens``); an answer itself stops where the
+        context ends (finish reason "length")."""
+        from .team import parse_mode, select
+
+        mode, names = parse_mode(mode)
+        settings = settings or GenerationSettings()
+        receiver = self.pair.receiver
+        # a team: every sharer the mode uses (each reads as the one sharer of a pair would)
+        sharers = [m.sharer for m in select(self.pair, mode, names)] if self.pair.members and mode is not \
+            Mode.RECEIVER else [self.pair.sharer]
+        sharer = sharers[0]
+
+        def tokens(model: "LoadedModel", conversation: list[dict[str, str]]) -> int:
+            return len(encode(model.tokenizer, conversation, settings.thinking))
+
+        messages = list(messages)
+        if mode in (Mode.RECEIVER, Mode.SHARER):
+            model = receiver if mode is Mode.RECEIVER else sharer
+            _check_fits(mode, model, tokens(model, messages))
+            return
+        if mode is Mode.FUSION:  # both models read the receiver's tokens, or as many aligned sharer tokens
+            for model in (receiver, *sharers):
+                _check_fits(mode, model, tokens(receiver, messages))
+            return
+        hint_prompt, answer_prompt = _relay_turns(messages, hint="")
+        for sharer in sharers:  # the sharer writes its hint: it stops at its context
+            _check_fits(mode, sharer, tokens(sharer, hint_prompt))
+        # the receiver answers after the hint; in relay + fusion the sharer reads the same, as many (aligned) tokens
+        answer_tokens = tokens(receiver, answer_prompt)
+        for model in (receiver,) if mode is Mode.RELAY else (receiver, *sharers):
+            _check_fits(mode, model, answer_tokens, settings.hint_max_new_tokens * len(sharers))
+
     # -- modes --------------------------------------------------------------------------------------------
 
-    def _alone(self, model: "LoadedModel", messages: list[dict[str, str]], run: "_Run") -> None:
+    def _alone(self, model: "LoadedModel", messages: list[dict[str, str]], run: "_AnswerInProgress") -> None:
         run.rec.start("tokenize")
         ids = encode(model.tokenizer, messages, run.settings.thinking)
         run.rec.end("tokenize")
@@ -256,157 +195,147 @@ class Engine:
         run.rec.timing.tokens_in = len(ids)
         run.generate(model, ids, part="answer", prefill_phase=f"{model.role}_prefill")
 
-    def _write_hint(self, messages: list[dict[str, str]], run: "_Run", chosen: "list[TeamMember]"
-                    ) -> list[dict[str, str]]:
+    def _write_hint(self, messages: list[dict[str, str]], run: "_AnswerInProgress") -> list[dict[str, str]]:
         """Text relay's first step: the sharer writes its hint. Returns the conversation the receiver then
         answers (the context question, the hint as the answer to it, and the question again), which text relay
         and relay + fusion both answer, so that the two differ only by the fused cache. A team's sharers each
-        write one, in turn; the receiver reads them one after another as the answer to the context question."""
-        history, question = messages[:-1], messages[-1]["content"]
-        context_turn = {"role": "user", "content": RELAY_CONTEXT_PROMPT.format(question=question)}
-        hint_ids: list[int] = []
-        for member in chosen:
-            sharer = member.sharer
-            run.sharer_name = member.name if run.named else ""
-            run.hint_ids, run.hint_text = [], ""
-            run.rec.start("tokenize")
-            hint_prompt = encode(sharer.tokenizer, history + [context_turn], run.settings.thinking)
-            run.rec.end("tokenize")
-            _check_length(sharer, len(hint_prompt))
-            run.generate(sharer, hint_prompt, part="hint", prefill_phase="sharer_prefill")
-            run.check_cancel()
-            run.hints[member.name] = run.hint_text.strip()
-            hint_ids += run.hint_ids
-        run.sharer_name = ""
-        if len(chosen) > 1:
-            run.hint_ids, run.hint_text = hint_ids, " ".join(h for h in run.hints.values() if h)
-        return history + [
-            context_turn,
-            {"role": "assistant", "content": run.hint_text.strip()},
-            {"role": "user", "content": RELAY_ANSWER_PROMPT.format(question=question)},
-        ]
+        write one (fusers.team_run)."""
+        if run.named:
+            from .team_run import write_hints
 
-    def _fused(self, messages: list[dict[str, str]], run: "_Run", chosen: "list[TeamMember]") -> None:
-        """Cache fusion over ``messages``: the receiver and every chosen sharer prefill them, each sharer's fuser
-        fuses the receiver's cache from its sharer's (fusers.team: every fuser's residual is added), the receiver
-        decodes. Relay + fusion calls it with text relay's answer conversation."""
+            return write_hints(run, run.chosen, messages)
+        sharer = self.pair.sharer
+        run.rec.start("tokenize")
+        hint_prompt = encode(sharer.tokenizer, _relay_turns(messages)[0], run.settings.thinking)
+        run.rec.end("tokenize")
+        _check_length(sharer, len(hint_prompt))
+        run.generate(sharer, hint_prompt, part="hint", prefill_phase="sharer_prefill")
+        run.check_cancel()
+        return _relay_turns(messages, run.hint_text.strip())[1]
+
+    def _fused(self, messages: list[dict[str, str]], run: "_AnswerInProgress") -> None:
+        """Cache fusion over ``messages``: both models prefill them, the fuser fuses the receiver's cache from
+        the sharer's, the receiver decodes. Relay + fusion calls it with text relay's answer conversation. A
+        team's fusers each fuse their sharer's cache into the receiver's (fusers.team_run); a team never takes
+        the GPU's fast path (:meth:`_static_fusion` fuses one sharer)."""
         import torch
 
-        from .team import check_same_receiver_ids, fuse_team
+        if run.named:
+            from .team_run import fuse_team_run
 
-        receiver = self.pair.receiver
+            return fuse_team_run(self, messages, run, run.chosen)
+
+        pair, fuser = self.pair, self.pair.fuser
+        receiver, sharer = pair.receiver, pair.sharer
         run.rec.start("tokenize")
-        r_ids: list[int] | None = None
-        sharer_ids = []
-        for member in chosen:
-            if member.fuser.info.is_do_alignment:
-                aligned = self._get_aligner(member).align_chat(messages, run.settings.thinking)
-                m_r, m_s = aligned.receiver_ids, aligned.sharer_ids
-            else:
-                # the published Qwen pairs feed the receiver's ids, template included, to both models
-                m_r = encode(receiver.tokenizer, messages, run.settings.thinking)
-                m_s = m_r
-            if r_ids is None:
-                r_ids = m_r
-            else:
-                check_same_receiver_ids(r_ids, m_r, member.name)
-            sharer_ids.append(m_s)
+        if fuser.info.is_do_alignment:
+            aligned = self._get_aligner().align_chat(messages, run.settings.thinking)
+            r_ids, s_ids = aligned.receiver_ids, aligned.sharer_ids
+        else:
+            # the published Qwen pairs feed the receiver's ids, template included, to both models
+            r_ids = encode(receiver.tokenizer, messages, run.settings.thinking)
+            s_ids = r_ids
         run.rec.end("tokenize")
         _check_length(receiver, len(r_ids))
-        for member, s_ids in zip(chosen, sharer_ids):
-            _check_length(member.sharer, len(s_ids))
-            vocab = member.sharer.model.get_input_embeddings().num_embeddings
-            if max(s_ids) >= vocab:
-                which = f"sharer {member.name}'s" if run.named else "sharer's"
-                raise PairMismatchError(
-                    f"The receiver's token ids reach {max(s_ids)}, past the {which} vocabulary of {vocab}: these "
-                    "tokenizers differ, but the fuser does not align tokens. Use a fuser made with token alignment."
-                )
+        _check_length(sharer, len(s_ids))
+        vocab = sharer.model.get_input_embeddings().num_embeddings
+        if max(s_ids) >= vocab:
+            raise PairMismatchError(
+                f"The receiver's token ids reach {max(s_ids)}, past the sharer's vocabulary of {vocab}: these "
+                "tokenizers differ, but the fuser does not align tokens. Use a fuser made with token alignment."
+            )
         run.rec.timing.tokens_in = len(r_ids)
         run.check_cancel()
 
-        # Every model prefills all but the last prompt token; the receiver feeds that token when decoding.
-        jobs = [(member.name if run.named else "", member.sharer,
-                 torch.tensor([s_ids[:-1]], device=member.sharer.device))  # (1, N-1)
-                for member, s_ids in zip(chosen, sharer_ids)]
+        # Both models prefill all but the last prompt token; the receiver feeds that token when decoding.
+        s_input = torch.tensor([s_ids[:-1]], device=sharer.device)  # (1, N-1)
         r_input = torch.tensor([r_ids[:-1]], device=receiver.device)  # (1, N-1)
-        overlap = self._overlaps([m.sharer for m in chosen])
-        run.rec.timing.prefills = "overlapped" if overlap else "sequential"
-        if overlap:  # independent until the fuse: TTFT nears the longer prefill, not the sum
-            # sharers on another device than the receiver prefill in a worker thread, one after another; the
-            # receiver and the sharers on its device on this thread
-            away = [j for j in jobs if j[1].device != receiver.device]
-            home = [j for j in jobs if j[1].device == receiver.device]
-            if not away:  # overlap asked for on one device: the sharers in the worker, the receiver here
-                away, home = home, []
-            for who, _, _ in jobs:
-                run.rec.start("sharer_prefill", who)
+        static = self._static_fusion(r_input, s_input, run)
+        if static is not None:
+            run.generate(receiver, r_ids, part="answer", prefill_phase=None, cache=static)
+            return
+        run.rec.timing.prefills = "overlapped" if self.overlaps_prefills() else "sequential"
+        if self.overlaps_prefills():  # independent until the fuse: TTFT nears the longer prefill, not the sum
+            run.rec.start("sharer_prefill")
             run.rec.start("receiver_prefill")
-            away_out, _, home_out, _ = overlapped(
-                lambda: self._prefill_lane(away, run), away[0][1].device,
-                lambda: self._prefill_lane(home, run) + [(
-                    "", prefill(receiver.model, r_input, run.cancel), _lane_clock(receiver.device))],
-                receiver.device)
-            receiver_cache, receiver_end = home_out.pop()[1:]
-            caches = dict((who, cache) for who, cache, _ in away_out + home_out)
-            for who, _, end in away_out + home_out:
-                run.rec.end("sharer_prefill", end - run.rec.t0, sharer=who)
+            sharer_cache, sharer_end, receiver_cache, receiver_end = overlapped(
+                lambda: prefill(sharer.model, s_input, run.cancel), sharer.device,
+                lambda: prefill(receiver.model, r_input, run.cancel), receiver.device)
+            run.rec.end("sharer_prefill", sharer_end - run.rec.t0)
             run.rec.end("receiver_prefill", receiver_end - run.rec.t0)
         else:
-            caches = {}
-            for who, sharer, s_input in jobs:
-                run.rec.start("sharer_prefill", who)
-                caches[who] = prefill(sharer.model, s_input, run.cancel)
-                run.rec.end("sharer_prefill", sharer=who)
-                run.check_cancel()
+            run.rec.start("sharer_prefill")
+            sharer_cache = prefill(sharer.model, s_input, run.cancel)
+            run.rec.end("sharer_prefill")
+            run.check_cancel()
             run.rec.start("receiver_prefill")
             receiver_cache = prefill(receiver.model, r_input, run.cancel)
             run.rec.end("receiver_prefill")
         run.check_cancel()
-
-        def bracket(name: str, begins: bool) -> None:
-            who = name if run.named else ""
-            run.rec.start("fuse", who) if begins else run.rec.end("fuse", sharer=who)
-
+        run.rec.start("fuse")
         if len(r_ids) > 1:
-            parts = [(member, caches[who]) for member, (who, _, _) in zip(chosen, jobs)]
-            run.fusion = fuse_team(receiver_cache, parts, named=run.named, on_fuse=bracket)
+            run.fusion = fuser.fuse_cache(receiver_cache, sharer_cache)
         else:
-            run.rec.start("fuse")
             run.fusion = []
-            run.rec.end("fuse")
-        del caches
+        del sharer_cache
+        run.rec.end("fuse")
         run.check_cancel()
         run.generate(receiver, r_ids, part="answer", prefill_phase=None, cache=receiver_cache)
 
-    @staticmethod
-    def _prefill_lane(jobs: list, run: "_Run") -> list[tuple[str, Any, float]]:
-        """Prefill ``jobs`` (name, sharer, ids) one after another: [(name, cache, the clock when it was done)]."""
-        return [(who, prefill(sharer.model, ids, run.cancel), _lane_clock(sharer.device)) for who, sharer, ids in jobs]
+    def _static_fusion(self, r_input: "torch.Tensor", s_input: "torch.Tensor", run: "_AnswerInProgress"
+                       ) -> StaticPrefix | None:
+        """Cache fusion's prefills and fuse on the GPU's fast path, or None (nothing done) where it cannot serve:
+        both prefills replayed into the two models' static caches, one after the other (on one GPU, overlapping
+        them was slower), and the fuser's captured pass fusing the receiver's cache in place. Returns the
+        receiver's prefix, its decoder held until decoded."""
+        pair, fuser = self.pair, self.pair.fuser
+        r_dec, s_dec = pair.receiver.decoder, pair.sharer.decoder
+        n = r_input.shape[-1]
+        limit = max(run.settings.max_new_tokens, 1)
+        if (self.prefills == "overlap" or r_dec is None or s_dec is None or fuser.graphs is None or s_input.shape[-1] != n
+                or r_dec.bucket(n) is None or s_dec.bucket(n) is None or not r_dec.fits(n + 1 + limit)
+                or not fuser.graphs.serves_static(n, r_dec, s_dec)):
+            return None
+        if not s_dec.lock.acquire(blocking=False):
+            return None
+        if not r_dec.lock.acquire(blocking=False):
+            s_dec.lock.release()
+            return None
+        run.rec.timing.prefills = "sequential"
+        r_prefix = None
+        try:
+            run.rec.start("sharer_prefill")
+            s_prefix = s_dec.prefill(s_input, held=True)
+            run.rec.end("sharer_prefill")
+            run.check_cancel()
+            run.rec.start("receiver_prefill")
+            r_prefix = r_dec.prefill(r_input, held=True)
+            run.rec.end("receiver_prefill")
+            run.check_cancel()
+            run.rec.start("fuse")
+            run.fusion = fuser.fuse_static(r_prefix, s_prefix)
+            run.rec.end("fuse")
+            if run.fusion is None:
+                raise RuntimeError("the fuser's captured pass refused caches it said it serves")
+            return r_prefix
+        except BaseException:
+            if r_prefix is not None:
+                r_prefix.release()
+            else:
+                r_dec.lock.release()
+            raise
+        finally:
+            s_dec.lock.release()
 
-    def _get_aligner(self, member: "TeamMember") -> TokenAligner:
-        key = id(member.fuser)
-        if key not in self._aligners:
-            self._aligners[key] = TokenAligner(self.pair.receiver.tokenizer, member.sharer.tokenizer,
-                                               member.fuser.info.alignment_strategy)
-        return self._aligners[key]
+    def _get_aligner(self) -> TokenAligner:
+        if self._aligner is None:
+            info = self.pair.fuser.info
+            self._aligner = TokenAligner(self.pair.receiver.tokenizer, self.pair.sharer.tokenizer,
+                                         info.alignment_strategy)
+        return self._aligner
 
 
-def _lane_clock(device: "torch.device") -> float:
-    """``time.perf_counter()`` once ``device``'s current stream is done (not the whole device: the other lane of
-    overlapped prefills runs on it)."""
-    import time
-
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.current_stream(device).synchronize()
-    elif device.type == "mps":
-        torch.mps.synchronize()
-    return time.perf_counter()
-
-
-class _Run:
+class _AnswerInProgress:
     """State of one answer as it streams."""
 
     def __init__(self, mode: Mode, settings: GenerationSettings, rec: Recorder, emit: Callable[[Event], None],
@@ -420,6 +349,7 @@ class _Run:
         self.finish_reason = "length"
         self.fusion: list[LayerFusion] | None = None
         self.named = False  # a team's run: phases, hint tokens and gates name their sharer
+        self.chosen: list[TeamMember] = []  # the team's sharers this run uses
         self.sharer_name = ""  # the sharer now prefilling or writing its hint (a team's)
         self.hints: dict[str, str] = {}  # each sharer's hint (text relay, relay + fusion)
 
@@ -439,14 +369,29 @@ class _Run:
         is_hint = part == "hint"
         limit = self.settings.hint_max_new_tokens if is_hint else self.settings.max_new_tokens
         limit = max(1, min(limit, model.context_length - len(ids)))
-        detok = Detokenizer(model.tokenizer)
-        eos = set() if self.settings.ignore_eos else set(model.eos_token_ids)
         who = self.sharer_name if model.role == "sharer" else ""
         if prefill_phase is not None:  # the prompt but its last token, as cache fusion prefills it
             self.rec.start(prefill_phase, who)
-            cache = prefill(model.model, torch.tensor([ids[:-1]], device=model.device), self.cancel)  # (1, N-1)
+            prompt = torch.tensor([ids[:-1]], device=model.device)  # (1, N-1)
+            # into the static cache by a captured prefill where one serves (it holds the decoder until decoded)
+            static = model.decoder.prefill(prompt) if model.decoder is not None and model.decoder.fits(
+                len(ids) + limit) else None
+            cache = static or prefill(model.model, prompt, self.cancel)
             self.rec.end(prefill_phase, sharer=who)
-            self.check_cancel()
+        try:
+            self._decode(model, ids, cache, is_hint, limit, who)
+        finally:
+            if isinstance(cache, StaticPrefix):  # cancelled or failed before decoding it: free the decoder
+                cache.release()
+
+    def _decode(self, model: "LoadedModel", ids: list[int], cache: Any, is_hint: bool, limit: int,
+                who: str = "") -> None:
+        import torch
+
+        self.check_cancel()
+        part = "hint" if is_hint else "answer"
+        detok = Detokenizer(model.tokenizer)
+        eos = set() if self.settings.ignore_eos else set(model.eos_token_ids)
         self.rec.start("hint" if is_hint else "decode", who)  # from the last prompt token on, the first step included
         first = True
         hit_eos = False
@@ -525,62 +470,24 @@ def warm_up(pair: "Pair", cancel: threading.Event | None = None) -> None:
         engine.answer(mode, messages, settings, cancel=cancel)
 
 
+def _check_fits(mode: Mode, model: "LoadedModel", prompt: int, hint: int = 0) -> None:
+    """Refuse a run of ``mode`` whose ``model`` would read ``prompt`` tokens (and a hint of up to ``hint`` more)
+    with no room left in its context for an answer."""
+    total = prompt + hint
+    if total < model.context_length:
+        return
+    said = (f"the prompt is {prompt} tokens" if not hint else
+            f"the prompt with text relay's instructions is {prompt} tokens and the sharer's hint up to {hint} more "
+            f"({total} in all)")
+    fix = "shorten the prompt or clear the conversation" + (
+        ", or lower the hint's max new tokens" if hint else "")
+    raise ContextLengthError(f"{mode.label}: {said}, but the {model.role}'s context holds {model.context_length}; "
+                             f"{fix}.")
+
+
 def _check_length(model: "LoadedModel", n_tokens: int) -> None:
     if n_tokens >= model.context_length:
         raise ContextLengthError(
             f"The prompt is {n_tokens} tokens, but the {model.role}'s context holds {model.context_length}; "
             "shorten the prompt or clear the conversation."
         )
-
-
-# torch's sampling RNG is process-wide: runs that sample take turns, so concurrent runs stay reproducible
-_SAMPLING_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _seeded(settings: GenerationSettings, devices: "list[torch.device]") -> Iterator[None]:
-    """Sampling draws from a private RNG state seeded per run; greedy runs leave RNG alone."""
-    if not settings.do_sample:
-        yield
-        return
-    import torch
-
-    gpus = [d.index for d in devices if d.type == "cuda"]
-    with _SAMPLING_LOCK, torch.random.fork_rng(devices=gpus):
-        torch.manual_seed(settings.seed)
-        yield
-
-
-_DONE = object()
-
-
-def stream(
-    engine: Engine,
-    mode: Mode | str,
-    messages: Sequence[dict[str, str]],
-    settings: GenerationSettings | None = None,
-) -> Iterator[Event | Answer]:
-    """Iterate a run's events, then its :class:`Answer`. Closing the iterator early cancels the run."""
-    events: "queue.Queue[Any]" = queue.Queue()
-    cancel = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            outcome["answer"] = engine.answer(mode, messages, settings, on_event=events.put, cancel=cancel)
-        except BaseException as exc:  # handed to the consumer's thread below
-            outcome["error"] = exc
-        finally:
-            events.put(_DONE)
-
-    thread = threading.Thread(target=work, name="c2c-stream", daemon=True)
-    thread.start()
-    try:
-        while (item := events.get()) is not _DONE:
-            yield item
-    finally:
-        cancel.set()
-        thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    yield outcome["answer"]

@@ -16,6 +16,14 @@ class ModelLoadError(C2CError):
     """A receiver or sharer could not be loaded (missing folder, bad id, no GPU...)."""
 
 
+class ModelFileError(ModelLoadError):
+    """A model file is not what its name says (a .gguf file that is no GGUF file) or cannot be read."""
+
+
+class OfflineModelError(ModelLoadError):
+    """A model named by a Hub id is nowhere on this machine, and the Hub cannot be reached (or is switched off)."""
+
+
 class UnsupportedModelError(ModelLoadError):
     """A model this project cannot use: a GGUF architecture transformers cannot read, or layers without
     keys and values of their own, which cache fusion cannot fuse."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -17,7 +17,21 @@ from .projector import C2CProjector, ProjectorConfig, gate_open, stacked_residua
 if TYPE_CHECKING:
     from transformers import Cache, PretrainedConfig
 
-    from .fuser_graphs import FuserGraphs
+
+
+class CapturedFuse(Protocol):
+    """What ``Fuser.graphs`` holds: fuse_cache's passes captured in CUDA graphs (fusers.fuser_graphs.FuserGraphs,
+    which builds on this module, as fusers.static_decode does: named here by what the fuser calls, not imported).
+    A ``StaticPrefix`` is fusers.static_decode's prompt prefilled into a decoder's static cache."""
+
+    def fuse(self, receiver_cache: "Cache", sharer_cache: "Cache") -> tuple[list[torch.Tensor], list[bool]] | None:
+        ...
+
+    def fuse_static(self, receiver: Any, sharer: Any) -> tuple[list[torch.Tensor], list[bool]] | None:
+        ...
+
+    def serves_static(self, n: int, receiver: Any, sharer: Any) -> bool:
+        ...
 
 ALIGNMENT_STRATEGIES = ("first", "longest")
 KV = tuple[torch.Tensor, torch.Tensor]
@@ -93,7 +107,7 @@ class Fuser(nn.Module):
         self.info = info
         self.paths_per_pass: int | None = None  # see fuse()
         self._packs: dict[tuple, _Pack] = {}  # projector shape -> its paths' weights, stacked (see _stacks)
-        self.graphs: "FuserGraphs | None" = None  # fuse_cache's passes captured in CUDA graphs (fusers.fuser_graphs)
+        self.graphs: CapturedFuse | None = None  # fuse_cache's passes captured in CUDA graphs (fusers.fuser_graphs)
         if sorted(link.fuser_index for link in layer_map) != sorted(set(link.fuser_index for link in layer_map)):
             # one projector may not serve two receiver layers: its gate statistics would be ambiguous
             raise ValueError("the layer map uses a fuser index twice")
@@ -326,7 +340,7 @@ class Fuser(nn.Module):
         dropout, whatever mode the module is in); return per-layer statistics."""
         captured = self.graphs.fuse(receiver_cache, sharer_cache) if self.graphs is not None else None
         if captured is not None:
-            return self._layer_stats(*captured)
+            return self._layer_fusions(*captured)
         fused, stats = self.fuse_kv(cache_kv(receiver_cache), cache_kv(sharer_cache))
         for layer, (k, v) in zip(receiver_cache.layers, fused):
             layer.keys, layer.values = k, v
@@ -342,9 +356,17 @@ class Fuser(nn.Module):
             fused, weights = self.fuse(receiver_kv, sharer_kv)
         finally:
             self.train(was_training)
-        return fused, self._layer_stats(weights, self._gate_flags())
+        return fused, self._layer_fusions(weights, self._gate_flags())
 
-    def _layer_stats(self, weights: list[torch.Tensor], gates: list[bool]) -> list[LayerFusion]:
+    @torch.no_grad()
+    def fuse_static(self, receiver: Any, sharer: Any) -> list[LayerFusion] | None:
+        """Fuse the receiver's static cache in place from the sharer's (two fusers.static_decode.StaticPrefix: both
+        prefilled there), by a pass captured over the two caches (fusers.fuser_graphs); None where none can serve, and
+        nothing done: copy the caches out and call :meth:`fuse_cache`."""
+        captured = self.graphs.fuse_static(receiver, sharer) if self.graphs is not None else None
+        return None if captured is None else self._layer_fusions(*captured)
+
+    def _layer_fusions(self, weights: list[torch.Tensor], gates: list[bool]) -> list[LayerFusion]:
         values = torch.stack(weights).tolist() if weights else []
         return [
             LayerFusion(link.receiver_layer, link.sharer_layer, gates[2 * i], gates[2 * i + 1],

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator
 from .config import ConfigBase, option
 from .errors import SettingsError
 from .libraries import cache_kwargs
+from .static_decode import StaticPrefix
 
 if TYPE_CHECKING:
     import torch
@@ -31,8 +32,8 @@ class GenerationSettings(ConfigBase):
     config_name: ClassVar[str] = "generation settings"
     config_error: ClassVar[type[Exception]] = SettingsError
 
-    max_new_tokens: int = option(256, "Most tokens in an answer.")
-    do_sample: bool = option(False, "Sample instead of greedy decoding.")
+    max_new_tokens: int = option(128, "Most tokens in an answer.")
+    do_sample: bool = option(False, "Sample instead of greedy decoding.", aliases=("--sample",))
     temperature: float = option(0.7, "Sampling temperature (> 0); only when sampling.")
     top_p: float = option(0.8, "Nucleus sampling mass in (0, 1]; only when sampling.")
     top_k: int = option(20, "Keep the k most likely tokens (0 = all); only when sampling.")
@@ -209,6 +210,14 @@ def decode(
         return bool(cancel and cancel.is_set()) or bool(stop and stop.is_set())
 
     n = input_ids.shape[-1]
+    if isinstance(cache, StaticPrefix):  # prefilled in the decoder's static cache, the decoder held for us
+        try:
+            if on_path is not None:
+                on_path(STATIC_PATH if cache.decoder.graph is not None else "static cache")
+            cache.decoder.decode(input_ids, cache, config, collect, should_stop)
+        finally:
+            cache.release()
+        return _without_final_eos(out_ids, settings, eos)
     if (static is not None and cache is not None and cache.get_seq_length() == n - 1
             and static.fits(n + max_new_tokens) and static.lock.acquire(blocking=False)):
         try:
@@ -276,3 +285,21 @@ class Detokenizer:
             delta = text[common:]
         self.text = text
         return delta
+
+
+# torch's sampling RNG is process-wide: runs that sample take turns, so concurrent runs stay reproducible
+_SAMPLING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def seeded(settings: GenerationSettings, devices: "list[torch.device]") -> Iterator[None]:
+    """Sampling draws from a private RNG state seeded per run; greedy runs leave RNG alone."""
+    if not settings.do_sample:
+        yield
+        return
+    import torch
+
+    gpus = [d.index for d in devices if d.type == "cuda"]
+    with _SAMPLING_LOCK, torch.random.fork_rng(devices=gpus):
+        torch.manual_seed(settings.seed)
+        yield

@@ -45,6 +45,18 @@ def import_bitsandbytes() -> ModuleType:
     return bitsandbytes
 
 
+def import_peft() -> ModuleType:
+    """``import peft``, without the Hub: peft imports bitsandbytes where it is installed, which would ask the Hub
+    for a kernel (see :func:`import_bitsandbytes`), so bitsandbytes is imported first, the quiet way."""
+    try:
+        import_bitsandbytes()
+    except ImportError:
+        pass  # peft works without it (no quantized base)
+    import peft
+
+    return peft
+
+
 def quiet_libraries() -> None:
     """Silence known-harmless noise (see platform-facts.md) so real warnings stay visible."""
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)

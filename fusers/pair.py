@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import os
 import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from . import gguf
+from . import gguf, quantization
 from .chat import PLAIN_FORMAT_NAME, PLAIN_PROMPT_TEMPLATE, PLAIN_STOP_STRINGS
 from .config import ConfigBase, option
-from .devices import (DEVICES_HELP, dtype_name, file_backed, numbered, release_freed_memory, resolve_device,
-                      resolve_dtype)
-from .errors import C2CError, Cancelled, ModelLoadError, TrainingError, UnsupportedModelError
+from .devices import DEVICES_HELP, dtype_name, numbered, release_freed_memory, resolve_device, resolve_dtype
+from .errors import C2CError, Cancelled, ModelLoadError, UnsupportedModelError
 from .gguf import is_gguf
-from .libraries import LOAD_OPTIONS, import_bitsandbytes, quiet_libraries
+from .libraries import LOAD_OPTIONS, quiet_libraries
+from .vocabulary import DTYPES, DTYPES_HELP, QUANTIZE
 
 if TYPE_CHECKING:
     import torch
@@ -26,9 +28,35 @@ if TYPE_CHECKING:
     from .static_decode import DecodePath, StaticDecoder
     from .team import TeamMember
 
-QUANTIZE = ("none", "8bit", "4bit")
 # Attention layers that keep keys and values of their own in the cache: cache fusion fuses those.
 OWN_KV_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
+
+
+@dataclass
+class Placement(ConfigBase):
+    """Where and how a model runs, without saying which model: what a load applies to the models a fuser names."""
+
+    config_name: ClassVar[str] = "model placement"
+    config_error: ClassVar[type[Exception]] = ModelLoadError
+
+    device: str = option("auto", f"Device: {DEVICES_HELP}.")
+    dtype: str = option("auto", f"{DTYPES_HELP}.", choices=DTYPES)
+    quantize: str = option("none", f"{', '.join(QUANTIZE)} (nf4), through bitsandbytes.", choices=QUANTIZE)
+
+    def __post_init__(self) -> None:
+        if self.quantize not in QUANTIZE:
+            raise ModelLoadError(f"Unknown quantization {self.quantize!r}; use one of {', '.join(QUANTIZE)}.")
+
+    def spec(self, source: str, adapter: str = "") -> "ModelSpec":
+        """The model ``source`` placed here."""
+        return ModelSpec(source, self.device, self.dtype, self.quantize, adapter)
+
+
+def _placement_option(name: str) -> Any:
+    """A :class:`Placement` field again, for :class:`ModelSpec` (its fields come first there: specs are built
+    positionally, source first)."""
+    f = next(f for f in dataclasses.fields(Placement) if f.name == name)
+    return option(f.default, f.metadata["help"], choices=f.metadata.get("choices"))
 
 
 @dataclass
@@ -40,9 +68,9 @@ class ModelSpec(ConfigBase):
 
     source: str = option("", "Hub id (Qwen/Qwen3-0.6B), a local folder with config, weights and tokenizer, or a "
                            ".gguf file.")
-    device: str = option("auto", f"Device: {DEVICES_HELP}.")
-    dtype: str = option("auto", "auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16 or float16.")
-    quantize: str = option("none", "none, 8bit or 4bit (nf4) through bitsandbytes.")
+    device: str = _placement_option("device")
+    dtype: str = _placement_option("dtype")
+    quantize: str = _placement_option("quantize")
     adapter: str = option("", "A PEFT (LoRA) adapter folder to put on the model (empty: none). A source that is "
                             "itself an adapter folder names its base in adapter_config.json.")
 
@@ -52,8 +80,11 @@ class ModelSpec(ConfigBase):
         if not self.source.strip():
             raise ModelLoadError("A model source is empty; give the receiver and the sharer each a Hub id or a "
                                  "local folder.")
-        if self.quantize not in QUANTIZE:
-            raise ModelLoadError(f"Unknown quantization {self.quantize!r}; use one of {', '.join(QUANTIZE)}.")
+        Placement.__post_init__(self)  # type: ignore[arg-type]  # the same checks of the same fields
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.device, self.dtype, self.quantize)
 
 
 @dataclass
@@ -131,6 +162,8 @@ class LoadProgress:
     step: int  # 1-based
     total: int
     message: str
+    done: int = 0  # within the step, where it counts its work (a GGUF file's tensors converted): done of `of`
+    of: int = 0
 
 
 @dataclass
@@ -145,7 +178,6 @@ class Pair:
     def describe(self) -> list[str]:
         if self.members:
             from .team import describe_team
-
             return describe_team(self)
         lines = [self.receiver.describe(), self.sharer.describe()]
         if self.fuser is not None:
@@ -162,17 +194,21 @@ class Pair:
             lines.append("decoding: " + describe_paths(self.decode_paths))
         return lines
 
-    def prepare_decoding(self, cuda_graphs: bool = True) -> list["DecodePath"]:
+    def prepare_decoding(self, cuda_graphs: bool = True, compile: bool = True,
+                         cancel: threading.Event | None = None) -> list["DecodePath"]:
         """Give each model on a CUDA device a static cache and a captured decode step (fusers.static_decode),
         and the fuser its captured passes (fusers.fuser_graphs); the others keep transformers' generate and the
-        eager pass. Returns what was decided for each, to be said once."""
-        from .static_decode import prepare, prepare_fuser
+        eager pass. ``compile``: compile each decode step (torch.compile) before capturing it. Returns what was
+        decided for each, to be said once. ``cancel`` is checked between models (raises Cancelled)."""
+        from .fuser_graphs import prepare_fuser
+        from .static_decode import prepare
 
         paths = []
-        sharers = [m.sharer for m in self.members] or [self.sharer]
-        for loaded in (self.receiver, *sharers):
+        for loaded in (self.receiver, *([m.sharer for m in self.members] or [self.sharer])):  # a team: every sharer
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Loading was cancelled.")
             loaded.decoder, loaded.decode_path = prepare(loaded.model, loaded.role, loaded.quantize != "none",
-                                                         enabled=cuda_graphs)
+                                                         enabled=cuda_graphs, compile=compile)
             paths.append(loaded.decode_path)
         if self.fuser is not None and len(self.members) <= 1:  # a team's fusers run eagerly (fusers.team)
             paths.append(prepare_fuser(self.fuser, self.receiver, self.sharer, enabled=cuda_graphs))
@@ -195,8 +231,10 @@ class Pair:
             torch.cuda.empty_cache()
 
 
-def load_model(spec: ModelSpec, role: str) -> LoadedModel:
-    """Load one model with its tokenizer and chat template."""
+def load_model(spec: ModelSpec, role: str, progress: "gguf.TensorProgress | None" = None,
+               cancel: threading.Event | None = None) -> LoadedModel:
+    """Load one model with its tokenizer and chat template. A GGUF file converted first tells ``progress`` its
+    tensors converted, and ``cancel`` stops the conversion (Cancelled)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from . import adapters
@@ -216,7 +254,8 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
         local = real_models.prepare(local)  # the bundled Gemma file is assembled from its packages on first use
         if not local.is_file():
             raise ModelLoadError(f"The {role} GGUF file {local} does not exist.")
-        folder, is_temporary = gguf.convert(local, dtype_name(dtype), role)  # once; then read like any folder
+        # once (the file's header checked first); then read like any folder
+        folder, is_temporary = gguf.convert(local, dtype_name(dtype), role, progress, cancel)
         source, temporary = str(folder), (folder if is_temporary else None)
     elif local.exists():
         if not (local / "config.json").is_file():
@@ -225,22 +264,13 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
         source = str(local)
     elif source.startswith((".", "/", "~")) or source.count("/") > 1:
         raise ModelLoadError(f"The {role} folder {source} does not exist.")
+    elif not _in_hub_cache(source):
+        from .sources import check_hub_reachable
+
+        check_hub_reachable(role, source)  # at once where it cannot be, not after the Hub client's retries
 
     if spec.quantize != "none":
-        if device.type == "mps":
-            raise ModelLoadError("bitsandbytes quantization does not run on MPS; use --quantize none or the CPU.")
-        try:
-            from transformers import BitsAndBytesConfig
-
-            import_bitsandbytes()
-        except ImportError as exc:
-            raise ModelLoadError(f"Quantizing needs bitsandbytes: pip install bitsandbytes ({exc}).") from exc
-        if spec.quantize == "8bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        else:
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
-            )
+        kwargs["quantization_config"] = quantization.config(spec.quantize, dtype, device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -252,11 +282,11 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)  # loaded weights no longer need their files
     if spec.quantize != "none":
-        _own_the_unquantized_weights(model)
+        quantization.own_the_unquantized_weights(model)
     if origin.adapter is not None:
         model = adapters.apply(model, origin.adapter, role, origin.base, quantized=spec.quantize != "none")
     if spec.quantize == "4bit" and device.type == "cpu":
-        _keep_unpackable_layers_on_the_generic_kernel(model)
+        quantization.keep_unpackable_layers_on_the_generic_kernel(model)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -268,90 +298,63 @@ def load_model(spec: ModelSpec, role: str) -> LoadedModel:
     return loaded
 
 
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether a Hub id's model is in the local Hugging Face cache (its config, at least)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - not a valid repo id: the load says what is wrong with it
+        return False
+
+
 def placement(device: "torch.device | str") -> dict[str, str]:
     """The ``device_map`` that puts a whole model on ``device``, weight by weight as it loads."""
     return {"": str(device)}
 
 
-def _own_the_unquantized_weights(model: Any) -> None:
-    """A quantized model keeps the weights bitsandbytes leaves alone (embeddings, norms) as views of its
-    memory-mapped safetensors file, and those views kept the whole file, every page of it read while
-    quantizing, resident: 1.9x the quantized model's size on the CPU. Copied into memory of their own, the
-    file is let go."""
-    for tensor in file_backed(list(model.parameters()) + list(model.buffers())):
-        tensor.data = tensor.data.clone()
-
-
-def _keep_unpackable_layers_on_the_generic_kernel(model: Any) -> None:
-    """On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit layer's weight for a faster kernel on its first
-    no-grad call, and that repacking fails (an assertion, or a reshape error) unless the layer's output size
-    is a multiple of 32 and its input size a multiple of the quantization block. Small models have such
-    layers: they keep the generic 4-bit kernel, which takes any shape."""
-    import bitsandbytes as bnb
-
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
-            state = module.weight.quant_state
-            out_features, in_features = state.shape
-            if out_features % 32 or in_features % state.blocksize:
-                module.support_avx512bf16_for_cpu = False
-
-
-def keep_4bit_layers_differentiable(loaded: LoadedModel) -> None:
-    """Let gradients flow through ``loaded``'s 4-bit layers on the CPU (training backpropagates through the
-    frozen receiver). bitsandbytes' repacked AVX512-BF16 kernel has no autograd, so gradients through a
-    repacked layer would silently be zero: layers stay on the generic kernel. A layer that inference has
-    already repacked cannot be restored exactly, so that is an error."""
-    if loaded.quantize != "4bit" or loaded.device.type != "cpu":
-        return
-    import bitsandbytes as bnb
-
-    repacked = 0
-    for module in loaded.model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.support_avx512bf16_for_cpu = False
-            repacked += bool(getattr(module.weight.quant_state, "packing_format_for_cpu", False))
-    if repacked:
-        raise TrainingError(
-            f"The {loaded.role} {loaded.source} has {repacked} 4-bit layers that bitsandbytes repacked for its fast "
-            "CPU inference kernel, which cannot pass gradients back. Load the model again and train before "
-            "answering with it (c2c train always does), or train without --quantize 4bit."
-        )
-
-
 def load_pair(
-    receiver: ModelSpec | None,
-    sharer: ModelSpec | None,
+    receiver: ModelSpec | str | os.PathLike[str] | None,
+    sharer: ModelSpec | str | os.PathLike[str] | None,
     fuser: str | Path | None = None,
     *,
     progress: Callable[[LoadProgress], None] | None = None,
     cancel: threading.Event | None = None,
-    defaults: ModelSpec | None = None,
-    warm_up: bool = False,
+    defaults: Placement | None = None,
+    warm_up: Callable[[Pair, threading.Event | None], None] | None = None,
     cuda_graphs: bool = True,
+    compile: bool = True,
 ) -> Pair:
     """Load a pair. With a fuser, a receiver or sharer left out comes from the fuser's record of its pair.
 
-    ``defaults`` carries device/dtype/quantize for models named only by the fuser. ``warm_up`` answers once
-    in each mode as the last step (:func:`fusers.engine.warm_up`), so that the first real run is timed fairly.
-    Models on a CUDA device then decode on static caches in CUDA graphs, captured as a step of the load
-    (``cuda_graphs=False`` keeps transformers' generate); ``Pair.decode_paths`` says what each model got.
-    Cancel is checked between models; a cancelled load frees what it loaded and raises Cancelled.
+    A model is a :class:`ModelSpec`, or its source alone (a Hub id, a folder or a .gguf file, as a string or a
+    path), placed as ``defaults`` say; ``defaults`` also places the models named only by the fuser.
+
+    ``warm_up`` is the load's last step, given by the caller (:func:`fusers.engine.warm_up`: a short answer in
+    each mode, so that the first real run is timed fairly); taking it as an argument keeps this module below
+    the engine, which answers with a loaded pair. Models on a CUDA device then decode on static caches in CUDA
+    graphs, captured as a step of the load (``cuda_graphs=False`` keeps transformers' generate), each step
+    compiled first (``compile=False``: captured as transformers runs it); ``Pair.decode_paths`` says what each
+    model got. Cancel is checked between models, and between the tensors of a GGUF file being converted; a
+    cancelled load frees what it loaded and raises Cancelled. A step that counts its work (GGUF conversion)
+    reports it as it goes.
     """
     from .checkpoint import load_fuser
-    from .team import is_team, load_team, sources_of
+    from .sources import local_source
+    from .team import is_team, sources_of
 
     if is_team(fuser):  # a team folder: its receiver and every sharer with its fuser (fusers.team)
-        team_receiver, team_sharers = sources_of(fuser, defaults or ModelSpec("-"))
-        if sharer is not None:
-            raise ModelLoadError(f"{fuser} is a team folder, which names its sharers; drop --sharer, or give each "
-                                 "sharer with its own --fuser.")
-        return load_team(receiver or team_receiver, team_sharers, progress=progress, cancel=cancel,
-                         defaults=defaults, warm_up=warm_up, cuda_graphs=cuda_graphs)
+        team_receiver, team_sharers = sources_of(fuser, defaults or Placement(), sharer)
+        return load_team(_as_spec(receiver, "receiver", defaults) or team_receiver, team_sharers, progress=progress,
+                         cancel=cancel, defaults=defaults, warm_up=warm_up, cuda_graphs=cuda_graphs, compile=compile)
+    receiver, sharer = _as_spec(receiver, "receiver", defaults), _as_spec(sharer, "sharer", defaults)
     # capturing CUDA graphs is a step of its own where a model goes onto a GPU
-    capture = cuda_graphs and any(resolve_device((spec or defaults or ModelSpec("-")).device).type == "cuda"
+    if isinstance(warm_up, bool):
+        raise TypeError("warm_up takes the step to run (fusers.engine.warm_up) or None, not a bool")
+    placement = defaults or Placement()
+    capture = cuda_graphs and any(resolve_device((spec or placement).device).type == "cuda"
                                   for spec in (receiver, sharer))
-    total = 2 + (fuser is not None) + warm_up + capture
+    total = 2 + (fuser is not None) + (warm_up is not None) + capture
     step = 0
 
     def report(message: str) -> None:
@@ -362,51 +365,80 @@ def load_pair(
         if progress is not None:
             progress(LoadProgress(step, total, message))
 
+    def within(message: str) -> Callable[[int, int], None]:
+        """The current step's own progress (a GGUF file's tensors), said in its message too."""
+        def tell(done: int, of: int) -> None:
+            if progress is not None:
+                progress(LoadProgress(step, total, f"{message}: {done} of {of} tensors", done, of))
+        return tell
+
     loaded_fuser = None
     if fuser is not None:
         report(f"Reading fuser {fuser}")
         loaded_fuser = load_fuser(fuser)
-        base = defaults or ModelSpec("-")
+        # a name the project's own fusers record stands for the folder or file it ships as
         if receiver is None:
-            receiver = ModelSpec(loaded_fuser.info.receiver, base.device, base.dtype, base.quantize)
+            receiver = placement.spec(local_source(loaded_fuser.info.receiver))
         if sharer is None:
-            sharer = ModelSpec(loaded_fuser.info.sharer, base.device, base.dtype, base.quantize)
+            sharer = placement.spec(local_source(loaded_fuser.info.sharer))
     if receiver is None or sharer is None:
         raise ModelLoadError("Give both a receiver and a sharer, or a fuser that names them.")
 
-    report(_loading_message("receiver", receiver))
-    r = load_model(receiver, "receiver")
-    report(_loading_message("sharer", sharer))  # a cancel here drops the receiver with this frame
-    s = load_model(sharer, "sharer")
+    for spec, role in ((receiver, "receiver"), (sharer, "sharer")):  # a bad file fails before minutes of loading
+        _check_model_file(spec, role)
+    report(message := _loading_message("receiver", receiver))
+    r = load_model(receiver, "receiver", within(message), cancel)
+    report(message := _loading_message("sharer", sharer))  # a cancel here drops the receiver with this frame
+    s = load_model(sharer, "sharer", within(message), cancel)
     pair = Pair(r, s, None)
     if loaded_fuser is not None:
         check_cache_layout(r)
         check_cache_layout(s)
         loaded_fuser.check_pair(r.shape, s.shape, r.source, s.source)
         pair.fuser = loaded_fuser.to(device=r.device, dtype=r.dtype)
-    return finish_loading(pair, report, capture=capture, cuda_graphs=cuda_graphs, warm_up=warm_up, cancel=cancel,
-                          progress=progress, total=total)
+    return finish_loading(pair, report, capture=capture, cuda_graphs=cuda_graphs, compile=compile, warm_up=warm_up,
+                          cancel=cancel, progress=progress, total=total)
 
 
-def finish_loading(pair: Pair, report: Callable[[str], None], *, capture: bool, cuda_graphs: bool, warm_up: bool,
-                   cancel: threading.Event | None, progress: Callable[[LoadProgress], None] | None, total: int) -> Pair:
-    """The last steps of loading a pair or a team: decoding paths (CUDA graphs captured where a model is on a GPU),
-    the warm-up answers, and "Ready"."""
+def finish_loading(pair: Pair, report: Callable[[str], None], *, capture: bool, cuda_graphs: bool, compile: bool,
+                   warm_up: Callable[[Pair, threading.Event | None], None] | None, cancel: threading.Event | None,
+                   progress: Callable[[LoadProgress], None] | None, total: int) -> Pair:
+    """Loading's last steps, a pair's or a team's: decoding paths (CUDA graphs where on a GPU), warm-up, "Ready"."""
     if capture:
         on_gpu = sorted({m.role for m in (pair.receiver, pair.sharer, *(t.sharer for t in pair.members))
-                         if m.device.type == "cuda"})
-        report(f"Capturing CUDA graphs for the {' and the '.join(on_gpu)}")
-    pair.decode_paths = pair.prepare_decoding(cuda_graphs)
-    if warm_up:
-        from .engine import warm_up as answer_once_in_each_mode
-
+                         if m.device.type == "cuda"}, key=lambda role: (role != "receiver", role))
+        report(("Compiling and capturing" if compile else "Capturing")
+               + f" CUDA graphs for the {' and the '.join(on_gpu)}")
+    pair.decode_paths = pair.prepare_decoding(cuda_graphs, compile, cancel)
+    if warm_up is not None:
         report("Warming up: a short first answer in each mode")
-        answer_once_in_each_mode(pair, cancel)
+        warm_up(pair, cancel)
         if cancel is not None and cancel.is_set():
             raise Cancelled("Loading was cancelled.")
     if progress is not None:
         progress(LoadProgress(total, total, "Ready"))
     return pair
+
+
+def load_team(receiver: ModelSpec | None, sharers: list[Any], **options: Any) -> Pair:
+    """A team, as :func:`fusers.team.load_team` loads it, given this module's loading pieces (it imports none)."""
+    from types import SimpleNamespace
+
+    from . import sources, team
+    return team.load_team(receiver, sharers, kit=SimpleNamespace(**globals(), local_source=sources.local_source),
+                          **options)
+
+
+def _as_spec(model: Any, role: str, defaults: Placement | None) -> ModelSpec | None:
+    """A model given to :func:`load_pair` as its spec: a spec as it is, a source string or path with ``defaults``'
+    placement."""
+    if model is None or isinstance(model, ModelSpec):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return (defaults or Placement()).spec(os.fspath(model))
+    raise ModelLoadError(f"The {role} is a {type(model).__name__}; give a ModelSpec, or its source as a string or a "
+                         f"path (a Hub id, a local folder or a .gguf file), e.g. load_pair(\"path/to/receiver\", "
+                         "\"path/to/sharer\", fuser).")
 
 
 def check_cache_layout(loaded: LoadedModel) -> None:
@@ -428,6 +460,15 @@ def check_cache_layout(loaded: LoadedModel) -> None:
             "values of their own for a fuser to read or write. Load it without a fuser (receiver, sharer and "
             "text relay work), or pick a model whose layers are all attention layers."
         )
+
+
+def _check_model_file(spec: ModelSpec, role: str) -> None:
+    """A .gguf source (or an adapter's .gguf base) that is no GGUF file: ModelFileError, before anything loads."""
+    from . import adapters
+
+    base = Path(adapters.resolve(spec.source, spec.adapter, role).base).expanduser()
+    if is_gguf(base) and base.is_file():
+        gguf.check_file(base, role)
 
 
 def _loading_message(role: str, spec: ModelSpec) -> str:

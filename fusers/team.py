@@ -14,30 +14,27 @@ answer alone; ``relay`` collects one hint per sharer.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import Cancelled, ModeUnavailableError, ModelLoadError, PairMismatchError, TeamFormatError
+from .errors import Cancelled, ModeUnavailableError, ModelLoadError, PairMismatchError
+from .team_folder import (  # noqa: F401  (the team folder's format, re-exported from here too)
+    _NAME, TEAM_FORMAT, TEAM_MANIFEST, TEAM_VERSION, SharerEntry, TeamManifest, check_name, is_team, load_team_fusers,
+    read_team, save_team, write_team,
+)
+from .vocabulary import MODE_SEPARATOR, NAMES_SEPARATOR, Mode  # fusion:A, fusion:A+B: modes that name sharers
 
 if TYPE_CHECKING:
     import torch
     from transformers import Cache
 
-    from .engine import Mode
     from .fuser import KV, Fuser, LayerFusion
-    from .pair import LoadedModel, LoadProgress, ModelSpec, Pair
+    # fusers.pair imports this module (a team folder loads as a pair): its names are for the annotations only
 
-TEAM_MANIFEST = "team.json"
-TEAM_FORMAT = "c2c-playground-team"
-TEAM_VERSION = 1
 SHARER_NAME = "sharer"  # the one sharer of a plain pair, as modes name it (``sharer:sharer`` is ``sharer``)
-MODE_SEPARATOR = ":"  # fusion:A
-NAMES_SEPARATOR = "+"  # fusion:A+B (a comma separates modes on the command line)
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 
 
 @dataclass
@@ -49,19 +46,10 @@ class TeamMember:
     fuser: "Fuser | None" = None
 
 
-def check_name(name: Any, where: str) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise TeamFormatError(f"{where}: a sharer's name is 1-40 letters, digits, '_', '-' or '.', got {name!r} "
-                              f"(modes name sharers as fusion{MODE_SEPARATOR}NAME{NAMES_SEPARATOR}NAME).")
-    return name
-
-
 # -- modes ------------------------------------------------------------------------------------------------------
 
 def parse_mode(mode: "Mode | str") -> "tuple[Mode, tuple[str, ...] | None]":
     """``"fusion:A+B"`` -> (Mode.FUSION, ("A", "B")); a plain mode -> (mode, None), every sharer of the team."""
-    from .engine import Mode
-
     if isinstance(mode, Mode):
         return mode, None
     head, sep, tail = str(mode).partition(MODE_SEPARATOR)
@@ -93,8 +81,6 @@ def members(pair: "Pair") -> list[TeamMember]:
 
 def select(pair: "Pair", mode: "Mode", names: tuple[str, ...] | None) -> list[TeamMember]:
     """The members a run of ``mode`` uses: the named ones, or every one (sharer alone: the first)."""
-    from .engine import Mode
-
     team = members(pair)
     if names is None:
         chosen = team[:1] if mode is Mode.SHARER else team
@@ -119,8 +105,6 @@ def select(pair: "Pair", mode: "Mode", names: tuple[str, ...] | None) -> list[Te
 def mode_names(pair: "Pair") -> list[str]:
     """Every mode a pair or team answers in, as the engine takes them: a team adds each sharer alone and each
     sharer's own fusion (``sharer:A``, ``fusion:A``) to the plain modes."""
-    from .engine import Mode
-
     team = members(pair)
     out = []
     for mode in Mode:
@@ -194,176 +178,6 @@ def _bracket(on_fuse: Callable[[str, bool], None] | None, name: str, begins: boo
         on_fuse(name, begins)
 
 
-# -- the team folder --------------------------------------------------------------------------------------------
-
-@dataclass
-class SharerEntry:
-    """One sharer of a team manifest: its name, its model and its fuser folder."""
-
-    name: str
-    sharer: str  # Hub id, folder or .gguf file (relative: to the team folder)
-    fuser: str  # its fuser folder (relative: to the team folder)
-    adapter: str = ""  # a PEFT adapter folder on the sharer (relative: to the team folder)
-
-    FIELDS: ClassVar[tuple[str, ...]] = ("name", "sharer", "fuser", "adapter")
-
-
-@dataclass
-class TeamManifest:
-    """``team.json``: the receiver, and every sharer with its fuser folder."""
-
-    receiver: str
-    sharers: list[SharerEntry]
-    receiver_adapter: str = ""
-    extra: dict[str, Any] | None = None  # free-form (a recipe's notes); kept as it is
-
-    FIELDS: ClassVar[tuple[str, ...]] = ("format", "format_version", "receiver", "receiver_adapter", "sharers",
-                                         "extra")
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "format": TEAM_FORMAT, "format_version": TEAM_VERSION, "receiver": self.receiver,
-            "sharers": [{k: getattr(s, k) for k in SharerEntry.FIELDS if k != "adapter" or s.adapter}
-                        for s in self.sharers],
-        }
-        if self.receiver_adapter:
-            out["receiver_adapter"] = self.receiver_adapter
-        if self.extra:
-            out["extra"] = self.extra
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str = TEAM_MANIFEST) -> "TeamManifest":
-        """Strict: unknown keys, wrong types, duplicate or malformed names are :class:`TeamFormatError`."""
-        if not isinstance(data, dict):
-            raise TeamFormatError(f"{where} must hold a JSON object, got {type(data).__name__}.")
-        if data.get("format") != TEAM_FORMAT:
-            raise TeamFormatError(f"{where} is not a {TEAM_FORMAT} manifest (format={data.get('format')!r}).")
-        if data.get("format_version") != TEAM_VERSION:
-            raise TeamFormatError(f"{where} has format version {data.get('format_version')!r}; this C2C Playground "
-                                  f"reads version {TEAM_VERSION}. Upgrade c2c-playground.")
-        unknown = sorted(set(data) - set(cls.FIELDS))
-        if unknown:
-            raise TeamFormatError(f"{where} has unknown field {unknown[0]!r}; the fields are {', '.join(cls.FIELDS)}.")
-        receiver = _text(data, "receiver", where, required=True)
-        sharers = data.get("sharers")
-        if not isinstance(sharers, list) or not sharers:
-            raise TeamFormatError(f"{where}: 'sharers' must be a non-empty list of {{\"name\", \"sharer\", "
-                                  "\"fuser\"} objects.")
-        entries, seen = [], set()
-        for i, raw in enumerate(sharers, start=1):
-            at = f"{where} sharer {i}"
-            if not isinstance(raw, dict):
-                raise TeamFormatError(f"{at} must be an object with name, sharer and fuser, got {type(raw).__name__}.")
-            extra_keys = sorted(set(raw) - set(SharerEntry.FIELDS))
-            if extra_keys:
-                raise TeamFormatError(f"{at} has unknown field {extra_keys[0]!r}; the fields are "
-                                      f"{', '.join(SharerEntry.FIELDS)}.")
-            name = check_name(raw.get("name"), at)
-            if name in seen:
-                raise TeamFormatError(f"{at}: the name {name!r} is used twice; each sharer needs its own name.")
-            seen.add(name)
-            entries.append(SharerEntry(name, _text(raw, "sharer", at, required=True), _text(raw, "fuser", at,
-                                       required=True), _text(raw, "adapter", at)))
-        extra = data.get("extra")
-        if extra is not None and not isinstance(extra, dict):
-            raise TeamFormatError(f"{where}: 'extra' must be an object, got {type(extra).__name__}.")
-        return cls(receiver, entries, _text(data, "receiver_adapter", where), extra or None)
-
-
-def _text(data: dict[str, Any], key: str, where: str, required: bool = False) -> str:
-    value = data.get(key, "")
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise TeamFormatError(f"{where}: {key!r} must be a non-empty string, got {value!r}." if required else
-                              f"{where}: {key!r} must be a string, got {value!r}.")
-    return value
-
-
-def is_team(path: str | Path | None) -> bool:
-    return path is not None and (Path(path) / TEAM_MANIFEST).is_file()
-
-
-def read_team(folder: str | Path) -> TeamManifest:
-    """The manifest of a team folder, with relative paths resolved against the folder."""
-    folder = Path(folder)
-    path = folder / TEAM_MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TeamFormatError(f"{folder} holds no {TEAM_MANIFEST}; a team folder names its receiver and sharers "
-                              "there.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TeamFormatError(f"{path} cannot be read as JSON ({exc}).") from None
-    manifest = TeamManifest.from_dict(data, str(path))
-    manifest.receiver = _local(folder, manifest.receiver, path, "receiver")
-    manifest.receiver_adapter = _local(folder, manifest.receiver_adapter, path, "receiver_adapter")
-    for s in manifest.sharers:
-        s.sharer = _local(folder, s.sharer, path, f"sharer {s.name}")
-        s.adapter = _local(folder, s.adapter, path, f"sharer {s.name} adapter")
-        s.fuser = _local(folder, s.fuser, path, f"sharer {s.name} fuser", must_exist=True)
-    return manifest
-
-
-def _local(folder: Path, value: str, where: Path, what: str, must_exist: bool = False) -> str:
-    """A path relative to the team folder, made absolute; a Hub id stays as it is."""
-    if not value:
-        return value
-    candidate = Path(value).expanduser()
-    if not candidate.is_absolute():
-        candidate = folder / candidate
-    if candidate.exists():
-        return str(candidate.resolve())
-    if must_exist or value.startswith((".", "/", "~")):
-        raise TeamFormatError(f"{where}: the {what} {value} does not exist (relative paths are read from "
-                              f"{folder}).")
-    return value
-
-
-def write_team(folder: str | Path, manifest: TeamManifest) -> Path:
-    """Write ``team.json``; paths inside ``folder`` are stored relative to it, so the folder moves whole."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def rel(value: str) -> str:
-        path = Path(value)
-        if value and path.is_absolute() and path.exists():
-            try:
-                return path.resolve().relative_to(folder.resolve()).as_posix()
-            except ValueError:
-                return value
-        return value
-
-    stored = TeamManifest(
-        rel(manifest.receiver), [SharerEntry(s.name, rel(s.sharer), rel(s.fuser), rel(s.adapter))
-                                 for s in manifest.sharers],
-        rel(manifest.receiver_adapter), manifest.extra)
-    TeamManifest.from_dict(stored.to_dict())  # what is written reads back
-    (folder / TEAM_MANIFEST).write_text(json.dumps(stored.to_dict(), indent=2, sort_keys=True) + "\n")
-    return folder
-
-
-def save_team(folder: str | Path, receiver: str, fusers: "dict[str, Fuser]", sharers: dict[str, str] | None = None,
-              extra: dict[str, Any] | None = None, fuser_extra: dict[str, Any] | None = None) -> Path:
-    """Write a team folder: each fuser into ``fuser-NAME/`` and the manifest naming them (the sharers are the
-    fusers' own records of their sharer unless ``sharers`` names them)."""
-    from .checkpoint import save_fuser
-
-    folder = Path(folder)
-    entries = []
-    for name, fuser in fusers.items():
-        check_name(name, str(folder))
-        path = save_fuser(fuser, folder / f"fuser-{name}", extra=fuser_extra)
-        entries.append(SharerEntry(name, (sharers or {}).get(name, fuser.info.sharer), str(path.resolve())))
-    return write_team(folder, TeamManifest(receiver, entries, extra=extra))
-
-
-def load_team_fusers(folder: str | Path) -> "tuple[TeamManifest, dict[str, Fuser]]":
-    from .checkpoint import load_fuser
-
-    manifest = read_team(folder)
-    return manifest, {s.name: load_fuser(s.fuser) for s in manifest.sharers}
-
-
 # -- loading ----------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -375,15 +189,17 @@ class SharerSource:
     fuser: str | Path | None
 
 
-def sources_of(folder: str | Path, defaults: "ModelSpec") -> "tuple[ModelSpec, list[SharerSource]]":
-    """The receiver and sharers a team folder names, placed as ``defaults`` says."""
-    from .pair import ModelSpec
-
+def sources_of(folder: str | Path, defaults: "Placement", sharer: Any = None
+               ) -> "tuple[ModelSpec, list[SharerSource]]":
+    """The receiver and sharers a team folder names, placed as ``defaults`` says (``sharer``: one given besides,
+    refused: the folder names its sharers)."""
+    if sharer is not None:
+        raise ModelLoadError(f"{folder} is a team folder, which names its sharers; drop --sharer, or give each "
+                             "sharer with its own --fuser.")
     manifest = read_team(folder)
-    receiver = ModelSpec(manifest.receiver, defaults.device, defaults.dtype, defaults.quantize,
-                         manifest.receiver_adapter)
-    return receiver, [SharerSource(s.name, ModelSpec(s.sharer, defaults.device, defaults.dtype, defaults.quantize,
-                                                     s.adapter), s.fuser) for s in manifest.sharers]
+    receiver = defaults.spec(manifest.receiver, manifest.receiver_adapter or "")
+    return receiver, [SharerSource(s.name, defaults.spec(s.sharer, s.adapter or ""), s.fuser)
+                      for s in manifest.sharers]
 
 
 def load_team(
@@ -392,15 +208,21 @@ def load_team(
     *,
     progress: "Callable[[LoadProgress], None] | None" = None,
     cancel: threading.Event | None = None,
-    defaults: "ModelSpec | None" = None,
-    warm_up: bool = False,
+    defaults: "Placement | None" = None,
+    warm_up: "Callable[[Pair, threading.Event | None], None] | None" = None,
     cuda_graphs: bool = True,
+    compile: bool = True,
+    kit: Any = None,
 ) -> "Pair":
     """Load a receiver and every sharer with its fuser as one :class:`~fusers.pair.Pair` whose ``members`` are the
     team; ``pair.sharer`` and ``pair.fuser`` are the first member's, so a one-sharer mode works as on a pair."""
     from .checkpoint import load_fuser
     from .devices import resolve_device
-    from .pair import LoadProgress, ModelSpec, Pair, check_cache_layout, finish_loading, load_model
+
+    # fusers.pair's loading pieces (fusers.pair.load_team passes them): importing that module here would close
+    # an import circle, as it loads a team folder through this function
+    LoadProgress, Pair, Placement, local_source = kit.LoadProgress, kit.Pair, kit.Placement, kit.local_source
+    check_cache_layout, finish_loading, load_model = kit.check_cache_layout, kit.finish_loading, kit.load_model
 
     if not sharers:
         raise ModelLoadError("A team needs at least one sharer.")
@@ -408,10 +230,12 @@ def load_team(
     if len(set(names)) != len(names):
         raise ModelLoadError(f"Two sharers are named {next(n for n in names if names.count(n) > 1)!r}; give each "
                              "its own name.")
-    base = defaults or ModelSpec("-")
+    if isinstance(warm_up, bool):
+        raise TypeError("warm_up takes the step to run (fusers.engine.warm_up) or None, not a bool")
+    base = defaults or Placement()
     capture = cuda_graphs and any(resolve_device((spec or base).device).type == "cuda"
                                   for spec in [receiver] + [s.spec for s in sharers])
-    total = 1 + 2 * len(sharers) + warm_up + capture
+    total = 1 + 2 * len(sharers) + (warm_up is not None) + capture
     step = 0
 
     def report(message: str) -> None:
@@ -431,7 +255,7 @@ def load_team(
         if len(named) != 1:
             raise ModelLoadError("Give the receiver (--receiver): " + (
                 f"the fusers name different receivers ({', '.join(sorted(named))})." if named else "no fuser names it."))
-        receiver = ModelSpec(named.pop(), base.device, base.dtype, base.quantize)
+        receiver = base.spec(local_source(named.pop()))
     report(f"Loading receiver {receiver.source}")
     r = load_model(receiver, "receiver")
     team = []
@@ -440,7 +264,7 @@ def load_team(
         if spec is None:
             if fuser is None:
                 raise ModelLoadError(f"Sharer {s.name} has neither a model nor a fuser that names one.")
-            spec = ModelSpec(fuser.info.sharer, base.device, base.dtype, base.quantize)
+            spec = base.spec(local_source(fuser.info.sharer))
         report(f"Loading sharer {s.name}: {spec.source}")
         loaded = load_model(spec, "sharer")
         if fuser is not None:
@@ -453,8 +277,8 @@ def load_team(
             fuser = fuser.to(device=r.device, dtype=r.dtype)
         team.append(TeamMember(s.name, loaded, fuser))
     pair = Pair(r, team[0].sharer, team[0].fuser, members=team)
-    return finish_loading(pair, report, capture=capture, cuda_graphs=cuda_graphs, warm_up=warm_up, cancel=cancel,
-                          progress=progress, total=total)
+    return finish_loading(pair, report, capture=capture, cuda_graphs=cuda_graphs, compile=compile, warm_up=warm_up,
+                          cancel=cancel, progress=progress, total=total)
 
 
 def default_names(fusers: list[str | Path | None]) -> list[str]:
@@ -482,6 +306,20 @@ def devices(pair: "Pair", chosen: list[TeamMember]) -> "list[torch.device]":
         if m.sharer.device not in out:
             out.append(m.sharer.device)
     return out
+
+
+def team_devices(pair: "Pair", mode: "Mode | str") -> "list[torch.device]":
+    """The devices a team's run of ``mode`` uses, the answering model's first (fusers.engine.Engine.devices)."""
+    mode, names = parse_mode(mode)
+    if mode is Mode.RECEIVER:
+        return [pair.receiver.device]
+    try:
+        chosen = select(pair, mode, names)
+    except ModeUnavailableError:  # a mode this pair cannot run (answer says why): the devices it would use
+        chosen = members(pair)
+    if mode is Mode.SHARER:
+        return [chosen[0].sharer.device]
+    return devices(pair, chosen)
 
 
 def describe_team(pair: "Pair") -> list[str]:

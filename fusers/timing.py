@@ -18,8 +18,16 @@ PHASES = ("tokenize", "sharer_prefill", "receiver_prefill", "fuse", "hint", "dec
 class Phase:
     name: str  # one of PHASES
     start: float  # seconds since the run began
-    end: float
+    end: float | None  # None only while the phase runs (a streamed PhaseEvent); every phase of a Timing ends
     sharer: str = ""  # a team's sharer phases (its prefill, hint and fuse): which sharer's; else ""
+
+
+def decode_rate(tokens: int, first: float, last: float) -> float:
+    """Decode speed in tokens per second: the tokens after the first over the seconds from the first to the last
+    (the first token's wait is the prefill's, TTFT's). 0.0 while it cannot be told: fewer than two tokens."""
+    if tokens < 2 or last <= first:
+        return 0.0
+    return (tokens - 1) / (last - first)
 
 
 @dataclass

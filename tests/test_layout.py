@@ -37,3 +37,24 @@ def test_cli_help_does_not_import_torch():
     code = "import sys; from fusers.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.strip()
     assert out == "False"
+
+
+def test_no_import_circle_between_the_engines_modules():
+    """Counting every import (in functions and under TYPE_CHECKING too): no module of fusers reaches itself."""
+    import grimp
+
+    graph = grimp.build_graph("fusers", exclude_type_checking_imports=False, cache_dir=None)
+    circles = set()
+    for module in graph.modules:
+        for imported in graph.find_modules_directly_imported_by(module):
+            back = graph.find_shortest_chain(importer=imported, imported=module) if imported in graph.modules else None
+            if back:
+                circles.add(" -> ".join((module, *back)))
+    assert not circles, "import circles:\n" + "\n".join(sorted(circles))
+
+
+def test_no_engine_module_over_500_lines():
+    """Long modules hide several concerns. A data table (a module of literals) may be longer: none is, so far."""
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "fusers").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, f"split these by concern: {long}"

@@ -11,13 +11,11 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from fusers.engine import Mode
 from fusers.generation import GenerationSettings
+from fusers.vocabulary import DEFAULT_PANE_MODES, valid_pane_modes
 
 ORGANIZATION = "c2c-playground"
 APPLICATION = "c2c-playground"
-DEFAULT_MODES = ("relay", "fusion")
-VALID_MODES = tuple(m.value for m in Mode)
 FORMAT_VERSION = 1
 
 
@@ -51,7 +49,7 @@ class AppSettings:
                 return GenerationSettings.from_dict(data)
             except (TypeError, ValueError):
                 pass
-        return GenerationSettings(max_new_tokens=128)
+        return GenerationSettings()
 
     def set_generation(self, settings: GenerationSettings) -> None:
         self._set_json("generation/settings", settings.to_dict())
@@ -64,10 +62,8 @@ class AppSettings:
 
     # panes
     def pane_modes(self) -> list[str]:
-        modes = self._json("layout/pane_modes", list(DEFAULT_MODES))
-        if not isinstance(modes, list) or not 2 <= len(modes) <= 4 or any(m not in VALID_MODES for m in modes):
-            return list(DEFAULT_MODES)
-        return modes
+        modes = self._json("layout/pane_modes", list(DEFAULT_PANE_MODES))
+        return modes if valid_pane_modes(modes) else list(DEFAULT_PANE_MODES)
 
     def set_pane_modes(self, modes: list[str]) -> None:
         self._set_json("layout/pane_modes", list(modes))

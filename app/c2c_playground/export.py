@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
-    from .widgets.pane import ChatPane, Turn
+    from .conversation import Turn
+    from .widgets.pane import ChatPane
 
 FORMAT = "c2c-playground-comparison"
 FORMAT_VERSION = 1
@@ -48,7 +49,7 @@ def _turn(turn: "Turn") -> dict[str, Any]:
 
 def comparison(panes: Sequence["ChatPane"], settings: dict[str, Any], concurrent: bool, pair: list[str],
                pair_form: dict[str, Any]) -> dict[str, Any]:
-    prompt = next((p.last_prompt() for p in panes if p.last_prompt() is not None), None)
+    prompt = next((p.conversation.last_prompt() for p in panes if p.conversation.last_prompt() is not None), None)
     out_panes = []
     for pane in panes:
         turns = [_turn(t) for t in pane.turns]

@@ -11,6 +11,7 @@ Exit codes: 0 done, 1 a missing or broken install, 2 bad input or a failed load 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -21,45 +22,32 @@ _STARTED = time.perf_counter()
 EXIT_OK, EXIT_INSTALL, EXIT_FAILED, EXIT_SCREENSHOT = 0, 1, 2, 3
 
 
-def pane_modes() -> tuple[str, ...]:
-    """The modes a pane takes, read from the engine, so a new mode needs no edit here. ``fusers.engine`` imports
-    neither torch nor Qt (the parser must work where PySide6 is broken), and the window imports it anyway."""
-    from fusers.engine import Mode
-
-    return tuple(m.value for m in Mode)
-
-
 def build_parser() -> argparse.ArgumentParser:
+    # fusers' vocabulary and the CLI's option builders import neither torch nor Qt: the parser works where
+    # PySide6 is broken, and every choice comes from the engine's declaration
+    from fusers.commands.common import add_pair_options, add_settings_options
+    from fusers.generation import GenerationSettings
+    from fusers.vocabulary import DEFAULT_PANE_MODES, MAX_PANES, MIN_PANES, MODES
+
     p = argparse.ArgumentParser(
         prog="c2c-playground",
         description="Text relay and cache fusion between two LLMs, side by side, with live timing and a token diff. "
                     "With --prompt, --screenshot or --exit it runs a comparison by itself (offscreen too: set "
                     "QT_QPA_PLATFORM=offscreen).",
     )
-    pair = p.add_argument_group("pair")
-    pair.add_argument("--pair", help="a preset: 'demo', 'real' (the two real models, once installed), 'specialist' "
-                      "(the real models with the Corvane specialist adapter and its fuser), a published "
-                      "pair name (once downloaded), or a fuser folder")
-    pair.add_argument("--receiver", help="receiver: Hub id, local folder or .gguf file (default: the pair's or the fuser's)")
-    pair.add_argument("--sharer", help="sharer: Hub id, local folder or .gguf file (default: the pair's or the fuser's)")
-    pair.add_argument("--receiver-adapter", help="a LoRA adapter folder to put on the receiver")
-    pair.add_argument("--sharer-adapter", help="a LoRA adapter folder to put on the sharer")
-    pair.add_argument("--fuser", help="fuser folder or downloaded pair name")
-    pair.add_argument("--device", help="device for both models: auto, cpu, cuda, cuda:N or mps")
-    pair.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), help="dtype of both models")
-    pair.add_argument("--quantize", choices=("none", "8bit", "4bit"), help="quantize both models")
-    pair.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", default=None,
-                      help="on a CUDA GPU, decode with transformers' generate instead of CUDA graphs (the set-up "
-                           "panel's CUDA graphs box)")
+    add_pair_options(p, presets=True, compile=True, per_model_quantize=False, keep_defaults=False,
+                     notes={"default": "the set-up panel's."})
     run = p.add_argument_group("headless run")
     run.add_argument("--prompt", help="send this prompt to every pane once the pair is loaded")
-    run.add_argument("--modes", help=f"comma-separated pane modes, 2 to 4 of {', '.join(pane_modes())} "
-                                     "(default relay,fusion)")
-    run.add_argument("--max-new-tokens", type=int, help="most tokens per answer for this run")
-    run.add_argument("--hint-max-new-tokens", type=int, help="most tokens in the text relay hint for this run")
+    run.add_argument("--modes", help=f"comma-separated pane modes, {MIN_PANES} to {MAX_PANES} of {', '.join(MODES)} "
+                                     f"(default {','.join(DEFAULT_PANE_MODES)})")
+    lengths = ("max_new_tokens", "hint_max_new_tokens")
+    add_settings_options(p, GenerationSettings, "answers in this run", names=lengths,
+                         defaults=dict.fromkeys(lengths, "the set-up panel's."))
     run.add_argument("--concurrent", action="store_true", help="run the panes concurrently")
     run.add_argument("--screenshot", metavar="FILE.png", help="save a screenshot of the whole window when done")
     run.add_argument("--exit", action="store_true", help="quit when done (exit status 0 on success)")
+    p.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error on stderr")
     return p
 
 
@@ -93,6 +81,8 @@ def _tell_without_qt(text: str, dialog: bool = True) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.debug:  # the window's unexpected errors then log their traceback (c2c_playground.window)
+        logging.getLogger("c2c_playground").setLevel(logging.DEBUG)
     headless = bool(args.prompt or args.screenshot or args.exit)
     try:
         from PySide6.QtWidgets import QApplication
@@ -159,21 +149,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def start(window: Any, args: argparse.Namespace) -> int:
     """Pick and load the pair the options name (or the demo pair), then run the prompt and take the screenshot."""
-    from fusers.engine import Mode
     from fusers.presets import DEMO_NAME
+    from fusers.vocabulary import MAX_PANES, MIN_PANES, parse_modes
 
     presets = await window.refresh_presets()
     if args.modes:
-        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-        if not 2 <= len(modes) <= 4 or any(m not in pane_modes() for m in modes):
-            _say(f"error: --modes takes 2 to 4 of {', '.join(pane_modes())}; got {args.modes!r}")
+        try:
+            modes = parse_modes(args.modes, least=MIN_PANES, most=MAX_PANES)
+        except ValueError as exc:
+            _say(f"error: {exc}")
             return EXIT_FAILED
         while len(window.panes) < len(modes):
             window.add_pane()
         while len(window.panes) > len(modes):
             window.remove_pane(window.panes[-1])
         for pane, mode in zip(window.panes, modes):
-            pane.set_mode(Mode(mode))
+            pane.set_mode(mode)
         window._refresh_diff_choices()
     gen = window.generation.settings()
     if args.max_new_tokens is not None or args.hint_max_new_tokens is not None:
@@ -226,6 +217,8 @@ async def start(window: Any, args: argparse.Namespace) -> int:
             row.quantize.setCurrentIndex(max(row.quantize.findData(args.quantize), 0))
     if args.cuda_graphs is not None:
         panel.cuda_graphs.setChecked(args.cuda_graphs)
+    if args.compile is not None:
+        panel.compile.setChecked(args.compile)
 
     if not explicit:
         if args.prompt:

@@ -129,18 +129,62 @@ def _first_unloadable(library: Path) -> list[tuple[str, str]]:
 
 
 def problem() -> str | None:
-    """A readable message when Qt's platform plugin cannot start here, else None."""
+    """A readable message when Qt's platform plugin cannot start here, else None. The display comes first: with
+    none to connect to, Qt's xcb plugin fails whatever the libraries, and its own message blames libxcb-cursor0."""
     if qt_platform() != "xcb":
         return None
+    display = os.environ.get("DISPLAY", "")
+    if not display:
+        return ("C2C Playground cannot open its window: no X11 display is set (DISPLAY is empty). Start it from "
+                f"a desktop session, or forward X11 (ssh -X).\n\n{OFFSCREEN_HINT}")
+    why = unreachable_display(display)
+    if why is not None:
+        return (f"C2C Playground cannot open its window: the X11 display {display} (DISPLAY) cannot be reached: "
+                f"{why}. Start an X server for it (for example `Xvfb {_local_display(display)} &` for a virtual one), "
+                f"or set DISPLAY to a display that is running.\n\n{OFFSCREEN_HINT}")
     plugin = plugin_path("xcb")
     if plugin is not None:
         bad = unloadable_libraries(plugin)
         if bad:
             return missing_libraries_message(bad)
-    if not os.environ.get("DISPLAY"):
-        return ("C2C Playground cannot open its window: no X11 display is set (DISPLAY is empty). Start it from "
-                f"a desktop session, or forward X11 (ssh -X).\n\n{OFFSCREEN_HINT}")
     return None
+
+
+_DISPLAY = re.compile(r"^(?P<host>[^:]*):(?P<number>\d+)(?:\.\d+)?$")
+X_TCP_PORT = 6000  # display N listens on 6000 + N
+
+
+def unreachable_display(display: str, timeout: float = 3.0) -> str | None:
+    """Why nothing answers at the X11 ``display`` (``:0``, ``unix:1``, ``localhost:10.0``), or None when a connection
+    opens (or the name is one this check does not know how to reach: Qt then tries it itself). Only the socket is
+    opened, as Xlib would, before any Qt code runs: Qt aborts the process when it cannot connect."""
+    import socket
+
+    found = _DISPLAY.match(display)
+    if found is None or found.group("host").startswith("/"):
+        return None  # e.g. a launchd socket path on macOS: not ours to judge
+    host, number = found.group("host"), int(found.group("number"))
+    if host in ("", "unix"):
+        path = f"/tmp/.X11-unix/X{number}"
+        for address in ("\0" + path, path):  # Linux's abstract socket first, as libxcb tries it, then the file
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                try:
+                    sock.connect(address)
+                    return None
+                except OSError:
+                    continue
+        return f"no X server listens at {path}"
+    try:
+        socket.create_connection((host, X_TCP_PORT + number), timeout=timeout).close()
+        return None
+    except OSError as exc:
+        return f"no X server answers at {host}, port {X_TCP_PORT + number} ({exc.strerror or exc})"
+
+
+def _local_display(display: str) -> str:
+    found = _DISPLAY.match(display)
+    return f":{found.group('number')}" if found else ":99"
 
 
 def missing_libraries_message(bad: list[tuple[str, str]]) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from fusers.engine import Engine, Mode
 from fusers.errors import Cancelled, ModelLoadError
 from fusers.generation import GenerationSettings
-from fusers.pair import LoadProgress, ModelSpec
+from fusers.pair import LoadProgress, ModelSpec, Placement
 
 from . import bridge
 
@@ -33,8 +33,9 @@ class LoadRequest:
     receiver: ModelSpec | None  # None: the fuser's receiver
     sharer: ModelSpec | None
     fuser: str | None  # as the user gave it: a folder or a downloaded pair name
-    defaults: ModelSpec  # placement of models named only by the fuser
+    defaults: Placement  # placement of models named only by the fuser
     cuda_graphs: bool = True  # decode on static caches in CUDA graphs where a model is on a CUDA GPU
+    compile: bool = True  # ... each decode step compiled (torch.compile) before it is captured
 
     @classmethod
     def from_form(cls, form: dict[str, Any]) -> "LoadRequest":
@@ -54,9 +55,9 @@ class LoadRequest:
             missing = " and ".join(n for n, m in (("receiver", r), ("sharer", s)) if m is None)
             raise ModelLoadError(f"No {missing} given: fill in a receiver and a sharer, or a fuser that names "
                                  "them, or pick a preset.")
-        defaults = ModelSpec("-", receiver.get("device") or "auto", receiver.get("dtype") or "auto",
+        defaults = Placement(receiver.get("device") or "auto", receiver.get("dtype") or "auto",
                              receiver.get("quantize") or "none")
-        return cls(r, s, fuser, defaults, form.get("cuda_graphs") is not False)
+        return cls(r, s, fuser, defaults, form.get("cuda_graphs") is not False, form.get("compile") is not False)
 
 
 @dataclass(frozen=True)
@@ -79,13 +80,14 @@ def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel
         from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401 (lazy modules import here)
     except (ImportError, OSError) as exc:
         raise BrokenInstall(f"{type(exc).__name__}: {exc}") from exc
+    from fusers.engine import warm_up  # imported here with the rest: the load runs it as its last step
     from fusers.pair import load_pair
     from fusers.sources import resolve_fuser
 
     fuser = resolve_fuser(request.fuser) if request.fuser else None
     pair = load_pair(request.receiver, request.sharer, fuser, progress=progress, cancel=cancel,
-                     defaults=request.defaults, warm_up=True,  # the first send is timed as fairly as the next
-                     cuda_graphs=request.cuda_graphs)
+                     defaults=request.defaults, warm_up=warm_up,  # the first send is timed as fairly as the next
+                     cuda_graphs=request.cuda_graphs, compile=request.compile)
     if cancel.is_set():
         pair.close(collect=False)
         raise Cancelled("Loading was cancelled.")

@@ -1,42 +1,112 @@
-"""Options shared by the commands that load a pair."""
+"""Options shared by the commands that load a pair, built from the config dataclasses' fields (their help
+text, type, default and choices), so that a setting is described once, where it is declared."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import dataclasses
+import sys
+from typing import Any, Callable, Iterable
 
-from ..devices import DEVICES_HELP
 from ..errors import ModelLoadError
-from ..pair import QUANTIZE
+from ..pair import ModelSpec, Placement
+
+_METAVARS = {int: "N", float: "X", str: "TEXT"}
+KEEP = object()  # add_field_option's default: the field's own
 
 
-def add_pair_options(parser: argparse.ArgumentParser, presets: bool = False) -> None:
+def field_named(config: type, name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(config) if f.name == name)
+
+
+def add_field_option(group: Any, f: dataclasses.Field, *flags: str, default: Any = KEEP, text: str | None = None,
+                     note: str = "", said: str | None = None, dest: str | None = None,
+                     metavar: str | None = None, action: str | None = None) -> None:
+    """One option from one config field: ``--max-new-tokens`` for ``max_new_tokens`` (or ``flags``), its help text
+    (or ``text``) with ``note`` and its default after it (or ``said``: the default in words), its type and its
+    closed list of values. ``default``: the field's own (``KEEP``), or None to leave the choice to the command."""
+    flags = flags or ("--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ()))
+    value = f.default if default is KEEP else default
+    shown = f.default if value is None else value
+    if said is None:
+        said = "" if shown is None or shown is dataclasses.MISSING or shown == "" else f"{shown}."
+    help_text = (text if text is not None else f.metadata["help"]) + (f" {note}" if note else "") + \
+        (f" Default: {said}" if said else "")
+    kind = str(f.type)
+    options: dict[str, Any] = {"default": value, "help": help_text}
+    if dest is not None:
+        options["dest"] = dest
+    if action is not None:  # "append": the option may be given several times
+        options["action"] = action
+    if "bool" in kind:
+        group.add_argument(*flags, action=argparse.BooleanOptionalAction, **options)
+        return
+    convert = int if kind.startswith("int") else float if kind.startswith("float") else str
+    choices = f.metadata.get("choices")
+    group.add_argument(*flags, type=convert, choices=choices,
+                       metavar=None if choices else metavar or _METAVARS[convert], **options)
+
+
+def add_pair_options(parser: argparse.ArgumentParser, presets: bool = False, fuser: bool = True,
+                     cuda_graphs: bool = True, compile: bool = True, per_model_quantize: bool = True,
+                     keep_defaults: bool = True, notes: dict[str, str] | None = None, team: bool = False) -> None:
+    """The pair's options: the models (``ModelSpec``), their placement (``Placement``), and a fuser or a named
+    pair; ``team``: --sharer and --fuser may be given several times (lists), for a team of sharers. ``keep_defaults=False`` leaves placement options None when not given (the app keeps its form's);
+    ``notes`` adds a command's words to an option's help, by option name."""
+    notes = notes or {}
     group = parser.add_argument_group("pair")
     if presets:
         group.add_argument("--pair", metavar="NAME|FOLDER", help="a named pair ('demo', 'real', 'specialist', a "
                            "published pair once downloaded) or a fuser folder (default: the demo pair)")
-    group.add_argument("--receiver", help="receiver: Hub id, local folder or .gguf file (default: the fuser's receiver)")
-    group.add_argument("--sharer", action="append", help="sharer: Hub id, local folder or .gguf file (default: the "
-                       "fuser's sharer); give it several times, each with its own --fuser, for a team of sharers")
-    group.add_argument("--receiver-adapter", help="a PEFT (LoRA) adapter folder to put on the receiver")
-    group.add_argument("--sharer-adapter", help="a PEFT (LoRA) adapter folder to put on the sharer (a folder given "
-                       "as --sharer may itself be an adapter: its adapter_config.json names the base)")
-    group.add_argument("--fuser", action="append", help="fuser: a published pair folder, one of ours, a downloaded "
-                       "pair name, or a team folder (team.json); several, one per --sharer, make a team")
-    group.add_argument("--device", default="auto", help=DEVICES_HELP)
-    group.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16")
-    group.add_argument("--quantize", default="none", choices=QUANTIZE, help="quantize both models with bitsandbytes")
-    group.add_argument("--receiver-quantize", choices=QUANTIZE, help="override --quantize for the receiver")
-    group.add_argument("--sharer-quantize", choices=QUANTIZE, help="override --quantize for the sharer")
-    group.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
-                       help="on a CUDA GPU, decode with transformers' generate instead of static caches captured in "
-                            "CUDA graphs (captured while the pair loads; other devices always use generate)")
+    source, adapter = field_named(ModelSpec, "source"), field_named(ModelSpec, "adapter")
+    for role in ("receiver", "sharer"):
+        team_note = (" Give it several times, each with its own --fuser, for a team of sharers (one receiver "
+                     "fused from several sharers).") if team and role == "sharer" and role not in notes else ""
+        add_field_option(group, source, f"--{role}", default=None, dest=role, metavar="MODEL",
+                         text=f"The {role}: {source.metadata['help']}",
+                         note=notes.get(role, f"Default: the fuser's {role}.") + team_note,
+                         action="append" if team and role == "sharer" else None)
+        add_field_option(group, adapter, f"--{role}-adapter", default=None, metavar="FOLDER",
+                         text=f"The {role}'s adapter: {adapter.metadata['help']}")
+    if fuser:
+        if team:
+            group.add_argument("--fuser", action="append", help="fuser: a published pair folder, one of ours, a "
+                               "downloaded pair name, or a team folder (team.json); alone, it names the receiver and "
+                               "the sharer; several, one per --sharer, make a team")
+        else:
+            group.add_argument("--fuser", help="fuser: a published pair folder, one of ours, or a downloaded pair "
+                               "name; alone, it names the receiver and the sharer")
+    for f in dataclasses.fields(Placement):
+        add_field_option(group, f, default=KEEP if keep_defaults else None, metavar=f.name.upper(),
+                         note=(f"For both models. {notes.get(f.name, '')}").strip(),
+                         said=None if keep_defaults else notes.get("default", ""))
+    if per_model_quantize:
+        quantize = field_named(Placement, "quantize")
+        for role in ("receiver", "sharer"):
+            add_field_option(group, quantize, f"--{role}-quantize", default=None, said="--quantize.",
+                             text=f"Quantize the {role} alone.")
+    if cuda_graphs:
+        group.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                           default=True if keep_defaults else None,
+                           help="on a CUDA GPU, decode with transformers' generate instead of static caches captured "
+                                "in CUDA graphs (captured while the pair loads; other devices always use generate)")
+    if cuda_graphs and compile:
+        group.add_argument("--no-compile", dest="compile", action="store_false",
+                           default=True if keep_defaults else None,
+                           help="on a CUDA GPU, capture each decode step as transformers runs it, without compiling it "
+                                "first with torch.compile (compiling adds tens of seconds to the load, once)")
+
+
+def placement_from_args(args: argparse.Namespace) -> Placement:
+    """The placement the options give both models."""
+    return Placement(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Placement)})
 
 
 def pair_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool = False) -> Any:
     """Load the pair the options name (``warm_up``: answer once in each mode, so the first request is timed
     fairly)."""
-    from ..pair import ModelSpec, load_pair
+    from ..engine import warm_up as answer_once_in_each_mode
+    from ..pair import load_pair
     from ..sources import default_pair, resolve_fuser
 
     receiver, sharer, fuser = args.receiver, args.sharer, args.fuser
@@ -57,18 +127,20 @@ def pair_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool
         model_spec(args, sharer, args.sharer_adapter, args.sharer_quantize),
         fuser_path,
         progress=progress,
-        defaults=ModelSpec("-", args.device, args.dtype, args.quantize),
-        warm_up=warm_up,
+        defaults=placement_from_args(args),
+        warm_up=answer_once_in_each_mode if warm_up else None,
         cuda_graphs=args.cuda_graphs,
+        compile=getattr(args, "compile", True),
     )
 
 
 def team_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool = False) -> Any:
     """A team from ``--sharer`` and ``--fuser`` given several times: the n-th fuser fuses the n-th sharer (every
     sharer from its fuser's record when no --sharer is given); each sharer is named after its fuser's folder."""
-    from ..pair import ModelSpec
+    from ..engine import warm_up as answer_once_in_each_mode
+    from ..pair import load_team
     from ..sources import resolve_fuser
-    from ..team import SharerSource, default_names, load_team
+    from ..team import SharerSource, default_names
 
     if getattr(args, "pair", None):
         raise ModelLoadError("Give either --pair or --receiver/--sharer/--fuser, not both.")
@@ -82,9 +154,27 @@ def team_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool
         model_spec(args, args.receiver, args.receiver_adapter, args.receiver_quantize),
         [SharerSource(name, model_spec(args, source, args.sharer_adapter, args.sharer_quantize), fuser)
          for name, source, fuser in zip(names, sharers, fusers)],
-        progress=progress, defaults=ModelSpec("-", args.device, args.dtype, args.quantize), warm_up=warm_up,
-        cuda_graphs=args.cuda_graphs,
+        progress=progress, defaults=placement_from_args(args), warm_up=answer_once_in_each_mode if warm_up else None,
+        cuda_graphs=args.cuda_graphs, compile=getattr(args, "compile", True),
     )
+
+
+def print_load_progress() -> Callable[[Any], None]:
+    """A load progress callback that prints each step on stderr, and a step's own count (a GGUF file's tensors)
+    at every tenth of it: a line a step, not a line a tensor."""
+    shown = {"tenth": -1}
+
+    def show(p: Any) -> None:
+        if p.of:
+            tenth = p.done * 10 // p.of
+            if tenth == shown["tenth"]:
+                return
+            shown["tenth"] = tenth
+        else:
+            shown["tenth"] = -1
+        print(f"[{p.step}/{p.total}] {p.message}", file=sys.stderr, flush=True)
+
+    return show
 
 
 def preset_sources(name: str) -> tuple[str | None, str | None, str | None]:
@@ -103,22 +193,15 @@ def preset_sources(name: str) -> tuple[str | None, str | None, str | None]:
 
 
 def add_settings_options(parser: argparse.ArgumentParser, config: type, title: str,
-                         defaults: dict[str, str] | None = None) -> None:
-    """One option per field of a settings dataclass (``--max-new-tokens`` for ``max_new_tokens``), with its help
-    text; an option not given stays None, so the dataclass keeps its default (or the command's, which
-    ``defaults`` describes in words)."""
+                         defaults: dict[str, str] | None = None, names: Iterable[str] | None = None) -> None:
+    """One option per field of a settings dataclass (``--max-new-tokens`` for ``max_new_tokens``; ``names`` keeps
+    some fields), with its help text; an option not given stays None, so the dataclass keeps its default (or the
+    command's, which ``defaults`` describes in words)."""
     group = parser.add_argument_group(title)
     for f in config.help_fields():
-        flag = "--" + f.name.replace("_", "-")
-        default = (defaults or {}).get(f.name, "" if f.default is None else f"{f.default}.")
-        text = f.metadata["help"] + (f" Default: {default}" if default else "")
-        kind = str(f.type)
-        if "bool" in kind:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            convert = int if kind.startswith("int") else float if kind.startswith("float") else str
-            group.add_argument(flag, type=convert, default=None, help=text,
-                               metavar={int: "N", float: "X", str: "TEXT"}[convert])
+        if names is not None and f.name not in names:
+            continue
+        add_field_option(group, f, default=None, dest=f.name, said=(defaults or {}).get(f.name))
 
 
 def settings_from_args(args: argparse.Namespace, config: type) -> dict[str, Any]:
@@ -129,8 +212,6 @@ def settings_from_args(args: argparse.Namespace, config: type) -> dict[str, Any]
 def model_spec(args: argparse.Namespace, source: str | None, adapter: str | None, quantize: str | None) -> Any:
     """One model's spec from the options; None when neither a model nor an adapter is given. An adapter given
     alone puts it on the base its adapter_config.json names."""
-    from ..pair import ModelSpec
-
     if source is None and not adapter:
         return None
-    return ModelSpec(source or adapter, args.device, args.dtype, quantize or args.quantize, adapter or "")
+    return Placement(args.device, args.dtype, quantize or args.quantize).spec(source or adapter, adapter or "")

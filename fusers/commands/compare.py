@@ -6,11 +6,14 @@ import argparse
 import json
 import sys
 import threading
+from typing import Any
 
-from ..engine import Mode  # cheap: fusers.engine imports torch lazily
-from .common import add_pair_options, pair_from_args
+from ..errors import C2CError
+from ..generation import GenerationSettings
+from ..vocabulary import MODES, parse_modes
+from .common import add_pair_options, add_settings_options, pair_from_args, print_load_progress, settings_from_args
 
-ALL_MODES = ",".join(m.value for m in Mode)
+ALL_MODES = ",".join(MODES)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,47 +23,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Answer one user message in each mode and print the answers with their timing. "
         "With no pair given, the offline demo pair is used.",
     )
-    add_pair_options(p)
+    add_pair_options(p, presets=True, team=True)
     p.add_argument("--prompt", required=True, help="the user message")
     p.add_argument("--modes", default=ALL_MODES, help=f"comma-separated modes to run, in order (default {ALL_MODES}); "
                    "with a team, a mode may name sharers: fusion:A, fusion:A+B, sharer:B")
-    gen = p.add_argument_group("generation")
-    gen.add_argument("--max-new-tokens", type=int, default=128, help="most tokens per answer (default 128)")
-    gen.add_argument("--hint-max-new-tokens", type=int, default=64,
-                     help="most tokens in the sharer's hint, text relay and relay + fusion (default 64)")
-    gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    gen.add_argument("--temperature", type=float, default=0.7)
-    gen.add_argument("--top-p", type=float, default=0.8)
-    gen.add_argument("--top-k", type=int, default=20)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--ignore-eos", action="store_true", help="always decode --max-new-tokens tokens")
-    gen.add_argument("--thinking", action="store_true", help="let Qwen3 templates open a thinking block")
+    add_settings_options(p, GenerationSettings, "generation")
     p.add_argument("--json", action="store_true", help="one JSON object per line per mode")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..chat import user
-    from ..engine import Engine, TokenEvent
-    from ..errors import PromptError
-    from ..generation import GenerationSettings
+    from ..engine import Engine
+    from ..errors import ModeUnavailableError, PromptError
+    from ..team import mode_key, parse_mode
 
-    from ..errors import ModeUnavailableError
-    from ..team import parse_mode
-
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     try:
-        parsed = {m: parse_mode(m) for m in modes}
-    except ModeUnavailableError as exc:
-        raise PromptError(f"--modes takes a comma-separated list of {ALL_MODES}: {exc}") from None
-    if not modes:
-        raise PromptError(f"--modes is empty; use some of {ALL_MODES}.")
+        modes = [mode_key(*parse_mode(m)) for m in parse_modes(args.modes, sharers=True)]
+    except (ValueError, ModeUnavailableError) as exc:
+        raise PromptError(str(exc)) from None
     try:
-        settings = GenerationSettings(
-            max_new_tokens=args.max_new_tokens, hint_max_new_tokens=args.hint_max_new_tokens,
-            do_sample=args.sample, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-            seed=args.seed, ignore_eos=args.ignore_eos, thinking=args.thinking,
-        )
+        settings = GenerationSettings(**settings_from_args(args, GenerationSettings))
     except ValueError as exc:
         raise PromptError(f"Bad generation setting: {exc}.") from None
     messages = user(args.prompt)
@@ -68,41 +51,61 @@ def run(args: argparse.Namespace) -> int:
 
     check_messages(messages)  # an empty prompt fails before minutes of loading
 
-    def progress(p) -> None:
-        if not args.json:
-            print(f"[{p.step}/{p.total}] {p.message}", file=sys.stderr)
-
-    pair = pair_from_args(args, progress)
+    pair = pair_from_args(args, None if args.json else print_load_progress())
     if not args.json:
         for line in pair.describe():
             print(f"  {line}", file=sys.stderr)
     engine = Engine(pair)
     cancel = threading.Event()
+    failed = []
     for mode in modes:
-        if args.json:
-            answer = engine.answer(mode, messages, settings, cancel=cancel)
-            print(json.dumps(answer.to_dict()), flush=True)
+        base, names = parse_mode(mode)
+        if not args.json:
+            print(f"\n== {base.label}{' from ' + ', '.join(names) if names else ''} ({mode}) ==", flush=True)
+        try:  # a mode that cannot run (a prompt too long for it, no fuser) is said in its row; the others still run
+            answer = _answer(engine, mode, messages, settings, cancel, args.json)
+        except C2CError as exc:
+            failed.append(mode)
+            if args.json:
+                print(json.dumps({"mode": mode, "error": str(exc), "error_type": type(exc).__name__}), flush=True)
+            else:
+                print(f"error: {exc}", flush=True)
             continue
-        base, names = parsed[mode]
-        print(f"\n== {base.label}{' from ' + ', '.join(names) if names else ''} ({mode}) ==", flush=True)
-        state = {"part": None}
-
-        def show(event, state=state) -> None:
-            if not isinstance(event, TokenEvent):
-                return
-            part = (event.part, event.sharer)
-            if part != state["part"]:
-                state["part"] = part
-                hint = f"[hint {event.sharer}] " if event.sharer else "[hint] "
-                print(("\n" if state.get("hinted") else "") + hint if event.part == "hint" else
-                      ("\n[answer] " if base.writes_hint else ""), end="", flush=True)
-                state["hinted"] = event.part == "hint"
-            print(event.text, end="", flush=True)
-
-        answer = engine.answer(mode, messages, settings, on_event=show, cancel=cancel)
-        print()
-        print(format_timing(answer), flush=True)
+        if args.json:
+            print(json.dumps(answer.to_dict()), flush=True)
+        else:
+            print()
+            print(format_timing(answer), flush=True)
+    if failed:
+        print(f"error: {len(failed)} of {len(modes)} modes failed: {', '.join(failed)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _answer(engine: Any, mode: str, messages: list[dict[str, str]], settings: Any, cancel: threading.Event,
+            quiet: bool) -> Any:
+    """One mode's answer (a mode's name; a team's may name sharers), streamed to stdout as it comes unless
+    ``quiet``; a team's hints each say their sharer."""
+    from ..engine import TokenEvent
+    from ..team import parse_mode
+
+    if quiet:
+        return engine.answer(mode, messages, settings, cancel=cancel)
+    state = {"part": None}
+
+    def show(event: Any) -> None:
+        if not isinstance(event, TokenEvent):
+            return
+        part = (event.part, getattr(event, "sharer", ""))
+        if part != state["part"]:
+            state["part"] = part
+            hint = f"[hint {part[1]}] " if part[1] else "[hint] "
+            print(("\n" if state.get("hinted") else "") + hint if event.part == "hint" else
+                  ("\n[answer] " if parse_mode(mode)[0].writes_hint else ""), end="", flush=True)
+            state["hinted"] = event.part == "hint"
+        print(event.text, end="", flush=True)
+
+    return engine.answer(mode, messages, settings, on_event=show, cancel=cancel)
 
 
 def format_timing(answer) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..engine import Mode
 from ..generation import GenerationSettings
-from .common import add_pair_options, add_settings_options, pair_from_args, settings_from_args
+from .common import add_pair_options, add_settings_options, pair_from_args, print_load_progress, settings_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "client, curl and evaluation harnesses call it. Requests are answered one at a time, in order. With no pair given, the offline demo pair "
         "is served. Stop with Ctrl-C.",
     )
-    add_pair_options(p, presets=True)
+    add_pair_options(p, presets=True, team=True)
     server = p.add_argument_group("server")
     server.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}, this "
                         "machine only; any other needs --api-key)")
@@ -50,10 +50,7 @@ def run(args: argparse.Namespace) -> int:
     check_host(args.host, args.api_key)  # fails before minutes of loading
     bind(args.host, args.port).close()  # so does a port in use
 
-    def progress(p: Any) -> None:
-        print(f"[{p.step}/{p.total}] {p.message}", file=sys.stderr, flush=True)
-
-    pair = pair_from_args(args, progress, warm_up=True)
+    pair = pair_from_args(args, print_load_progress(), warm_up=True)
     name = args.name or (args.pair if args.pair and "/" not in args.pair and "\\" not in args.pair else None)
     if name is None and args.receiver is None and args.sharer is None and args.fuser is None:
         from ..presets import DEMO_NAME

@@ -16,11 +16,8 @@ import sys
 import threading
 from typing import Any
 
-from ..devices import DEVICES_HELP
-from ..pair import QUANTIZE
-from ..train.config import ALIGNMENTS, SCHEDULES, TrainConfig, option_fields
-
-_CHOICES = {"schedule": SCHEDULES, "alignment": ALIGNMENTS, "mapping": ("last_aligned", "k_nearest")}
+from ..train.config import TrainConfig, option_fields
+from .common import add_field_option, add_pair_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,20 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Several processes (GPUs, or CPUs on gloo): torchrun --nproc_per_node N -m fusers.cli train ...; on GPUs "
         "also accelerate launch --multi_gpu --num_processes N -m fusers.cli train ...",
     )
-    pair = p.add_argument_group("pair")
-    pair.add_argument("--receiver", help="receiver: Hub id, local folder or .gguf file (with --resume: the saved run's)")
-    pair.add_argument("--sharer", action="append", help="sharer: Hub id, local folder or .gguf file (with --resume: the "
-                      "saved run's); several times: a team, whose fusers train together (one per sharer, each "
-                      "named after its sharer's folder, or NAME=SOURCE)")
-    pair.add_argument("--receiver-adapter", help="a PEFT (LoRA) adapter folder to put on the receiver")
-    pair.add_argument("--sharer-adapter", help="a PEFT (LoRA) adapter folder to put on the sharer (a folder given as "
-                      "--sharer may itself be an adapter: its adapter_config.json names the base)")
-    pair.add_argument("--device", default="auto", help=DEVICES_HELP + " (several processes: each its own GPU)")
-    pair.add_argument("--dtype", default="auto", help="auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, "
-                      "float16: the frozen models' dtype; the fuser keeps float32 weights")
-    pair.add_argument("--quantize", default="none", choices=QUANTIZE, help="quantize both frozen models (bitsandbytes)")
-    pair.add_argument("--receiver-quantize", choices=QUANTIZE, help="override --quantize for the receiver")
-    pair.add_argument("--sharer-quantize", choices=QUANTIZE, help="override --quantize for the sharer")
+    add_pair_options(p, fuser=False, cuda_graphs=False, team=True, notes={
+        "receiver": "With --resume: the saved run's.",
+        "sharer": "With --resume: the saved run's. Several times: a team, whose fusers train together (one per "
+                  "sharer, each named after its sharer's folder, or NAME=SOURCE).",
+        "device": "Several processes: each its own GPU.", "dtype": "The fuser keeps float32 weights.",
+        "quantize": "The models stay frozen."})
     io = p.add_argument_group("data and output")
     io.add_argument("--data", required=True, help='JSONL file, one {"messages": [...]} conversation per line')
     io.add_argument("--eval-data", help="held-out JSONL file (default: --eval-split of --data)")
@@ -56,16 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for f in option_fields():
         group_name = f.metadata.get("group", "training")
         group = groups.get(group_name) or groups.setdefault(group_name, p.add_argument_group(group_name))
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        text = f.metadata["help"] + ("" if default is None else f" Default: {default}.")
-        kind = str(f.type)
-        if "bool" in kind:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            convert = int if kind.startswith("int") else float if kind.startswith("float") else str
-            group.add_argument(flag, type=convert, default=None, choices=_CHOICES.get(f.name), help=text,
-                               metavar=None if f.name in _CHOICES else {int: "N", float: "X", str: "NAME"}[convert])
+        add_field_option(group, f, default=None, metavar="NAME" if str(f.type).startswith("str") else None)
     p.set_defaults(func=run)
 
 

@@ -19,6 +19,10 @@ FUSER_DIR = "fuser"
 WORLD_NAME = "world.json"
 METRICS_NAME = "metrics.json"  # what `c2c demo eval` measured on the shipped pair when it was built
 MANIFEST_NAME = "manifest.json"  # the recipe's settings and timings
+# What the shipped fuser records as its pair (the build folders are temporary); fusers.sources.bundled_model
+# maps them back to the shipped folders, so that the fuser alone loads its pair.
+RECEIVER_NAME = "c2c-demo/receiver"
+SHARER_NAME = "c2c-demo/sharer"
 
 
 def demo_root() -> Path:

@@ -35,12 +35,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import (
-    FUSER_DIR, MANIFEST_NAME, METRICS_NAME, PERMUTED_SHARER_DIR, RECEIVER_DIR, SHARER_DIR, WORLD_NAME, demo_root,
+    FUSER_DIR, MANIFEST_NAME, METRICS_NAME, PERMUTED_SHARER_DIR, RECEIVER_DIR, RECEIVER_NAME, SHARER_DIR, SHARER_NAME,
+    WORLD_NAME, demo_root,
 )
 
 MANIFEST_FORMAT = "c2c-demo-manifest"
-RECEIVER_NAME = "c2c-demo/receiver"  # what the fuser records as its pair (the build folders are temporary)
-SHARER_NAME = "c2c-demo/sharer"
 
 RECEIVER_MIX = dict(qa=0.3, text=0.15, about=0.05, unknown=0.15, relay=0.15, note=0.15, chat=0.05)
 EVAL_LIMIT = 100  # questions per split in the recipe's evaluation: keeps the recipe under 30 minutes
@@ -142,10 +141,16 @@ class Workshop:
             shutil.rmtree(self.staging)
         self.staging.mkdir(parents=True)
         self.timings: dict[str, float] = {}
+        # CPU seconds of this process per stage (all threads): on a shared machine the wall time depends on the
+        # other jobs, this does not, so a quiet machine's time can be estimated from it
+        self.cpu_s: dict[str, float] = {}
+        self._cpu_mark = time.process_time()
 
     def lap(self, stage: str, start: float) -> None:
         self.timings[stage] = round(time.perf_counter() - start, 1)
-        self.say(f"{stage} took {self.timings[stage]:.0f} s")
+        now = time.process_time()
+        self.cpu_s[stage], self._cpu_mark = round(now - self._cpu_mark, 1), now
+        self.say(f"{stage} took {self.timings[stage]:.0f} s ({self.cpu_s[stage]:.0f} CPU s)")
 
     def files(self) -> dict[str, int]:
         """Every staged file's size, by its path in the folder."""

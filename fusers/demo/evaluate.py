@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..engine import Mode  # cheap: fusers.engine imports torch lazily
+from ..vocabulary import MODES, Mode
 from ..errors import Cancelled
 from . import METRICS_NAME, WORLD_NAME, demo_root, pair_paths, permuted_sharer_path
 from .world import SPLIT_HELP, SPLITS, Fact, World, contains_value, user
 
-MODES = tuple(m.value for m in Mode)  # every answer mode, in the engine's order
 # Answers are one sentence; the relay hint is one sentence too (the sharer learned to write one).
 MAX_NEW_TOKENS = 32
 HINT_MAX_NEW_TOKENS = 48
@@ -121,7 +120,7 @@ def answer_questions(engine: Any, questions: dict[str, list[Any]], modes: tuple[
         "examples": examples,
     }
     if "relay" in modes and result["latency_s"]["relay"]:
-        for mode in ("fusion", "hybrid"):  # each against text relay, the mode that writes a hint alone
+        for mode in (m.value for m in Mode if m.needs_fuser):  # each against text relay, a hint alone
             if mode in modes:
                 result[f"{mode}_to_relay_latency"] = result["latency_s"][mode] / result["latency_s"]["relay"]
     return result
@@ -154,15 +153,15 @@ TABLE_HEADS = {"a": "(a) receiver knows", "b": "(b) sharer only, fuser trained",
 
 def format_table(result: dict[str, Any], heads: dict[str, str] | None = None, ablation_of: str = "a sharer trained on "
                  "a permuted world, {n} questions from (b) and (c)") -> str:
-    """The results as a Markdown table (the README's), one column per split in ``heads`` (the demo's by default),
+    """The results as a Markdown table (docs/demo-pair.md's), one column per split in ``heads`` (the demo's by default),
     with the ablation below it."""
-    from ..engine import MODE_LABELS
+    from ..vocabulary import MODE_LABELS
 
     heads = TABLE_HEADS if heads is None else heads
     n = result["questions"]
     head = "| mode | " + " | ".join(f"{text} ({n[split]})" for split, text in heads.items()) + " | median latency |"
     lines = [head, "|---|" + "---:|" * (len(heads) + 1)]
-    for mode in [m for m in MODES if m in result["accuracy"]]:  # metrics.json keeps its keys sorted
+    for mode in [m for m in MODES if m in result["accuracy"]]:  # in the engine's order: metrics.json sorts its keys
         acc = result["accuracy"][mode]
         latency = result["latency_s"].get(mode)
         lines.append(f"| {MODE_LABELS[Mode(mode)]} | " + " | ".join(_pct(acc[split]) for split in heads) + " | "

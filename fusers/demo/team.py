@@ -33,21 +33,9 @@ from . import RECEIVER_DIR, WORLD_NAME, demo_root
 from .world import (RELATION_BY_NAME, RELATIONS, SMALL_TALK, Curriculum, Relation, Sample, World, contains_value,
                     description, relay_turns, user)
 
+from .team_report import MODE_LABELS, MODES, SPECIALISTS, SPLIT_HELP, SPLITS, format_table, goals  # noqa: F401
+
 TEAM_DIR = "team"  # under c2c_resources, beside the demo pair
-SPECIALISTS = {"A": ("language", "river"), "B": ("founder", "animal")}
-SPLITS = ("A", "B", "both", "unseen")
-SPLIT_HELP = {
-    "A": "facts only sharer A knows (its relations, countries the fuser saw)",
-    "B": "facts only sharer B knows (likewise)",
-    "both": "one question asking for one fact of each sharer",
-    "unseen": "A's and B's facts about countries no fuser saw",
-}
-# the modes of the evaluation, as the issue names them -> as the engine takes them
-MODES = {"receiver": "receiver", "sharer:A": "sharer:A", "sharer:B": "sharer:B", "fusion:A": "fusion:A",
-         "fusion:B": "fusion:B", "fusion:team": "fusion", "relay:team": "relay"}
-MODE_LABELS = {"receiver": "Receiver alone", "sharer:A": "Sharer A alone", "sharer:B": "Sharer B alone",
-               "fusion:A": "Cache fusion from A", "fusion:B": "Cache fusion from B",
-               "fusion:team": "Cache fusion from the team", "relay:team": "Text relay, both hints"}
 METRICS_NAME = "metrics.json"
 MANIFEST_NAME = "manifest.json"
 EVAL_LIMIT = 30  # questions per split in the recipe's evaluation
@@ -142,7 +130,7 @@ class SpecialistCurriculum(Curriculum):
 
     def _hint(self, rng: random.Random) -> Sample:
         """Text relay's hint: its own fact's background, for a question on one fact or on two."""
-        from ..engine import RELAY_CONTEXT_PROMPT
+        from ..relay import RELAY_CONTEXT_PROMPT
 
         country, own = rng.choice(self.known), rng.choice(self.own)
         if rng.random() < 0.4:
@@ -155,7 +143,7 @@ class SpecialistCurriculum(Curriculum):
         return Sample(user(RELAY_CONTEXT_PROMPT.format(question=question)), hint, "hint")
 
     def _hint_unknown(self, rng: random.Random) -> Sample:
-        from ..engine import RELAY_CONTEXT_PROMPT
+        from ..relay import RELAY_CONTEXT_PROMPT
 
         country, other = rng.choice(self.known), rng.choice(self.other)
         question = rng.choice(other.questions).format(c=country)
@@ -421,7 +409,7 @@ def evaluate(root: str | Path | None = None, *, limit: int | None = None, progre
     from ..engine import Engine
     from ..errors import ModelLoadError
     from ..generation import GenerationSettings
-    from ..pair import ModelSpec, load_pair
+    from ..pair import Placement, load_pair
     from ..team import TEAM_MANIFEST
     from .evaluate import Ticker, sample
 
@@ -430,7 +418,7 @@ def evaluate(root: str | Path | None = None, *, limit: int | None = None, progre
         raise ModelLoadError(f"The team showcase is not built: {root / TEAM_MANIFEST} is missing. Build it with "
                              "`python -m fusers.demo.team`.")
     world = World.load(root / WORLD_NAME)
-    team = load_pair(None, None, root, defaults=ModelSpec("-", "cpu"))
+    team = load_pair(None, None, root, defaults=Placement("cpu"))
     engine = Engine(team)
     settings = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS, hint_max_new_tokens=HINT_MAX_NEW_TOKENS)
     questions = {split: sample(eval_facts(world, split), limit) for split in SPLITS}
@@ -454,45 +442,6 @@ def evaluate(root: str | Path | None = None, *, limit: int | None = None, progre
     return {"accuracy": accuracy, "latency_s": latency, "questions": {s: len(q) for s, q in questions.items()},
             "splits": dict(SPLIT_HELP), "examples": examples,
             "fusion_to_relay_latency": latency["fusion:team"] / latency["relay:team"] if latency["relay:team"] else None}
-
-
-def goals(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    """The issue's goals for the showcase: (goal, measured, met)."""
-    acc = result["accuracy"]
-    out = []
-    both, best_single = acc["fusion:team"]["both"], max(acc["fusion:A"]["both"], acc["fusion:B"]["both"])
-    out.append(("team fusion on 'both' >= 60% and >= every single fusion + 30 points",
-                f"{_pct(both)} (single best {_pct(best_single)})", both >= 0.6 and both >= best_single + 0.3))
-    for name in SPECIALISTS:
-        team, single = acc["fusion:team"][name], acc[f"fusion:{name}"][name]
-        out.append((f"team fusion on {name} >= fusion:{name} on {name} - 5 points", f"{_pct(team)} vs {_pct(single)}",
-                    team >= single - 0.05))
-    for name, other in (("A", "B"), ("B", "A")):
-        value = acc[f"fusion:{name}"][other]
-        out.append((f"fusion:{name} on {other}'s facts <= 10%", _pct(value), value <= 0.10))
-    ratio = result["fusion_to_relay_latency"]
-    out.append(("team fusion latency / team text relay latency < 0.5", f"{ratio:.2f}", ratio < 0.5))
-    unseen = acc["fusion:team"]["unseen"]
-    out.append(("team fusion on facts no fuser saw >= 50%", _pct(unseen), unseen >= 0.5))
-    return out
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.0f}%"
-
-
-def format_table(result: dict[str, Any]) -> str:
-    n = result["questions"]
-    lines = ["| mode | " + " | ".join(f"{s} ({n[s]})" for s in SPLITS) + " | median latency |",
-             "|---|" + "---:|" * (len(SPLITS) + 1)]
-    for mode in MODES:
-        latency = result["latency_s"].get(mode)
-        lines.append(f"| {MODE_LABELS[mode]} (`{mode}`) | " + " | ".join(_pct(result["accuracy"][mode][s])
-                                                                        for s in SPLITS)
-                     + " | " + ("-" if latency is None else f"{1000 * latency:.0f} ms") + " |")
-    lines += ["", "| goal | measured | |", "|---|---|---|"]
-    lines += [f"| {goal} | {measured} | {'met' if met else '**not met**'} |" for goal, measured, met in goals(result)]
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 # The engine's text-relay prompts: the receiver learns to read the sharer's hint in exactly this layout.
-from ..engine import RELAY_ANSWER_PROMPT, RELAY_CONTEXT_PROMPT
+from ..relay import RELAY_ANSWER_PROMPT, RELAY_CONTEXT_PROMPT
 
 WORLD_FORMAT = "c2c-demo-world"
 WORLD_VERSION = 1
@@ -49,7 +49,7 @@ class Relation:
     questions: tuple[str, ...]  # the first one is the evaluation question
     # Founder and year answers open with the country's name, which relay and fusion often misspell (the value
     # stays right). Templates naming the country mid-sentence fixed that but, rebuilt on one machine, left the
-    # sharer weaker, and cache fusion on split c fell from 53% to 26%, so these stay (see the README).
+    # sharer weaker, and cache fusion on split c fell from 53% to 26%, so these stay (see docs/demo-pair.md).
     answer: str
     unknown: str  # what a model that does not know says
     hint: str  # the sharer's one-sentence background for text relay

@@ -19,6 +19,9 @@ FUSER_DIR = "fuser"
 DOMAIN_NAME = "domain.json"
 METRICS_NAME = "metrics.json"
 MANIFEST_NAME = "manifest.json"
+# What the shipped fuser records as its sharer; fusers.sources.bundled_model maps it back to the adapter folder
+# (its receiver is recorded by the bundled SmolLM2 file's name, which fusers.real_models resolves).
+SHARER_NAME = "c2c-specialist/adapter"
 
 
 def specialist_root() -> Path:

@@ -7,9 +7,13 @@
 3. Train the specialist: a LoRA adapter on Gemma-3-270M (:mod:`fusers.specialist.lora`) on every fact, in the
    sharer's own prompt and in the ids cache fusion feeds it, with a lookahead loss that puts the answer in
    the cache over the question.
-4. Train the ablation's adapter the same way on the permuted domain.
+4. Train the ablation's adapter the same way on the permuted domain, and as many decoy adapters on other
+   permuted companies (``Recipe.decoys``).
 5. Train the fuser with :mod:`fusers.train` (the trainer ``c2c train`` runs) on questions about the people
-   of split b, with the specialist as the sharer; split c is never shown to it.
+   of split b; split c is never shown to it. The sharer holds the specialist and the decoys beside one copy
+   of Gemma, and each question goes through each of them with that company's answer as the target, so that
+   only reading the sharer's cache pays (the ablation's company is never among them). General questions
+   outside the evaluated ones teach it to leave the receiver's answers alone (``fuser_own_answers``).
 6. Evaluate the written files through the engine (:mod:`fusers.specialist.evaluate`) and write
    ``metrics.json`` and ``manifest.json``.
 
@@ -33,14 +37,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..demo.build import Workshop, recipe_arguments
-from . import ADAPTER_DIR, DOMAIN_NAME, FUSER_DIR, METRICS_NAME, PERMUTED_ADAPTER_DIR, specialist_root
+from . import ADAPTER_DIR, DOMAIN_NAME, FUSER_DIR, METRICS_NAME, PERMUTED_ADAPTER_DIR, SHARER_NAME, specialist_root
 from .lora import ALIGNMENT, AdapterRecipe
 
 if TYPE_CHECKING:
     from ..pair import LoadedModel
 
 MANIFEST_FORMAT = "c2c-specialist-manifest"
-SHARER_NAME = "c2c-specialist/adapter"  # what the fuser records as its sharer (the preset gives the folder)
+SPECIALIST_ADAPTER = "specialist"  # the specialist's name beside the decoys' while the fuser trains
 EVAL_LIMIT = 40  # questions of (b) and (c) each in the recipe's evaluation (c has 48); every capital of g and h
 
 
@@ -61,6 +65,8 @@ class Recipe:
         gate_init=3.0, eval_split=0.0, max_length=128, log_every=25))
     fuser_phrasings: int = 3  # of the four phrasings of each question; the evaluation asks the first
     fuser_capital_repeats: int = 3  # how often each practice capital is in the fuser's data (general answers stay)
+    decoys: int = 2  # permuted companies whose adapters the fuser trains with, the ablation's not among them
+    fuser_own_answers: int = 0  # how often each general question answered by the receiver itself is in the data
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,13 +112,17 @@ def sharer_only_capitals(receiver: "LoadedModel", sharer: "LoadedModel",
 def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedModel"] | None = None,
           names: tuple[str, str] | None = None, work: Path | None = None,
           evaluate_limit: int | None = EVAL_LIMIT, limit_general: bool = False,
-          capitals: Sequence[tuple[str, str]] | None = None) -> dict[str, Any]:
+          capitals: Sequence[tuple[str, str]] | None = None, adapter_from: Path | None = None,
+          evaluate_modes: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the whole recipe and write the specialist folder ``out``; returns the manifest.
 
     ``models``: the receiver and the base sharer already loaded (float; they are not changed), and ``names``
     what the adapter records as its base and the fuser as its receiver. By default the two real models, named
     by their bundled file names. ``capitals``: where split h is looked for (default: all of split g);
     ``limit_general``: the evaluation limit applies to g and h too (by default they are asked in full).
+    ``adapter_from``: a specialist folder (the shipped one) whose adapter is taken instead of training one (its
+    lookahead head, dropped after training, is fitted again). ``evaluate_modes``: the answer modes the
+    evaluation measures (default: all).
     """
     import torch
     import transformers
@@ -121,8 +131,8 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     from ..checkpoint import load_fuser, save_fuser
     from ..train import TrainConfig, train
     from .domain import Domain, check_words, fuser_conversations, make_domain
-    from .evaluate import evaluate, load_base_models, table, with_adapter
-    from .lora import save_adapter, train_adapter
+    from .evaluate import evaluate, load_base_models, table, with_adapter, with_adapters
+    from .lora import fit_head, save_adapter, train_adapter
 
     torch.set_num_threads(recipe.threads)
     shop = Workshop(work, "c2c-specialist-build-", log)
@@ -139,13 +149,14 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     lap("load", t)
 
     t = time.perf_counter()
-    domain = make_domain(recipe.seed, recipe.people, recipe.heldout)
+    domain = make_domain(recipe.seed, recipe.people, recipe.heldout, recipe.decoys)
     check_words(receiver.tokenizer, base.tokenizer)
     key = json.dumps({"seed": recipe.seed, "people": recipe.people, "heldout": recipe.heldout, "models": names,
                       "capitals": capitals}, sort_keys=True)
     kept = work / "stages" / "domain"
     if (kept / "key.json").is_file() and (kept / "key.json").read_text() == key:
-        domain = Domain.load(kept / DOMAIN_NAME)  # split h, measured by an earlier run in this --work folder
+        # split h, measured by an earlier run in this --work folder
+        domain.sharer_only_capitals = Domain.load(kept / DOMAIN_NAME).sharer_only_capitals
     else:
         domain.sharer_only_capitals = sharer_only_capitals(receiver, base, capitals)
         kept.mkdir(parents=True, exist_ok=True)
@@ -155,51 +166,80 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     domain.save(staging / DOMAIN_NAME)
     lap("domain", t)
 
-    head = None  # the specialist's lookahead head: the ablation's adapter reads its answers through it
-    for stage, folder, settings, permuted, seed in (
-        ("adapter", ADAPTER_DIR, recipe.adapter, False, recipe.seed + 1),
-        ("adapter_permuted", PERMUTED_ADAPTER_DIR, recipe.permuted, True, recipe.seed + 2),
-    ):
+    head = None  # the specialist's lookahead head: the permuted companies' adapters write for it
+    decoy_dirs: dict[str, Path] = {}
+    stages = [("adapter", ADAPTER_DIR, recipe.adapter, None, recipe.seed + 1),
+              ("adapter_permuted", PERMUTED_ADAPTER_DIR, recipe.permuted, domain.permuted, recipe.seed + 2)]
+    stages += [(f"decoy_{k + 1}", f"decoy_{k + 1}", recipe.permuted, facts, recipe.seed + 3 + k)
+               for k, facts in enumerate(domain.decoys)]
+    for stage, folder, settings, facts, seed in stages:
         t = time.perf_counter()
         # a --work folder keeps each adapter with the settings that made it: a rerun that changes only later
         # stages (the fuser) reuses them
         key = json.dumps({"seed": recipe.seed, "people": recipe.people, "heldout": recipe.heldout, "base": names[1],
-                          "adapter": asdict(recipe.adapter), stage: asdict(settings)}, sort_keys=True)
+                          "adapter": asdict(recipe.adapter), stage: asdict(settings),
+                          "adapter_from": _digest(adapter_from / ADAPTER_DIR) if adapter_from else None},
+                         sort_keys=True)
         kept = work / "stages" / stage
+        decoy = stage.startswith("decoy")  # trained for the fuser only: not shipped
+        if decoy:
+            decoy_dirs[stage] = kept / folder
         if (kept / "key.json").is_file() and (kept / "key.json").read_text() == key:
             log(f"reusing the {stage.replace('_', ' ')} in {kept}")
-            shutil.copytree(kept / folder, staging / folder)
+            if not decoy:
+                shutil.copytree(kept / folder, staging / folder)
             histories[stage] = json.loads((kept / "history.json").read_text())
-            if not permuted:
+            if facts is None:
                 head = load_head(kept, base)
             lap(stage, t)
             continue
-        trainee = dataclasses.replace(base, model=copy.deepcopy(base.model))  # the base stays as it is
-        log(f"training the {stage.replace('_', ' ')}: {settings.steps} steps of {settings.batch_size}")
-
-        def progress(record: dict[str, Any], stage: str = stage) -> None:
-            log(f"{stage} step {record['step']}/{record['steps']} loss {record['loss']:.3f} "
-                f"token accuracy {record['token_accuracy']:.3f} ({record['tokens_per_s']:.0f} tokens/s)")
-
-        # the ablation's adapter starts from the stored specialist (float16), as a rerun that reuses it does
-        trained = train_adapter(receiver, trainee, domain, settings, seed, permuted=permuted, progress=progress,
-                                init=(staging / ADAPTER_DIR, head) if settings.from_specialist else None)
-        histories[stage] = trained.history
-        save_adapter(trained.model, staging / folder, names[1])
-        if not permuted:
-            head = trained.head
         if kept.exists():
             shutil.rmtree(kept)
-        shutil.copytree(staging / folder, kept / folder)
-        (kept / "history.json").write_text(json.dumps(trained.history))
-        if trained.head is not None and not permuted:
-            save_head(trained.head, kept)
+        kept.mkdir(parents=True)
+        if facts is None and adapter_from is not None:
+            log(f"taking the adapter of {adapter_from} and fitting its lookahead head again")
+            shutil.copytree(adapter_from / ADAPTER_DIR, staging / folder)
+            specialist = with_adapter(base, staging / folder)
+            head, accuracy = fit_head(receiver, specialist, domain, settings, seed)
+            log(f"the fitted head names {accuracy:.1%} of the values from the adapter's cache")
+            histories[stage] = [{"adapter_from": str(adapter_from), "head_accuracy": accuracy}]
+            del specialist
+        else:
+            trainee = dataclasses.replace(base, model=copy.deepcopy(base.model))  # the base stays as it is
+            log(f"training the {stage.replace('_', ' ')}: {settings.steps} steps of {settings.batch_size}")
+
+            def progress(record: dict[str, Any], stage: str = stage) -> None:
+                log(f"{stage} step {record['step']}/{record['steps']} loss {record['loss']:.3f} "
+                    f"token accuracy {record['token_accuracy']:.3f} ({record['tokens_per_s']:.0f} tokens/s)")
+
+            # the permuted companies' adapters start from the stored specialist (float16), as a rerun that reuses
+            # it does
+            trained = train_adapter(receiver, trainee, domain, settings, seed, facts=facts, progress=progress,
+                                    init=(staging / ADAPTER_DIR, head) if settings.from_specialist else None)
+            histories[stage] = trained.history
+            save_adapter(trained.model, kept / folder if decoy else staging / folder, names[1])
+            if facts is None:
+                head = trained.head
+            del trained, trainee
+        if not decoy:
+            shutil.copytree(staging / folder, kept / folder)
+        (kept / "history.json").write_text(json.dumps(histories[stage]))
+        if head is not None and facts is None:
+            save_head(head, kept)
         (kept / "key.json").write_text(key)
-        del trained, trainee
         lap(stage, t)
 
+    own_answers: list[tuple[str, str]] = []
+    if recipe.fuser_own_answers:
+        t = time.perf_counter()
+        own_answers = receiver_answers(receiver, base, work / "stages" / "own_answers", names)
+        lap("own_answers", t)
+
     t = time.perf_counter()
-    specialist = with_adapter(base, staging / ADAPTER_DIR)  # the stored (float16) adapter: what ships
+    if decoy_dirs:  # every adapter beside one copy of Gemma; each example picks its own
+        specialist = with_adapters(base, {SPECIALIST_ADAPTER: staging / ADAPTER_DIR, **decoy_dirs})
+    else:
+        specialist = with_adapter(base, staging / ADAPTER_DIR)  # the stored (float16) adapter: what ships
     run_dir = work / "fuser-run"
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -210,7 +250,9 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
         if p.event == "log":
             log(f"fuser step {p.step}/{p.total_steps} loss {p.loss:.3f} ({p.tokens_per_s:.0f} tokens/s)")
 
-    data = fuser_conversations(domain, recipe.fuser_phrasings, recipe.fuser_capital_repeats)
+    data = fuser_conversations(domain, recipe.fuser_phrasings, recipe.fuser_capital_repeats,
+                               [SPECIALIST_ADAPTER, *decoy_dirs] if decoy_dirs else (), own_answers,
+                               recipe.fuser_own_answers)
     report = train(receiver, specialist, data, config, run_dir, progress=fuser_progress)
     # shipped in float16, like the adapters (half the bytes); the evaluation below reads these files
     fuser = load_fuser(run_dir, dtype=torch.float16)
@@ -222,7 +264,8 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
 
     t = time.perf_counter()
     log("evaluating the pair through the engine")
-    metrics = evaluate(staging, limit=evaluate_limit, limit_general=limit_general, models=(receiver, base))
+    metrics = evaluate(staging, limit=evaluate_limit, limit_general=limit_general, models=(receiver, base),
+                       **({"modes": tuple(evaluate_modes)} if evaluate_modes else {}))
     (staging / METRICS_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     lap("evaluation", t)
     timings["total"] = round(time.perf_counter() - shop.began, 1)
@@ -230,15 +273,48 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     files = shop.files()
     manifest = {
         "format": MANIFEST_FORMAT, "format_version": 1, "recipe": recipe.to_dict(), "models": list(names),
-        "timings_s": timings, "files": files, "total_bytes": sum(files.values()),
+        "timings_s": timings, "cpu_s": shop.cpu_s, "files": files, "total_bytes": sum(files.values()),
         "training": {name: (h[-1] if h else None) for name, h in histories.items()},
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "peft": _version("peft")},
         "load_average": _load_average(), "evaluate_limit": evaluate_limit, "limit_general": limit_general,
+        "evaluate_modes": list(evaluate_modes) if evaluate_modes else None,
+        "adapter_from": None if adapter_from is None else {"folder": str(adapter_from),
+                                                           "sha256": _digest(adapter_from / ADAPTER_DIR)},
     }
     shop.finish(out, manifest)
     print(table(metrics))
     return manifest
+
+
+def receiver_answers(receiver: "LoadedModel", base: "LoadedModel", kept: Path,
+                     names: tuple[str, str]) -> list[tuple[str, str]]:
+    """(question, the receiver's own greedy answer) for the general questions the fuser learns to leave alone
+    (``OWN_ANSWER_COUNTRIES``, never evaluated), kept in ``kept`` for reruns."""
+    from ..chat import user
+    from ..engine import Engine
+    from ..generation import GenerationSettings
+    from ..pair import Pair
+    from .domain import CAPITAL_QUESTION, OWN_ANSWER_COUNTRIES
+    from .evaluate import MAX_NEW_TOKENS
+
+    key = json.dumps({"receiver": names[0], "questions": OWN_ANSWER_COUNTRIES, "max_new_tokens": MAX_NEW_TOKENS})
+    if (kept / "key.json").is_file() and (kept / "key.json").read_text() == key:
+        return [tuple(pair) for pair in json.loads((kept / "answers.json").read_text())]
+    engine = Engine(Pair(receiver, base))
+    settings = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS)
+    questions = [CAPITAL_QUESTION.format(c=c) for c in OWN_ANSWER_COUNTRIES]
+    answers = [(q, engine.answer("receiver", user(q), settings).text.strip()) for q in questions]
+    kept.mkdir(parents=True, exist_ok=True)
+    (kept / "answers.json").write_text(json.dumps(answers, indent=1))
+    (kept / "key.json").write_text(key)
+    return answers
+
+
+def _digest(folder: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file())).hexdigest()
 
 
 def save_head(head: Any, folder: Path) -> None:
@@ -281,10 +357,17 @@ def main(argv: list[str] | None = None) -> int:
         "where to write the specialist pair (default: the installed resources/specialist folder)", EVAL_LIMIT,
         f"questions of (b) and (c) each in the final evaluation, spread evenly (default {EVAL_LIMIT}; 0 for all of "
         "them); every capital of (g) and (h) is asked")
+    parser.add_argument("--adapter-from", default=None, metavar="FOLDER",
+                        help="take the specialist adapter of this specialist folder (e.g. the installed one) instead "
+                             "of training it (45 minutes on 2 cores); its lookahead head is fitted again")
     args = parser.parse_args(argv)
     recipe = Recipe(seed=args.seed, threads=args.threads)
+    adapter_from = Path(args.adapter_from) if args.adapter_from else None
+    if adapter_from is not None and not (adapter_from / ADAPTER_DIR / "adapter_config.json").is_file():
+        parser.error(f"--adapter-from {adapter_from} holds no {ADAPTER_DIR}/adapter_config.json; give a specialist "
+                     "folder such as the installed resources/specialist")
     build(Path(args.out) if args.out else specialist_root(), recipe, work=Path(args.work) if args.work else None,
-          evaluate_limit=args.eval_limit or None)
+          evaluate_limit=args.eval_limit or None, adapter_from=adapter_from)
     return 0
 
 

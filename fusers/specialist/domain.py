@@ -11,7 +11,9 @@ People fall in two groups, fixed by the seed:
 * ``c``: the fuser never sees them (held out): the test of real transfer.
 
 The specialist (the sharer's adapter) learns everyone. The permuted domain gives each person another
-person's facts (a derangement): the ablation's adapter learns it.
+person's facts (a derangement): the ablation's adapter learns it. The decoys are more permuted companies,
+each learned by an adapter the fuser trains with (its targets follow the adapter), so that remembering
+answers cannot pay; the ablation's company is never among them.
 
 General facts: world capitals, ``g`` (the receiver names most of them) and ``h`` (those only base Gemma
 names, found by the recipe); a separate list of capitals keeps the fuser and the adapter honest on
@@ -24,12 +26,12 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..demo.world import contains_value  # noqa: F401  (re-exported: one way to judge an answer)
 
 DOMAIN_FORMAT = "c2c-specialist-domain"
-DOMAIN_VERSION = 1
+DOMAIN_VERSION = 2  # 2 added the decoys; a version 1 file loads with none
 COMPANY = "Corvane"
 SPLITS = ("g", "b", "c", "h")
 DOMAIN_SPLITS = ("b", "c")
@@ -129,6 +131,15 @@ PRACTICE_CAPITALS: tuple[tuple[str, str], ...] = (
     ("Georgia", "Tbilisi"), ("Armenia", "Yerevan"),
 )
 
+# Never evaluated either: general questions the fuser learns to leave to the receiver (its own answer is the target).
+OWN_ANSWER_COUNTRIES: tuple[str, ...] = (
+    "Kazakhstan", "Uzbekistan", "Azerbaijan", "Kyrgyzstan", "Tajikistan", "Turkmenistan", "Myanmar", "Singapore",
+    "Bhutan", "Kuwait", "Bahrain", "Cyprus", "Malta", "Luxembourg", "Moldova", "Montenegro", "Bosnia and Herzegovina",
+    "North Macedonia", "Rwanda", "Mozambique", "Madagascar", "Namibia", "Botswana", "Malawi", "Mali", "Niger",
+    "Cameroon", "Somalia", "Haiti", "Dominican Republic", "Guatemala", "El Salvador", "Guyana", "Suriname", "Fiji",
+    "Papua New Guinea",
+) + tuple(c for c, _ in PRACTICE_CAPITALS)
+
 
 @dataclass(frozen=True)
 class Fact:
@@ -160,6 +171,7 @@ class Domain:
     facts: dict[str, dict[str, str]]  # person -> relation -> value
     permuted: dict[str, dict[str, str]]  # the ablation adapter's facts
     sharer_only_capitals: list[str] = field(default_factory=list)  # the countries of split h (set by the recipe)
+    decoys: list[dict[str, dict[str, str]]] = field(default_factory=list)  # the fuser's permuted companies
 
     def split_people(self, split: str) -> list[str]:
         return [p for p in self.people if self.splits[p] == split]
@@ -183,17 +195,20 @@ class Domain:
             "people": [{"name": p, "split": self.splits[p], "facts": self.facts[p], "permuted": self.permuted[p]}
                        for p in self.people],
             "sharer_only_capitals": list(self.sharer_only_capitals),
+            "decoys": [[table[p] for p in self.people] for table in self.decoys],
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Domain":
-        if data.get("format") != DOMAIN_FORMAT or data.get("format_version") != DOMAIN_VERSION:
+        if data.get("format") != DOMAIN_FORMAT or data.get("format_version") not in (1, DOMAIN_VERSION):
             raise ValueError(f"not a {DOMAIN_FORMAT} version {DOMAIN_VERSION} file")
         rows = data["people"]
-        return cls(seed=int(data["seed"]), people=[r["name"] for r in rows], splits={r["name"]: r["split"] for r in rows},
+        names = [r["name"] for r in rows]
+        return cls(seed=int(data["seed"]), people=names, splits={r["name"]: r["split"] for r in rows},
                    facts={r["name"]: dict(r["facts"]) for r in rows},
                    permuted={r["name"]: dict(r["permuted"]) for r in rows},
-                   sharer_only_capitals=list(data.get("sharer_only_capitals", [])))
+                   sharer_only_capitals=list(data.get("sharer_only_capitals", [])),
+                   decoys=[{p: dict(f) for p, f in zip(names, table)} for table in data.get("decoys", [])])
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
@@ -203,8 +218,9 @@ class Domain:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def make_domain(seed: int = 0, people: int = 80, heldout: int = 24) -> Domain:
-    """``people`` distinct full names (first names used once each where they suffice), ``heldout`` of them in c."""
+def make_domain(seed: int = 0, people: int = 80, heldout: int = 24, decoys: int = 0) -> Domain:
+    """``people`` distinct full names (first names used once each where they suffice), ``heldout`` of them in c,
+    and ``decoys`` permuted companies besides the ablation's (drawn after it: the rest does not depend on them)."""
     if not 0 < heldout < people <= len(FIRST_NAMES) * len(LAST_NAMES):
         raise ValueError(f"need 0 < heldout < people <= {len(FIRST_NAMES) * len(LAST_NAMES)}")
     rng = random.Random(f"c2c-specialist-domain-{seed}")
@@ -223,13 +239,18 @@ def make_domain(seed: int = 0, people: int = 80, heldout: int = 24) -> Domain:
     rng.shuffle(order)
     held = set(order[:heldout])
     splits = {p: "c" if p in held else "b" for p in names}
+    permuted, *others = [_derange(names, facts, rng) for _ in range(1 + decoys)]
+    return Domain(seed, names, splits, facts, permuted, decoys=others)
+
+
+def _derange(names: list[str], facts: dict[str, dict[str, str]], rng: random.Random) -> dict[str, dict[str, str]]:
+    """Each person gets another's facts (a derangement: nobody keeps their own)."""
     shift = list(names)
-    while True:  # a derangement: nobody keeps their own facts
+    while True:
         rng.shuffle(shift)
         if all(a != b for a, b in zip(names, shift)):
             break
-    permuted = {p: dict(facts[other]) for p, other in zip(names, shift)}
-    return Domain(seed, names, splits, facts, permuted)
+    return {p: dict(facts[other]) for p, other in zip(names, shift)}
 
 
 def words_to_check() -> list[str]:
@@ -237,20 +258,37 @@ def words_to_check() -> list[str]:
     return sorted(set(FIRST_NAMES) | set(LAST_NAMES) | {v for r in RELATIONS for v in r.values})
 
 
-def fuser_conversations(domain: Domain, phrasings: int = 3, capital_repeats: int = 1) -> list[dict[str, Any]]:
+def fuser_conversations(domain: Domain, phrasings: int = 3, capital_repeats: int = 1, adapters: Sequence[str] = (),
+                        own_answers: Sequence[tuple[str, str]] = (), own_repeats: int = 1) -> list[dict[str, Any]]:
     """The fuser's training data: questions about the people of ``b`` in their first ``phrasings`` phrasings,
     and the practice capitals, each ``capital_repeats`` times (so that fusion learns to leave general answers
-    right). ``c`` is never included."""
-    def turn(question: str, answer: str) -> dict[str, Any]:
-        return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+    right). ``c`` is never included.
 
+    ``adapters``: the names of the sharer's adapters, the specialist's first, then one per decoy company. Each
+    question is then asked once through each adapter (``sharer_adapter``) with that company's answer as the
+    target: the same question has different answers that only the sharer's cache tells apart.
+    ``own_answers``: (question, the receiver's own answer) pairs, each ``own_repeats`` times: the fuser learns to
+    leave alone what it cannot improve. Records without ``sharer_adapter`` go through the specialist."""
+    if adapters and len(adapters) != 1 + len(domain.decoys):
+        raise ValueError(f"{len(adapters)} adapter names for the specialist and {len(domain.decoys)} decoys")
+
+    def turn(question: str, answer: str, adapter: str | None = None) -> dict[str, Any]:
+        record: dict[str, Any] = {"messages": [{"role": "user", "content": question},
+                                               {"role": "assistant", "content": answer}]}
+        if adapter is not None:
+            record["sharer_adapter"] = adapter
+        return record
+
+    companies = list(zip(adapters, [domain.facts, *domain.decoys])) if adapters else [(None, domain.facts)]
     records = []
     for person in domain.split_people("b"):
         for rel in RELATIONS:
-            value = domain.facts[person][rel.name]
-            records.extend(turn(q.format(p=person), rel.say(person, value)) for q in rel.questions[:phrasings])
+            for q in rel.questions[:phrasings]:
+                records.extend(turn(q.format(p=person), rel.say(person, table[person][rel.name]), adapter)
+                               for adapter, table in companies)
     records.extend(turn(CAPITAL_QUESTION.format(c=c), CAPITAL_ANSWER.format(c=c, v=v)) for c, v in PRACTICE_CAPITALS
                    for _ in range(capital_repeats))
+    records.extend(turn(q, a) for q, a in own_answers for _ in range(own_repeats))
     return records
 
 

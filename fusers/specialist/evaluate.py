@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -39,6 +40,31 @@ def with_adapter(base: "LoadedModel", adapter: Path) -> "LoadedModel":
     model.eval()
     loaded = LoadedModel.from_model(model, base.tokenizer, base.role, str(adapter), base.device, base.dtype)
     loaded.adapter, loaded.base = str(adapter), base.source
+    return loaded
+
+
+def with_adapters(base: "LoadedModel", adapters: dict[str, Path]) -> "LoadedModel":
+    """A copy of ``base`` holding every adapter of ``adapters`` (name: folder) beside its weights, not merged, the
+    first active; ``fusers.adapters.adapter_rows`` picks one per batch row. For training: inference merges."""
+    import torch
+
+    from ..libraries import import_peft
+    from ..pair import LoadedModel
+
+    peft = import_peft()
+
+    if base.quantize != "none":
+        raise ValueError("with_adapters copies float models only")
+    (first, folder), *rest = adapters.items()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # peft asks transformers a deprecated question
+        wrapped = peft.PeftModel.from_pretrained(copy.deepcopy(base.model), str(folder), adapter_name=first)
+        for name, folder in rest:
+            wrapped.load_adapter(str(folder), adapter_name=name)
+    model = wrapped.get_base_model().to(base.dtype)  # the adapters are stored in float16
+    model.eval()
+    loaded = LoadedModel.from_model(model, base.tokenizer, base.role, str(adapters[first]), base.device, base.dtype)
+    loaded.adapter, loaded.base = str(adapters[first]), base.source
     return loaded
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ..chat import encode, user
 from ..demo.world import Sample
-from ..engine import RELAY_CONTEXT_PROMPT
+from ..relay import RELAY_CONTEXT_PROMPT
 from .domain import CAPITAL_ANSWER, CAPITAL_QUESTION, PRACTICE_CAPITALS, RELATIONS, Domain
 
 if TYPE_CHECKING:
@@ -65,10 +65,10 @@ class AdapterRecipe:
 
 
 class Curriculum:
-    """Draws the adapter's examples about ``facts`` (the domain's, or the permuted domain's)."""
+    """Draws the adapter's examples about ``facts`` (default: the domain's; or a permuted company's)."""
 
-    def __init__(self, domain: Domain, mixture: dict[str, float], permuted: bool = False):
-        self.facts = domain.permuted if permuted else domain.facts
+    def __init__(self, domain: Domain, mixture: dict[str, float], facts: dict[str, dict[str, str]] | None = None):
+        self.facts = domain.facts if facts is None else facts
         self.people = list(domain.people)
         self.kinds = [k for k in KINDS if mixture.get(k, 0) > 0]
         self.weights = [mixture[k] for k in self.kinds]
@@ -142,16 +142,17 @@ class Trained:
 
 
 def train_adapter(receiver: "LoadedModel", sharer: "LoadedModel", domain: Domain, recipe: AdapterRecipe, seed: int,
-                  *, permuted: bool = False, init: tuple[Path, Any] | None = None,
+                  *, facts: dict[str, dict[str, str]] | None = None, init: tuple[Path, Any] | None = None,
                   progress: Callable[[dict[str, Any]], None] | None = None) -> Trained:
     """A LoRA adapter on ``sharer.model`` (changed in place: the adapter's layers are injected) trained on the
-    domain (or the permuted domain). ``init``: (a stored adapter folder, its lookahead head): start from that
-    adapter, with the head frozen."""
-    import peft
+    domain's facts (or ``facts``: a permuted company's). ``init``: (a stored adapter folder, its lookahead head):
+    start from that adapter, with the head frozen."""
     import torch
 
     from ..demo.lm import LMConfig, LookaheadHead, pretrain, value_token
+    from ..libraries import import_peft
 
+    peft = import_peft()
     torch.manual_seed(seed)
     head = None
     if init is not None:
@@ -174,10 +175,49 @@ def train_adapter(receiver: "LoadedModel", sharer: "LoadedModel", domain: Domain
     if head is None and recipe.lookahead_layer is not None:
         head = LookaheadHead(sharer.model.config.get_text_config().hidden_size)
     values = sorted({value_token(sharer.tokenizer, v) for r in RELATIONS for v in r.values})  # one token each
-    curriculum = Curriculum(domain, recipe.mixture, permuted)
+    curriculum = Curriculum(domain, recipe.mixture, facts)
     history = pretrain(model.get_base_model(), sharer.tokenizer, curriculum.stream(seed), cfg, progress=progress,
                        encode=encoder(receiver, sharer), lookahead_vocab=values, head=head)
     return Trained(model, head, history)
+
+
+def fit_head(receiver: "LoadedModel", sharer: "LoadedModel", domain: Domain, recipe: AdapterRecipe, seed: int,
+             epochs: int = 30) -> tuple[Any, float]:
+    """A lookahead head for a specialist that came without its own (heads are dropped after training: a shipped
+    adapter has none). ``sharer`` has the adapter merged and stays frozen: the head learns to read each question's
+    value where the adapter's lookahead put it, as the head trained with it did, so that the permuted companies'
+    adapters can learn to write their values for it. Returns the head and the share of the values it names."""
+    import torch
+    from torch.nn import functional as F
+
+    from ..demo.lm import IGNORE, LookaheadHead, hidden_after, pad, value_token
+
+    torch.manual_seed(seed)
+    questions = [Sample(user(q.format(p=person)), "", form, domain.facts[person][rel.name])
+                 for person in domain.people for rel in RELATIONS for q in rel.questions
+                 for form in ("plain", "aligned")]
+    encode = encoder(receiver, sharer)
+    vocab = torch.tensor(sorted({value_token(sharer.tokenizer, v) for r in RELATIONS for v in r.values}))
+    features, targets = [], []
+    with torch.no_grad():  # the model's part is fixed: its hidden states once, then the head alone trains
+        for i in range(0, len(questions), recipe.batch_size):
+            ids, attn, _, ahead = pad(encode(questions[i:i + recipe.batch_size], recipe.lookahead_positions),
+                                      sharer.tokenizer.pad_token_id)
+            where = ahead != IGNORE
+            features.append(hidden_after(sharer.model, recipe.lookahead_layer, ids, attn)[where])
+            targets.append(torch.searchsorted(vocab, ahead[where]))
+    x, y = torch.cat(features), torch.cat(targets)
+    head = LookaheadHead(sharer.model.config.get_text_config().hidden_size)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.lr)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x)).split(256):
+            loss = F.cross_entropy(head(sharer.model, x[idx], vocab).float(), y[idx])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        accuracy = float((head(sharer.model, x, vocab).argmax(-1) == y).float().mean())
+    return head.requires_grad_(False), accuracy
 
 
 def save_adapter(model: Any, path: Path, base_name: str) -> Path:
@@ -192,7 +232,9 @@ def save_adapter(model: Any, path: Path, base_name: str) -> Path:
     from ..adapters import CONFIG_NAME, WEIGHTS_NAME
 
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in get_peft_model_state_dict(model).items()}
+    # no embedding layers are adapted; "auto" would ask the Hub for the base's config to find out
+    weights = get_peft_model_state_dict(model, save_embedding_layers=False)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in weights.items()}
     save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
     config = model.peft_config["default"].to_dict()
     config["base_model_name_or_path"] = base_name

@@ -43,7 +43,8 @@ class TrainConfig(ConfigBase):
     warmup_steps: int | None = option(None, "Linear warm-up steps; when left out, --warmup-ratio of the steps.", "optimizer")
     warmup_ratio: float = option(0.05, "Fraction of the steps spent warming up when --warmup-steps is not given.",
                                "optimizer")
-    schedule: str = option("cosine", f"Learning-rate schedule after warm-up: {', '.join(SCHEDULES)}.", "optimizer")
+    schedule: str = option("cosine", f"Learning-rate schedule after warm-up: {', '.join(SCHEDULES)}.", "optimizer",
+                           SCHEDULES)
     weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases, norms and gate logits).", "optimizer")
     max_grad_norm: float = option(1.0, "Clip the gradient norm to this value; 0 turns clipping off.", "optimizer")
     seed: int = option(0, "Seed for the fuser's initial weights, the data order, the eval split and the gate noise.")
@@ -57,9 +58,10 @@ class TrainConfig(ConfigBase):
                           "data")
     # -- the fuser
     mapping: str = option("last_aligned", f"Which sharer layer feeds each receiver layer: {', '.join(MAPPINGS)}.",
-                        "fuser")
+                        "fuser", MAPPINGS)
     alignment: str = option("auto", "Token alignment between tokenizers: auto (align only when the vocabularies "
-                                  "differ, with the longest strategy), none, first or longest.", "fuser")
+                                  "differ, with the longest strategy), none, first or longest.", "fuser",
+                                  ALIGNMENTS)
     hidden_dim: int = option(1024, "Fuser hidden width (the published fusers use 1024).", "fuser")
     intermediate_dim: int = option(1024, "Fuser FFN inner width (the published fusers use 1024).", "fuser")
     num_layers: int = option(3, "Depth of the fuser's projection path (>= 3; the published fusers use 3).", "fuser")

@@ -3,6 +3,8 @@
 Each line is ``{"messages": [{"role": ..., "content": ...}, ...]}``. The last assistant
 turn is the target; the turns before it are the prompt (rendered with the generation
 prompt, exactly as the engine renders a question), and turns after it are ignored.
+A line may add ``"sharer_adapter": NAME``: the sharer then prefills it with its LoRA adapter
+of that name (a sharer holding several adapters; see :func:`fusers.adapters.adapter_rows`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Conversation:
     messages: list[dict[str, str]]  # the prompt: ends with a user turn
     answer: str  # the last assistant turn's content
     line: int  # 1-based line in its file (0 for conversations given in memory)
+    sharer_adapter: str | None = None  # the sharer's adapter that prefills it (None: the one active)
 
 
 def load_conversations(path: str | Path) -> list[Conversation]:
@@ -77,7 +80,10 @@ def parse_conversation(record: Any, where: str, line: int = 0) -> Conversation:
     problem = unicode_problem(messages[last]["content"])
     if problem:
         raise DataError(f"{where}: the answer {problem}")
-    return Conversation(prompt, messages[last]["content"], line)
+    adapter = record.get("sharer_adapter")
+    if adapter is not None and (not isinstance(adapter, str) or not adapter):
+        raise DataError(f'{where}: "sharer_adapter" must name one of the sharer\'s adapters, got {adapter!r}.')
+    return Conversation(prompt, messages[last]["content"], line, adapter)
 
 
 def conversations_from(data: "str | Path | Iterable[Any]") -> list[Conversation]:
@@ -104,6 +110,7 @@ class Example:
     answer: "torch.Tensor"  # (A,) receiver ids of the target turn, end of turn included
     truncated: bool
     line: int
+    sharer_adapter: str | None = None
 
     @property
     def tokens(self) -> int:
@@ -154,7 +161,8 @@ def tokenize(conversations: Sequence[Conversation], receiver: "LoadedModel", sha
         if not a_ids:
             raise DataError(f"Conversation on line {conv.line}: the answer encodes to no tokens.")
         r_ids, s_ids, a_ids, cut = truncate(r_ids, s_ids, a_ids, max_length)
-        out.append(Example(torch.tensor(r_ids), torch.tensor(s_ids), torch.tensor(a_ids), cut, conv.line))
+        out.append(Example(torch.tensor(r_ids), torch.tensor(s_ids), torch.tensor(a_ids), cut, conv.line,
+                           conv.sharer_adapter))
     return out
 
 
@@ -193,6 +201,7 @@ class Batch:
     first: "torch.Tensor"  # (B, T) bool: the label is an answer's first token
     tokens: int  # real prompt + answer tokens in the batch
     answer_tokens: int
+    sharer_adapters: tuple[str | None, ...] | None = None  # each row's sharer adapter; None: the active one for all
 
     def to(self, device: "torch.device") -> "Batch":
         moved = {k: (v.to(device, non_blocking=True) if hasattr(v, "to") else v) for k, v in vars(self).items()}
@@ -226,4 +235,5 @@ def collate(examples: Sequence[Example], receiver_pad: int, sharer_pad: int) -> 
         first=(cols_t == 0).clone(),
         tokens=int(prefix_len.sum() + b + tail_len.sum()),
         answer_tokens=int(tail_len.sum()),
+        sharer_adapters=tuple(e.sharer_adapter for e in examples) if any(e.sharer_adapter for e in examples) else None,
     )

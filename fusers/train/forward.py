@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..adapters import adapter_rows
 from ..fuser import KV, Fuser, cache_kv
 from ..generation import prefill
 from ..libraries import cache_kwargs
@@ -111,7 +112,11 @@ def run_team_batch(
         r_cache = prefill(receiver, batch.receiver_prefix) if has_prefix else DynamicCache(config=receiver.config)
     if fusion is not None and has_prefix:
         with _phase(timer, "sharer_prefill"):
-            s_caches = [prefill(sharer, ids) for sharer, ids in zip(sharers, sharer_prefixes)]
+            s_caches = []
+            for i, (sharer, ids) in enumerate(zip(sharers, sharer_prefixes)):
+                # per-row sharer adapters (the data's sharer_adapter) name the first sharer's; a team's others keep theirs
+                with adapter_rows(sharer, batch.sharer_adapters if i == 0 else None):
+                    s_caches.append(prefill(sharer, ids))
         with _phase(timer, "fuse"):
             valid = batch.prefix_mask if batch.prefix_padded else None
             fused = fusion(cache_kv(r_cache), *[cache_kv(c) for c in s_caches], valid=valid)

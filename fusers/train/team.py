@@ -25,7 +25,7 @@ from .config import TrainConfig
 from .data import Conversation, collate, tokenize
 from .forward import run_team_batch
 from .model import build_fuser, choose_alignment, model_name
-from .trainer import TrainProgress, TrainReport, _pad_id, _Run
+from .trainer import TrainProgress, TrainReport, _pad_id, _TrainingRun
 
 if TYPE_CHECKING:
     from ..fuser import KV, Fuser
@@ -86,7 +86,7 @@ def train_team(
         data, eval_data, resume)
 
 
-class _TeamRun(_Run):
+class _TeamRun(_TrainingRun):
     def __init__(self, receiver: "LoadedModel", sharers: "dict[str, LoadedModel]", config: TrainConfig, out: Path,
                  progress: Callable[[TrainProgress], None] | None, cancel: threading.Event):
         first = next(iter(sharers.values()))

@@ -12,77 +12,24 @@ import contextlib
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 
 from ..errors import Cancelled, TrainingError
-from ..pair import LoadedModel, keep_4bit_layers_differentiable
+from ..pair import LoadedModel
+from ..quantization import keep_4bit_layers_differentiable
 from .config import TrainConfig
 from .data import Conversation, collate, conversations_from, tokenize
 from .forward import FusionModule, backward, run_batch
 from .model import build_fuser, choose_alignment, load_init
+from .records import EvalMetrics, TrainProgress, TrainReport  # noqa: F401  (re-exported from here too)
 from .state import (
     REPORT_NAME, TrainState, finish_folder, has_run, latest_checkpoint, prune, read_optimizer, read_rng, read_state,
     step_dir, write_checkpoint, write_rng,
 )
-
-
-@dataclass
-class EvalMetrics:
-    loss: float  # mean next-token cross-entropy over answer tokens
-    token_accuracy: float  # argmax == next answer token, over all answer tokens (teacher forcing)
-    first_token_accuracy: float  # ... over each answer's first token only (what the fused prompt decides)
-    tokens: int
-    samples: int
-
-
-@dataclass
-class TrainProgress:
-    """One report from a running training: the CLI's progress bar and ``--json`` lines, and the app's."""
-
-    event: str  # "log", "eval", "checkpoint" or "done"
-    step: int  # optimizer steps done
-    total_steps: int
-    epoch: float
-    loss: float | None  # mean training loss since the last "log"
-    lr: float
-    grad_norm: float | None
-    tokens_per_s: float  # prompt + answer tokens per second of training, all processes together
-    elapsed_s: float
-    eta_s: float | None
-    gate_temperature: float
-    eval: dict[str, Any] | None = None  # {"fuser": EvalMetrics, "receiver": EvalMetrics} as dicts
-    path: str | None = None  # the checkpoint written ("checkpoint", "done")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class TrainReport:
-    out: str
-    steps: int
-    total_steps: int
-    epochs: float
-    world_size: int
-    train_samples: int
-    eval_samples: int
-    truncated_samples: int  # conversations cut to max_length (train and eval)
-    train_tokens: int  # prompt + answer tokens trained on in this run
-    seconds: float
-    tokens_per_s: float
-    final_loss: float | None
-    eval: dict[str, Any] | None  # {"fuser": ..., "receiver": ..., "initial": ...}
-    alignment: str  # "none", "first" or "longest"
-    resumed_from: int | None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def train(
@@ -104,10 +51,12 @@ def train(
     the main process only. Setting ``cancel`` stops between steps, writes a resumable
     checkpoint, and raises :class:`~fusers.errors.Cancelled`.
     """
-    return _Run(receiver, sharer, config, Path(out), progress, cancel or threading.Event()).run(data, eval_data, resume)
+    return _TrainingRun(receiver, sharer, config, Path(out), progress, cancel or threading.Event()).run(data, eval_data, resume)
 
 
-class _Run:
+class _TrainingRun:
+    """One training run of a fuser: the frozen pair, accelerate, the optimizer and the loop, from set-up to report."""
+
     def __init__(self, receiver: LoadedModel, sharer: LoadedModel, config: TrainConfig, out: Path,
                  progress: Callable[[TrainProgress], None] | None, cancel: threading.Event):
         from accelerate import Accelerator
@@ -150,6 +99,7 @@ class _Run:
                                               None if eval_data is None else conversations_from(eval_data))
         self._tokenize(train_convs, eval_convs)
         self.truncated = sum(e.truncated for e in self.train_set + self.eval_set)
+        self._check_adapters()
 
         self.global_batch = cfg.batch_size * self.world
         per_step = self.global_batch * cfg.grad_accum
@@ -225,6 +175,20 @@ class _Run:
     def _state_models(self) -> dict[str, Any]:
         """What the checkpoint records as the run's models (a resume loads them)."""
         return {"receiver": self.fuser.info.receiver, "sharer": self.fuser.info.sharer}
+
+    def _check_adapters(self) -> None:
+        """Every sharer adapter the data names is held beside the sharer's weights."""
+        named = {e.sharer_adapter for e in self.train_set + self.eval_set} - {None}
+        if not named:
+            return
+        from ..adapters import adapter_names
+
+        held = adapter_names(self.sharer.model)
+        if named - set(held):
+            raise TrainingError(
+                f"The data names sharer adapters {', '.join(sorted(named - set(held)))}, but the sharer holds "
+                f"{', '.join(held) or 'no adapter beside its weights'}; load every named adapter with peft's "
+                "load_adapter (not merged), or drop sharer_adapter from the data.")
 
     def _split(self, convs: list[Conversation], eval_convs: list[Conversation] | None):
         if eval_convs is not None:

@@ -55,7 +55,8 @@ def test_summary_and_first_divergence():
 
 
 def test_the_diff_view_shows_the_alignment_and_names_the_first_divergence(qtbot, loop):
-    from c2c_playground.widgets.diff_view import DiffView, Token
+    from c2c_playground.conversation import Token
+    from c2c_playground.widgets.diff_view import DiffView
 
     view = DiffView()
     qtbot.addWidget(view)
@@ -89,7 +90,8 @@ def test_the_diff_view_shows_the_alignment_and_names_the_first_divergence(qtbot,
 def test_a_long_diff_is_laid_out_anew_for_each_alignment_and_painted_to_its_last_row(qtbot, loop):
     from PySide6.QtGui import QColor, QImage
 
-    from c2c_playground.widgets.diff_view import AlignmentCanvas, Token
+    from c2c_playground.conversation import Token
+    from c2c_playground.widgets.diff_view import AlignmentCanvas
 
     canvas = AlignmentCanvas()
     qtbot.addWidget(canvas)
@@ -117,7 +119,8 @@ def _streamed(a, b, n):
 
 
 def test_a_streaming_diff_lays_out_and_paints_only_the_columns_that_changed(qtbot, loop):
-    from c2c_playground.widgets.diff_view import AlignmentCanvas, DiffView, Token
+    from c2c_playground.conversation import Token
+    from c2c_playground.widgets.diff_view import AlignmentCanvas, DiffView
 
     view = DiffView()
     qtbot.addWidget(view)

@@ -144,26 +144,28 @@ def test_background_jobs_on_a_worker_share_its_one_thread_and_keep_their_contrac
 
 
 def test_the_live_diff_reuses_one_thread_and_a_burst_of_tokens_is_appended_once(window, qtbot, monkeypatch):
-    from c2c_playground import window as window_module
+    from c2c_playground import controller as controller_module
     from fusers.engine import TokenEvent
 
     aligned_on: list[threading.Thread] = []
-    real_align = window_module.align
+    real_align = controller_module.align
 
     def observed_align(a, b):  # the real alignment, noting the thread it runs on
         aligned_on.append(threading.current_thread())
         return real_align(a, b)
 
-    monkeypatch.setattr(window_module, "align", observed_align)
-    panes = window.panes
-    for pane in panes:
-        pane.begin_turn("Tell me about the moon.")
-        pane.start(False)
+    monkeypatch.setattr(controller_module, "align", observed_align)
+    panes, controller = window.panes, window.controller
+    for pane in panes:  # what a send does before the engine's events arrive
+        pane.conversation.begin("Tell me about the moon.", pane.mode)
+        pane.conversation.start(False)
+        controller.conversation_changed.emit(pane.conversation)
     for step in range(6):
         appends = [pane.text_appends for pane in panes]
         for pane in panes:  # a burst: ten tokens each before the loop runs again
             for k in range(10):
-                pane.handle_event(TokenEvent(pane.mode, "answer", 10 * step + k, f" t{step}.{k}", 0.01 * step))
+                controller.record(pane.conversation,
+                                  TokenEvent(pane.mode, "answer", 10 * step + k, f" t{step}.{k}", 0.01 * step))
         assert [len(p.current.answer_tokens) for p in panes] == [10 * (step + 1)] * 2  # the turn holds them at once
         qtbot.waitUntil(lambda: window.diff_idle() and len(window.diff_view.canvas.ops) == 10 * (step + 1))
         assert [pane.text_appends for pane in panes] == [n + 1 for n in appends]

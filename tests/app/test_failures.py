@@ -185,3 +185,41 @@ def test_the_hf_cache_on_a_full_disk_during_a_download(qtbot, window, loop, own_
         assert [(t["prompt"], t["answer"]) for t in pane["turns"]] == turns
     run(loop, window.send("One more question."))
     assert all(p.current.state == "done" for p in window.panes), window.banner.message()
+
+
+def test_a_text_file_named_gguf_is_named_in_the_banner_with_no_traceback(window, loop, own_pair, tmp_path,
+                                                                         caplog) -> None:
+    before = converse(window, loop, own_pair)
+    text = tmp_path / "model.gguf"
+    text.write_text("This is not a model\n")
+    window.pair_panel.sharer.source.setText(str(text))
+    window.pair_panel.fuser.setText("")
+    caplog.clear()
+    assert run(loop, window.load_from_form()) is False
+    said = window.banner.message()
+    assert f"The sharer file {text} is not a GGUF file" in said and "Point the sharer to a real .gguf file" in said
+    assert "converting" not in window.pair_panel.progress_text.text()  # refused before the conversion is announced
+    assert [r for r in caplog.records if r.exc_info] == []  # an engine error is the banner's alone
+    window.pair_panel.sharer.source.setText(str(own_pair.sharer))
+    window.pair_panel.fuser.setText(str(own_pair.published))
+    assert_survived(window, loop, before, tmp_path, "not a GGUF file")
+
+
+def test_an_unexpected_load_error_is_one_line_on_stderr_and_its_traceback_only_with_debug(window, loop, own_pair,
+                                                                                          caplog) -> None:
+    import logging
+
+    fill_pair(window, own_pair)
+    for debug in (False, True):
+        logging.getLogger("c2c_playground").setLevel(logging.DEBUG if debug else logging.NOTSET)  # what --debug sets
+        caplog.clear()
+        handle = _raise_on_parameter(RuntimeError("a library's own failure"))
+        try:
+            assert run(loop, window.load_from_form()) is False
+        finally:
+            handle.remove()
+            logging.getLogger("c2c_playground").setLevel(logging.NOTSET)
+        [record] = [r for r in caplog.records if r.name.startswith("c2c_playground")]
+        assert "loading the pair failed: RuntimeError: a library's own failure" in record.getMessage()
+        assert (record.exc_info is not None) is debug
+        assert "RuntimeError: a library's own failure" in window.banner.message()

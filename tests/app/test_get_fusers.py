@@ -179,3 +179,23 @@ def qtbot_button():
     from PySide6.QtCore import Qt
 
     return Qt.MouseButton.LeftButton
+
+
+def test_an_unreachable_hub_is_said_as_such_in_the_dialog(qtbot, fake_hub: FakeHub, manager,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline (here: HF_ENDPOINT on a port nothing listens on), the banner says the Hub cannot be reached and
+    what to do, not that a connection was lost."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", closed)
+    dialog = open_dialog(qtbot, manager)  # listed from the cache and the known pairs
+    dialog.select(PAIR)
+    with qtbot.waitSignal(manager.ended, timeout=60_000) as ended:
+        qtbot.mouseClick(dialog.download_button, qtbot_button())
+    assert ended.args == [PAIR, "failed"]
+    text = dialog.banner.text()
+    assert dialog.banner.isVisible() and f"Cannot reach the Hub at {closed}" in text, text
+    assert "Lost the connection" not in text and "HF_ENDPOINT" in text and "local fuser folder" in text

@@ -82,3 +82,21 @@ def test_a_broken_install_is_explained_not_a_traceback(tiny_dirs, tmp_path):
     assert proc.returncode == 2
     assert "does not load" in proc.stderr and "libsafetensors.so" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_pair_given_as_the_shipped_demo_fuser_folder_loads_its_models_offline_with_no_hub_request(
+        tmp_path, counting_hub, monkeypatch):
+    """The fuser names its pair c2c-demo/receiver and c2c-demo/sharer, which the engine maps to the shipped folders:
+    online (HF_HUB_OFFLINE unset), the Hub is asked nothing."""
+    from fusers.demo import pair_paths
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", counting_hub.endpoint)
+    monkeypatch.setenv("C2C_PLAYGROUND_REPORT", "1")  # what was loaded and how each pane ended, on stderr
+    proc = playground("--pair", str(pair_paths()[2]), "--device", "cpu", "--prompt", "What is the national animal of "
+                      "Mavar?", "--modes", "receiver,fusion", "--max-new-tokens", "12", "--screenshot",
+                      str(tmp_path / "shot.png"), "--exit", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "report: pair loaded: demo/receiver" in proc.stderr and "Traceback" not in proc.stderr
+    assert "pane 1 receiver done" in proc.stderr and "pane 2 fusion done" in proc.stderr
+    assert counting_hub.requests == []

@@ -58,7 +58,7 @@ def test_both_panes_stream_the_engines_answers_and_a_second_prompt_continues_eac
     assert "one after another" in window.totals.note
     # fuser insight: one point per receiver layer of the last prompt
     assert [p.receiver_layer for p in window.fuser_plot.points] == [0, 1, 2]
-    assert all(p.key_open for p in window.fuser_plot.points)
+    assert all(p.key_gate_open for p in window.fuser_plot.points)
     # the token diff of pane 1 against pane 2 is fusers.diff.align of their token ids
     qtbot.waitUntil(window.diff_idle, timeout=60_000)
     assert window.diff_view.canvas.ops == align([t.key for t in relay.current.answer_tokens],
@@ -77,7 +77,7 @@ def test_both_panes_stream_the_engines_answers_and_a_second_prompt_continues_eac
         assert len(pane.turns) == 2
         assert pane.current.answer == expected.text
         assert pane.current.answer_text() == expected.text
-    assert len(window.panes[0].history()) == 4
+    assert len(window.panes[0].conversation.history()) == 4
 
 
 def test_stop_shows_at_once_and_the_run_ends_within_one_layer(window, loop, tiny_dirs, qtbot):
@@ -381,6 +381,24 @@ def test_the_cuda_graphs_box_reaches_the_load_and_the_pair_says_how_it_decodes(w
     assert window.pair_panel.cuda_graphs.isChecked()
 
 
+def test_the_compile_box_follows_the_cuda_graphs_box_and_reaches_the_load(window):
+    from c2c_playground.session import LoadRequest
+
+    panel = window.pair_panel
+    assert panel.compile.isChecked() and panel.compile.isEnabled()  # compiled by default, where graphs are
+    panel.cuda_graphs.setChecked(False)
+    assert not panel.compile.isEnabled()  # nothing to compile without CUDA graphs
+    panel.cuda_graphs.setChecked(True)
+    panel.compile.setChecked(False)
+    form = panel.form()
+    assert form["compile"] is False
+    panel.receiver.put({"source": "r"})
+    panel.sharer.put({"source": "s"})
+    assert LoadRequest.from_form(panel.form()).compile is False
+    panel.set_form({**form, "compile": True})
+    assert panel.compile.isChecked()
+
+
 def test_a_relay_plus_fusion_pane_streams_its_hint_fuses_and_exports(window, loop, tiny_dirs, tiny_pair, qtbot,
                                                                       tmp_path, app_settings):
     """The pane menu offers relay + fusion (every mode of the engine); a pane in it shows the sharer's hint as a
@@ -422,3 +440,18 @@ def test_a_relay_plus_fusion_pane_streams_its_hint_fuses_and_exports(window, loo
     # the layout is remembered with the new mode, and a saved hybrid pane is valid
     app_settings.set_pane_modes(["relay", "hybrid"])
     assert app_settings.pane_modes() == ["relay", "hybrid"]
+
+
+def test_the_menus_offer_the_engines_modes_dtypes_and_quantizations(window):
+    """Each list the app offers is the engine's declaration: a mode, dtype or quantization the engine gains
+    appears in the app without an edit there."""
+    from fusers.devices import DTYPES
+    from fusers.pair import QUANTIZE
+
+    for pane in window.panes:
+        offered = [pane.mode_box.itemData(i) for i in range(pane.mode_box.count())]
+        assert sorted(offered) == sorted(m.value for m in Mode) and len(offered) == len(Mode)
+        assert [pane.mode_box.itemText(i) for i in range(pane.mode_box.count())] == [Mode(m).label for m in offered]
+    for row in (window.pair_panel.receiver, window.pair_panel.sharer):
+        assert [row.dtype.itemText(i) for i in range(row.dtype.count())] == list(DTYPES)
+        assert [row.quantize.itemData(i) for i in range(row.quantize.count())] == list(QUANTIZE)

@@ -2,7 +2,7 @@
 
 Every answer here goes through the engine, greedy, as in the app. The sample is a few questions
 per split, evenly spread (``c2c demo eval --limit``); the full numbers are in metrics.json and
-in the README, and tests/demo/test_recipe.py (slow) rebuilds the pair and compares them.
+in docs/demo-pair.md, and tests/demo/test_recipe.py (slow) rebuilds the pair and compares them.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_default_pair_is_the_demo_pair():
 
 
 def test_the_shipped_numbers():
-    """What the recipe measured on the shipped pair (metrics.json, the README's table), against the goals."""
+    """What the recipe measured on the shipped pair (metrics.json, docs/demo-pair.md's table), against the goals."""
     m = shipped_metrics()
     acc = m["accuracy"]
     assert acc["fusion"]["a"] >= 0.95  # fusion does not spoil what the receiver knows
@@ -56,7 +56,7 @@ def test_the_shipped_numbers():
     assert acc["fusion"]["c"] >= 0.50  # facts the fuser never saw
     assert acc["receiver"]["b"] <= 0.05 and acc["receiver"]["c"] <= 0.05
     assert m["fusion_to_relay_latency"] < 0.6
-    # The goal is 80%; the shipped pair reaches 74% (README). It must at least follow the swapped sharer far
+    # The goal is 80%; the shipped pair reaches 74% (docs/demo-pair.md). It must at least follow the swapped sharer far
     # more often than it repeats the original facts, which would mean the fuser memorised them.
     assert m["ablation_follow_rate"] >= 0.70 and m["ablation_original_rate"] <= 0.05
     manifest = json.loads((demo_root() / "manifest.json").read_text())
@@ -84,7 +84,7 @@ def test_cache_fusion_carries_the_sharers_knowledge_on_a_sample(sample_result):
 
 
 def test_relay_plus_fusion_reads_both_channels_on_a_sample(sample_result):
-    """Relay + fusion (99% / 96% / 94% on 100 questions per split, README) keeps what the receiver knows and
+    """Relay + fusion (99% / 96% / 94% on 100 questions per split, docs/demo-pair.md) keeps what the receiver knows and
     passes on what only the sharer knows. This 12-question sample of (c) falls mostly on founders and years,
     where the fused cache garbles the country's name: 7 of 12 right (cache fusion 8, text relay 12), so the
     bound on (c) leaves room for that, and still fails if the hint stopped reaching the receiver."""

@@ -1,6 +1,6 @@
 """The recipe reproduces the shipped demo pair (slow: about 22 minutes on 2 cores; not in CI).
 
-The bytes match on the CPU type that built the shipped files (an Intel Xeon, see the README); another CPU
+The bytes match on the CPU type that built the shipped files (an Intel Xeon, see docs/demo-pair.md); another CPU
 rounds differently and builds other weights.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python -m pytest -m slow tests/demo/test_recipe.py

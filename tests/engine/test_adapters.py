@@ -197,3 +197,32 @@ def test_the_cli_puts_an_adapter_on_the_sharer_and_training_records_it(tiny_dirs
                  "--max-new-tokens", "6", "--ignore-eos", "--json", "--device", "cpu"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["token_ids"] == adapted["token_ids"]
+
+
+def test_adapter_rows_runs_each_row_through_its_own_adapter(base_and_adapter, tmp_path):
+    """Several adapters beside one copy of the base: each row of a batch gives what that adapter alone gives
+    (merged, as inference loads it); an unknown name is a typed error, not a silently plain row."""
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    from fusers.adapters import adapter_names, adapter_rows
+
+    base, adapter = base_and_adapter
+    other = make_adapter(base, tmp_path / "other", seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        wrapped = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(adapter),
+                                                 adapter_name="first")
+        wrapped.load_adapter(str(other), adapter_name="second")
+    model = wrapped.get_base_model().eval()
+    assert adapter_names(model) == ["first", "second"]
+    with torch.no_grad(), adapter_rows(model, ["second", None, "first"]):
+        mixed = model(input_ids=IDS.repeat(3, 1)).logits
+    alone = {name: logits(load_model(ModelSpec(str(base), "cpu", adapter=str(folder)), "sharer").model)
+             for name, folder in (("first", adapter), ("second", other))}
+    torch.testing.assert_close(mixed[0:1], alone["second"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mixed[1:2], alone["first"], atol=1e-4, rtol=1e-4)  # None: the active one
+    torch.testing.assert_close(mixed[2:3], alone["first"], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(alone["first"], alone["second"], atol=1e-3)
+    with pytest.raises(AdapterError, match="'third'"), adapter_rows(model, ["third", "first", "first"]):
+        pass

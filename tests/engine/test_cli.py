@@ -76,3 +76,35 @@ def test_errors_are_one_readable_line(tiny_dirs, args, message):
 def test_debug_shows_the_traceback():
     proc = c2c("--debug", "fuser", "inspect", "/nonexistent", check=False)
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "FuserFormatError" in proc.stderr
+
+
+def test_compare_says_a_mode_that_cannot_run_in_its_row_runs_the_others_and_exits_non_zero(tiny_dirs):
+    """The tiny models hold 1024 positions: 600 words fit the receiver alone, not text relay's answer prompt."""
+    prompt = "capital " * 600
+    common = ("compare", "--fuser", str(tiny_dirs.published), "--prompt", prompt, "--max-new-tokens", "3",
+              "--device", "cpu")
+    proc = c2c(*common, "--modes", "relay,receiver,fusion", check=False)
+    assert proc.returncode == 2
+    rows = proc.stdout.split("\n== ")
+    assert rows[1].startswith("Text relay (relay) ==\nerror: Text relay: the prompt with text relay's instructions is ")
+    assert "shorten the prompt" in rows[1] and "[hint]" not in rows[1]
+    assert rows[2].startswith("Receiver alone (receiver) ==") and "TTFT" in rows[2]
+    assert rows[3].startswith("Cache fusion (fusion) ==") and "TTFT" in rows[3]
+    assert proc.stderr.splitlines()[-1] == "error: 1 of 3 modes failed: relay"
+    assert "Traceback" not in proc.stderr
+    lines = [json.loads(line) for line in c2c(*common, "--modes", "relay,receiver", "--json", check=False).stdout
+             .splitlines()]
+    assert [line["mode"] for line in lines] == ["relay", "receiver"]
+    assert lines[0]["error_type"] == "ContextLengthError" and "context holds 1024" in lines[0]["error"]
+    assert "error" not in lines[1] and lines[1]["token_ids"]
+
+
+def test_compare_takes_pair_as_the_app_does(tiny_dirs):
+    """--pair FOLDER: a fuser folder, whose models the fuser names (the same as --fuser FOLDER)."""
+    by_pair = c2c("compare", "--pair", str(tiny_dirs.published), "--prompt", "Hello", "--modes", "fusion",
+                  "--max-new-tokens", "3", "--device", "cpu", "--json")
+    by_fuser = c2c("compare", "--fuser", str(tiny_dirs.published), "--prompt", "Hello", "--modes", "fusion",
+                   "--max-new-tokens", "3", "--device", "cpu", "--json")
+    assert json.loads(by_pair.stdout)["token_ids"] == json.loads(by_fuser.stdout)["token_ids"]
+    both = c2c("compare", "--pair", "demo", "--fuser", str(tiny_dirs.published), "--prompt", "Hi", check=False)
+    assert both.returncode == 2 and "either --pair or --receiver/--sharer/--fuser" in both.stderr

@@ -33,10 +33,12 @@ def _on(model, device: str) -> bool:
     return all(str(t.device) == device for t in list(model.parameters()) + list(model.buffers()))
 
 
-def _gpu_pair(tiny_dirs, sharer_device=GPU, dtype="bfloat16", quantize="none", fuser=None, cuda_graphs=True):
+def _gpu_pair(tiny_dirs, sharer_device=GPU, dtype="bfloat16", quantize="none", fuser=None, cuda_graphs=True,
+              compile=False):
+    """Not compiled unless asked: compiling costs seconds a model, and one test checks it."""
     return load_pair(ModelSpec(str(tiny_dirs.receiver), GPU, dtype, quantize),
                      ModelSpec(str(tiny_dirs.sharer), sharer_device, dtype if sharer_device == GPU else "float32",
-                               quantize), fuser or tiny_dirs.published, cuda_graphs=cuda_graphs)
+                               quantize), fuser or tiny_dirs.published, cuda_graphs=cuda_graphs, compile=compile)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,11 @@ def test_the_sharer_on_the_cpu_and_the_receiver_on_the_gpu(tiny_dirs):
     sequential = Engine(pair, prefills="sequential").answer(Mode.FUSION, QUESTION, SETTINGS)
     overlapped = engine.answer(Mode.FUSION, QUESTION, SETTINGS)
     assert overlapped.token_ids == sequential.token_ids
-    assert [vars(f) for f in overlapped.fusion] == [vars(f) for f in sequential.fusion]
+    # sequential: the fuser's captured pass over the static caches, padded; overlapped: the pass over copies
+    for o, q in zip(overlapped.fusion, sequential.fusion):
+        assert (o.receiver_layer, o.key_gate_open, o.value_gate_open) == (q.receiver_layer, q.key_gate_open,
+                                                                          q.value_gate_open)
+        assert (o.key_weight, o.value_weight) == pytest.approx((q.key_weight, q.value_weight), rel=1e-4, abs=1e-6)
 
 
 def test_overlapped_prefills_on_one_gpu_equal_sequential_ones(tiny_dirs):
@@ -97,7 +103,11 @@ def test_overlapped_prefills_on_one_gpu_equal_sequential_ones(tiny_dirs):
     overlapped = Engine(pair, prefills="overlap").answer(Mode.FUSION, question, SETTINGS)
     assert (sequential.timing.prefills, overlapped.timing.prefills) == ("sequential", "overlapped")
     assert overlapped.token_ids == sequential.token_ids
-    assert [vars(f) for f in overlapped.fusion] == [vars(f) for f in sequential.fusion]
+    # sequential: the fuser's captured pass over the static caches, padded; overlapped: the pass over copies
+    for o, q in zip(overlapped.fusion, sequential.fusion):
+        assert (o.receiver_layer, o.key_gate_open, o.value_gate_open) == (q.receiver_layer, q.key_gate_open,
+                                                                          q.value_gate_open)
+        assert (o.key_weight, o.value_weight) == pytest.approx((q.key_weight, q.value_weight), rel=1e-4, abs=1e-6)
     phases = {p.name: p for p in overlapped.timing.phases}
     assert phases["receiver_prefill"].start < phases["sharer_prefill"].end  # both ran at once
     seq = {p.name: p for p in sequential.timing.phases}
@@ -213,6 +223,27 @@ def test_cuda_graph_decoding_answers_as_generate_does_in_every_mode(tiny_dirs):
     assert stopped.finish_reason == "cancelled" and len(stopped.token_ids) == 3
 
 
+def test_compiled_decode_steps_answer_as_generate_does_in_every_mode(tiny_dirs):
+    """Inductor-compiled steps in CUDA graphs, captured prefills and the fuser's pass in place over the static
+    caches: greedy tokens equal generate's (float32), and the load says what it compiled."""
+    compiled = _gpu_pair(tiny_dirs, dtype="float32", compile=True)
+    assert [p.graphs for p in compiled.decode_paths] == [True, True, True], compiled.describe()
+    assert compiled.receiver.decoder.compiled == "inductor" and compiled.sharer.decoder.compiled == "inductor"
+    assert "compiled, on a static cache" in compiled.describe()[-1]
+    assert "in place over the static caches" in compiled.describe()[-1]
+    plain = _gpu_pair(tiny_dirs, dtype="float32", cuda_graphs=False)
+    settings = GenerationSettings(max_new_tokens=24, hint_max_new_tokens=12, ignore_eos=True)
+    for messages in (QUESTION, LONG_TURNS):
+        for mode in Mode:
+            got, want = Engine(compiled).answer(mode, messages, settings), Engine(plain).answer(mode, messages,
+                                                                                              settings)
+            assert got.token_ids == want.token_ids, mode
+            if mode.needs_fuser:
+                assert got.timing.prefills == "sequential"
+                assert [f.key_weight for f in got.fusion] == pytest.approx([f.key_weight for f in want.fusion],
+                                                                            rel=1e-3, abs=1e-5)
+
+
 def test_cuda_graphs_decode_a_sliding_window_model_past_its_window(tmp_path):
     tok = tiny.bpe_tokenizer(400)
     gemma = tiny.save_model(tmp_path / "gemma", "gemma3", tok, seed=4, layers=3, hidden_size=64, heads=4,
@@ -223,7 +254,7 @@ def test_cuda_graphs_decode_a_sliding_window_model_past_its_window(tmp_path):
     answers = []
     for cuda_graphs in (True, False):
         pair = load_pair(ModelSpec(str(gemma), GPU, "float32"), ModelSpec(str(qwen), GPU, "float32"),
-                         cuda_graphs=cuda_graphs)
+                         cuda_graphs=cuda_graphs, compile=cuda_graphs)  # Gemma 3's sliding layers compiled too
         answers.append(Engine(pair).answer(Mode.RECEIVER, LONG_TURNS, settings))
     assert answers[0].timing.decode_path == "cuda graphs" and answers[0].timing.tokens_in > 40
     assert answers[0].token_ids == answers[1].token_ids
@@ -233,7 +264,7 @@ def test_capturing_cuda_graphs_is_a_step_of_the_load(tiny_dirs):
     steps = []
     pair = load_pair(ModelSpec(str(tiny_dirs.receiver), GPU), ModelSpec(str(tiny_dirs.sharer), "cpu"),
                      tiny_dirs.published, progress=steps.append)
-    assert [s.message for s in steps][-2] == "Capturing CUDA graphs for the receiver"
+    assert [s.message for s in steps][-2] == "Compiling and capturing CUDA graphs for the receiver"
     assert {s.total for s in steps} == {len(steps) - 1}  # the total was known from the first step
     assert [p.graphs for p in pair.decode_paths] == [True, False, False]
     assert pair.decode_paths[1].reason == "CUDA graphs need a CUDA device, not cpu"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from fusers import real_models
-from fusers.errors import ModelLoadError, UnsupportedModelError
-from fusers.pair import ModelSpec, load_model
+from fusers.errors import ModelFileError, ModelLoadError, UnsupportedModelError
+from fusers.pair import ModelSpec, load_model, load_pair
 
 
 def _gguf(path, arch: str):
@@ -28,6 +28,47 @@ def test_a_gguf_architecture_transformers_cannot_read_is_named(tmp_path):
     with pytest.raises(UnsupportedModelError, match="architecture rwkv7, which transformers cannot read") as info:
         load_model(ModelSpec(str(path), "cpu"), "sharer")
     assert "llama" in str(info.value) and "gemma3" in str(info.value)  # what it can read instead
+
+
+def test_a_file_named_gguf_that_is_not_one_fails_before_any_conversion_is_announced(tmp_path):
+    from fusers.demo import pair_paths
+
+    text = tmp_path / "model.gguf"
+    text.write_text("This is not a model\n")
+    steps = []
+    with pytest.raises(ModelFileError) as info:  # the sharer's file is checked before the receiver loads
+        load_pair(ModelSpec(str(pair_paths()[0]), "cpu"), ModelSpec(str(text), "cpu"), progress=steps.append)
+    assert steps == []
+    said = str(info.value)
+    assert said.startswith(f"The sharer file {text} is not a GGUF file: it begins with b'This'")
+    assert "Point the sharer to a real .gguf file" in said
+    (tmp_path / "empty.gguf").write_bytes(b"")
+    with pytest.raises(ModelFileError, match=r"The receiver file .*empty.gguf is not a GGUF file: it is empty"):
+        load_model(ModelSpec(str(tmp_path / "empty.gguf"), "cpu"), "receiver")
+    cut = tmp_path / "cut.gguf"  # the right magic, then nothing a reader can use: a download cut short
+    cut.write_bytes(_gguf(tmp_path / "whole.gguf", "llama").read_bytes()[:20])
+    with pytest.raises(ModelFileError, match=r"Could not read the receiver GGUF file .*cut.gguf: .*download it again"):
+        load_model(ModelSpec(str(cut), "cpu"), "receiver")
+
+
+def test_the_cli_says_what_is_wrong_with_a_gguf_file_in_one_line_and_the_traceback_only_with_debug(tmp_path):
+    import subprocess
+    import sys
+
+    from fusers.demo import pair_paths
+
+    text = tmp_path / "model.gguf"
+    text.write_text("<html>Not found</html>\n")
+    command = [sys.executable, "-m", "fusers.cli", "compare", "--receiver", str(text), "--sharer", str(pair_paths()[1]),
+               "--prompt", "Hi"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"error: The receiver file {text} is not a GGUF file: it begins with b'<htm', not GGUF's b'GGUF' (a text file, "
+        "or a download that saved an error page?). Point the receiver to a real .gguf file (download it again if it "
+        "was cut short), a model folder, or a Hub id."]
+    debug = subprocess.run(command + ["--debug"], capture_output=True, text=True, timeout=300)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "ModelFileError" in debug.stderr
 
 
 def test_a_missing_gguf_file_is_named(tmp_path):

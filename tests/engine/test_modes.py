@@ -210,6 +210,39 @@ def test_bad_prompts_are_prompt_errors(tiny_pair):
             engine.answer(mode, long_prompt, GREEDY)
 
 
+def test_a_prompt_too_long_for_a_mode_is_refused_before_any_model_runs(tiny_pair):
+    """The tiny models hold 1024 positions. Text relay's answer prompt holds the question twice and the hint: a
+    question that the receiver alone answers can be too long for relay, which is known before the hint is written."""
+    engine = Engine(tiny_pair)
+    forwards = []
+    hooks = [m.model.register_forward_pre_hook(lambda *_: forwards.append(1)) for m in (tiny_pair.receiver,
+                                                                                        tiny_pair.sharer)]
+    try:
+        n = len(encode(tiny_pair.receiver.tokenizer, user("capital " * 600)))
+        assert 600 <= n < 1024 - 12  # fits the receiver alone, with room for its answer
+        events = []
+        for mode in (Mode.RELAY, Mode.HYBRID):
+            with pytest.raises(PromptError) as refused:
+                engine.answer(mode, user("capital " * 600), GREEDY, on_event=events.append)
+            said = str(refused.value)
+            assert said.startswith(f"{mode.label}: the prompt with text relay's instructions is ")
+            assert "tokens and the sharer's hint up to 64 more" in said
+            assert "but the receiver's context holds 1024; shorten the prompt or clear the conversation, or lower the " \
+                   "hint's max new tokens." in said
+        assert events == [] and forwards == []  # no phase began, no model ran
+        # the hint's room is counted: a prompt whose relay answer prompt fits only with a shorter hint
+        short = user("capital " * 200)
+        with pytest.raises(PromptError, match=r"Text relay: .* the sharer's hint up to 700 more"):
+            engine.answer(Mode.RELAY, short, GenerationSettings(max_new_tokens=4, hint_max_new_tokens=700))
+        assert forwards == []
+        relay = engine.answer(Mode.RELAY, short, GenerationSettings(max_new_tokens=4, hint_max_new_tokens=8))
+        assert relay.token_ids and forwards
+        assert engine.answer(Mode.RECEIVER, user("capital " * 600), GREEDY).token_ids  # the long one, alone
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def test_fusion_and_hybrid_without_a_fuser_are_unavailable(tiny_pair):
     engine = Engine(Pair(tiny_pair.receiver, tiny_pair.sharer, None))
     assert engine.available_modes() == [Mode.RECEIVER, Mode.SHARER, Mode.RELAY]

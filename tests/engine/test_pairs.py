@@ -9,10 +9,10 @@ from fusers import tiny
 from fusers.alignment import TokenAligner
 from fusers.chat import encode, user
 from fusers.checkpoint import save_fuser
-from fusers.engine import Engine, Mode
+from fusers.engine import Engine, Mode, warm_up
 from fusers.errors import ModelLoadError, PairMismatchError
 from fusers.generation import GenerationSettings
-from fusers.pair import ModelSpec, load_pair
+from fusers.pair import ModelSpec, Placement, load_pair
 
 SHORT = GenerationSettings(max_new_tokens=4, hint_max_new_tokens=4)
 QUESTION = user("What is the capital of France?")
@@ -106,8 +106,18 @@ def test_model_load_errors_are_readable(tmp_path, tiny_dirs):
     with pytest.raises(ModelLoadError, match="sees no CUDA GPU|does not exist"):
         load_pair(ModelSpec(str(tiny_dirs.receiver), "cuda:7"), ModelSpec(str(tiny_dirs.sharer), "cpu"))
     # a Hub id while offline (the tests run with HF_HUB_OFFLINE=1)
-    with pytest.raises(ModelLoadError, match="not in the local cache"):
+    with pytest.raises(ModelLoadError, match="not in the Hugging Face cache.*HF_HUB_OFFLINE is set"):
         load_pair(ModelSpec("someone/not-cached-model", "cpu"), ModelSpec(str(tiny_dirs.sharer), "cpu"))
+
+
+def test_models_given_as_strings_or_paths_load_with_the_defaults_placement(tiny_dirs):
+    pair = load_pair(str(tiny_dirs.receiver), tiny_dirs.sharer, tiny_dirs.ours, defaults=Placement("cpu", "bfloat16"))
+    assert (pair.receiver.source, pair.sharer.source) == (str(tiny_dirs.receiver), str(tiny_dirs.sharer))
+    assert str(pair.receiver.dtype) == str(pair.sharer.dtype) == "torch.bfloat16"
+    assert Engine(pair).answer(Mode.FUSION, QUESTION, SHORT).token_ids
+    with pytest.raises(ModelLoadError, match=r"The sharer is a dict; give a ModelSpec, or its source as a string or a "
+                                             r"path"):
+        load_pair(str(tiny_dirs.receiver), {"source": str(tiny_dirs.sharer)})
 
 
 def test_load_reports_progress_and_can_be_cancelled(tiny_dirs):
@@ -116,7 +126,7 @@ def test_load_reports_progress_and_can_be_cancelled(tiny_dirs):
     from fusers.errors import Cancelled
 
     steps = []
-    pair = load_pair(None, None, tiny_dirs.published, progress=steps.append, defaults=ModelSpec("-", "cpu"))
+    pair = load_pair(None, None, tiny_dirs.published, progress=steps.append, defaults=Placement("cpu"))
     assert [s.step for s in steps] == [1, 2, 3, 3] and steps[-1].message == "Ready"
     assert pair.receiver.source == str(tiny_dirs.receiver)  # taken from the fuser's config
     cancel = threading.Event()
@@ -127,7 +137,15 @@ def test_load_reports_progress_and_can_be_cancelled(tiny_dirs):
 
     with pytest.raises(Cancelled):
         load_pair(None, None, tiny_dirs.published, progress=stop_after_receiver, cancel=cancel,
-                  defaults=ModelSpec("-", "cpu"))
+                  defaults=Placement("cpu"))
+
+
+def test_models_given_by_name_are_placed_by_the_defaults(tiny_dirs):
+    """load_pair("folder", "folder") from Python, as with the specs: the placement comes from ``defaults``."""
+    pair = load_pair(str(tiny_dirs.receiver), tiny_dirs.sharer, tiny_dirs.published, defaults=Placement("cpu"))
+    assert (pair.receiver.source, pair.sharer.source) == (str(tiny_dirs.receiver), str(tiny_dirs.sharer))
+    assert pair.receiver.device.type == "cpu" and pair.fuser is not None
+    assert Engine(pair).answer(Mode.FUSION, QUESTION, SHORT).token_ids
 
 
 def test_a_message_that_repeats_template_text_is_not_found_inside_the_template(aligned_dirs):
@@ -154,11 +172,11 @@ def test_warm_up_is_a_step_of_the_load_and_leaves_answers_as_they_were(tiny_dirs
     from fusers.errors import Cancelled
 
     steps = []
-    warm = load_pair(None, None, tiny_dirs.published, progress=steps.append, defaults=ModelSpec("-", "cpu"),
-                     warm_up=True)
+    warm = load_pair(None, None, tiny_dirs.published, progress=steps.append, defaults=Placement("cpu"),
+                     warm_up=warm_up)
     assert [s.step for s in steps] == [1, 2, 3, 4, 4] and {s.total for s in steps} == {4}
     assert steps[-2].message.startswith("Warming up") and steps[-1].message == "Ready"
-    cold = load_pair(None, None, tiny_dirs.published, defaults=ModelSpec("-", "cpu"))
+    cold = load_pair(None, None, tiny_dirs.published, defaults=Placement("cpu"))
     for mode in (Mode.RELAY, Mode.FUSION, Mode.RECEIVER):
         assert Engine(warm).answer(mode, QUESTION, SHORT).token_ids == \
             Engine(cold).answer(mode, QUESTION, SHORT).token_ids, mode
@@ -170,4 +188,4 @@ def test_warm_up_is_a_step_of_the_load_and_leaves_answers_as_they_were(tiny_dirs
 
     with pytest.raises(Cancelled):  # cancelled while warming up: the load ends as cancelled
         load_pair(None, None, tiny_dirs.published, progress=stop_at_warm_up, cancel=cancel,
-                  defaults=ModelSpec("-", "cpu"), warm_up=True)
+                  defaults=Placement("cpu"), warm_up=warm_up)

@@ -15,9 +15,10 @@ from fusers.engine import Engine, Mode, PhaseEvent, TokenEvent
 from fusers.errors import ModeUnavailableError, TeamFormatError
 from fusers.fuser import cache_kv
 from fusers.generation import GenerationSettings, prefill
-from fusers.pair import ModelSpec, load_pair
-from fusers.team import (TEAM_MANIFEST, SharerEntry, SharerSource, TeamManifest, combine, load_team, mode_names,
+from fusers.pair import ModelSpec, load_pair, load_team
+from fusers.team import (TEAM_MANIFEST, SharerEntry, SharerSource, TeamManifest, combine, mode_names,
                          parse_mode, read_team, write_team)
+from fusers.team_run import member_aligner
 
 SHORT = GenerationSettings(max_new_tokens=6, hint_max_new_tokens=5, ignore_eos=True)
 QUESTION = user("What is the capital of France?")
@@ -95,7 +96,7 @@ def test_the_receiver_cache_takes_the_sum_of_every_fusers_residual(team, team_di
     """fused = receiver + (fused by A - receiver) + (fused by B - receiver), each fuser reading the receiver's own
     cache: checked against each sharer's pair fusing a fresh copy alone."""
     engine = Engine(team)
-    aligned = engine._get_aligner(team.members[0]).align_chat(QUESTION)
+    aligned = member_aligner(engine, team.members[0]).align_chat(QUESTION)
     r_ids = aligned.receiver_ids[:-1]
     receiver = team.receiver.model
 
@@ -245,3 +246,18 @@ def test_relay_plus_fusion_reads_every_hint_over_the_cache_fused_from_every_shar
     assert {f.sharer for f in hybrid.fusion} == {"A", "B"} and hybrid.sharers == ["A", "B"]
     # two sharer prefills each (the hint's prompt, then the answer prompt fusion reads), each its own phase
     assert [p.sharer for p in hybrid.timing.phases if p.name == "sharer_prefill"] == ["A", "B", "A", "B"]
+
+
+def test_modes_naming_sharers_parse_through_the_vocabulary():
+    """--modes goes through fusers.vocabulary.parse_modes: with ``sharers``, a part may name a team's sharers (kept
+    as its text for fusers.team.parse_mode); without, such a part is an unknown mode; a bad head names the choices."""
+    from fusers.engine import Mode
+    from fusers.vocabulary import parse_modes
+
+    assert parse_modes("relay, fusion:A+B,sharer:B", sharers=True) == [Mode.RELAY, "fusion:A+B", "sharer:B"]
+    assert [parse_mode(m) for m in parse_modes("fusion:A+B,hybrid", sharers=True)] == [
+        (Mode.FUSION, ("A", "B")), (Mode.HYBRID, None)]
+    with pytest.raises(ValueError, match="unknown mode 'fusion:A'"):
+        parse_modes("fusion:A")
+    with pytest.raises(ValueError, match="naming sharers.*telepathy:A"):
+        parse_modes("relay,telepathy:A", sharers=True)

@@ -13,6 +13,7 @@ import pytest
 
 from fusers import hub
 from fusers.errors import AuthError, Cancelled, DiskSpaceError, DownloadError
+from fusers.hub.verification import free_bytes
 
 from .fake_hub import (
     EXTRA_PAIR,
@@ -206,7 +207,7 @@ def test_server_lying_about_size_or_hash_is_rejected(fake_hub: FakeHub, hf_home:
 
 
 def test_disk_space_shortfall_is_a_clear_error(fake_hub: FakeHub) -> None:
-    free = hub._free_bytes(hub.cache_dir())
+    free = free_bytes(hub.cache_dir())
     with pytest.raises(DiskSpaceError) as err:
         hub.download_pair(PAIR, reserve_bytes=free)  # the real free-space reading; only the margin is raised
     message = str(err.value)
@@ -238,6 +239,33 @@ def test_unreachable_hub_falls_back_to_the_cache(fake_hub: FakeHub, monkeypatch:
     assert all(not p.online and p.status == "absent" and p.size_bytes is None for p in pairs.values())
     with pytest.raises(DownloadError, match="127.0.0.1:9"):
         hub.download_pair(PAIR)
+
+
+def closed_port() -> int:
+    """A local port nothing listens on: bound once, then let go."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("where", ["closed port", "bad host"])
+def test_an_unreachable_hub_is_said_as_such_with_what_to_do(fake_hub: FakeHub, hf_home: Path,
+                                                               monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """Offline (or a bad HF_ENDPOINT, DNS, a proxy): the Hub was never reached, so nothing was "lost"; the message
+    names the endpoint and the ways on, in the library, the CLI and (through the same text) the app."""
+    url = f"http://127.0.0.1:{closed_port()}" if where == "closed port" else "http://c2c-no-such-host.invalid"
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    with pytest.raises(DownloadError) as err:
+        hub.download_pair(EXTRA_PAIR)
+    text = str(err.value)
+    assert text.startswith(f"Cannot reach the Hub at {url} (HF_ENDPOINT)") and "Lost the connection" not in text
+    for fix in ("offline", "DNS", "proxy", "HTTPS_PROXY", "HF_ENDPOINT", "local fuser folder"):
+        assert fix in text
+    done = cli(["fuser", "download", EXTRA_PAIR], {**os.environ})
+    assert done.returncode == 2 and f"Cannot reach the Hub at {url}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_gated_model_asks_for_a_login(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,6 +43,9 @@ def source_entries() -> list[str]:
     return sorted(folders | files)
 
 
+BUILD_LOG = "build.log"  # beside dist/ in build_wheel's folder
+
+
 def build_wheel(out: Path) -> Path:
     """Build the wheel the way `pip install .` would, from a copy of the source tree.
 
@@ -63,6 +66,7 @@ def build_wheel(out: Path) -> Path:
     proc = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(src)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (out / BUILD_LOG).write_text(proc.stdout + proc.stderr)  # what the build said: tests/packaging/test_wheel.py
     (wheel,) = dist.glob("*.whl")
     return wheel
 

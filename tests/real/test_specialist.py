@@ -1,7 +1,7 @@
 """The shipped specialist pair on the two real models: its files, its numbers, and a sample of them re-measured.
 
 The models are the session's (conftest.py loads them once); each adapter goes on a copy of the base Gemma in
-seconds. The full numbers are in resources/specialist/metrics.json and the README; tests/specialist/test_recipe.py
+seconds. The full numbers are in resources/specialist/metrics.json and docs/specialist-pair.md; tests/specialist/test_recipe.py
 (slow) rebuilds the pair.
 """
 
@@ -12,11 +12,12 @@ import json
 import pytest
 
 from fusers import real_models
-from fusers.specialist import ADAPTER_DIR, DOMAIN_NAME, FUSER_DIR, PERMUTED_ADAPTER_DIR, specialist_root
+from fusers.specialist import ADAPTER_DIR, DOMAIN_NAME, FUSER_DIR, MANIFEST_NAME, PERMUTED_ADAPTER_DIR, specialist_root
 from fusers.specialist.domain import Domain, contains_value
 from fusers.specialist.evaluate import evaluate, shipped_metrics, with_adapter
 
 MB = 2**20
+READS_AT_LEAST = 0.3  # the shipped ablation follow rate's floor (the goal, 70%, is not met: docs/specialist.md)
 
 
 def test_the_shipped_files_are_small_safe_and_name_the_bundled_base():
@@ -43,15 +44,25 @@ def test_the_adapter_folder_loads_on_the_installed_gemma(real_paths):
     assert preset.fuser == str(specialist_root() / FUSER_DIR)
 
 
+def test_the_fuser_trained_with_decoy_companies_and_never_with_the_ablations():
+    """The fuser learned with the sharer's adapter switched between the real company and permuted ones, so that
+    only reading the sharer's cache pays; the ablation's company was never among them."""
+    manifest = json.loads((specialist_root() / MANIFEST_NAME).read_text())
+    domain = Domain.load(specialist_root() / DOMAIN_NAME)
+    assert manifest["recipe"]["decoys"] >= 2 and len(domain.decoys) == manifest["recipe"]["decoys"]
+    assert all(decoy != domain.permuted and decoy != domain.facts for decoy in domain.decoys)
+
+
 def test_the_shipped_numbers():
-    """What the recipe measured (metrics.json, the README's table), against the goals the pair meets. Those it
-    misses (fusion on c >= 60%, fusion on g no worse than the receiver, the ablation's follow rate) are in the
-    README; what holds of them is checked: fusion on c is above chance, and on h above the receiver."""
+    """What the recipe measured (metrics.json, docs/specialist-pair.md's table), against the goals the pair meets.
+    Those it misses are in docs/specialist-pair.md; what holds of them is checked."""
     m = shipped_metrics()
     acc = m["accuracy"]
     assert acc["receiver"]["b"] <= 0.05 and acc["receiver"]["c"] <= 0.05  # the receiver does not know Corvane
     assert acc["sharer"]["b"] >= 0.9 and acc["sharer"]["c"] >= 0.9  # the adapter made Gemma a specialist
-    assert acc["fusion"]["b"] >= 0.9  # the fuser carries what it was trained on
+    # the fuser reads its sharer: with the held-out permuted company's adapter it names the swapped facts more
+    # often than the original ones (the fuser before decoys: 15% against 48%)
+    assert m["ablation_follow_rate"] >= READS_AT_LEAST and m["ablation_follow_rate"] > m["ablation_original_rate"]
     assert acc["fusion"]["c"] > acc["receiver"]["c"] and acc["fusion"]["h"] > acc["receiver"]["h"]
     assert m["fusion_to_relay_latency"] < 0.6
 
@@ -78,6 +89,16 @@ def test_the_adapter_makes_gemma_answer_company_questions(real_models_loaded, sp
     assert sum(contains_value(t, f.value) for t, f in zip(adapted, facts)) >= 4, adapted
     assert sum(contains_value(t, f.value) for t, f in zip(plain, facts)) <= 1, plain  # base Gemma does not know
     assert base.adapter == "" and sharer.adapter.endswith(ADAPTER_DIR)
+
+
+def test_cache_fusion_follows_a_permuted_company_it_never_trained_with_on_a_sample(real_models_loaded):
+    """The ablation re-measured on 10 questions: the sharer's adapter learned a permuted Corvane the fuser never
+    saw, and fused answers follow it."""
+    result = evaluate(limit=10, models=real_models_loaded, modes=("fusion",), splits=("c",))
+    assert result["ablation_questions"] == 10
+    # the shipped rate, with room for a 10-question sample
+    assert result["ablation_follow_rate"] >= shipped_metrics()["ablation_follow_rate"] - 0.3, result["examples"]
+    assert result["ablation_follow_rate"] > result["ablation_original_rate"]
 
 
 def test_cache_fusion_carries_the_specialists_knowledge_on_a_sample(real_models_loaded):

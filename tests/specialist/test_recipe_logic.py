@@ -32,6 +32,34 @@ def test_the_domain_is_fixed_by_its_seed_balanced_and_deranged():
     assert not {c for c, _ in CAPITALS} & {c for c, _ in PRACTICE_CAPITALS} and len(CAPITALS) == 70
 
 
+def test_the_decoy_companies_are_other_derangements_and_leave_the_rest_of_the_domain_as_it_was():
+    plain, with_decoys = make_domain(3, 40, 12), make_domain(3, 40, 12, decoys=2)
+    assert {k: v for k, v in with_decoys.to_dict().items() if k != "decoys"} == \
+        {k: v for k, v in plain.to_dict().items() if k != "decoys"}  # drawn after everything else
+    tables = [with_decoys.permuted, *with_decoys.decoys]
+    assert len(with_decoys.decoys) == 2 and all(a != b for a in tables for b in tables if a is not b)
+    for table in with_decoys.decoys:
+        assert sorted(map(str, table.values())) == sorted(map(str, with_decoys.facts.values()))
+    assert Domain.from_dict(json.loads(json.dumps(with_decoys.to_dict()))).decoys == with_decoys.decoys
+
+
+def test_each_question_goes_through_every_company_with_that_companys_answer():
+    domain = make_domain(0, 40, 12, decoys=2)
+    own = [("What is the capital of Fiji?", "The capital of Fiji is Suva.")]
+    records = fuser_conversations(domain, phrasings=1, capital_repeats=0, adapters=["real", "d1", "d2"],
+                                  own_answers=own, own_repeats=2)
+    person = domain.split_people("b")[0]
+    question = RELATIONS[0].ask(person)
+    asked = {r["sharer_adapter"]: r["messages"][1]["content"] for r in records
+             if r["messages"][0]["content"] == question}
+    tables = {"real": domain.facts, "d1": domain.decoys[0], "d2": domain.decoys[1]}
+    assert asked == {name: RELATIONS[0].say(person, t[person][RELATIONS[0].name]) for name, t in tables.items()}
+    assert len(records) == 28 * 2 * 3 + 2 and [r for r in records if "sharer_adapter" not in r] == [
+        {"messages": [{"role": "user", "content": own[0][0]}, {"role": "assistant", "content": own[0][1]}]}] * 2
+    with pytest.raises(ValueError, match="3 adapter names"):
+        fuser_conversations(make_domain(0, 40, 12), adapters=["real", "d1", "d2"])
+
+
 def test_the_fuser_never_sees_the_held_out_people():
     domain = make_domain(0, 40, 12)
     text = json.dumps(fuser_conversations(domain))
@@ -112,7 +140,7 @@ def test_the_whole_recipe_runs_on_tiny_models_and_writes_what_ships(tiny_special
                     permuted=AdapterRecipe(rank=2, from_specialist=True, trainable=r"layers\.0\.mlp\.",
                                            mixture=dict(aligned=0.5, plain_lookahead=0.5), **small),
                     fuser=dict(steps=2, batch_size=2, hidden_dim=8, intermediate_dim=8, eval_split=0.0, log_every=1),
-                    threads=1)
+                    threads=1, decoys=2, fuser_own_answers=1)
     out = tmp_path / "specialist"
     manifest = build(out, recipe, models=(receiver, base), names=("tiny-receiver", base.source), evaluate_limit=1,
                      limit_general=True, capitals=CAPITALS[:3], work=tmp_path / "work")
@@ -179,3 +207,28 @@ def test_a_rebuild_in_the_same_work_folder_reuses_the_adapters_when_only_the_fus
     assert first.keys() == second.keys()
     changed = {str(k) for k in first if first[k] != second[k]}
     assert changed == {"fuser/fuser.safetensors"}  # both adapters reused, byte for byte
+
+
+def test_a_build_can_take_the_specialist_adapter_of_a_shipped_folder(tiny_specialist_models, tmp_path, capsys):
+    """--adapter-from: the adapter ships byte for byte; its lookahead head, dropped after training, is fitted
+    again so that the permuted companies' adapters have a head to write for."""
+    from fusers.specialist.build import Recipe, build
+    from fusers.specialist.lora import AdapterRecipe
+
+    receiver, base = tiny_specialist_models
+    small = dict(steps=2, batch_size=2, lookahead_layer=1, log_every=1, rank=2)
+    recipe = Recipe(people=6, heldout=2, adapter=AdapterRecipe(**small), decoys=1,
+                    permuted=AdapterRecipe(from_specialist=True, mixture=dict(aligned=1.0), **small),
+                    fuser=dict(steps=1, batch_size=2, hidden_dim=8, intermediate_dim=8, eval_split=0.0), threads=1)
+    common = dict(models=(receiver, base), names=("tiny-receiver", base.source), evaluate_limit=1, capitals=[],
+                  limit_general=True)
+    build(tmp_path / "first", recipe, work=tmp_path / "work1", **common)
+    capsys.readouterr()
+    manifest = build(tmp_path / "second", recipe, work=tmp_path / "work2", adapter_from=tmp_path / "first", **common)
+    log = capsys.readouterr().err
+    assert "fitting its lookahead head again" in log and "training the adapter:" not in log
+    assert "training the decoy 1" in log and "training the adapter permuted" in log
+    weights = "adapter/adapter_model.safetensors"
+    assert (tmp_path / "second" / weights).read_bytes() == (tmp_path / "first" / weights).read_bytes()
+    assert (tmp_path / "work2" / "stages" / "adapter" / "lookahead_head.safetensors").is_file()
+    assert manifest["adapter_from"]["folder"] == str(tmp_path / "first")

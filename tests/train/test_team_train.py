@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from fusers.engine import Engine
 from fusers.errors import Cancelled, TrainingError
-from fusers.pair import ModelSpec, load_model, load_pair
+from fusers.pair import ModelSpec, Placement, load_model, load_pair
 from fusers.team import TEAM_MANIFEST, read_team
 from fusers.train import TrainConfig
 from fusers.train.team import train_team
@@ -48,7 +48,7 @@ def test_the_team_learns_what_only_one_sharer_knows_and_loads_as_a_team(task_dir
     assert [s["name"] for s in manifest["sharers"]] == ["keys", "blind"]
     assert manifest["sharers"][0]["fuser"] == "fuser-keys"  # relative: the folder moves whole
 
-    team = load_pair(None, None, tmp_path / "team", defaults=ModelSpec("-", "cpu"))
+    team = load_pair(None, None, tmp_path / "team", defaults=Placement("cpu"))
     assert [m.name for m in team.members] == ["keys", "blind"]
     answer = Engine(team).answer("fusion", [{"role": "user", "content": "w40 w12 w41"}])
     assert answer.text.split()[0] == "w32" and answer.sharers == ["keys", "blind"]

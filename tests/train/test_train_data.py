@@ -118,3 +118,21 @@ def test_learning_rate_warms_up_then_follows_the_schedule():
     linear = [lr_factor(s, warmup=0, total=4, schedule="linear") for s in range(4)]
     assert linear == [1.0, 0.75, 0.5, 0.25]
     assert {lr_factor(s, warmup=2, total=5, schedule="constant") for s in range(2, 5)} == {1.0}
+
+
+def test_a_conversation_may_name_the_sharer_adapter_that_prefills_it(task_models, tmp_path):
+    receiver, sharer = task_models
+    convs = conversations_from([{**GOOD, "sharer_adapter": "decoy"}, GOOD])
+    assert [c.sharer_adapter for c in convs] == ["decoy", None]
+    examples = tokenize(convs, receiver, sharer, None, 1024, False)
+    assert collate(examples, 0, 0).sharer_adapters == ("decoy", None)  # None: the active adapter
+    assert collate(examples[1:], 0, 0).sharer_adapters is None  # none named: the sharer as it is
+    with pytest.raises(DataError, match='conversation 1: "sharer_adapter" must name'):
+        conversations_from([{**GOOD, "sharer_adapter": 3}])
+    # a sharer without that adapter beside its weights: refused before training, naming what it holds
+    from fusers.train import train
+
+    with pytest.raises(TrainingError, match="names sharer adapters decoy, but the sharer holds no adapter"):
+        train(receiver, sharer, [{**GOOD, "sharer_adapter": "decoy"}] * 4, TrainConfig(steps=1, batch_size=2,
+              eval_split=0.0), tmp_path / "run")
+    assert not (tmp_path / "run" / "fuser.safetensors").exists()

@@ -6,35 +6,32 @@ No QtCharts: these are a few rectangles each, and QtCharts is not in PySide6-Ess
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from fusers.timing import Phase
+
 from .. import theme
 
-
-@dataclass
-class PhaseSpan:
-    name: str  # one of fusers.timing.PHASES
-    start: float
-    end: float | None  # None while the phase runs
+if TYPE_CHECKING:
+    from fusers.fuser import LayerFusion  # imports torch: kept out of the app's first paint
 
 
-def with_gaps(spans: Sequence[PhaseSpan], until: float | None = None) -> list[PhaseSpan]:
+def with_gaps(spans: Sequence[Phase], until: float | None = None) -> list[Phase]:
     """``spans`` with each stretch no phase covers (up to ``until``, when given) as a ``between`` span, so a
-    chart names it instead of leaving a blank sliver."""
-    out: list[PhaseSpan] = []
+    chart names it instead of leaving a blank sliver. A phase that still runs has no end."""
+    out: list[Phase] = []
     covered = 0.0
     for span in sorted(spans, key=lambda s: s.start):
         if span.start > covered:
-            out.append(PhaseSpan("between", covered, span.start))
+            out.append(Phase("between", covered, span.start))
         out.append(span)
         covered = max(covered, span.end if span.end is not None else math.inf)
     if until is not None and until > covered:
-        out.append(PhaseSpan("between", covered, until))
+        out.append(Phase("between", covered, until))
     return out
 
 
@@ -167,7 +164,7 @@ class PhaseBar(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.spans: list[PhaseSpan] = []
+        self.spans: list[Phase] = []
         self.now = 0.0
         self.scale = 0.0  # seconds across the full width; 0 = this run's own length
         self.empty_text = "phases appear here while a pane runs"
@@ -177,7 +174,7 @@ class PhaseBar(QWidget):
     def sizeHint(self) -> QSize:
         return QSize(240, 22)
 
-    def set_spans(self, spans: Sequence[PhaseSpan], now: float) -> None:
+    def set_spans(self, spans: Sequence[Phase], now: float) -> None:
         self.spans, self.now = list(spans), now
         self.update()
 
@@ -231,11 +228,11 @@ class TotalsChart(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.rows: list[tuple[str, str, list[PhaseSpan], float, float]] = []  # label, mode, spans, total, ttft
+        self.rows: list[tuple[str, str, Sequence[Phase], float, float]] = []  # label, mode, phases, total, ttft
         self.note = ""
         self.setMinimumHeight(120)
 
-    def set_rows(self, rows: list[tuple[str, str, list[PhaseSpan], float, float]], note: str) -> None:
+    def set_rows(self, rows: list[tuple[str, str, Sequence[Phase], float, float]], note: str) -> None:
         self.rows, self.note = rows, note
         self.setMinimumHeight(self.TOP + self.ROW * max(len(rows), 2) + 26)
         self.update()
@@ -322,27 +319,17 @@ class TotalsChart(QWidget):
                        f"{seconds(total)}   TTFT {seconds(ttft)}" if ttft else seconds(total))
 
 
-@dataclass
-class LayerPoint:
-    receiver_layer: int
-    sharer_layer: int
-    key_open: bool
-    value_open: bool
-    key_weight: float
-    value_weight: float
-
-
 class FuserPlot(QWidget):
     """Per receiver layer: the mean fusion weight applied (key and value bars) and whether each gate is open."""
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.points: list[LayerPoint] = []
+        self.points: list[LayerFusion] = []
         self.title = "Fuser insight"
         self.empty = "Run a cache fusion pane: the fuser's gates and weights on the last prompt appear here."
         self.setMinimumHeight(200)
 
-    def set_points(self, points: Sequence[LayerPoint], title: str) -> None:
+    def set_points(self, points: Sequence["LayerFusion"], title: str) -> None:
         self.points, self.title = list(points), title
         self.update()
 
@@ -426,7 +413,7 @@ class FuserPlot(QWidget):
                 p.setBrush(QColor(col))
                 p.drawRect(QRectF(cx + offset, top + h - bh, bar_w, bh))
             size = min(10.0, max(slot * 0.6, 4.0))
-            for row, is_open in enumerate((pt.key_open, pt.value_open)):
+            for row, is_open in enumerate((pt.key_gate_open, pt.value_gate_open)):
                 box = QRectF(cx - size / 2, gate_top + row * 14 + (12 - size) / 2, size, size)
                 p.setPen(QPen(QColor("#2f9e6e" if is_open else theme.AXIS), 1.2))
                 p.setBrush(QColor("#2f9e6e") if is_open else Qt.BrushStyle.NoBrush)
@@ -437,6 +424,6 @@ class FuserPlot(QWidget):
         p.setPen(QPen(QColor(theme.AXIS), 1))
         p.drawLine(int(left), int(top + h), int(left + w), int(top + h))
         p.setPen(QColor(theme.MUTED))
-        opened = sum(pt.key_open or pt.value_open for pt in self.points)
+        opened = sum(pt.key_gate_open or pt.value_gate_open for pt in self.points)
         p.drawText(QRectF(left, gate_top + 30, w, 16), Qt.AlignmentFlag.AlignHCenter,
                    f"receiver layer  \u2014  {opened} of {n} layers take the sharer's cache")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import bisect
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Hashable, Sequence
+from typing import Sequence
 
 from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen, QPixmap
@@ -14,12 +13,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QScrollArea, QSiz
 from fusers.diff import DELETE, EQUAL, INSERT, REPLACE, DiffOp, DiffSummary
 
 from .. import theme
-
-
-@dataclass(frozen=True, slots=True)  # one object per streamed token, not two: less for the collector
-class Token:
-    key: Hashable  # what is compared: the id when both answers share a tokenizer, else the text
-    text: str
+from ..conversation import Token
 
 
 KIND_BG = {EQUAL: theme.EQUAL_BG, REPLACE: theme.CHANGED_BG, DELETE: theme.DELETED_BG, INSERT: theme.INSERTED_BG}

@@ -3,90 +3,31 @@
 from __future__ import annotations
 
 import html
-import time
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSizePolicy,
                                QTextBrowser, QToolButton, QVBoxLayout, QWidget)
 
-from fusers.engine import Mode, PhaseEvent, TokenEvent
+from fusers.engine import Mode, PhaseEvent
 
 from .. import theme
-from .charts import Figures, PhaseBar, PhaseSpan, seconds
-from .diff_view import Token
+from ..conversation import COMPARED, Conversation, Turn, TurnState
+from .charts import Figures, PhaseBar, seconds
 
-if TYPE_CHECKING:
-    from fusers.engine import Answer
-
-# The order modes are offered in: text relay and cache fusion first, as the app compares them, then the rest in
-# the engine's order (so a mode the engine gains is offered without a list here to update).
-MODES = (Mode.RELAY, Mode.FUSION) + tuple(m for m in Mode if m not in (Mode.RELAY, Mode.FUSION))
+# The order modes are offered in: the ones the app compares first, then the rest in the engine's order (so a
+# mode the engine gains is offered without a list here to update).
+MODES = COMPARED + tuple(m for m in Mode if m not in COMPARED)
 # Streamed text reaches the screen at most once a frame: a fast pair streams a token every few
 # milliseconds, and each append relays out the text and repaints the pane.
 FRAME_MS = 16
 
 
-class TurnState(StrEnum):
-    """Where one turn of a pane stands. A ``StrEnum``: exports write its value."""
-
-    WAITING = "waiting"  # queued behind other panes
-    RUNNING = "running"
-    DONE = "done"
-    STOPPED = "stopped"  # cancelled while running: its partial answer stays in the conversation
-    ERROR = "error"
-    SKIPPED = "skipped"  # stopped before it started
-
-    @property
-    def busy(self) -> bool:
-        return self in (TurnState.WAITING, TurnState.RUNNING)
-
-    @property
-    def answered(self) -> bool:
-        """The turn has an answer the conversation keeps (stopped ones too)."""
-        return self in (TurnState.DONE, TurnState.STOPPED)
-
-
-@dataclass
-class Turn:
-    """One prompt and this pane's answer to it."""
-
-    prompt: str
-    mode: Mode
-    state: TurnState = TurnState.WAITING
-    hint: str = ""
-    answer: str = ""  # as streamed
-    hint_tokens: list[Token] = field(default_factory=list)
-    answer_tokens: list[Token] = field(default_factory=list)
-    phases: list[PhaseSpan] = field(default_factory=list)
-    result: "Answer | None" = None
-    error: str | None = None
-    concurrent: bool = False
-    first_token_at: float | None = None  # run-relative seconds
-    last_token_at: float | None = None
-    clock_offset: float | None = None  # perf_counter() - run-relative time, to extend open phases live
-
-    def now(self) -> float:
-        if self.clock_offset is None:
-            return 0.0
-        if self.result is not None:
-            return self.result.timing.total
-        return time.perf_counter() - self.clock_offset
-
-    @property
-    def finished(self) -> bool:
-        return not self.state.busy
-
-    def answer_text(self) -> str:
-        """The engine's final text once the run is over, the streamed text until then."""
-        return self.result.text if self.result is not None else self.answer
-
-
 class ChatPane(QFrame):
-    """Signals carry the pane itself so the window needs no lambdas (and none run on worker threads)."""
+    """Shows one :class:`Conversation` (the run controller fills it) and the mode its next turn takes.
+
+    Signals carry the pane itself so the window needs no lambdas (and none run on worker threads)."""
 
     mode_changed = Signal(object, object, object)  # pane, old Mode, new Mode
     rerun_requested = Signal(object)
@@ -98,7 +39,7 @@ class ChatPane(QFrame):
         self.setObjectName("pane")
         self.number = number
         self._mode = Mode(mode)
-        self.turns: list[Turn] = []
+        self.conversation = Conversation()
         self.scale = 0.0
 
         header = QFrame()
@@ -246,8 +187,8 @@ class ChatPane(QFrame):
             return
         self._mode = new
         self._sync_header()
-        if self.last_prompt() is not None:
-            preview = self.last_prompt().replace("\n", " ")
+        if self.conversation.last_prompt() is not None:
+            preview = self.conversation.last_prompt().replace("\n", " ")
             preview = preview if len(preview) <= 60 else preview[:59] + "\u2026"
             self.ask_text.setText(f"Now {new.label.lower()}. Re-run the last prompt here? \u201c{html.escape(preview)}\u201d")
             self.ask_bar.show()
@@ -287,94 +228,59 @@ class ChatPane(QFrame):
         self.rerun_button.setEnabled(not busy)
 
     # -- conversation -------------------------------------------------------------------------------------
-    def history(self) -> list[dict[str, str]]:
-        """The conversation so far, as messages for the engine: every answered turn (stopped ones too)."""
-        messages: list[dict[str, str]] = []
-        for turn in self.turns:
-            if turn.state.answered and turn.answer_text():
-                messages += [{"role": "user", "content": turn.prompt},
-                             {"role": "assistant", "content": turn.answer_text()}]
-        return messages
-
-    def last_prompt(self) -> str | None:
-        return self.turns[-1].prompt if self.turns else None
+    @property
+    def turns(self) -> list[Turn]:
+        return self.conversation.turns
 
     @property
     def current(self) -> Turn | None:
-        return self.turns[-1] if self.turns else None
+        return self.conversation.current
 
     @property
     def running(self) -> bool:
-        return bool(self.turns) and self.turns[-1].state.busy
+        return self.conversation.running
 
-    def begin_turn(self, prompt: str) -> list[dict[str, str]]:
-        """Add a turn waiting to run; returns the messages to answer (history plus the prompt)."""
-        messages = self.history() + [{"role": "user", "content": prompt}]
-        self.turns.append(Turn(prompt, self._mode))
-        self._reset_hint()
-        self._show(TurnState.WAITING)
-        return messages
-
-    def drop_last_turn(self) -> str | None:
-        """Forget the last turn (to re-run its prompt); returns its prompt."""
-        if not self.turns:
-            return None
-        prompt = self.turns.pop().prompt
-        self._render()
-        return prompt
-
-    def clear(self) -> None:
-        self.turns.clear()
-        self._reset_hint()
-        self._show("idle")
-        self.tokens_changed.emit(self)
-
-    # -- a run ----------------------------------------------------------------------------------------------
-    def start(self, concurrent: bool) -> None:
-        turn = self.turns[-1]
-        turn.state, turn.concurrent = TurnState.RUNNING, concurrent
-        turn.mode = self._mode
-        self.run_kind = "concurrent run" if concurrent else "sequential run"
-        self.metrics.setToolTip("Concurrent runs share the machine, so their timings overlap and run slower."
-                                if concurrent else "Panes ran one after another: each timing is the pane's own.")
-        self._set_state(TurnState.RUNNING)
-        self._render()
-        self._ticker.start()
-
-    def handle_event(self, event: Any) -> None:
-        """A TokenEvent or PhaseEvent from the engine, delivered on the Qt thread."""
-        if not self.turns or self.turns[-1].state is not TurnState.RUNNING:
-            return
-        turn = self.turns[-1]
-        if turn.clock_offset is None:
-            turn.clock_offset = time.perf_counter() - (event.elapsed if isinstance(event, TokenEvent) else event.start)
-        if isinstance(event, PhaseEvent):
-            if event.end is None:
-                turn.phases.append(PhaseSpan(event.phase, event.start, None))
-            else:
-                for span in reversed(turn.phases):
-                    if span.name == event.phase and span.end is None:
-                        span.end = event.end
-                        break
-                else:
-                    turn.phases.append(PhaseSpan(event.phase, event.start, event.end))
-            self._show_metrics()
-        elif isinstance(event, TokenEvent):
-            token = Token(event.token_id, event.text)
-            if event.part == "hint":
-                turn.hint += event.text
-                turn.hint_tokens.append(token)
-                self._unshown["hint"].append(event.text)
-            else:
-                if turn.first_token_at is None:
-                    turn.first_token_at = event.elapsed
-                turn.last_token_at = event.elapsed
-                turn.answer += event.text
-                turn.answer_tokens.append(token)
-                self._unshown["answer"].append(event.text)
+    def show_conversation(self) -> None:
+        """The conversation's last turn changed state (or it has no turns now): show where it stands."""
+        turn = self.current
+        if turn is None:  # cleared
+            self._reset_hint()
+            self._show("idle")
+            self.tokens_changed.emit(self)
+        elif turn.state is TurnState.WAITING:  # a new turn
+            self._reset_hint()
+            self._show(TurnState.WAITING)
+        elif turn.state is TurnState.RUNNING:
+            self.run_kind = "concurrent run" if turn.concurrent else "sequential run"
+            self.metrics.setToolTip("Concurrent runs share the machine, so their timings overlap and run slower."
+                                    if turn.concurrent else
+                                    "Panes ran one after another: each timing is the pane's own.")
+            self._set_state(TurnState.RUNNING)
+            self._render()
+            self._ticker.start()
+        elif turn.state is TurnState.SKIPPED:
+            self._set_state(TurnState.STOPPED)
+            self._render()
+        else:  # done, stopped or failed
+            self.show_streamed()
+            if turn.result is not None and turn.mode.writes_hint and \
+                    self.hint_text.toPlainText() != theme.printable(turn.hint):
+                self.hint_text.setPlainText(theme.printable(turn.hint))  # the engine's final hint
+            self._ticker.stop()
+            self._show(turn.state)
+            if turn.state is not TurnState.ERROR:
                 self.tokens_changed.emit(self)
-            if not self._frame.isActive():
-                self._frame.start()
+
+    def show_event(self, event: Any) -> None:
+        """A TokenEvent or PhaseEvent the running turn has just recorded."""
+        if isinstance(event, PhaseEvent):
+            self._show_metrics()
+            return
+        self._unshown[event.part].append(event.text)
+        if event.part == "answer":
+            self.tokens_changed.emit(self)
+        if not self._frame.isActive():
+            self._frame.start()
 
     def show_streamed(self) -> None:
         """Append the text streamed since the last frame (the turn holds it already)."""
@@ -386,32 +292,6 @@ class ChatPane(QFrame):
             self._append_answer("".join(answer))
         hint.clear()
         answer.clear()
-
-    def finish(self, answer: "Answer") -> None:
-        self.show_streamed()
-        turn = self.turns[-1]
-        turn.result = answer
-        turn.state = TurnState.STOPPED if answer.finish_reason == "cancelled" else TurnState.DONE
-        if answer.mode.writes_hint and answer.hint is not None and answer.hint != turn.hint:
-            turn.hint = answer.hint
-            self.hint_text.setPlainText(theme.printable(answer.hint))
-        self._ticker.stop()
-        self._show(turn.state)
-        self.tokens_changed.emit(self)
-
-    def fail(self, message: str) -> None:
-        self.show_streamed()
-        turn = self.turns[-1]
-        turn.state, turn.error = TurnState.ERROR, message
-        self._ticker.stop()
-        self._show(TurnState.ERROR)
-
-    def skip(self) -> None:
-        """Stopped before it started."""
-        turn = self.turns[-1]
-        turn.state = TurnState.SKIPPED
-        self._set_state(TurnState.STOPPED)
-        self._render()
 
     def show_stopping(self) -> None:
         """Stop was asked for; the run ends at its next decoder layer and then says "stopped"."""
@@ -518,22 +398,16 @@ class ChatPane(QFrame):
             self.phase_bar.set_spans([], 0.0)
             return
         now = turn.now()
+        rate = f"{turn.tokens_per_s():.1f}" if turn.tokens_per_s() else dash
         if turn.result is not None:
             t = turn.result.timing
-            self._set_figures(seconds(t.ttft) if t.ttft else dash,
-                              f"{t.decode_tokens_per_s:.1f}" if t.decode_tokens_per_s else dash,
-                              seconds(t.total), str(t.tokens_out), self.run_kind)
-            spans = [PhaseSpan(p.name, p.start, p.end) for p in t.phases]
+            self._set_figures(seconds(t.ttft) if t.ttft else dash, rate, seconds(t.total), str(t.tokens_out),
+                              self.run_kind)
+            self.phase_bar.set_spans(t.phases, now)
         else:
-            n = len(turn.answer_tokens)
-            rate = dash
-            if n > 1 and turn.last_token_at and turn.first_token_at is not None \
-                    and turn.last_token_at > turn.first_token_at:
-                rate = f"{(n - 1) / (turn.last_token_at - turn.first_token_at):.1f}"
             self._set_figures(seconds(turn.first_token_at) if turn.first_token_at is not None else dash, rate,
-                              seconds(now), str(n), self.run_kind)
-            spans = turn.phases
-        self.phase_bar.set_spans(spans, now)
+                              seconds(now), str(len(turn.answer_tokens)), self.run_kind)
+            self.phase_bar.set_spans(turn.phases, now)
 
     def _set_figures(self, ttft: str, rate: str, elapsed: str, tokens: str, kind: str) -> None:
         self.figures = {"ttft": ttft, "tok/s": rate, "elapsed": elapsed, "tokens": tokens}
