@@ -24,6 +24,7 @@ class TokenEvent:
     token_id: int
     text: str  # the text this token adds
     elapsed: float  # seconds since the run began
+    sharer: str = ""  # a team's hint tokens: which sharer writes them (fusers.team); else ""
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class PhaseEvent:
     phase: str  # one of fusers.timing.PHASES
     start: float
     end: float | None  # None when the phase begins
+    sharer: str = ""  # a team's sharer phases (prefill, hint, fuse): which sharer's; else ""
 
 
 Event = Union[TokenEvent, PhaseEvent]
@@ -48,10 +50,14 @@ class Answer:
     hint_token_ids: list[int] | None = None
     fusion: list[LayerFusion] | None = None  # cache fusion and relay + fusion: what each receiver layer took
     settings: dict[str, Any] = field(default_factory=dict)
+    # a team (fusers.team): the mode as asked ("fusion:A+B"), the sharers that took part, each one's hint
+    mode_key: str = ""
+    sharers: list[str] | None = None
+    hints: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "mode": self.mode.value,
+            "mode": self.mode_key or self.mode.value,
             "text": self.text,
             "token_ids": list(self.token_ids),
             "timing": self.timing.to_dict(),
@@ -62,6 +68,10 @@ class Answer:
             out["hint_token_ids"] = list(self.hint_token_ids or [])
         if self.fusion is not None:
             out["fusion"] = [vars(f) for f in self.fusion]
+        if self.sharers is not None:
+            out["sharers"] = list(self.sharers)
+        if self.hints is not None:
+            out["hints"] = dict(self.hints)
         return out
 
 

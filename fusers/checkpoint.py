@@ -51,6 +51,9 @@ def detect_format(path: str | Path) -> str:
         raise FuserFormatError(f"{path} is a file; a fuser is a folder (published pair or {MANIFEST_NAME} + weights).")
     if (path / MANIFEST_NAME).is_file():
         return OURS
+    if (path / "team.json").is_file():  # fusers.team.TEAM_MANIFEST (not imported: the team module reads fusers)
+        raise FuserFormatError(f"{path} is a team folder (team.json), not one fuser: give it as --fuser to c2c compare "
+                               "or as --pair to c2c-playground; each of its fusers is a folder that team.json names.")
     if (path / PUBLISHED_DIR / PUBLISHED_MAP).is_file() or (path / PUBLISHED_CONFIG).is_file():
         return PUBLISHED
     if path.name == PUBLISHED_DIR and (path.parent / PUBLISHED_CONFIG).is_file():

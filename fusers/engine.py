@@ -18,6 +18,7 @@ from .chat import check_messages, encode, find_stop, user
 from .devices import PeakMemory, overlapped
 from .errors import ContextLengthError, ModeUnavailableError, PairMismatchError
 from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill, seeded
+from .relay import RELAY_ANSWER_PROMPT, RELAY_CONTEXT_PROMPT, relay_turns as _relay_turns  # noqa: F401 (re-exported)
 from .static_decode import StaticPrefix
 from .timing import Recorder, decode_rate
 from .vocabulary import MODE_LABELS, PREFILLS, Mode  # noqa: F401  (re-exported: fusers.engine.Mode)
@@ -27,14 +28,7 @@ if TYPE_CHECKING:
 
     from .fuser import LayerFusion  # imports torch: kept out of the app's first paint
     from .pair import LoadedModel, Pair
-
-
-# The reference's text-relay prompts (the paper's "T2T" baseline).
-RELAY_CONTEXT_PROMPT = (
-    "In one clear sentence, describe the most essential background knowledge needed to answer the question:"
-    "\n\n{question}\n\nDo NOT directly solve or give answer to the question."
-)
-RELAY_ANSWER_PROMPT = "Based on the background, accurately answer the question:\n\n{question}"
+    from .team import TeamMember
 
 
 def draw_seed(settings: GenerationSettings) -> GenerationSettings:
@@ -59,6 +53,7 @@ class Engine:
         self.pair = pair
         self.prefills = prefills
         self._aligner: TokenAligner | None = None
+        self._aligners: dict[int, TokenAligner] = {}  # a team's, by fuser (fusers.team_run)
 
     def overlaps_prefills(self) -> bool:
         """Whether cache fusion runs the sharer's and the receiver's prefills at the same time: by default
@@ -72,7 +67,11 @@ class Engine:
 
     def devices(self, mode: Mode | str) -> list["torch.device"]:
         """The devices a run of ``mode`` uses, the answering model's first (the fuser sits on the receiver's)."""
-        mode = Mode(mode)
+        from .team import parse_mode, team_devices
+
+        if self.pair.members:  # a team: the sharers the mode names (fusers.team)
+            return team_devices(self.pair, mode)
+        mode = parse_mode(mode)[0]  # a pair's one sharer may be named too (fusion:sharer)
         receiver, sharer = self.pair.receiver.device, self.pair.sharer.device
         if mode in (Mode.RECEIVER, Mode.SHARER):  # one model alone
             return [getattr(self.pair, mode.answered_by).device]
@@ -90,28 +89,33 @@ class Engine:
         on_event: Callable[[Event], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> Answer:
-        mode = Mode(mode)
+        from .team import mode_key, parse_mode, select
+
+        mode, names = parse_mode(mode)  # "fusion:A+B": a team's sharers A and B
         settings = draw_seed(settings or GenerationSettings())
         messages = check_messages(messages)
         if mode.needs_fuser and self.pair.fuser is None:
             raise ModeUnavailableError(f"{mode.label} needs a fuser: load one with the pair (--fuser or the app's "
                                        "Fuser box).")
-        self.check_fits(mode, messages, settings)
+        chosen = [] if mode is Mode.RECEIVER else select(self.pair, mode, names)
+        self.check_fits(mode_key(mode, names), messages, settings)
         cancel = cancel or threading.Event()
 
         def emit(event: Event) -> None:
             if on_event is not None:
                 on_event(event)
 
-        devices = self.devices(mode)
-        rec = Recorder(devices, on_phase=lambda name, s, e: emit(PhaseEvent(mode, name, s, e)))
+        devices = self.devices(mode_key(mode, names))
+        rec = Recorder(devices, on_phase=lambda name, s, e, who="": emit(PhaseEvent(mode, name, s, e, who)))
         run = _AnswerInProgress(mode, settings, rec, emit, cancel)
+        run.named, run.chosen = bool(self.pair.members), chosen
         with PeakMemory(*devices) as peak, seeded(settings, devices):
             try:
                 if mode is Mode.RECEIVER:
                     self._alone(self.pair.receiver, messages, run)
                 elif mode is Mode.SHARER:
-                    self._alone(self.pair.sharer, messages, run)
+                    run.sharer_name = chosen[0].name if run.named else ""
+                    self._alone(chosen[0].sharer, messages, run)
                 elif mode is Mode.RELAY:
                     self._alone(self.pair.receiver, self._write_hint(messages, run), run)
                 elif mode is Mode.FUSION:
@@ -137,6 +141,9 @@ class Engine:
             hint_token_ids=run.hint_ids if mode.writes_hint else None,
             fusion=run.fusion,
             settings=settings.to_dict(),
+            mode_key=mode_key(mode, names) if names is not None else "",
+            sharers=[m.name for m in chosen] if run.named else None,
+            hints=run.hints if run.named and mode.writes_hint else None,
         )
 
     def check_fits(self, mode: Mode | str, messages: Sequence[dict[str, str]],
@@ -145,9 +152,15 @@ class Engine:
         could outgrow a model's context: known from the prompt alone, before any model runs. Text relay's answer
         prompt counts the sharer's hint at its longest (``hint_max_new_tokens``); an answer itself stops where the
         context ends (finish reason "length")."""
-        mode = Mode(mode)
+        from .team import parse_mode, select
+
+        mode, names = parse_mode(mode)
         settings = settings or GenerationSettings()
-        receiver, sharer = self.pair.receiver, self.pair.sharer
+        receiver = self.pair.receiver
+        # a team: every sharer the mode uses (each reads as the one sharer of a pair would)
+        sharers = [m.sharer for m in select(self.pair, mode, names)] if self.pair.members and mode is not \
+            Mode.RECEIVER else [self.pair.sharer]
+        sharer = sharers[0]
 
         def tokens(model: "LoadedModel", conversation: list[dict[str, str]]) -> int:
             return len(encode(model.tokenizer, conversation, settings.thinking))
@@ -158,15 +171,16 @@ class Engine:
             _check_fits(mode, model, tokens(model, messages))
             return
         if mode is Mode.FUSION:  # both models read the receiver's tokens, or as many aligned sharer tokens
-            for model in (receiver, sharer):
+            for model in (receiver, *sharers):
                 _check_fits(mode, model, tokens(receiver, messages))
             return
         hint_prompt, answer_prompt = _relay_turns(messages, hint="")
-        _check_fits(mode, sharer, tokens(sharer, hint_prompt))  # the sharer writes its hint: it stops at its context
+        for sharer in sharers:  # the sharer writes its hint: it stops at its context
+            _check_fits(mode, sharer, tokens(sharer, hint_prompt))
         # the receiver answers after the hint; in relay + fusion the sharer reads the same, as many (aligned) tokens
         answer_tokens = tokens(receiver, answer_prompt)
-        for model in (receiver,) if mode is Mode.RELAY else (receiver, sharer):
-            _check_fits(mode, model, answer_tokens, settings.hint_max_new_tokens)
+        for model in (receiver,) if mode is Mode.RELAY else (receiver, *sharers):
+            _check_fits(mode, model, answer_tokens, settings.hint_max_new_tokens * len(sharers))
 
     # -- modes --------------------------------------------------------------------------------------------
 
@@ -181,7 +195,12 @@ class Engine:
     def _write_hint(self, messages: list[dict[str, str]], run: "_AnswerInProgress") -> list[dict[str, str]]:
         """Text relay's first step: the sharer writes its hint. Returns the conversation the receiver then
         answers (the context question, the hint as the answer to it, and the question again), which text relay
-        and relay + fusion both answer, so that the two differ only by the fused cache."""
+        and relay + fusion both answer, so that the two differ only by the fused cache. A team's sharers each
+        write one (fusers.team_run)."""
+        if run.named:
+            from .team_run import write_hints
+
+            return write_hints(run, run.chosen, messages)
         sharer = self.pair.sharer
         run.rec.start("tokenize")
         hint_prompt = encode(sharer.tokenizer, _relay_turns(messages)[0], run.settings.thinking)
@@ -193,8 +212,15 @@ class Engine:
 
     def _fused(self, messages: list[dict[str, str]], run: "_AnswerInProgress") -> None:
         """Cache fusion over ``messages``: both models prefill them, the fuser fuses the receiver's cache from
-        the sharer's, the receiver decodes. Relay + fusion calls it with text relay's answer conversation."""
+        the sharer's, the receiver decodes. Relay + fusion calls it with text relay's answer conversation. A
+        team's fusers each fuse their sharer's cache into the receiver's (fusers.team_run); a team never takes
+        the GPU's fast path (:meth:`_static_fusion` fuses one sharer)."""
         import torch
+
+        if run.named:
+            from .team_run import fuse_team_run
+
+            return fuse_team_run(self, messages, run, run.chosen)
 
         pair, fuser = self.pair, self.pair.fuser
         receiver, sharer = pair.receiver, pair.sharer
@@ -319,6 +345,10 @@ class _AnswerInProgress:
         self.token_times: list[float] = []
         self.finish_reason = "length"
         self.fusion: list[LayerFusion] | None = None
+        self.named = False  # a team's run: phases, hint tokens and gates name their sharer
+        self.chosen: list[TeamMember] = []  # the team's sharers this run uses
+        self.sharer_name = ""  # the sharer now prefilling or writing its hint (a team's)
+        self.hints: dict[str, str] = {}  # each sharer's hint (text relay, relay + fusion)
 
     def check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -336,28 +366,30 @@ class _AnswerInProgress:
         is_hint = part == "hint"
         limit = self.settings.hint_max_new_tokens if is_hint else self.settings.max_new_tokens
         limit = max(1, min(limit, model.context_length - len(ids)))
+        who = self.sharer_name if model.role == "sharer" else ""
         if prefill_phase is not None:  # the prompt but its last token, as cache fusion prefills it
-            self.rec.start(prefill_phase)
+            self.rec.start(prefill_phase, who)
             prompt = torch.tensor([ids[:-1]], device=model.device)  # (1, N-1)
             # into the static cache by a captured prefill where one serves (it holds the decoder until decoded)
             static = model.decoder.prefill(prompt) if model.decoder is not None and model.decoder.fits(
                 len(ids) + limit) else None
             cache = static or prefill(model.model, prompt, self.cancel)
-            self.rec.end(prefill_phase)
+            self.rec.end(prefill_phase, sharer=who)
         try:
-            self._decode(model, ids, cache, is_hint, limit)
+            self._decode(model, ids, cache, is_hint, limit, who)
         finally:
             if isinstance(cache, StaticPrefix):  # cancelled or failed before decoding it: free the decoder
                 cache.release()
 
-    def _decode(self, model: "LoadedModel", ids: list[int], cache: Any, is_hint: bool, limit: int) -> None:
+    def _decode(self, model: "LoadedModel", ids: list[int], cache: Any, is_hint: bool, limit: int,
+                who: str = "") -> None:
         import torch
 
         self.check_cancel()
         part = "hint" if is_hint else "answer"
         detok = Detokenizer(model.tokenizer)
         eos = set() if self.settings.ignore_eos else set(model.eos_token_ids)
-        self.rec.start("hint" if is_hint else "decode")  # from the last prompt token on, the first step included
+        self.rec.start("hint" if is_hint else "decode", who)  # from the last prompt token on, the first step included
         first = True
         hit_eos = False
         stop = threading.Event()
@@ -395,7 +427,7 @@ class _AnswerInProgress:
             else:
                 self.answer_text = text
                 self.token_times.append(at)
-            self.emit(TokenEvent(self.mode, part, token, delta, at))
+            self.emit(TokenEvent(self.mode, part, token, delta, at, who))
 
         input_ids = torch.tensor([ids], device=model.device)  # (1, N)
         decode(
@@ -433,18 +465,6 @@ def warm_up(pair: "Pair", cancel: threading.Event | None = None) -> None:
         if cancel is not None and cancel.is_set():
             return  # the caller sees the cancel: load_pair raises Cancelled
         engine.answer(mode, messages, settings, cancel=cancel)
-
-
-def _relay_turns(messages: list[dict[str, str]], hint: str = "") -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """Text relay's two conversations: the one the sharer writes its hint after (the context question), and the
-    one the receiver answers (the context question, the hint as the answer to it, and the question again)."""
-    history, question = messages[:-1], messages[-1]["content"]
-    context_turn = {"role": "user", "content": RELAY_CONTEXT_PROMPT.format(question=question)}
-    return history + [context_turn], history + [
-        context_turn,
-        {"role": "assistant", "content": hint},
-        {"role": "user", "content": RELAY_ANSWER_PROMPT.format(question=question)},
-    ]
 
 
 def _check_fits(mode: Mode, model: "LoadedModel", prompt: int, hint: int = 0) -> None:

@@ -42,6 +42,10 @@ class FuserFormatError(C2CError):
     """A fuser checkpoint is missing files, is malformed, or has wrong keys or shapes."""
 
 
+class TeamFormatError(FuserFormatError):
+    """A team folder's ``team.json`` is missing, malformed, or names a fuser folder that does not exist."""
+
+
 class UnsafeCheckpointError(FuserFormatError):
     """A checkpoint holds a pickle that would run code; it is never loaded."""
 

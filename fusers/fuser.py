@@ -96,6 +96,7 @@ class LayerFusion:
     value_gate_open: bool
     key_weight: float  # mean of gate * w over heads and positions
     value_weight: float
+    sharer: str = ""  # a team's fusion: which sharer's fuser (fusers.team); else ""
 
 
 class Fuser(nn.Module):
@@ -339,18 +340,23 @@ class Fuser(nn.Module):
         dropout, whatever mode the module is in); return per-layer statistics."""
         captured = self.graphs.fuse(receiver_cache, sharer_cache) if self.graphs is not None else None
         if captured is not None:
-            weights, gates = captured
-        else:
-            was_training = self.training
-            self.eval()
-            try:
-                fused, weights = self.fuse(cache_kv(receiver_cache), cache_kv(sharer_cache))
-            finally:
-                self.train(was_training)
-            for layer, (k, v) in zip(receiver_cache.layers, fused):
-                layer.keys, layer.values = k, v
-            gates = self._gate_flags()
-        return self._layer_fusions(weights, gates)
+            return self._layer_fusions(*captured)
+        fused, stats = self.fuse_kv(cache_kv(receiver_cache), cache_kv(sharer_cache))
+        for layer, (k, v) in zip(receiver_cache.layers, fused):
+            layer.keys, layer.values = k, v
+        return stats
+
+    @torch.no_grad()
+    def fuse_kv(self, receiver_kv: list[KV], sharer_kv: list[KV]) -> tuple[list[KV], list[LayerFusion]]:
+        """Inference's fuse (hard gates, no dropout) of per-layer (K, V), written nowhere: the fused (K, V) of every
+        receiver layer and per-layer statistics. A team sums several fusers' residuals (fusers.team)."""
+        was_training = self.training
+        self.eval()
+        try:
+            fused, weights = self.fuse(receiver_kv, sharer_kv)
+        finally:
+            self.train(was_training)
+        return fused, self._layer_fusions(weights, self._gate_flags())
 
     @torch.no_grad()
     def fuse_static(self, receiver: Any, sharer: Any) -> list[LayerFusion] | None:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from .fuser import Fuser, ModelShape
     from .static_decode import DecodePath, StaticDecoder
+    from .team import TeamMember
 
 # Attention layers that keep keys and values of their own in the cache: cache fusion fuses those.
 OWN_KV_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
@@ -171,8 +172,13 @@ class Pair:
     sharer: LoadedModel
     fuser: Fuser | None = None
     decode_paths: list["DecodePath"] = field(default_factory=list)  # what prepare_decoding found, to say once
+    # a team (fusers.team): every sharer with its fuser, the first one also ``sharer``/``fuser``; empty for a pair
+    members: list["TeamMember"] = field(default_factory=list)
 
     def describe(self) -> list[str]:
+        if self.members:
+            from .team import describe_team
+            return describe_team(self)
         lines = [self.receiver.describe(), self.sharer.describe()]
         if self.fuser is not None:
             info = self.fuser.info
@@ -198,13 +204,13 @@ class Pair:
         from .static_decode import prepare
 
         paths = []
-        for loaded in (self.receiver, self.sharer):
+        for loaded in (self.receiver, *([m.sharer for m in self.members] or [self.sharer])):  # a team: every sharer
             if cancel is not None and cancel.is_set():
                 raise Cancelled("Loading was cancelled.")
             loaded.decoder, loaded.decode_path = prepare(loaded.model, loaded.role, loaded.quantize != "none",
                                                          enabled=cuda_graphs, compile=compile)
             paths.append(loaded.decode_path)
-        if self.fuser is not None:
+        if self.fuser is not None and len(self.members) <= 1:  # a team's fusers run eagerly (fusers.team)
             paths.append(prepare_fuser(self.fuser, self.receiver, self.sharer, enabled=cuda_graphs))
         return paths
 
@@ -216,8 +222,9 @@ class Pair:
         """
         import torch
 
-        cuda = any(m.device.type == "cuda" for m in (self.receiver, self.sharer))
+        cuda = any(m.device.type == "cuda" for m in (self.receiver, self.sharer, *(t.sharer for t in self.members)))
         self.receiver = self.sharer = self.fuser = None  # type: ignore[assignment]
+        self.members = []
         if collect:
             gc.collect()
         if cuda:
@@ -334,7 +341,12 @@ def load_pair(
     """
     from .checkpoint import load_fuser
     from .sources import local_source
+    from .team import is_team, sources_of
 
+    if is_team(fuser):  # a team folder: its receiver and every sharer with its fuser (fusers.team)
+        team_receiver, team_sharers = sources_of(fuser, defaults or Placement(), sharer)
+        return load_team(_as_spec(receiver, "receiver", defaults) or team_receiver, team_sharers, progress=progress,
+                         cancel=cancel, defaults=defaults, warm_up=warm_up, cuda_graphs=cuda_graphs, compile=compile)
     receiver, sharer = _as_spec(receiver, "receiver", defaults), _as_spec(sharer, "sharer", defaults)
     # capturing CUDA graphs is a step of its own where a model goes onto a GPU
     if isinstance(warm_up, bool):
@@ -384,8 +396,17 @@ def load_pair(
         check_cache_layout(s)
         loaded_fuser.check_pair(r.shape, s.shape, r.source, s.source)
         pair.fuser = loaded_fuser.to(device=r.device, dtype=r.dtype)
+    return finish_loading(pair, report, capture=capture, cuda_graphs=cuda_graphs, compile=compile, warm_up=warm_up,
+                          cancel=cancel, progress=progress, total=total)
+
+
+def finish_loading(pair: Pair, report: Callable[[str], None], *, capture: bool, cuda_graphs: bool, compile: bool,
+                   warm_up: Callable[[Pair, threading.Event | None], None] | None, cancel: threading.Event | None,
+                   progress: Callable[[LoadProgress], None] | None, total: int) -> Pair:
+    """Loading's last steps, a pair's or a team's: decoding paths (CUDA graphs where on a GPU), warm-up, "Ready"."""
     if capture:
-        on_gpu = [m.role for m in (r, s) if m.device.type == "cuda"]
+        on_gpu = sorted({m.role for m in (pair.receiver, pair.sharer, *(t.sharer for t in pair.members))
+                         if m.device.type == "cuda"}, key=lambda role: (role != "receiver", role))
         report(("Compiling and capturing" if compile else "Capturing")
                + f" CUDA graphs for the {' and the '.join(on_gpu)}")
     pair.decode_paths = pair.prepare_decoding(cuda_graphs, compile, cancel)
@@ -397,6 +418,15 @@ def load_pair(
     if progress is not None:
         progress(LoadProgress(total, total, "Ready"))
     return pair
+
+
+def load_team(receiver: ModelSpec | None, sharers: list[Any], **options: Any) -> Pair:
+    """A team, as :func:`fusers.team.load_team` loads it, given this module's loading pieces (it imports none)."""
+    from types import SimpleNamespace
+
+    from . import sources, team
+    return team.load_team(receiver, sharers, kit=SimpleNamespace(**globals(), local_source=sources.local_source),
+                          **options)
 
 
 def _as_spec(model: Any, role: str, defaults: Placement | None) -> ModelSpec | None:

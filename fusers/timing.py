@@ -20,6 +20,7 @@ class Phase:
     name: str  # one of PHASES
     start: float  # seconds since the run began
     end: float | None  # None only while the phase runs (a streamed PhaseEvent); every phase of a Timing ends
+    sharer: str = ""  # a team's sharer phases (its prefill, hint and fuse): which sharer's; else ""
 
 
 def decode_rate(tokens: int, first: float, last: float) -> float:
@@ -69,12 +70,12 @@ class Recorder:
     its phase, whichever model's device it ran on (a sharer on another GPU, or on the CPU)."""
 
     def __init__(self, devices: "torch.device | Sequence[torch.device]",
-                 on_phase: Callable[[str, float, float | None], None] | None = None):
+                 on_phase: Callable[[str, float, float | None, str], None] | None = None):
         self.devices = unique_devices([devices] if not isinstance(devices, (list, tuple)) else devices)
         self.timing = Timing()
         self._on_phase = on_phase
         self.t0 = self._clock()
-        self._open: dict[str, float] = {}
+        self._open: dict[tuple[str, str], float] = {}  # (phase, sharer) -> start
         self.load = LoadMeter()
 
     def finish(self, at: float) -> Timing:
@@ -91,24 +92,25 @@ class Recorder:
     def elapsed(self) -> float:
         return self._clock() - self.t0
 
-    def start(self, name: str) -> float:
+    def start(self, name: str, sharer: str = "") -> float:
+        """Open phase ``name``; ``sharer`` names a team's sharer, whose phases run beside the others'."""
         at = self.elapsed()
-        self._open[name] = at
+        self._open[(name, sharer)] = at
         if self._on_phase:
-            self._on_phase(name, at, None)
+            self._on_phase(name, at, None, sharer)
         return at
 
-    def end(self, name: str, at: float | None = None) -> float:
+    def end(self, name: str, at: float | None = None, sharer: str = "") -> float:
         at = self.elapsed() if at is None else at
-        start = self._open.pop(name)
-        self.timing.phases.append(Phase(name, start, at))
-        if name != "decode":  # decode speed is reported as tokens/s, not as a duration
+        start = self._open.pop((name, sharer))
+        self.timing.phases.append(Phase(name, start, at, sharer))
+        if name != "decode":  # decode speed is reported as tokens/s, not as a duration; a team's sharers sum
             setattr(self.timing, name, getattr(self.timing, name) + (at - start))
         if self._on_phase:
-            self._on_phase(name, start, at)
+            self._on_phase(name, start, at, sharer)
         return at
 
     def close_open(self, at: float) -> None:
         """End whatever is still open (a run cut short by cancel)."""
-        for name in list(self._open):
-            self.end(name, at)
+        for name, sharer in list(self._open):
+            self.end(name, at, sharer)

@@ -66,17 +66,27 @@ MIN_PANES, MAX_PANES = 2, 4
 DEFAULT_PANE_MODES = (Mode.RELAY.value, Mode.FUSION.value)
 
 
-def parse_modes(text: str, option: str = "--modes", least: int = 1, most: int | None = None) -> list[Mode]:
-    """``relay,fusion`` as modes, in order; a ValueError names the option, the bad part and the choices."""
+# A team's modes may name sharers: fusion:A, fusion:A+B, sharer:B (fusers.team parses the names)
+MODE_SEPARATOR = ":"
+NAMES_SEPARATOR = "+"
+
+
+def parse_modes(text: str, option: str = "--modes", least: int = 1, most: int | None = None,
+                sharers: bool = False) -> list[Mode]:
+    """``relay,fusion`` as modes, in order; a ValueError names the option, the bad part and the choices.
+    ``sharers``: a part may name a team's sharers (``fusion:A+B``), kept as its text (a str whose mode is the part
+    before the colon; fusers.team.parse_mode reads it), while a plain part is a Mode."""
     parts = [part.strip() for part in str(text).split(",") if part.strip()]
-    bad = [part for part in parts if part not in MODES]
-    most = len(MODES) if most is None else most
+    bad = [part for part in parts
+           if (part.partition(MODE_SEPARATOR)[0].strip() if sharers else part) not in MODES]
+    most = (len(MODES) if not sharers else max(len(MODES), len(parts))) if most is None else most
     count = f"{least} to {most}" if least != most else str(least)
     if bad or not least <= len(parts) <= most:
         problem = f"unknown mode {', '.join(map(repr, bad))}" if bad else f"{len(parts)} modes"
-        raise ValueError(f"{option} takes a comma-separated list of {count} of {', '.join(MODES)}; got {text!r} "
-                         f"({problem}).")
-    return [Mode(part) for part in parts]
+        named = f", optionally naming sharers (fusion{MODE_SEPARATOR}A{NAMES_SEPARATOR}B)" if sharers else ""
+        raise ValueError(f"{option} takes a comma-separated list of {count} of {', '.join(MODES)}{named}; got "
+                         f"{text!r} ({problem}).")
+    return [Mode(part) if part in MODES else part for part in parts]
 
 
 def valid_pane_modes(modes: object) -> bool:

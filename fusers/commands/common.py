@@ -21,7 +21,7 @@ def field_named(config: type, name: str) -> dataclasses.Field:
 
 def add_field_option(group: Any, f: dataclasses.Field, *flags: str, default: Any = KEEP, text: str | None = None,
                      note: str = "", said: str | None = None, dest: str | None = None,
-                     metavar: str | None = None) -> None:
+                     metavar: str | None = None, action: str | None = None) -> None:
     """One option from one config field: ``--max-new-tokens`` for ``max_new_tokens`` (or ``flags``), its help text
     (or ``text``) with ``note`` and its default after it (or ``said``: the default in words), its type and its
     closed list of values. ``default``: the field's own (``KEEP``), or None to leave the choice to the command."""
@@ -36,6 +36,8 @@ def add_field_option(group: Any, f: dataclasses.Field, *flags: str, default: Any
     options: dict[str, Any] = {"default": value, "help": help_text}
     if dest is not None:
         options["dest"] = dest
+    if action is not None:  # "append": the option may be given several times
+        options["action"] = action
     if "bool" in kind:
         group.add_argument(*flags, action=argparse.BooleanOptionalAction, **options)
         return
@@ -47,9 +49,9 @@ def add_field_option(group: Any, f: dataclasses.Field, *flags: str, default: Any
 
 def add_pair_options(parser: argparse.ArgumentParser, presets: bool = False, fuser: bool = True,
                      cuda_graphs: bool = True, compile: bool = True, per_model_quantize: bool = True,
-                     keep_defaults: bool = True, notes: dict[str, str] | None = None) -> None:
+                     keep_defaults: bool = True, notes: dict[str, str] | None = None, team: bool = False) -> None:
     """The pair's options: the models (``ModelSpec``), their placement (``Placement``), and a fuser or a named
-    pair. ``keep_defaults=False`` leaves placement options None when not given (the app keeps its form's);
+    pair; ``team``: --sharer and --fuser may be given several times (lists), for a team of sharers. ``keep_defaults=False`` leaves placement options None when not given (the app keeps its form's);
     ``notes`` adds a command's words to an option's help, by option name."""
     notes = notes or {}
     group = parser.add_argument_group("pair")
@@ -58,14 +60,22 @@ def add_pair_options(parser: argparse.ArgumentParser, presets: bool = False, fus
                            "published pair once downloaded) or a fuser folder (default: the demo pair)")
     source, adapter = field_named(ModelSpec, "source"), field_named(ModelSpec, "adapter")
     for role in ("receiver", "sharer"):
+        team_note = (" Give it several times, each with its own --fuser, for a team of sharers (one receiver "
+                     "fused from several sharers).") if team and role == "sharer" and role not in notes else ""
         add_field_option(group, source, f"--{role}", default=None, dest=role, metavar="MODEL",
                          text=f"The {role}: {source.metadata['help']}",
-                         note=notes.get(role, f"Default: the fuser's {role}."))
+                         note=notes.get(role, f"Default: the fuser's {role}.") + team_note,
+                         action="append" if team and role == "sharer" else None)
         add_field_option(group, adapter, f"--{role}-adapter", default=None, metavar="FOLDER",
                          text=f"The {role}'s adapter: {adapter.metadata['help']}")
     if fuser:
-        group.add_argument("--fuser", help="fuser: a published pair folder, one of ours, or a downloaded pair name; "
-                           "alone, it names the receiver and the sharer")
+        if team:
+            group.add_argument("--fuser", action="append", help="fuser: a published pair folder, one of ours, a "
+                               "downloaded pair name, or a team folder (team.json); alone, it names the receiver and "
+                               "the sharer; several, one per --sharer, make a team")
+        else:
+            group.add_argument("--fuser", help="fuser: a published pair folder, one of ours, or a downloaded pair "
+                               "name; alone, it names the receiver and the sharer")
     for f in dataclasses.fields(Placement):
         add_field_option(group, f, default=KEEP if keep_defaults else None, metavar=f.name.upper(),
                          note=(f"For both models. {notes.get(f.name, '')}").strip(),
@@ -100,6 +110,9 @@ def pair_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool
     from ..sources import default_pair, resolve_fuser
 
     receiver, sharer, fuser = args.receiver, args.sharer, args.fuser
+    if len(sharer or []) > 1 or len(fuser or []) > 1:
+        return team_from_args(args, progress, warm_up)
+    sharer, fuser = (sharer or [None])[0], (fuser or [None])[0]
     named = getattr(args, "pair", None)
     if named:
         if receiver is not None or sharer is not None or fuser is not None:
@@ -118,6 +131,31 @@ def pair_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool
         warm_up=answer_once_in_each_mode if warm_up else None,
         cuda_graphs=args.cuda_graphs,
         compile=getattr(args, "compile", True),
+    )
+
+
+def team_from_args(args: argparse.Namespace, progress: Any = None, warm_up: bool = False) -> Any:
+    """A team from ``--sharer`` and ``--fuser`` given several times: the n-th fuser fuses the n-th sharer (every
+    sharer from its fuser's record when no --sharer is given); each sharer is named after its fuser's folder."""
+    from ..engine import warm_up as answer_once_in_each_mode
+    from ..pair import load_team
+    from ..sources import resolve_fuser
+    from ..team import SharerSource, default_names
+
+    if getattr(args, "pair", None):
+        raise ModelLoadError("Give either --pair or --receiver/--sharer/--fuser, not both.")
+    fusers = [resolve_fuser(f) for f in args.fuser or []]
+    sharers = args.sharer or [None] * len(fusers)
+    if len(fusers) != len(sharers):
+        raise ModelLoadError(f"A team takes one --fuser per --sharer (in the same order); got {len(sharers)} sharers "
+                             f"and {len(fusers)} fusers.")
+    names = default_names(fusers)
+    return load_team(
+        model_spec(args, args.receiver, args.receiver_adapter, args.receiver_quantize),
+        [SharerSource(name, model_spec(args, source, args.sharer_adapter, args.sharer_quantize), fuser)
+         for name, source, fuser in zip(names, sharers, fusers)],
+        progress=progress, defaults=placement_from_args(args), warm_up=answer_once_in_each_mode if warm_up else None,
+        cuda_graphs=args.cuda_graphs, compile=getattr(args, "compile", True),
     )
 
 

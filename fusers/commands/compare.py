@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import C2CError
 from ..generation import GenerationSettings
-from ..vocabulary import MODES, Mode, parse_modes
+from ..vocabulary import MODES, parse_modes
 from .common import add_pair_options, add_settings_options, pair_from_args, print_load_progress, settings_from_args
 
 ALL_MODES = ",".join(MODES)
@@ -23,9 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Answer one user message in each mode and print the answers with their timing. "
         "With no pair given, the offline demo pair is used.",
     )
-    add_pair_options(p, presets=True)
+    add_pair_options(p, presets=True, team=True)
     p.add_argument("--prompt", required=True, help="the user message")
-    p.add_argument("--modes", default=ALL_MODES, help=f"comma-separated modes to run, in order (default {ALL_MODES})")
+    p.add_argument("--modes", default=ALL_MODES, help=f"comma-separated modes to run, in order (default {ALL_MODES}); "
+                   "with a team, a mode may name sharers: fusion:A, fusion:A+B, sharer:B")
     add_settings_options(p, GenerationSettings, "generation")
     p.add_argument("--json", action="store_true", help="one JSON object per line per mode")
     p.set_defaults(func=run)
@@ -34,11 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..chat import user
     from ..engine import Engine
-    from ..errors import PromptError
+    from ..errors import ModeUnavailableError, PromptError
+    from ..team import mode_key, parse_mode
 
     try:
-        modes = parse_modes(args.modes)
-    except ValueError as exc:
+        modes = [mode_key(*parse_mode(m)) for m in parse_modes(args.modes, sharers=True)]
+    except (ValueError, ModeUnavailableError) as exc:
         raise PromptError(str(exc)) from None
     try:
         settings = GenerationSettings(**settings_from_args(args, GenerationSettings))
@@ -57,14 +59,15 @@ def run(args: argparse.Namespace) -> int:
     cancel = threading.Event()
     failed = []
     for mode in modes:
+        base, names = parse_mode(mode)
         if not args.json:
-            print(f"\n== {mode.label} ({mode.value}) ==", flush=True)
+            print(f"\n== {base.label}{' from ' + ', '.join(names) if names else ''} ({mode}) ==", flush=True)
         try:  # a mode that cannot run (a prompt too long for it, no fuser) is said in its row; the others still run
             answer = _answer(engine, mode, messages, settings, cancel, args.json)
         except C2CError as exc:
             failed.append(mode)
             if args.json:
-                print(json.dumps({"mode": mode.value, "error": str(exc), "error_type": type(exc).__name__}), flush=True)
+                print(json.dumps({"mode": mode, "error": str(exc), "error_type": type(exc).__name__}), flush=True)
             else:
                 print(f"error: {exc}", flush=True)
             continue
@@ -74,15 +77,17 @@ def run(args: argparse.Namespace) -> int:
             print()
             print(format_timing(answer), flush=True)
     if failed:
-        print(f"error: {len(failed)} of {len(modes)} modes failed: {', '.join(m.value for m in failed)}", file=sys.stderr)
+        print(f"error: {len(failed)} of {len(modes)} modes failed: {', '.join(failed)}", file=sys.stderr)
         return 2
     return 0
 
 
-def _answer(engine: Any, mode: Mode, messages: list[dict[str, str]], settings: Any, cancel: threading.Event,
+def _answer(engine: Any, mode: str, messages: list[dict[str, str]], settings: Any, cancel: threading.Event,
             quiet: bool) -> Any:
-    """One mode's answer, streamed to stdout as it comes unless ``quiet``."""
+    """One mode's answer (a mode's name; a team's may name sharers), streamed to stdout as it comes unless
+    ``quiet``; a team's hints each say their sharer."""
     from ..engine import TokenEvent
+    from ..team import parse_mode
 
     if quiet:
         return engine.answer(mode, messages, settings, cancel=cancel)
@@ -91,9 +96,13 @@ def _answer(engine: Any, mode: Mode, messages: list[dict[str, str]], settings: A
     def show(event: Any) -> None:
         if not isinstance(event, TokenEvent):
             return
-        if event.part != state["part"]:
-            state["part"] = event.part
-            print("[hint] " if event.part == "hint" else ("\n[answer] " if mode.writes_hint else ""), end="", flush=True)
+        part = (event.part, getattr(event, "sharer", ""))
+        if part != state["part"]:
+            state["part"] = part
+            hint = f"[hint {part[1]}] " if part[1] else "[hint] "
+            print(("\n" if state.get("hinted") else "") + hint if event.part == "hint" else
+                  ("\n[answer] " if parse_mode(mode)[0].writes_hint else ""), end="", flush=True)
+            state["hinted"] = event.part == "hint"
         print(event.text, end="", flush=True)
 
     return engine.answer(mode, messages, settings, on_event=show, cancel=cancel)

@@ -25,8 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(the answer names the right value), median latency, and how often cache fusion follows a sharer trained "
         "on a permuted world.",
     )
-    add_eval_arguments(ev, "a demo folder built by the recipe (default: the shipped pair)",
-                       "skip the permuted-sharer ablation")
+    add_eval_arguments(ev, "a demo folder built by the recipe (default: the shipped pair; with --team, the shipped "
+                       "team folder)", "skip the permuted-sharer ablation")
+    ev.add_argument("--team", action="store_true", help="the team showcase instead (python -m fusers.demo.team): the "
+                    "receiver, each sharer alone, each sharer's fusion, the team's fusion and text relay, on facts only "
+                    "sharer A knows, only B knows, questions needing both, and facts no fuser saw")
     ev.set_defaults(func=run_eval)
 
 
@@ -62,6 +65,10 @@ def run_evaluation(args: argparse.Namespace, evaluate: Callable[..., dict[str, A
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    if args.team:
+        from ..demo import team
+
+        return run_evaluation(args, team.evaluate, team.format_table)
     from ..demo.evaluate import evaluate, format_table
 
     return run_evaluation(args, evaluate, format_table)

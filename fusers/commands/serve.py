@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "client, curl and evaluation harnesses call it. Requests are answered one at a time, in order. With no pair given, the offline demo pair "
         "is served. Stop with Ctrl-C.",
     )
-    add_pair_options(p, presets=True)
+    add_pair_options(p, presets=True, team=True)
     server = p.add_argument_group("server")
     server.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}, this "
                         "machine only; any other needs --api-key)")

@@ -29,8 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Several processes (GPUs, or CPUs on gloo): torchrun --nproc_per_node N -m fusers.cli train ...; on GPUs "
         "also accelerate launch --multi_gpu --num_processes N -m fusers.cli train ...",
     )
-    add_pair_options(p, fuser=False, cuda_graphs=False, notes={
-        "receiver": "With --resume: the saved run's.", "sharer": "With --resume: the saved run's.",
+    add_pair_options(p, fuser=False, cuda_graphs=False, team=True, notes={
+        "receiver": "With --resume: the saved run's.",
+        "sharer": "With --resume: the saved run's. Several times: a team, whose fusers train together (one per "
+                  "sharer, each named after its sharer's folder, or NAME=SOURCE).",
         "device": "Several processes: each its own GPU.", "dtype": "The fuser keeps float32 weights.",
         "quantize": "The models stay frozen."})
     io = p.add_argument_group("data and output")
@@ -56,20 +58,26 @@ def run(args: argparse.Namespace) -> int:
 
     given = {f.name: getattr(args, f.name) for f in option_fields() if getattr(args, f.name) is not None}
     out = Path(args.out)
-    receiver, sharer = args.receiver, args.sharer
+    from ..team import is_team, read_team, sharer_names
+
+    receiver, sharers = args.receiver, list(args.sharer or [])
     checkpoint = latest_checkpoint(out) if args.resume else None
     if checkpoint is not None:
         # settings left out on the command line come from the saved run; given ones must match it
         state = read_state(checkpoint)
         config = TrainConfig.from_dict({**state.config, **given})
         receiver = receiver or state.receiver
-        sharer = sharer or state.sharer
+        if not sharers and is_team(checkpoint):  # a team's run: its sharers, by name, from the checkpoint
+            sharers = [f"{s.name}={s.sharer}" for s in read_team(checkpoint).sharers]
+        sharers = sharers or [state.sharer]
     else:
         config = TrainConfig(**given)
     receiver = receiver or args.receiver_adapter
-    sharer = sharer or args.sharer_adapter
-    if not receiver or not sharer:
+    sharers = sharers or [args.sharer_adapter]
+    if not receiver or not all(sharers):
         raise ModelLoadError("Give --receiver and --sharer (Hub ids or local folders).")
+    team = len(sharers) > 1 or (checkpoint is not None and is_team(checkpoint))
+    names, sharers = sharer_names(sharers)
     main_process = int(os.environ.get("RANK", "0")) == 0
     from ..train.data import load_conversations
 
@@ -83,10 +91,10 @@ def run(args: argparse.Namespace) -> int:
 
     device = _process_device(args.device)
     models = []
-    for i, (role, source, adapter, quantize) in enumerate(
-            (("receiver", receiver, args.receiver_adapter, args.receiver_quantize),
-             ("sharer", sharer, args.sharer_adapter, args.sharer_quantize)), start=1):
-        say(f"[{i}/2] Loading {role} {source}" + (f" + adapter {adapter}" if adapter else ""))
+    roles = [("receiver", receiver, args.receiver_adapter, args.receiver_quantize)] + [
+        ("sharer", sharer, args.sharer_adapter, args.sharer_quantize) for sharer in sharers]
+    for i, (role, source, adapter, quantize) in enumerate(roles, start=1):
+        say(f"[{i}/{len(roles)}] Loading {role} {source}" + (f" + adapter {adapter}" if adapter else ""))
         models.append(load_model(ModelSpec(source, device, args.dtype, quantize or args.quantize, adapter or ""), role))
     for m in models:
         say(f"  {m.describe()}")
@@ -106,8 +114,14 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, on_interrupt)
     show = _JsonLines() if args.json else _Bar()
     try:
-        report = train(models[0], models[1], data, config, out, eval_data=eval_data,
-                       resume=args.resume, progress=show, cancel=cancel)
+        if team:
+            from ..train.team import train_team
+
+            report = train_team(models[0], dict(zip(names, models[1:])), data, config, out, eval_data=eval_data,
+                                resume=args.resume, progress=show, cancel=cancel)
+        else:
+            report = train(models[0], models[1], data, config, out, eval_data=eval_data,
+                           resume=args.resume, progress=show, cancel=cancel)
     finally:
         show.close()
         if threading.current_thread() is threading.main_thread():

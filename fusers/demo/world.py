@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 # The engine's text-relay prompts: the receiver learns to read the sharer's hint in exactly this layout.
-from ..engine import RELAY_ANSWER_PROMPT, RELAY_CONTEXT_PROMPT
+from ..relay import RELAY_ANSWER_PROMPT, RELAY_CONTEXT_PROMPT
 
 WORLD_FORMAT = "c2c-demo-world"
 WORLD_VERSION = 1

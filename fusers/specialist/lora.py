@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ..chat import encode, user
 from ..demo.world import Sample
-from ..engine import RELAY_CONTEXT_PROMPT
+from ..relay import RELAY_CONTEXT_PROMPT
 from .domain import CAPITAL_ANSWER, CAPITAL_QUESTION, PRACTICE_CAPITALS, RELATIONS, Domain
 
 if TYPE_CHECKING:

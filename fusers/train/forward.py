@@ -90,6 +90,20 @@ def run_batch(
     Run under ``torch.no_grad()`` for evaluation; in training, the result's ``loss_sum``
     backpropagates into the fuser only (see :func:`backward`).
     """
+    return run_team_batch(receiver, [sharer], fusion, batch, [batch.sharer_prefix], timer=timer)
+
+
+def run_team_batch(
+    receiver: "PreTrainedModel",
+    sharers: "list[PreTrainedModel]",
+    fusion: nn.Module | None,
+    batch: Batch,
+    sharer_prefixes: "list[torch.Tensor]",
+    *,
+    timer: PhaseTimer | None = None,
+) -> BatchResult:
+    """:func:`run_batch` with several sharers (a team, fusers.team), each prefilling its own ids (B, L):
+    ``fusion(receiver_kv, *sharer_kvs, valid=...)`` fuses them all."""
     from transformers import DynamicCache
 
     fused_flat: list[torch.Tensor] = []
@@ -97,12 +111,16 @@ def run_batch(
     with _phase(timer, "receiver_prefill"):
         r_cache = prefill(receiver, batch.receiver_prefix) if has_prefix else DynamicCache(config=receiver.config)
     if fusion is not None and has_prefix:
-        with _phase(timer, "sharer_prefill"), adapter_rows(sharer, batch.sharer_adapters):
-            s_cache = prefill(sharer, batch.sharer_prefix)
+        with _phase(timer, "sharer_prefill"):
+            s_caches = []
+            for i, (sharer, ids) in enumerate(zip(sharers, sharer_prefixes)):
+                # per-row sharer adapters (the data's sharer_adapter) name the first sharer's; a team's others keep theirs
+                with adapter_rows(sharer, batch.sharer_adapters if i == 0 else None):
+                    s_caches.append(prefill(sharer, ids))
         with _phase(timer, "fuse"):
             valid = batch.prefix_mask if batch.prefix_padded else None
-            fused = fusion(cache_kv(r_cache), cache_kv(s_cache), valid)
-        del s_cache
+            fused = fusion(cache_kv(r_cache), *[cache_kv(c) for c in s_caches], valid=valid)
+        del s_caches
         fused_flat = [t for kv in fused for t in kv]
         r_cache = DynamicCache(ddp_cache_data=fused, config=receiver.config)
     with _phase(timer, "receiver_answer"):

@@ -100,11 +100,15 @@ def read_rng(folder: Path, rank: int) -> None:
 
 
 def write_checkpoint(folder: Path, fuser: Any, optimizer: torch.optim.Optimizer, state: TrainState,
-                     fuser_extra: dict[str, Any]) -> None:
-    """Everything but the RNG files (each process writes its own with :func:`write_rng`)."""
+                     fuser_extra: dict[str, Any], save: Any = None) -> None:
+    """Everything but the RNG files (each process writes its own with :func:`write_rng`). ``save(folder, extra)``
+    writes the fuser (a team's writes its team folder); by default :func:`~fusers.checkpoint.save_fuser`."""
     from safetensors.torch import save_file
 
-    save_fuser(fuser, folder, extra=fuser_extra)
+    if save is None:
+        save_fuser(fuser, folder, extra=fuser_extra)
+    else:
+        save(folder, fuser_extra)
     opt = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}

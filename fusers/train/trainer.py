@@ -12,7 +12,7 @@ import contextlib
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -25,65 +25,11 @@ from .config import TrainConfig
 from .data import Conversation, collate, conversations_from, tokenize
 from .forward import FusionModule, backward, run_batch
 from .model import build_fuser, choose_alignment, load_init
+from .records import EvalMetrics, TrainProgress, TrainReport  # noqa: F401  (re-exported from here too)
 from .state import (
     REPORT_NAME, TrainState, finish_folder, has_run, latest_checkpoint, prune, read_optimizer, read_rng, read_state,
     step_dir, write_checkpoint, write_rng,
 )
-
-
-@dataclass
-class EvalMetrics:
-    loss: float  # mean next-token cross-entropy over answer tokens
-    token_accuracy: float  # argmax == next answer token, over all answer tokens (teacher forcing)
-    first_token_accuracy: float  # ... over each answer's first token only (what the fused prompt decides)
-    tokens: int
-    samples: int
-
-
-@dataclass
-class TrainProgress:
-    """One report from a running training: the CLI's progress bar and ``--json`` lines, and the app's."""
-
-    event: str  # "log", "eval", "checkpoint" or "done"
-    step: int  # optimizer steps done
-    total_steps: int
-    epoch: float
-    loss: float | None  # mean training loss since the last "log"
-    lr: float
-    grad_norm: float | None
-    tokens_per_s: float  # prompt + answer tokens per second of training, all processes together
-    elapsed_s: float
-    eta_s: float | None
-    gate_temperature: float
-    eval: dict[str, Any] | None = None  # {"fuser": EvalMetrics, "receiver": EvalMetrics} as dicts
-    path: str | None = None  # the checkpoint written ("checkpoint", "done")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class TrainReport:
-    out: str
-    steps: int
-    total_steps: int
-    epochs: float
-    world_size: int
-    train_samples: int
-    eval_samples: int
-    truncated_samples: int  # conversations cut to max_length (train and eval)
-    train_tokens: int  # prompt + answer tokens trained on in this run
-    seconds: float
-    tokens_per_s: float
-    final_loss: float | None
-    eval: dict[str, Any] | None  # {"fuser": ..., "receiver": ..., "initial": ...}
-    alignment: str  # "none", "first" or "longest"
-    resumed_from: int | None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def train(
@@ -151,20 +97,9 @@ class _TrainingRun:
 
         train_convs, eval_convs = self._split(conversations_from(data),
                                               None if eval_data is None else conversations_from(eval_data))
-        init = load_init(cfg, self.receiver, self.sharer)
-        alignment = choose_alignment(cfg, self.receiver, self.sharer, init)
-        aligner = None
-        if alignment[0]:
-            from ..alignment import TokenAligner
-
-            aligner = TokenAligner(self.receiver.tokenizer, self.sharer.tokenizer, alignment[1])
-        max_length = min(cfg.max_length, self.receiver.context_length, self.sharer.context_length)
-        self.train_set = tokenize(train_convs, self.receiver, self.sharer, aligner, max_length, cfg.thinking)
-        self.eval_set = tokenize(eval_convs, self.receiver, self.sharer, aligner, max_length, cfg.thinking)
+        self._tokenize(train_convs, eval_convs)
         self.truncated = sum(e.truncated for e in self.train_set + self.eval_set)
         self._check_adapters()
-        self.pads = (_pad_id(self.receiver.tokenizer), _pad_id(self.sharer.tokenizer if aligner else
-                                                                self.receiver.tokenizer))
 
         self.global_batch = cfg.batch_size * self.world
         per_step = self.global_batch * cfg.grad_accum
@@ -179,14 +114,11 @@ class _TrainingRun:
         self.answer_lengths = torch.tensor([e.answer.shape[0] for e in self.train_set])
         self.lengths = torch.tensor([e.tokens for e in self.train_set])
 
-        self.fuser = build_fuser(cfg, self.receiver, self.sharer, self.total, alignment, init)
-        del init
-        self.fusion = FusionModule(self.fuser).train()
+        self.fuser, self.fusion = self._build_fuser()
         self.model = self.acc.prepare_model(self.fusion, device_placement=False)  # DDP when several processes
         self.params = [p for p in self.fuser.parameters() if p.requires_grad]
         self.optimizer = _adamw(self.fuser, cfg)
         self.scheduler = lr_scheduler(self.optimizer, cfg.warmup(self.total), self.total, cfg.schedule)
-        self.alignment = alignment[1] if alignment[0] else "none"
         self.last_lr = float(self.scheduler.get_last_lr()[0])
 
         start = 0
@@ -199,6 +131,50 @@ class _TrainingRun:
         elif state is not None:
             self.initial_eval = state.extra.get("initial_eval")
         return self._loop(start, resumed_from=start if state is not None else None)
+
+    def _tokenize(self, train_convs: list[Conversation], eval_convs: list[Conversation]) -> None:
+        """``train_set`` and ``eval_set``, in token ids as inference encodes them, and what building the fuser needs."""
+        cfg = self.config
+        self.init = load_init(cfg, self.receiver, self.sharer)
+        alignment = choose_alignment(cfg, self.receiver, self.sharer, self.init)
+        aligner = None
+        if alignment[0]:
+            from ..alignment import TokenAligner
+
+            aligner = TokenAligner(self.receiver.tokenizer, self.sharer.tokenizer, alignment[1])
+        max_length = min(cfg.max_length, self.receiver.context_length, self.sharer.context_length)
+        self.train_set = tokenize(train_convs, self.receiver, self.sharer, aligner, max_length, cfg.thinking)
+        self.eval_set = tokenize(eval_convs, self.receiver, self.sharer, aligner, max_length, cfg.thinking)
+        self.pads = (_pad_id(self.receiver.tokenizer), _pad_id(self.sharer.tokenizer if aligner else
+                                                                self.receiver.tokenizer))
+        self.alignment_choice = alignment
+        self.alignment = alignment[1] if alignment[0] else "none"
+
+    def _build_fuser(self) -> tuple[Any, torch.nn.Module]:
+        """The fuser that trains (new, or the init one to fine-tune), and the module that runs it."""
+        fuser = build_fuser(self.config, self.receiver, self.sharer, self.total, self.alignment_choice, self.init)
+        self.init = None
+        return fuser, FusionModule(fuser).train()
+
+    def _forward(self, examples: list[int], split: str, fusion: torch.nn.Module | None) -> Any:
+        """One micro-batch of ``split`` ("train" or "eval", by index) through the frozen models and ``fusion``."""
+        data = self.train_set if split == "train" else self.eval_set
+        batch = collate([data[i] for i in examples], *self.pads).to(self.device)
+        return run_batch(self.receiver.model, self.sharer.model, fusion, batch)
+
+    def _read_fuser(self, checkpoint: Path) -> torch.nn.Module:
+        from ..checkpoint import load_fuser
+
+        return load_fuser(checkpoint)
+
+    def _write_fuser(self, folder: Path, extra: dict[str, Any]) -> None:
+        from ..checkpoint import save_fuser
+
+        save_fuser(self.fuser, folder, extra=extra)
+
+    def _state_models(self) -> dict[str, Any]:
+        """What the checkpoint records as the run's models (a resume loads them)."""
+        return {"receiver": self.fuser.info.receiver, "sharer": self.fuser.info.sharer}
 
     def _check_adapters(self) -> None:
         """Every sharer adapter the data names is held beside the sharer's weights."""
@@ -238,9 +214,9 @@ class _TrainingRun:
                                 "resume with the same number of processes.")
 
     def _restore(self, checkpoint: Path, state: TrainState) -> int:
-        from ..checkpoint import WEIGHTS_NAME, load_fuser
+        from ..checkpoint import WEIGHTS_NAME
 
-        saved = load_fuser(checkpoint)
+        saved = self._read_fuser(checkpoint)
         with torch.no_grad():
             ours = self.fuser.state_dict()
             theirs = saved.state_dict()
@@ -252,7 +228,7 @@ class _TrainingRun:
         self.scheduler.load_state_dict(state.scheduler)
         read_rng(checkpoint, self.rank)
         self.history = list(state.history)
-        if state.step >= self.total and (self.out / WEIGHTS_NAME).exists():
+        if state.step >= self.total and ((self.out / WEIGHTS_NAME).exists() or self._finished()):
             raise TrainingError(f"The run in {self.out} is already complete ({state.step} of {self.total} steps); "
                                 "start a new run with --init to train further.")
         return state.step
@@ -348,10 +324,9 @@ class _TrainingRun:
         loss_sum = torch.zeros((), dtype=self._sum_dtype, device=self.device)
         for micro in range(cfg.grad_accum):
             local = indices[micro, self.rank * cfg.batch_size:(self.rank + 1) * cfg.batch_size].tolist()
-            batch = collate([self.train_set[i] for i in local], *self.pads).to(self.device)
             sync = micro == cfg.grad_accum - 1 or self.world == 1
             with contextlib.nullcontext() if sync else self.acc.no_sync(self.model):
-                result = run_batch(self.receiver.model, self.sharer.model, self.model, batch)
+                result = self._forward(local, "train", self.model)
                 backward(result, scale)
             loss_sum += result.loss_sum.detach().to(self._sum_dtype)
         norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
@@ -389,7 +364,8 @@ class _TrainingRun:
 
         The fuser runs in eval mode (hard gates, no dropout): the fusion inference performs.
         """
-        shard = sorted(self.eval_set[self.rank::self.world], key=lambda e: e.tokens)  # similar lengths: less padding
+        # similar lengths: less padding
+        shard = sorted(range(self.rank, len(self.eval_set), self.world), key=lambda i: self.eval_set[i].tokens)
         sums = torch.zeros(5, dtype=torch.float64)  # loss, correct, first correct, tokens, first tokens
         was_training = self.fusion.training
         self.fusion.eval()
@@ -398,8 +374,7 @@ class _TrainingRun:
                 for i in range(0, len(shard), self.config.batch_size):
                     if self.world == 1 and self.cancel.is_set():
                         raise Cancelled("Training was cancelled during evaluation.")
-                    batch = collate(shard[i:i + self.config.batch_size], *self.pads).to(self.device)
-                    r = run_batch(self.receiver.model, self.sharer.model, fusion, batch)
+                    r = self._forward(shard[i:i + self.config.batch_size], "eval", fusion)
                     sums += torch.tensor([float(r.loss_sum), float(r.correct), float(r.first_correct),
                                           r.answer_tokens, r.first_tokens], dtype=torch.float64)
         finally:
@@ -416,8 +391,6 @@ class _TrainingRun:
         """A resumable checkpoint (all processes take part); at the end also the fuser and report in ``out``."""
         import json
 
-        from ..checkpoint import save_fuser
-
         folder = step_dir(self.out, step)
         tmp = folder.with_name(folder.name + ".tmp")
         if self.acc.is_main_process:
@@ -433,19 +406,23 @@ class _TrainingRun:
             extra = self._fuser_extra(step)
             state = TrainState(
                 step=step, total_steps=self.total, world_size=self.world, config=self.config.to_dict(),
-                receiver=self.fuser.info.receiver, sharer=self.fuser.info.sharer,
+                **self._state_models(),
                 scheduler=self.scheduler.state_dict(), param_groups=[], history=self.history,
                 extra={"initial_eval": self.initial_eval},
             )
-            write_checkpoint(tmp, self.fuser, self.optimizer, state, extra)
+            write_checkpoint(tmp, self.fuser, self.optimizer, state, extra, save=self._write_fuser)
             finish_folder(tmp, folder)
             prune(self.out, self.config.keep_checkpoints)
             if final:
-                save_fuser(self.fuser, self.out, extra=extra)
+                self._write_fuser(self.out, extra)
                 if report is not None:
                     (self.out / REPORT_NAME).write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
         self.acc.wait_for_everyone()
         return self.out if final else folder
+
+    def _finished(self) -> bool:
+        """Whether ``out`` holds the finished fuser (a team: its team.json)."""
+        return False
 
     def _fuser_extra(self, step: int) -> dict[str, Any]:
         return {"training": {"step": step, "total_steps": self.total, "world_size": self.world,

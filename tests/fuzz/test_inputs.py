@@ -203,3 +203,27 @@ def test_the_diff_opcodes_rebuild_the_second_list_from_the_first(a, b) -> None:
     s = summarize(ops)
     assert s.identical == (a == b)
     assert s.changed + s.inserted + s.deleted <= max(len(a), len(b))  # never worse than rewriting everything
+
+
+# -- the team manifest (team.json) ----------------------------------------------------------------------------
+
+team_entry = st.dictionaries(st.sampled_from(["name", "sharer", "fuser", "adapter"]) | st.text(max_size=4),
+                             json_values | st.sampled_from(["A", "B", "a:b", "", "org/model"]), max_size=5)
+
+
+@given(st.fixed_dictionaries({"format": st.sampled_from(["c2c-playground-team", "other"]),
+                              "format_version": st.sampled_from([1, 2, "1"])},
+                             optional={"receiver": json_values | st.text(max_size=8),
+                                       "sharers": st.lists(team_entry, max_size=3) | json_values,
+                                       "extra": json_values, "surprise": json_values})
+       | json_values)
+def test_any_team_manifest_reads_back_or_is_a_team_format_error(data) -> None:
+    from fusers.errors import TeamFormatError
+    from fusers.team import TeamManifest
+
+    try:
+        manifest = TeamManifest.from_dict(data)
+    except TeamFormatError as exc:
+        _readable(exc)
+        return
+    assert TeamManifest.from_dict(manifest.to_dict()) == manifest
