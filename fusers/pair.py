@@ -18,6 +18,7 @@ from .devices import DEVICES_HELP, dtype_name, numbered, release_freed_memory, r
 from .errors import C2CError, Cancelled, ModelLoadError, UnsupportedModelError
 from .gguf import is_gguf
 from .libraries import LOAD_OPTIONS, quiet_libraries
+from .loading import LoadProgress, LoadSteps  # noqa: F401  (LoadProgress: importers of fusers.pair use it)
 from .vocabulary import DTYPES, DTYPES_HELP, QUANTIZE
 
 if TYPE_CHECKING:
@@ -155,15 +156,6 @@ class LoadedModel:
             name = f"{Path(self.base).name if self.base else self.name} + adapter {label}"
         return (f"{self.role} {name}: {self.device}, {dtype_name(self.dtype)}{quant}, "
                 f"{self.memory_bytes / 2**20:.1f} MiB, {self.shape.describe()}{prompt}")
-
-
-@dataclass
-class LoadProgress:
-    step: int  # 1-based
-    total: int
-    message: str
-    done: int = 0  # within the step, where it counts its work (a GGUF file's tensors converted): done of `of`
-    of: int = 0
 
 
 @dataclass
@@ -355,22 +347,8 @@ def load_pair(
     capture = cuda_graphs and any(resolve_device((spec or placement).device).type == "cuda"
                                   for spec in (receiver, sharer))
     total = 2 + (fuser is not None) + (warm_up is not None) + capture
-    step = 0
-
-    def report(message: str) -> None:
-        nonlocal step
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("Loading was cancelled.")
-        step += 1
-        if progress is not None:
-            progress(LoadProgress(step, total, message))
-
-    def within(message: str) -> Callable[[int, int], None]:
-        """The current step's own progress (a GGUF file's tensors), said in its message too."""
-        def tell(done: int, of: int) -> None:
-            if progress is not None:
-                progress(LoadProgress(step, total, f"{message}: {done} of {of} tensors", done, of))
-        return tell
+    report = LoadSteps(total, progress, cancel)
+    within = report.within
 
     loaded_fuser = None
     if fuser is not None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import Cancelled, ModeUnavailableError, ModelLoadError, PairMismatchError
+from .errors import ModeUnavailableError, ModelLoadError, PairMismatchError
 from .team_folder import (  # noqa: F401  (the team folder's format, re-exported from here too)
     _NAME, TEAM_FORMAT, TEAM_MANIFEST, TEAM_VERSION, SharerEntry, TeamManifest, check_name, is_team, load_team_fusers,
     read_team, save_team, write_team,
@@ -236,15 +236,7 @@ def load_team(
     capture = cuda_graphs and any(resolve_device((spec or base).device).type == "cuda"
                                   for spec in [receiver] + [s.spec for s in sharers])
     total = 1 + 2 * len(sharers) + (warm_up is not None) + capture
-    step = 0
-
-    def report(message: str) -> None:
-        nonlocal step
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("Loading was cancelled.")
-        step += 1
-        if progress is not None:
-            progress(LoadProgress(step, total, message))
+    report = kit.LoadSteps(total, progress, cancel)
 
     fusers = []
     for s in sharers:
