@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .errors import PromptError
+from .errors import ContextLengthError, PairMismatchError, PromptError
 
 ROLES = ("system", "user", "assistant")
 
@@ -102,3 +102,24 @@ def render(tokenizer: Any, messages: Sequence[dict[str, str]], thinking: bool = 
 def encode(tokenizer: Any, messages: Sequence[dict[str, str]], thinking: bool = False) -> list[int]:
     """Token ids of the rendered conversation (special tokens come from the template only)."""
     return list(tokenizer(render(tokenizer, messages, thinking), add_special_tokens=False)["input_ids"])
+
+
+def check_fits(model: Any, n_tokens: int) -> None:
+    """A prompt of ``n_tokens`` fits ``model``'s (a LoadedModel's) context, with room for one new token."""
+    if n_tokens >= model.context_length:
+        raise ContextLengthError(
+            f"The prompt is {n_tokens} tokens, but the {model.role}'s context holds {model.context_length}; "
+            "shorten the prompt or clear the conversation."
+        )
+
+
+def check_in_vocabulary(sharer: Any, ids: Sequence[int], name: str = "") -> None:
+    """The ids a sharer prefills (the receiver's, where a fuser does not align tokens) are all in its vocabulary;
+    ``name``: a team's sharer, named in the error."""
+    vocab = sharer.model.get_input_embeddings().num_embeddings
+    if ids and max(ids) >= vocab:
+        whose = f"sharer {name}'s" if name else "the sharer's"
+        raise PairMismatchError(
+            f"The receiver's token ids reach {max(ids)}, past {whose} vocabulary of {vocab}: these tokenizers "
+            "differ, but the fuser does not align tokens. Use a fuser made with token alignment."
+        )

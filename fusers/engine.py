@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .alignment import TokenAligner
 from .answers import Answer, Event, PhaseEvent, TokenEvent, stream  # noqa: F401  (re-exported from here too)
-from .chat import check_messages, encode, find_stop, user
+from .chat import check_fits, check_in_vocabulary, check_messages, encode, find_stop, user
 from .devices import PeakMemory, overlapped
-from .errors import ContextLengthError, ModeUnavailableError, PairMismatchError
+from .errors import ContextLengthError, ModeUnavailableError
 from .generation import Detokenizer, GenerationSettings, Interrupted, decode, prefill, seeded
 from .relay import RELAY_ANSWER_PROMPT, RELAY_CONTEXT_PROMPT, relay_turns as _relay_turns  # noqa: F401 (re-exported)
 from .static_decode import StaticPrefix
@@ -188,7 +188,7 @@ class Engine:
         run.rec.start("tokenize")
         ids = encode(model.tokenizer, messages, run.settings.thinking)
         run.rec.end("tokenize")
-        _check_length(model, len(ids))
+        check_fits(model, len(ids))
         run.rec.timing.tokens_in = len(ids)
         run.generate(model, ids, part="answer", prefill_phase=f"{model.role}_prefill")
 
@@ -205,7 +205,7 @@ class Engine:
         run.rec.start("tokenize")
         hint_prompt = encode(sharer.tokenizer, _relay_turns(messages)[0], run.settings.thinking)
         run.rec.end("tokenize")
-        _check_length(sharer, len(hint_prompt))
+        check_fits(sharer, len(hint_prompt))
         run.generate(sharer, hint_prompt, part="hint", prefill_phase="sharer_prefill")
         run.check_cancel()
         return _relay_turns(messages, run.hint_text.strip())[1]
@@ -233,14 +233,9 @@ class Engine:
             r_ids = encode(receiver.tokenizer, messages, run.settings.thinking)
             s_ids = r_ids
         run.rec.end("tokenize")
-        _check_length(receiver, len(r_ids))
-        _check_length(sharer, len(s_ids))
-        vocab = sharer.model.get_input_embeddings().num_embeddings
-        if max(s_ids) >= vocab:
-            raise PairMismatchError(
-                f"The receiver's token ids reach {max(s_ids)}, past the sharer's vocabulary of {vocab}: these "
-                "tokenizers differ, but the fuser does not align tokens. Use a fuser made with token alignment."
-            )
+        check_fits(receiver, len(r_ids))
+        check_fits(sharer, len(s_ids))
+        check_in_vocabulary(sharer, s_ids)
         run.rec.timing.tokens_in = len(r_ids)
         run.check_cancel()
 
@@ -482,9 +477,3 @@ def _check_fits(mode: Mode, model: "LoadedModel", prompt: int, hint: int = 0) ->
                              f"{fix}.")
 
 
-def _check_length(model: "LoadedModel", n_tokens: int) -> None:
-    if n_tokens >= model.context_length:
-        raise ContextLengthError(
-            f"The prompt is {n_tokens} tokens, but the {model.role}'s context holds {model.context_length}; "
-            "shorten the prompt or clear the conversation."
-        )

@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .alignment import TokenAligner
-from .chat import encode
+from .chat import check_fits, check_in_vocabulary, encode
 from .devices import overlapped
-from .errors import ContextLengthError, PairMismatchError
 from .generation import prefill
 from .relay import relay_turns
 from .team import check_same_receiver_ids, fuse_team
@@ -30,7 +29,7 @@ def write_hints(run: Any, chosen: "list[TeamMember]", messages: list[dict[str, s
         run.rec.start("tokenize")
         hint_prompt = encode(sharer.tokenizer, relay_turns(messages)[0], run.settings.thinking)
         run.rec.end("tokenize")
-        _check_length(sharer, len(hint_prompt))
+        check_fits(sharer, len(hint_prompt))
         run.generate(sharer, hint_prompt, part="hint", prefill_phase="sharer_prefill")
         run.check_cancel()
         run.hints[member.name] = run.hint_text.strip()
@@ -64,15 +63,10 @@ def fuse_team_run(engine: Any, messages: list[dict[str, str]], run: Any, chosen:
             check_same_receiver_ids(r_ids, m_r, member.name)
         sharer_ids.append(m_s)
     run.rec.end("tokenize")
-    _check_length(receiver, len(r_ids))
+    check_fits(receiver, len(r_ids))
     for member, s_ids in zip(chosen, sharer_ids):
-        _check_length(member.sharer, len(s_ids))
-        vocab = member.sharer.model.get_input_embeddings().num_embeddings
-        if max(s_ids) >= vocab:
-            raise PairMismatchError(
-                f"The receiver's token ids reach {max(s_ids)}, past sharer {member.name}'s vocabulary of {vocab}: "
-                "these tokenizers differ, but the fuser does not align tokens. Use a fuser made with token alignment."
-            )
+        check_fits(member.sharer, len(s_ids))
+        check_in_vocabulary(member.sharer, s_ids, member.name)
     run.rec.timing.tokens_in = len(r_ids)
     run.check_cancel()
 
@@ -165,9 +159,3 @@ def _lane_clock(device: "torch.device") -> float:
     return time.perf_counter()
 
 
-def _check_length(model: Any, n_tokens: int) -> None:
-    if n_tokens >= model.context_length:
-        raise ContextLengthError(
-            f"The prompt is {n_tokens} tokens, but the {model.role}'s context holds {model.context_length}; "
-            "shorten the prompt or clear the conversation."
-        )
