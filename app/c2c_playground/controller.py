@@ -44,6 +44,12 @@ class AnswerDiff:
     streaming: bool  # either answer still streams
 
 
+def _answerer(turn: Turn) -> str:
+    """The model whose tokens make a turn's answer: the receiver, or a sharer alone (a team's, by name)."""
+    named = turn.took_part() if turn.mode is Mode.SHARER else None
+    return turn.mode.answered_by + (f":{named[0]}" if named else "")
+
+
 class RunController(QObject):
     pair_changing = Signal()  # a load or an unload begins: whatever serves the old pair lets go of it
     loading_changed = Signal(bool)
@@ -278,7 +284,7 @@ class RunController(QObject):
             self.diff_message.emit("Choose two different panes to compare.")
             return
         a_tokens, b_tokens = list(ta.answer_tokens), list(tb.answer_tokens)  # copies: the turns grow meanwhile
-        by_id = ta.mode.answered_by == tb.mode.answered_by  # one tokenizer: compare ids; else compare texts
+        by_id = _answerer(ta) == _answerer(tb)  # one tokenizer: compare ids; else compare texts
         streaming = not (ta.finished and tb.finished)
 
         def work(progress: Any, cancel: Any) -> AnswerDiff:  # on the worker: all that grows with the answers

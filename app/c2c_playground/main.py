@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = p.add_argument_group("headless run")
     run.add_argument("--prompt", help="send this prompt to every pane once the pair is loaded")
     run.add_argument("--modes", help=f"comma-separated pane modes, {MIN_PANES} to {MAX_PANES} of {', '.join(MODES)} "
-                                     f"(default {','.join(DEFAULT_PANE_MODES)})")
+                                     f"(default {','.join(DEFAULT_PANE_MODES)}); with a team, a mode may name its "
+                                     "sharers: fusion:A, fusion:A+B")
     lengths = ("max_new_tokens", "hint_max_new_tokens")
     add_settings_options(p, GenerationSettings, "answers in this run", names=lengths,
                          defaults=dict.fromkeys(lengths, "the set-up panel's."))
@@ -152,20 +153,16 @@ async def start(window: Any, args: argparse.Namespace) -> int:
     from fusers.presets import DEMO_NAME
     from fusers.vocabulary import MAX_PANES, MIN_PANES, parse_modes
 
+    from . import pair_flow
+
     presets = await window.refresh_presets()
     if args.modes:
         try:
-            modes = parse_modes(args.modes, least=MIN_PANES, most=MAX_PANES)
+            modes = parse_modes(args.modes, least=MIN_PANES, most=MAX_PANES, sharers=True)  # fusion:A: a team's
         except ValueError as exc:
             _say(f"error: {exc}")
             return EXIT_FAILED
-        while len(window.panes) < len(modes):
-            window.add_pane()
-        while len(window.panes) > len(modes):
-            window.remove_pane(window.panes[-1])
-        for pane, mode in zip(window.panes, modes):
-            pane.set_mode(mode)
-        window._refresh_diff_choices()
+        pair_flow.set_pane_modes(window, modes)
     gen = window.generation.settings()
     if args.max_new_tokens is not None or args.hint_max_new_tokens is not None:
         from dataclasses import replace
@@ -186,15 +183,19 @@ async def start(window: Any, args: argparse.Namespace) -> int:
     panel = window.pair_panel
     explicit = any((args.pair, args.receiver, args.sharer, args.fuser, args.receiver_adapter, args.sharer_adapter))
     if args.pair:
-        if panel.choose_preset(args.pair) is None:
+        if (preset := panel.choose_preset(args.pair)) is not None and preset.panes and not args.modes:
+            pair_flow.set_pane_modes(window, preset.panes)  # the panes that show what the preset is for
+        elif preset is None:
             # not a preset: a fuser folder or a downloaded pair's name, its models named by the fuser
             panel.preset.setCurrentIndex(0)
+            panel.sharers.set_rows([])
             for row in (panel.receiver, panel.sharer):
                 row.source.clear()
                 row.adapter.clear()
-            panel.fuser.setText(args.pair)
+            panel.set_fuser(args.pair)  # a team folder fills in every sharer
     elif explicit:
         panel.preset.setCurrentIndex(0)
+        panel.sharers.set_rows([])
         for row in (panel.receiver, panel.sharer):
             row.source.clear()
             row.adapter.clear()
@@ -208,7 +209,7 @@ async def start(window: Any, args: argparse.Namespace) -> int:
                          (args.fuser, panel.fuser)):
         if value:
             field.setText(value)
-    for row in (panel.receiver, panel.sharer):
+    for row in (panel.receiver, *panel.sharers.rows):
         if args.device:
             row.device.setCurrentText(args.device)
         if args.dtype:

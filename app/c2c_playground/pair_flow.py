@@ -1,9 +1,9 @@
-"""What the window does around a change of pair: it asks before another pair clears the panes, and offers no
-cache fusion where the loaded pair has no fuser."""
+"""What the window does around a change of pair: it asks before another pair clears the panes, offers no cache
+fusion where the loaded pair has no fuser, offers a team's sharers in every pane, and opens a preset's panes."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
@@ -13,6 +13,9 @@ from fusers.engine import Mode
 from .widgets.pane import MODES
 
 if TYPE_CHECKING:
+    from fusers.presets import Preset
+
+    from .session import Loaded
     from .window import MainWindow
 
 NO_FUSER_MODE = "The loaded pair has no fuser: this mode needs one (the Fuser box on the left, or a preset with one)."
@@ -54,3 +57,29 @@ def offer_fusion(window: "MainWindow", available: bool) -> None:
     if moved:
         window._refresh_diff_choices()
         window.notice.show_notice(f"This pair has no fuser, so no pane can use cache fusion: {', '.join(moved)}.")
+
+
+def show_team(window: "MainWindow", loaded: "Loaded | None") -> None:
+    """Every pane offers the loaded team's sharers in its sharer menu (a pair: none). An unload keeps them, so a
+    pane's choice survives loading the same team again."""
+    if loaded is not None:
+        for pane in window.panes:
+            pane.set_team(loaded.sharers)
+        window._refresh_diff_choices()
+
+
+def set_pane_modes(window: "MainWindow", modes: Sequence[Mode | str]) -> None:
+    """As many panes as ``modes``, each in its mode (``fusion:A`` picks a team's sharers too)."""
+    while len(window.panes) < len(modes) and window.add_pane() is not None:
+        pass
+    while len(window.panes) > len(modes) and not window.running:
+        window.remove_pane(window.panes[-1])
+    for pane, mode in zip(window.panes, modes):
+        pane.set_mode(mode)
+    window._refresh_diff_choices()
+
+
+def preset_picked(window: "MainWindow", preset: "Preset") -> None:
+    """A preset that says which panes show its point (the team showcase's) opens them when the user picks it."""
+    if preset.panes and not window.running:
+        set_pane_modes(window, preset.panes)

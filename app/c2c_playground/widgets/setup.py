@@ -49,6 +49,7 @@ class ElidedComboBox(QComboBox):
 
 class PairPanel(QGroupBox):
     load_requested = Signal()
+    preset_picked = Signal(object)  # the user picked this Preset
     unload_requested = Signal()
     cancel_requested = Signal()
 
@@ -144,6 +145,12 @@ class PairPanel(QGroupBox):
         layout.addWidget(self.status)
 
     # a team folder given as a fuser: its team.json fills in the receiver and every sharer
+    def set_fuser(self, text: str) -> None:
+        """The first sharer's fuser box holds ``text``; a team folder fills in every sharer."""
+        self.team_folder = ""
+        self.fuser.setText(text)
+        self._fuser_edited(text)
+
     def _fuser_edited(self, text: str) -> None:
         from fusers.team_folder import is_team
 
@@ -223,16 +230,15 @@ class PairPanel(QGroupBox):
         for p in self.presets:
             if p.name == name:
                 self._fill(p)
+                self.preset_picked.emit(p)
 
     def _fill(self, preset: Preset) -> None:
-        self.team_folder = ""
         self.sharers.set_rows([])  # a preset is a pair, or a team folder that names its sharers
         self.receiver.source.setText(preset.receiver)
         self.sharer.source.setText(preset.sharer)
         for row in (self.receiver, self.sharer):
             row.adapter.clear()  # a preset's models are whole: an adapter is its source folder
-        self.fuser.setText(preset.fuser)
-        self._fuser_edited(preset.fuser)
+        self.set_fuser(preset.fuser)
 
     # the form
     def form(self) -> dict[str, Any]:

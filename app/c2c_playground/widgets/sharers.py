@@ -249,6 +249,7 @@ class SharersBox(QWidget):
         row.fuser.editingFinished.connect(lambda: self.fuser_edited.emit(row.fuser.text().strip()))
         self.rows.append(row)
         self.column.addWidget(row.box)
+        row.box.show()  # at once, not when the layout gets to it: a test (or a user's next click) sees it now
         self._sync()
         return row
 
@@ -293,3 +294,71 @@ class SharersBox(QWidget):
         self.add_button.setEnabled(enabled and len(self.rows) < MAX_SHARERS)
         for row in self.rows[1:]:
             row.remove.setEnabled(enabled)
+
+
+class SharerPicker(QToolButton):
+    """A pane's choice of a team's sharers: checkable names in a menu (every one: the whole team). Sharer alone
+    takes exactly one. Hidden for a plain pair. A choice naming sharers the loaded pair lacks (a saved layout, a
+    preset's panes before its team loads) is kept, and counts once a team that has them loads."""
+
+    picked = Signal()  # the user changed the choice
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("sharerPicker")
+        self.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.setMenu(QMenu(self))
+        self.team: tuple[str, ...] = ()
+        self.known = False  # no pair loaded yet: the choice as it was asked
+        self.single = False
+        self.wanted: tuple[str, ...] | None = None  # as asked (None: every sharer)
+        self.hide()
+
+    def set_team(self, names: Sequence[str]) -> None:
+        """The loaded team's sharers (() for a pair)."""
+        self.team, self.known = tuple(names), True
+        self.menu().clear()
+        for name in self.team:
+            action = self.menu().addAction(name)
+            action.setCheckable(True)
+            action.triggered.connect(lambda _=False, name=name: self._toggled(name))
+        self._show()
+
+    def set_single(self, single: bool) -> None:
+        self.single = single
+        self._show()
+
+    def chosen(self) -> tuple[str, ...] | None:
+        """The sharers picked, in the team's order; None: every one (a pair's: its one sharer)."""
+        if not self.known:
+            return self.wanted
+        if not self.team:
+            return None
+        names = tuple(n for n in self.team if self.wanted is None or n in self.wanted)
+        if self.single:
+            return names[:1] or self.team[:1]
+        return None if not names or len(names) == len(self.team) else names
+
+    def set_chosen(self, names: Sequence[str] | None) -> None:
+        self.wanted = None if names is None else tuple(names)
+        self._show()
+
+    def _show(self) -> None:
+        shown = self.chosen() or self.team
+        for action in self.menu().actions():
+            action.setChecked(action.text() in shown)
+        text = "+".join(shown)
+        self.setText(text if len(text) <= 14 else text[:13] + "\u2026")
+        self.setToolTip(("The sharer that answers alone" if self.single else
+                         "The sharers this pane's mode uses (every one checked: the whole team)")
+                        + (f": {', '.join(shown)}" if shown else ""))
+
+    def _toggled(self, name: str) -> None:
+        if self.single:
+            names: tuple[str, ...] = (name,)
+        else:
+            names = tuple(a.text() for a in self.menu().actions() if a.isChecked())
+            if not names:  # at least one: the last one cannot be unchecked
+                names = (name,)
+        self.set_chosen(names)
+        self.picked.emit()
