@@ -163,7 +163,7 @@ def test_the_sharer_picker_builds_the_mode(window, loop):
     pane = window.panes[0]
     pane.set_mode(Mode.FUSION)
     picker = pane.picker
-    assert picker.isVisibleTo(window) and pane.key == "fusion"
+    assert pane.sharer_row.isVisibleTo(window) and pane.key == "fusion"
     changed = []
     pane.mode_changed.connect(lambda *a: changed.append(pane.key))
     actions = {a.text(): a for a in picker.menu().actions()}
@@ -178,7 +178,7 @@ def test_the_sharer_picker_builds_the_mode(window, loop):
     actions["B"].trigger()
     assert pane.key == "sharer:B"
     pane.mode_box.setCurrentIndex(pane.mode_box.findData(Mode.RECEIVER.value))
-    assert pane.key == "receiver" and not picker.isVisibleTo(window)
+    assert pane.key == "receiver" and not pane.sharer_row.isVisibleTo(window)
     assert set(p.key for p in window.panes) <= set(mode_names(window.session.engine.pair))
 
 
@@ -223,3 +223,27 @@ def test_team_modes_survive_saved_settings_and_export(window, loop, app_settings
     finally:
         again.close()
         again.deleteLater()
+
+
+def test_charts_name_each_sharer():
+    from c2c_playground.widgets.charts import phase_color, phase_label, sharer_order
+    from c2c_playground.widgets.fuser_plot import FuserPlot
+    from fusers.fuser import LayerFusion
+    from fusers.timing import Phase
+
+    spans = [Phase("sharer_prefill", 0.0, 0.1, "A"), Phase("sharer_prefill", 0.1, 0.2, "B"),
+             Phase("receiver_prefill", 0.2, 0.3), Phase("fuse", 0.3, 0.4, "A"), Phase("fuse", 0.4, 0.5, "B")]
+    order = sharer_order(spans)
+    assert order == {"A": 0, "B": 1}
+    assert [phase_label(s) for s in spans] == ["prefill A", "prefill B", "receiver prefill", "fuse A", "fuse B"]
+    assert phase_color(spans[0], order) != phase_color(spans[1], order)  # each sharer's phases stand apart
+    assert phase_color(spans[0], order) == phase_color(Phase("sharer_prefill", 0, 1), {})  # a pair's as before
+    plot = FuserPlot()
+    pair = [LayerFusion(i, i, True, i % 2 == 0, 0.1, 0.2) for i in range(4)]
+    plot.set_points(pair, "pair")
+    assert plot.gate_labels() == ["K gate", "V gate"] and plot.summary().endswith("4 of 4 layers take the sharer's cache")
+    team = [LayerFusion(i, i, name == "A", False, 0.1, 0.2, name) for name in ("A", "B") for i in range(4)]
+    plot.set_points(team, "team")
+    assert plot.gate_labels() == ["A K gate", "A V gate", "B K gate", "B V gate"]
+    assert plot.summary().endswith("A 4 of 4, B 0 of 4") and plot.minimumHeight() > 200
+    plot.grab()  # paints with every sharer's rows

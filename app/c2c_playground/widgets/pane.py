@@ -22,6 +22,9 @@ from .sharers import SharerPicker
 # The order modes are offered in: the ones the app compares first, then the rest in the engine's order (so a
 # mode the engine gains is offered without a list here to update).
 MODES = COMPARED + tuple(m for m in Mode if m not in COMPARED)
+# What a team's sharers do in each mode, before the pane's choice of them
+SHARER_WORDS = {Mode.SHARER: "answered by", Mode.RELAY: "hints from", Mode.FUSION: "fused from",
+                Mode.HYBRID: "hints and caches from"}
 # Streamed text reaches the screen at most once a frame: a fast pair streams a token every few
 # milliseconds, and each append relays out the text and repaints the pane.
 FRAME_MS = 16
@@ -71,15 +74,29 @@ class ChatPane(QFrame):
         self.remove_button.setToolTip("Remove this pane")
         self.remove_button.setAutoRaise(True)
         self.remove_button.clicked.connect(self._remove)
-        hl = QHBoxLayout(header)
-        hl.setContentsMargins(8, 6, 4, 6)
+        hl = QHBoxLayout()
         hl.setSpacing(4)
         hl.addWidget(self.title)
         hl.addWidget(self.mode_box)
-        hl.addWidget(self.picker)
         hl.addStretch(1)
         hl.addWidget(self.state_label)
         hl.addWidget(self.remove_button)
+        # a team's sharers on a line of their own: four panes' headers still fit 1366 pixels
+        self.sharer_row = QWidget()
+        sr = QHBoxLayout(self.sharer_row)
+        sr.setContentsMargins(0, 0, 0, 0)
+        sr.setSpacing(4)
+        self.sharer_words = QLabel("sharers")
+        self.sharer_words.setObjectName("paneState")
+        sr.addWidget(self.sharer_words)
+        sr.addWidget(self.picker)
+        sr.addStretch(1)
+        self.sharer_row.hide()
+        header_rows = QVBoxLayout(header)
+        header_rows.setContentsMargins(8, 6, 4, 6)
+        header_rows.setSpacing(4)
+        header_rows.addLayout(hl)
+        header_rows.addWidget(self.sharer_row)
 
         # asked after a mode change: inline, so nothing modal stops the other panes
         self.ask_bar = QFrame()
@@ -189,7 +206,8 @@ class ChatPane(QFrame):
 
     def _sync_picker(self) -> None:
         self.picker.set_single(self._mode is Mode.SHARER)
-        self.picker.setVisible(bool(self.picker.team) and self._mode is not Mode.RECEIVER)
+        self.sharer_words.setText(SHARER_WORDS.get(self._mode, "sharers"))
+        self.sharer_row.setVisible(bool(self.picker.team) and self._mode is not Mode.RECEIVER)
 
     def _sharers_picked(self) -> None:
         self._sync_header()

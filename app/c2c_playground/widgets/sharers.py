@@ -160,7 +160,7 @@ class SharerRow(ModelRow):
         self.name.setPlaceholderText("name")
         self.name.setToolTip("The sharer's name in a team: panes pick their sharers by it (letters, digits, _ - .)")
         self.name.setValidator(QRegularExpressionValidator(QRegularExpression(SHARER_NAME.pattern), self.name))
-        self.name.setMaximumWidth(self.name.fontMetrics().horizontalAdvance("medicine") + 12)
+        self.name.setMaximumWidth(self.name.fontMetrics().horizontalAdvance("law_12") + 14)  # the model's box: more
         self.fuser = QLineEdit()
         self.fuser.setPlaceholderText("Fuser folder, team folder or downloaded pair")
         self.fuser.setToolTip("Cache fusion needs a fuser: a published pair folder, one of ours, or a downloaded "
@@ -298,7 +298,7 @@ class SharersBox(QWidget):
 
 class SharerPicker(QToolButton):
     """A pane's choice of a team's sharers: checkable names in a menu (every one: the whole team). Sharer alone
-    takes exactly one. Hidden for a plain pair. A choice naming sharers the loaded pair lacks (a saved layout, a
+    takes exactly one. The pane hides it for a plain pair. A choice naming sharers the loaded pair lacks (a saved layout, a
     preset's panes before its team loads) is kept, and counts once a team that has them loads."""
 
     picked = Signal()  # the user changed the choice
@@ -307,12 +307,12 @@ class SharerPicker(QToolButton):
         super().__init__(parent)
         self.setObjectName("sharerPicker")
         self.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.setStyleSheet("QToolButton::menu-indicator { image: none; width: 0px; }")  # the text ends in an arrow
         self.setMenu(QMenu(self))
         self.team: tuple[str, ...] = ()
         self.known = False  # no pair loaded yet: the choice as it was asked
         self.single = False
         self.wanted: tuple[str, ...] | None = None  # as asked (None: every sharer)
-        self.hide()
 
     def set_team(self, names: Sequence[str]) -> None:
         """The loaded team's sharers (() for a pair)."""
@@ -348,7 +348,7 @@ class SharerPicker(QToolButton):
         for action in self.menu().actions():
             action.setChecked(action.text() in shown)
         text = "+".join(shown)
-        self.setText(text if len(text) <= 14 else text[:13] + "\u2026")
+        self.setText((text if len(text) <= 14 else text[:13] + "\u2026") + " \u25be")
         self.setToolTip(("The sharer that answers alone" if self.single else
                          "The sharers this pane's mode uses (every one checked: the whole team)")
                         + (f": {', '.join(shown)}" if shown else ""))
