@@ -264,11 +264,12 @@ class SharersBox(QWidget):
         self._sync()
 
     def set_rows(self, parts: Sequence[dict[str, Any]]) -> None:
-        """The rows ``parts`` describe (at least the first; the first row's fields it leaves out stay)."""
+        """One row for each of ``parts``, as each says (a field left out is empty); none: the first row alone, as
+        it is."""
         while len(self.rows) > 1:
             self.remove(self.rows[-1])
-        parts = list(parts) or [{}]
-        self.first.put({**self.first.get(), "name": "", **parts[0]})
+        if parts:
+            self.first.put(parts[0])
         for part in parts[1:]:
             self.add({"name": "", **part})
         self._sync()
