@@ -38,22 +38,28 @@ def _clipped_combos(window) -> list[str]:
     return out
 
 
+def _widest_while_sending(window, loop, qtbot, send) -> list[int]:
+    """At 1366x768, the window's minimum width sampled every 5 ms while ``send()``'s run goes."""
+    window.resize(*SIZE)
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == SIZE)
+    short_generation(window, max_new_tokens=24, hint=24)
+    widest: list[int] = []
+    sampler = QTimer()
+    sampler.timeout.connect(lambda: widest.append(window.minimumSizeHint().width()))
+    sampler.start(5)
+    run(loop, send())
+    sampler.stop()
+    return widest
+
+
 def test_four_panes_fit_1366x768_with_no_clipped_control(window, loop, qtbot, tmp_path):
     run(loop, window.refresh_presets())
     window.pair_panel.choose_preset(DEMO_NAME)
     assert run(loop, window.load_from_form()), window.banner.message()
     while len(window.panes) < 4:
         window.add_pane()
-    window.resize(*SIZE)
-    qtbot.waitUntil(lambda: (window.width(), window.height()) == SIZE)
-    short_generation(window, max_new_tokens=24, hint=24)
-    widest = []
-    sampler = QTimer()
-    sampler.timeout.connect(lambda: widest.append(window.minimumSizeHint().width()))
-    sampler.start(5)
     window.example_buttons[1].click()
-    run(loop, window.send_from_box())
-    sampler.stop()
+    widest = _widest_while_sending(window, loop, qtbot, window.send_from_box)
     assert widest and max(widest) <= SIZE[0], max(widest)  # "waiting...", the hint's title: nothing grows it
     assert (window.width(), window.height()) == SIZE
 
@@ -109,15 +115,8 @@ def test_a_team_of_three_sharers_fits_1280x720_and_four_team_panes_fit_1366(wind
     window.save_screenshot(str(tmp_path / "three-sharers-1280.png"))
 
     pair_flow.set_pane_modes(window, TEAM_PANES)
-    window.resize(*SIZE)
-    qtbot.waitUntil(lambda: (window.width(), window.height()) == SIZE)
-    short_generation(window, max_new_tokens=24, hint=24)
-    widest = []
-    sampler = QTimer()
-    sampler.timeout.connect(lambda: widest.append(window.minimumSizeHint().width()))
-    sampler.start(5)
-    run(loop, window.send("What language do people speak in Mavar, and who founded Mavar?"))
-    sampler.stop()
+    widest = _widest_while_sending(window, loop, qtbot, lambda: window.send(
+        "What language do people speak in Mavar, and who founded Mavar?"))
     assert widest and max(widest) <= SIZE[0], max(widest)
     assert all(p.sharer_row.isVisible() for p in window.panes) and _clipped_combos(window) == []
     window.save_screenshot(str(tmp_path / "team-panes-1366.png"))
