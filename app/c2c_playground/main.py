@@ -260,11 +260,11 @@ def _report_on_stderr(window: Any) -> None:
     def tokens(pane: Any) -> None:
         if pane.number not in streaming:
             streaming.add(pane.number)
-            _say(f"report: pane {pane.number} ({pane.mode.value}) streaming")
+            _say(f"report: pane {pane.number} ({pane.key}) streaming")
 
     def finished() -> None:
         streaming.clear()
-        states = [f"pane {p.number} {p.mode.value} {p.current.state if p.current else 'idle'} "
+        states = [f"pane {p.number} {p.key} {p.current.state if p.current else 'idle'} "
                   f"{len(p.current.answer_tokens) if p.current else 0} tokens" for p in window.panes]
         _say(f"report: run finished: {'; '.join(states)}")
 

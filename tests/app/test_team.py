@@ -247,3 +247,22 @@ def test_charts_name_each_sharer():
     assert plot.gate_labels() == ["A K gate", "A V gate", "B K gate", "B V gate"]
     assert plot.summary().endswith("A 4 of 4, B 0 of 4") and plot.minimumHeight() > 200
     plot.grab()  # paints with every sharer's rows
+
+
+@pytest.mark.parametrize("pair,modes", [(TEAM_NAME, None), (str(team_root()), "fusion:B,relay")])
+def test_pair_team_loads_headless_with_its_panes(pair, modes, tmp_path, monkeypatch):
+    """``--pair team`` (the preset: its four panes) and ``--pair TEAM_FOLDER`` (its rows from team.json, the panes
+    --modes names) load the team and answer in every pane."""
+    from test_headless import playground
+
+    monkeypatch.setenv("C2C_PLAYGROUND_REPORT", "1")
+    shot = tmp_path / "team.png"
+    proc = playground("--pair", pair, "--device", "cpu", *(["--modes", modes] if modes else []), "--prompt", BOTH,
+                      "--max-new-tokens", "6", "--hint-max-new-tokens", "6", "--screenshot", str(shot), "--exit",
+                      tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    finished = next(line for line in proc.stderr.splitlines() if "report: run finished" in line)
+    keys = modes.split(",") if modes else list(TEAM_PANES)
+    for number, key in enumerate(keys, start=1):
+        assert f"pane {number} {key} done" in finished, finished
+    assert "Traceback" not in proc.stderr and shot.exists()
