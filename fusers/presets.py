@@ -143,8 +143,8 @@ def _specialist() -> list[Preset]:
 def _team() -> list[Preset]:
     """The team showcase (fusers.demo.team) when its folder ships in this build: its fuser is the team folder,
     which names the receiver and each sharer with its fuser; receiver and sharer say its receiver and first sharer."""
-    from .demo.team_report import SPECIALISTS
-    from .team_folder import is_team
+    from .errors import TeamFormatError
+    from .team_folder import is_team, read_team
 
     try:
         from .demo.team import team_root
@@ -154,8 +154,11 @@ def _team() -> list[Preset]:
         return []
     if not is_team(root):
         return []
-    first = next(iter(SPECIALISTS))
-    return [Preset(TEAM_NAME, str(root / "receiver"), str(root / f"sharer_{first}"), str(root), "team", "ready",
+    try:
+        manifest = read_team(root)
+    except TeamFormatError:  # a broken build: not offered, rather than offered and failing
+        return []
+    return [Preset(TEAM_NAME, manifest.receiver, manifest.sharers[0].sharer, str(root), "team", "ready",
                    panes=TEAM_PANES)]
 
 

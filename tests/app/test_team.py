@@ -241,7 +241,8 @@ def test_charts_name_each_sharer():
     plot = FuserPlot()
     pair = [LayerFusion(i, i, True, i % 2 == 0, 0.1, 0.2) for i in range(4)]
     plot.set_points(pair, "pair")
-    assert plot.gate_labels() == ["K gate", "V gate"] and plot.summary().endswith("4 of 4 layers take the sharer's cache")
+    assert plot.gate_labels() == ["K gate", "V gate"]
+    assert plot.summary().endswith("4 of 4 layers take the sharer's cache")
     team = [LayerFusion(i, i, name == "A", False, 0.1, 0.2, name) for name in ("A", "B") for i in range(4)]
     plot.set_points(team, "team")
     assert plot.gate_labels() == ["A K gate", "A V gate", "B K gate", "B V gate"]

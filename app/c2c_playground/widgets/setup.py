@@ -196,7 +196,8 @@ class PairPanel(QGroupBox):
                                     + (f"\n{p.needs}" if p.needs else ""), Qt.ItemDataRole.ToolTipRole)
         index = self.preset.findData(current)
         wanted = self.presets[index - 1] if index > 0 else None
-        if wanted is not None and current == self._wanted and (self.team_folder or self.fuser.text().strip()) != wanted.fuser:
+        given = self.team_folder or self.fuser.text().strip()  # a team's rows came from its folder
+        if wanted is not None and current == self._wanted and given != wanted.fuser:
             index = 0  # the saved form was edited after the preset was chosen: it is the user's own pair now
         self._wanted = ""
         self.preset.setCurrentIndex(max(index, 0))

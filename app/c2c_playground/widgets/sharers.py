@@ -299,8 +299,8 @@ class SharersBox(QWidget):
 
 class SharerPicker(QToolButton):
     """A pane's choice of a team's sharers: checkable names in a menu (every one: the whole team). Sharer alone
-    takes exactly one. The pane hides it for a plain pair. A choice naming sharers the loaded pair lacks (a saved layout, a
-    preset's panes before its team loads) is kept, and counts once a team that has them loads."""
+    takes exactly one. The pane hides it for a plain pair. A choice naming sharers the loaded pair lacks (a saved
+    layout, a preset's panes before its team loads) is kept, and counts once a team that has them loads."""
 
     picked = Signal()  # the user changed the choice
 
