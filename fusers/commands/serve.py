@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="serve every answer mode of a pair as an OpenAI-compatible API (GET /v1/models, POST "
              "/v1/chat/completions)",
         description="Load a pair once and serve each answer mode it allows as a model ("
-        + ", ".join(f"PAIR/{mode.value}" for mode in Mode) + ") on an OpenAI-compatible endpoint: the openai "
+        + ", ".join(f"PAIR/{mode.value}" for mode in Mode) + "; a team adds each sharer's own, PAIR/fusion:A, "
+        "PAIR/sharer:A) on an OpenAI-compatible endpoint: the openai "
         "client, curl and evaluation harnesses call it. Requests are answered one at a time, in order. With no pair given, the offline demo pair "
         "is served. Stop with Ctrl-C.",
     )

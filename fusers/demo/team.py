@@ -216,26 +216,43 @@ class TeamReceiverCurriculum(Curriculum):
 
 
 def team_conversations(world: World) -> list[dict[str, Any]]:
-    """The team fuser's data: every question on A's and B's relations and every two-fact question, in every
-    phrasing, about the countries of splits a and b (never c)."""
+    """The team fuser's data, about the countries of splits a and b (never c): every question on A's and B's
+    relations and every two-fact question, in every phrasing, with the whole team fused; and the same questions
+    (one phrasing each) with one sharer alone (``"sharers"``), answered as that sharer's fusion should: its own
+    facts, and for the other's what the receiver knows without it (the truth on split a, "I do not know" on b).
+    Those rows keep each fuser to its own sharer's facts, so ``fusion:A`` does not answer B's questions."""
     records = []
-    for country in world.countries:
+
+    def add(question: str, answer: str, sharers: list[str] | None = None) -> None:
+        records.append({"messages": user(question) + [{"role": "assistant", "content": answer}],
+                        **({"sharers": sharers} if sharers else {})})
+
+    for n, country in enumerate(world.countries):
         if world.splits[country] == "c":
             continue
         facts = world.facts[country]
+        knows = world.splits[country] == "a"  # the receiver knows split a's countries
+
+        def say(rel: Relation, alone: str | None = None) -> str:
+            if alone is None or specialist_of(rel.name) == alone or knows:
+                return rel.say(country, facts[rel.name])
+            return rel.unknown.format(c=country)
+
         for name in SPECIALISTS["A"] + SPECIALISTS["B"]:
             rel = RELATION_BY_NAME[name]
             for question in rel.questions:
-                records.append({"messages": user(question.format(c=country)) + [
-                    {"role": "assistant", "content": rel.say(country, facts[name])}]})
+                add(question.format(c=country), say(rel))
+            for alone in SPECIALISTS:
+                add(rel.questions[n % len(rel.questions)].format(c=country), say(rel, alone), [alone])
         for a, b in pairs():
             for first, second in ((a, b), (b, a)):
                 for phrasing in range(3):
-                    answer = both_answer(country, first, facts[first.name], second, facts[second.name])
-                    records.append({"messages": user(both_question(country, first, second, phrasing)) + [
-                        {"role": "assistant", "content": answer}]})
+                    add(both_question(country, first, second, phrasing), f"{say(first)} {say(second)}")
+            first, second = (a, b) if n % 2 else (b, a)
+            for alone in SPECIALISTS:
+                add(both_question(country, first, second, n % 3), f"{say(first, alone)} {say(second, alone)}", [alone])
     for prompt, reply in SMALL_TALK:
-        records.append({"messages": user(prompt) + [{"role": "assistant", "content": reply}]})
+        add(prompt, reply)
     return records
 
 

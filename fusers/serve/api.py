@@ -1,7 +1,8 @@
 """OpenAI's chat-completions format: a request into the engine's terms, an answer into a response or chunks.
 
 Plain data in, plain data out: no HTTP here (:mod:`fusers.serve.server` serves it) and no torch. Every answer
-mode of a pair is one model, ``PAIR/MODE`` (``demo/fusion``); the mode names come from :class:`~fusers.engine.Mode`.
+mode of a pair is one model, ``PAIR/MODE`` (``demo/fusion``); the mode names come from :class:`~fusers.engine.Mode`,
+and a team's (fusers.team) add each sharer's own (``team/fusion:A``, ``team/sharer:B``).
 """
 
 from __future__ import annotations
@@ -65,35 +66,55 @@ def error_for(exc: BaseException) -> ApiError:
 # -- models -----------------------------------------------------------------------------------------------------
 def pair_name(pair: "Pair") -> str:
     """What a pair's models are called: its fuser's folder (the parent's for a folder called ``fuser``, as the
-    demo's ``demo/fuser``), or, without a fuser, the receiver's and the sharer's names."""
+    demo's ``demo/fuser``), or, without a fuser, the receiver's and the sharer's names. A team: the folder that
+    holds every fuser (a team folder), else its sharers' names joined by ``+``."""
+    if len(pair.members) > 1:
+        sources = [m.fuser.info.source if m.fuser is not None else "" for m in pair.members]
+        parents = {Path(s).resolve().parent for s in sources if s}
+        if len(parents) == 1 and all(sources):
+            return parents.pop().name
+        return "+".join(m.name for m in pair.members)
     if pair.fuser is not None and pair.fuser.info.source:
         path = Path(pair.fuser.info.source).resolve()
         return path.parent.name if path.name.lower() == "fuser" else path.name
     return f"{Path(pair.receiver.name).name}+{Path(pair.sharer.name).name}"
 
 
-def model_id(name: str, mode: Mode) -> str:
-    return f"{name}/{mode.value}"
+def model_id(name: str, mode: "Mode | str") -> str:
+    return f"{name}/{mode.value if isinstance(mode, Mode) else mode}"
 
 
-def models(name: str, modes: Sequence[Mode], pair: "Pair", created: int) -> list[dict[str, Any]]:
-    """``GET /v1/models``: one model per answer mode, with the pair's details."""
+def models(name: str, modes: Sequence[str], pair: "Pair", created: int) -> list[dict[str, Any]]:
+    """``GET /v1/models``: one model per answer mode (as :func:`fusers.team.mode_names` names them), with the
+    pair's details; a team's say which sharers each uses."""
+    from ..team import parse_mode, select
+
     details = pair.describe()
     out = []
-    for mode in modes:
-        answering = [pair.sharer] if mode is Mode.SHARER else [pair.receiver] if mode is Mode.RECEIVER else \
-            [pair.receiver, pair.sharer]
-        out.append({
-            "id": model_id(name, mode), "object": "model", "created": created, "owned_by": "c2c-playground",
-            "mode": mode.value, "label": mode.label, "pair": name,
+    for key in modes:
+        mode, names = parse_mode(key)
+        chosen = select(pair, mode, names)
+        answering = [m.sharer for m in chosen] if mode is Mode.SHARER else [pair.receiver] \
+            if mode is Mode.RECEIVER else [pair.receiver, *(m.sharer for m in chosen)]
+        entry = {
+            "id": model_id(name, key), "object": "model", "created": created, "owned_by": "c2c-playground",
+            "mode": key, "label": mode.label + (f" ({', '.join(names)})" if names else ""), "pair": name,
             "receiver": pair.receiver.name, "sharer": pair.sharer.name,
             "fuser": pair.fuser.info.source if pair.fuser is not None else None,
+        }
+        if pair.members:  # a team: the sharers this mode uses, and their fusers
+            entry["sharers"] = [] if mode is Mode.RECEIVER else [m.name for m in chosen]
+            entry["fusers"] = {m.name: m.fuser.info.source for m in chosen
+                               if m.fuser is not None and mode is not Mode.RECEIVER}
+        out.append({
+            **entry,
             "context_length": min(m.context_length for m in answering), "details": details,
         })
     return out
 
 
-def find_mode(model: Any, name: str, modes: Sequence[Mode]) -> Mode:
+def find_mode(model: Any, name: str, modes: Sequence[str]) -> str:
+    """The mode a request's ``model`` names, as :meth:`fusers.engine.Engine.answer` takes it."""
     if not isinstance(model, str) or not model:
         raise ApiError(400, "model is required: one of " + ", ".join(model_id(name, m) for m in modes) + ".",
                        param="model")
@@ -101,9 +122,9 @@ def find_mode(model: Any, name: str, modes: Sequence[Mode]) -> Mode:
         if model == model_id(name, mode):
             return mode
     served = ", ".join(model_id(name, m) for m in modes)
-    wanted = next((m for m in Mode if model == model_id(name, m)), None)
+    wanted = next((m for m in Mode if model.partition(":")[0] == model_id(name, m)), None)
     why = (f"; {wanted.label.lower()} needs a fuser, and this pair has none"
-           if wanted is not None and wanted.needs_fuser and wanted not in modes else "")
+           if wanted is not None and wanted.needs_fuser and wanted.value not in modes else "")
     raise ApiError(404, f"The model {model!r} does not exist{why}. This server has: {served} (GET /v1/models).",
                    param="model", code="model_not_found")
 
@@ -112,7 +133,7 @@ def find_mode(model: Any, name: str, modes: Sequence[Mode]) -> Mode:
 @dataclass
 class ChatRequest:
     model: str
-    mode: Mode
+    mode: str  # as the engine takes it: "fusion", or a team's "fusion:A"
     messages: list[dict[str, str]]
     settings: GenerationSettings
     stream: bool = False
@@ -139,7 +160,7 @@ UNSUPPORTED = ("n", "logprobs", "top_logprobs", "logit_bias", "frequency_penalty
                "tool_choice", "functions", "function_call", "response_format", "audio", "prediction")
 
 
-def parse_chat(body: Any, name: str, modes: Sequence[Mode], defaults: GenerationSettings) -> ChatRequest:
+def parse_chat(body: Any, name: str, modes: Sequence[str], defaults: GenerationSettings) -> ChatRequest:
     """Check a ``POST /v1/chat/completions`` body; an :class:`ApiError` names the field that is wrong."""
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.")
@@ -273,7 +294,7 @@ def stats(answer: "Answer") -> dict[str, Any]:
     """The timing record, as LM Studio's ``stats``: its summary keys, then everything the engine measured."""
     t = answer.timing
     out: dict[str, Any] = {
-        "mode": answer.mode.value, "time_to_first_token": t.ttft, "tokens_per_second": t.decode_tokens_per_s,
+        "mode": answer.mode_key or answer.mode.value, "time_to_first_token": t.ttft, "tokens_per_second": t.decode_tokens_per_s,
         "total_time": t.total, "stop_reason": answer.finish_reason, "token_ids": list(answer.token_ids),
         "timing": t.to_dict(), "settings": answer.settings,
     }

@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from ..errors import C2CError, ServeError
+from ..team import mode_names
 from ..generation import GenerationSettings
 from . import DEFAULT_HOST, DEFAULT_PORT, api
 
@@ -127,7 +128,7 @@ class ApiServer:
         check_host(host, api_key)
         self.engine, self.host, self.api_key = engine, host, api_key or None
         self.name = name or api.pair_name(engine.pair)
-        self.modes = engine.available_modes()
+        self.modes = mode_names(engine.pair)  # a team's: each sharer's own modes too
         self.defaults = defaults or GenerationSettings()
         self.on_answer = on_answer
         self.created = int(time.time())

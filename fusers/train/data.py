@@ -5,6 +5,9 @@ turn is the target; the turns before it are the prompt (rendered with the genera
 prompt, exactly as the engine renders a question), and turns after it are ignored.
 A line may add ``"sharer_adapter": NAME``: the sharer then prefills it with its LoRA adapter
 of that name (a sharer holding several adapters; see :func:`fusers.adapters.adapter_rows`).
+A team's line may add ``"sharers": [NAME, ...]``: only those sharers' caches are fused into it
+(the others' residuals are left out, as ``fusion:NAME`` runs), so the fusers also learn what
+each one alone should add; without it, every sharer takes part.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Conversation:
     answer: str  # the last assistant turn's content
     line: int  # 1-based line in its file (0 for conversations given in memory)
     sharer_adapter: str | None = None  # the sharer's adapter that prefills it (None: the one active)
+    sharers: tuple[str, ...] | None = None  # a team's sharers fused into it (None: every one)
 
 
 def load_conversations(path: str | Path) -> list[Conversation]:
@@ -83,7 +87,14 @@ def parse_conversation(record: Any, where: str, line: int = 0) -> Conversation:
     adapter = record.get("sharer_adapter")
     if adapter is not None and (not isinstance(adapter, str) or not adapter):
         raise DataError(f'{where}: "sharer_adapter" must name one of the sharer\'s adapters, got {adapter!r}.')
-    return Conversation(prompt, messages[last]["content"], line, adapter)
+    sharers = record.get("sharers")
+    if sharers is not None:
+        if (not isinstance(sharers, list) or not sharers or not all(isinstance(n, str) and n for n in sharers)
+                or len(set(sharers)) != len(sharers)):
+            raise DataError(f'{where}: "sharers" must be a non-empty list of distinct sharer names (a team\'s), '
+                            f"got {sharers!r}.")
+        sharers = tuple(sharers)
+    return Conversation(prompt, messages[last]["content"], line, adapter, sharers)
 
 
 def conversations_from(data: "str | Path | Iterable[Any]") -> list[Conversation]:
@@ -111,6 +122,7 @@ class Example:
     truncated: bool
     line: int
     sharer_adapter: str | None = None
+    sharers: tuple[str, ...] | None = None
 
     @property
     def tokens(self) -> int:
@@ -162,7 +174,7 @@ def tokenize(conversations: Sequence[Conversation], receiver: "LoadedModel", sha
             raise DataError(f"Conversation on line {conv.line}: the answer encodes to no tokens.")
         r_ids, s_ids, a_ids, cut = truncate(r_ids, s_ids, a_ids, max_length)
         out.append(Example(torch.tensor(r_ids), torch.tensor(s_ids), torch.tensor(a_ids), cut, conv.line,
-                           conv.sharer_adapter))
+                           conv.sharer_adapter, conv.sharers))
     return out
 
 
@@ -202,6 +214,7 @@ class Batch:
     tokens: int  # real prompt + answer tokens in the batch
     answer_tokens: int
     sharer_adapters: tuple[str | None, ...] | None = None  # each row's sharer adapter; None: the active one for all
+    sharers: tuple[tuple[str, ...] | None, ...] | None = None  # each row's team sharers; None: every one for all
 
     def to(self, device: "torch.device") -> "Batch":
         moved = {k: (v.to(device, non_blocking=True) if hasattr(v, "to") else v) for k, v in vars(self).items()}
@@ -236,4 +249,5 @@ def collate(examples: Sequence[Example], receiver_pad: int, sharer_pad: int) -> 
         tokens=int(prefix_len.sum() + b + tail_len.sum()),
         answer_tokens=int(tail_len.sum()),
         sharer_adapters=tuple(e.sharer_adapter for e in examples) if any(e.sharer_adapter for e in examples) else None,
+        sharers=tuple(e.sharers for e in examples) if any(e.sharers for e in examples) else None,
     )

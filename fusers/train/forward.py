@@ -101,9 +101,11 @@ def run_team_batch(
     sharer_prefixes: "list[torch.Tensor]",
     *,
     timer: PhaseTimer | None = None,
+    rows: "torch.Tensor | None" = None,
 ) -> BatchResult:
     """:func:`run_batch` with several sharers (a team, fusers.team), each prefilling its own ids (B, L):
-    ``fusion(receiver_kv, *sharer_kvs, valid=...)`` fuses them all."""
+    ``fusion(receiver_kv, *sharer_kvs, valid=..., rows=...)`` fuses them all (``rows`` (sharers, B): who takes
+    part in each row; None: every sharer in every row)."""
     from transformers import DynamicCache
 
     fused_flat: list[torch.Tensor] = []
@@ -119,7 +121,8 @@ def run_team_batch(
                     s_caches.append(prefill(sharer, ids))
         with _phase(timer, "fuse"):
             valid = batch.prefix_mask if batch.prefix_padded else None
-            fused = fusion(cache_kv(r_cache), *[cache_kv(c) for c in s_caches], valid=valid)
+            fused = fusion(cache_kv(r_cache), *[cache_kv(c) for c in s_caches], valid=valid,
+                           **({} if rows is None else {"rows": rows}))
         del s_caches
         fused_flat = [t for kv in fused for t in kv]
         r_cache = DynamicCache(ddp_cache_data=fused, config=receiver.config)

@@ -56,9 +56,23 @@ class TeamFusionModule(nn.Module):
         super().__init__()
         self.team = team
 
-    def forward(self, receiver_kv: "list[KV]", *sharer_kvs: "list[KV]", valid: torch.Tensor | None = None
-                ) -> "list[KV]":
-        return combine(receiver_kv, [f.fuse(receiver_kv, kv, valid)[0] for f, kv in zip(self.team.fusers, sharer_kvs)])
+    def forward(self, receiver_kv: "list[KV]", *sharer_kvs: "list[KV]", valid: torch.Tensor | None = None,
+                rows: torch.Tensor | None = None) -> "list[KV]":
+        """``rows`` (sharers, B), 1 where a sharer takes part in a row (the data's ``"sharers"``): a row without
+        a sharer gets none of its residual, exactly the cache ``fusion:`` of the others gives."""
+        fused = [f.fuse(receiver_kv, kv, valid)[0] for f, kv in zip(self.team.fusers, sharer_kvs)]
+        if rows is not None:
+            fused = [_only_rows(receiver_kv, one, rows[j]) for j, one in enumerate(fused)]
+        return combine(receiver_kv, fused)
+
+
+def _only_rows(receiver_kv: "list[KV]", fused: "list[KV]", row: torch.Tensor) -> "list[KV]":
+    """``fused`` where ``row`` (B,) is 1 and the receiver's own tensors elsewhere: base + row * residual."""
+    out = []
+    for base, one in zip(receiver_kv, fused):
+        out.append(tuple(b if o is b else b + row.to(b.dtype).view(-1, 1, 1, 1) * (o - b)  # (B, H, L, D)
+                         for b, o in zip(base, one)))
+    return out
 
 
 def train_team(
@@ -157,7 +171,18 @@ class _TeamRun(_TrainingRun):
                    for name in self.sharers]
         batch = batches[0].to(self.device)
         prefixes = [b.sharer_prefix.to(self.device) for b in batches]
-        return run_team_batch(self.receiver.model, [s.model for s in self.sharers.values()], fusion, batch, prefixes)
+        rows = None
+        if batch.sharers is not None:  # (sharers, B): who takes part in each row
+            rows = torch.tensor([[row is None or name in row for row in batch.sharers] for name in self.sharers],
+                                device=self.device)
+        return run_team_batch(self.receiver.model, [s.model for s in self.sharers.values()], fusion, batch, prefixes,
+                              rows=rows)
+
+    def _check_sharers(self, named: set[str]) -> None:
+        unknown = named - set(self.sharers)
+        if unknown:
+            raise TrainingError(f'The data names sharers {", ".join(sorted(unknown))} in "sharers", but the team\'s '
+                                f"sharers are {', '.join(self.sharers)}; name them as the team does.")
 
     def _read_fuser(self, checkpoint: Path) -> nn.Module:
         _, fusers = load_team_fusers(checkpoint)

@@ -177,7 +177,9 @@ class _TrainingRun:
         return {"receiver": self.fuser.info.receiver, "sharer": self.fuser.info.sharer}
 
     def _check_adapters(self) -> None:
-        """Every sharer adapter the data names is held beside the sharer's weights."""
+        """Every sharer adapter the data names is held beside the sharer's weights; a pair's data names no team
+        sharers."""
+        self._check_sharers({n for e in self.train_set + self.eval_set for n in e.sharers or ()})
         named = {e.sharer_adapter for e in self.train_set + self.eval_set} - {None}
         if not named:
             return
@@ -189,6 +191,12 @@ class _TrainingRun:
                 f"The data names sharer adapters {', '.join(sorted(named - set(held)))}, but the sharer holds "
                 f"{', '.join(held) or 'no adapter beside its weights'}; load every named adapter with peft's "
                 "load_adapter (not merged), or drop sharer_adapter from the data.")
+
+    def _check_sharers(self, named: set[str]) -> None:
+        if named:
+            raise TrainingError(
+                f'The data names team sharers ({", ".join(sorted(named))}) in "sharers", but this run trains one '
+                "fuser for one sharer; train a team (several --sharer NAME=SOURCE), or drop \"sharers\" from the data.")
 
     def _split(self, convs: list[Conversation], eval_convs: list[Conversation] | None):
         if eval_convs is not None:

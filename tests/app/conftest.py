@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import gc
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from PySide6.QtCore import QSettings, QtMsgType, qInstallMessageHandler
 
 # QSettings never touches the real home: every INI-format user setting goes to a private folder.
 _SETTINGS_DIR = Path(tempfile.mkdtemp(prefix="c2c-app-settings-"))
+atexit.register(shutil.rmtree, _SETTINGS_DIR, ignore_errors=True)  # not one folder left behind per run
 QSettings.setDefaultFormat(QSettings.Format.IniFormat)
 QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(_SETTINGS_DIR))
 

@@ -65,3 +65,26 @@ def test_each_specialist_knows_only_its_relations_and_the_receiver_learns_two_fa
     kinds = {receiver.draw(k, rng).kind for k in ("qa2", "unknown2", "relay2", "note2") for _ in range(5)}
     assert kinds == {"qa2", "unknown2", "relay2", "note2"}
     assert list(MODES) == ["receiver", "sharer:A", "sharer:B", "fusion:A", "fusion:B", "fusion:team", "relay:team"]
+
+
+def test_single_sharer_rows_teach_each_fuser_only_its_own_sharers_facts():
+    """The team fuser's rows that name one sharer answer its facts, and the other's only where the receiver knows
+    them without it (split a); on split b, "I do not know", so fusion:A does not learn B's facts."""
+    w = world()
+    records = team_conversations(w)
+    single = [r for r in records if "sharers" in r]
+    assert {tuple(r["sharers"]) for r in single} == {("A",), ("B",)}
+    assert len(records) - len(single) > len(single) > 0  # the whole team's rows still the most
+    for split in ("a", "b"):
+        country = w.split_countries(split)[0]
+        for alone, other in (("A", "B"), ("B", "A")):
+            rows = [r for r in single if r["sharers"] == [alone] and country in r["messages"][0]["content"]]
+            answers = " ".join(r["messages"][1]["content"] for r in rows)
+            for rel_name in SPECIALISTS[alone]:
+                rel = RELATION_BY_NAME[rel_name]
+                assert rel.say(country, w.facts[country][rel_name]) in answers, (split, alone, rel_name)
+            for rel_name in SPECIALISTS[other]:
+                rel = RELATION_BY_NAME[rel_name]
+                told = rel.say(country, w.facts[country][rel_name]) in answers
+                assert told == (split == "a"), (split, alone, rel_name)
+                assert (rel.unknown.format(c=country) in answers) == (split == "b"), (split, alone, rel_name)

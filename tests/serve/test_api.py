@@ -10,7 +10,7 @@ from fusers.engine import Mode
 from fusers.generation import GenerationSettings
 from fusers.serve.api import EXTRA_SETTINGS, ApiError, StopFilter, parse_chat
 
-MODES = list(Mode)
+MODES = [m.value for m in Mode]  # as fusers.team.mode_names lists a pair's
 DEFAULTS = GenerationSettings(max_new_tokens=100)
 
 
@@ -41,7 +41,7 @@ def test_messages_take_text_parts_and_the_developer_role():
 
 
 def test_the_model_names_a_mode_of_this_pair():
-    assert parse(model="p/relay").mode is Mode.RELAY
+    assert parse(model="p/relay").mode == "relay"
     for wrong in ("q/relay", "p/Relay", "relay"):
         with pytest.raises(ApiError) as unknown:
             parse(model=wrong)
@@ -74,13 +74,22 @@ def test_the_stop_filter_holds_back_what_may_begin_a_stop_string(deltas, stops, 
 
 
 def test_a_mode_that_needs_a_fuser_says_so_when_the_pair_has_none():
-    no_fuser = [Mode.RECEIVER, Mode.SHARER, Mode.RELAY]
+    no_fuser = ["receiver", "sharer", "relay"]
     for mode, label in (("fusion", "cache fusion"), ("hybrid", "relay + fusion")):
         with pytest.raises(ApiError, match=re.escape(f"{label} needs a fuser, and this pair has none")) as unknown:
             parse_chat({"model": f"p/{mode}", "messages": [{"role": "user", "content": "Hi"}]}, "p", no_fuser,
                        DEFAULTS)
         assert unknown.value.status == 404
     with pytest.raises(ApiError) as relay_missing:  # a mode that needs none is simply not served
-        parse_chat({"model": "p/relay", "messages": [{"role": "user", "content": "Hi"}]}, "p", [Mode.RECEIVER],
+        parse_chat({"model": "p/relay", "messages": [{"role": "user", "content": "Hi"}]}, "p", ["receiver"],
                    DEFAULTS)
     assert "needs a fuser" not in str(relay_missing.value.message)
+
+
+def test_a_teams_model_names_a_sharer_subset():
+    team = MODES + ["sharer:A", "fusion:A", "fusion:B"]
+    assert parse_chat({"model": "t/fusion:A", "messages": [{"role": "user", "content": "Hi"}]}, "t", team,
+                      DEFAULTS).mode == "fusion:A"
+    with pytest.raises(ApiError, match=r"'t/fusion:C' does not exist.*t/fusion:A, t/fusion:B") as unknown:
+        parse_chat({"model": "t/fusion:C", "messages": [{"role": "user", "content": "Hi"}]}, "t", team, DEFAULTS)
+    assert unknown.value.status == 404 and "needs a fuser" not in unknown.value.message

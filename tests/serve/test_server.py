@@ -260,3 +260,35 @@ def test_stopping_the_server_ends_a_running_stream_with_an_error(demo_pair):
     error = json.loads(events[-2][len("data: "):])["error"]
     assert "server is stopping" in error["message"] and error["code"] == "unavailable"
     assert not any('"finish_reason":"length"' in e for e in events)  # not mistaken for an answer that ran out
+
+
+def test_a_team_serves_every_sharers_own_modes_and_answers_as_the_engine():
+    """The team showcase served: one model per mode of fusers.team.mode_names (fusion:A, sharer:B, ...), named
+    after the team folder, each answering as the engine answers that mode."""
+    from openai import OpenAI
+
+    from fusers.demo.team import team_root
+    from fusers.pair import Placement, load_pair
+    from fusers.team import mode_names
+
+    team = load_pair(None, None, team_root(), defaults=Placement("cpu"))
+    server = ApiServer(Engine(team), port=0).start()
+    question = user("What language do people speak in Mavar, and who founded Mavar?")
+    try:
+        assert server.name == "team"
+        with OpenAI(base_url=server.url, api_key="none", max_retries=0, timeout=120) as client:
+            listed = {m.id: m for m in client.models.list().data}
+            assert list(listed) == [f"team/{m}" for m in mode_names(team)]
+            assert {"team/fusion:A", "team/fusion:B", "team/sharer:B"} <= set(listed)
+            assert listed["team/fusion"].sharers == ["A", "B"] and listed["team/fusion:B"].sharers == ["B"]
+            assert list(listed["team/fusion:B"].fusers) == ["B"] and listed["team/receiver"].sharers == []
+            for mode in ("fusion:A", "fusion", "relay"):
+                expected = Engine(team).answer(mode, question, GenerationSettings(max_new_tokens=MAX_TOKENS))
+                got = client.chat.completions.create(model=f"team/{mode}", messages=question,
+                                                     max_tokens=MAX_TOKENS, temperature=0)
+                assert got.stats["token_ids"] == expected.token_ids and got.stats["mode"] == mode, mode
+                assert got.choices[0].message.content == expected.text
+    finally:
+        server.close()
+        assert server.join(30)
+        team.close()

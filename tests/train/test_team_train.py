@@ -16,7 +16,11 @@ from fusers.errors import Cancelled, TrainingError
 from fusers.pair import ModelSpec, Placement, load_model, load_pair
 from fusers.team import TEAM_MANIFEST, read_team
 from fusers.train import TrainConfig
-from fusers.train.team import train_team
+from fusers import tiny
+from fusers.fuser import cache_kv
+from fusers.generation import prefill
+from fusers.team import combine
+from fusers.train.team import TeamFuser, TeamFusionModule, train_team
 
 from .conftest import FAST
 
@@ -104,3 +108,49 @@ def test_c2c_train_trains_a_team_from_sharers_given_several_times_and_resumes_it
     lines = c2c("--resume")
     assert lines[-1]["event"] == "report" and lines[-1]["resumed_from"] == 2
     assert [s.name for s in read_team(tmp_path / "run").sharers] == ["keys", "blind"]
+
+
+def test_a_row_that_names_sharers_gets_only_their_residuals(team_models):
+    """The data's "sharers": in one batch, a row without sharer "keys" gets exactly the cache fusion from "blind"
+    alone gives it (the engine's ``fusion:blind``), and a row with both the whole team's."""
+    receiver, sharers = team_models
+    fusers = {name: tiny.random_fuser(receiver.model.config, s.model.config, seed=i)
+              for i, (name, s) in enumerate(sharers.items())}
+    module = TeamFusionModule(TeamFuser(fusers)).eval()
+    ids = torch.tensor([[40, 12, 41, 43], [44, 15, 40, 46]])  # (B=2, L)
+    r_kv = cache_kv(prefill(receiver.model, ids))
+    s_kvs = [cache_kv(prefill(s.model, ids)) for s in sharers.values()]
+    with torch.no_grad():
+        mixed = module(r_kv, *s_kvs, rows=torch.tensor([[True, False], [True, True]]))  # (sharers, B): keys in row 0 only
+        keys_alone = fusers["keys"].fuse(r_kv, s_kvs[0])[0]
+        whole = combine(r_kv, [f.fuse(r_kv, kv)[0] for f, kv in zip(fusers.values(), s_kvs)])
+        blind_alone = fusers["blind"].fuse(r_kv, s_kvs[1])[0]
+    for layer in range(len(r_kv)):
+        for j in range(2):
+            torch.testing.assert_close(mixed[layer][j][0], whole[layer][j][0])
+            torch.testing.assert_close(mixed[layer][j][1], blind_alone[layer][j][1])
+            assert not torch.allclose(mixed[layer][j][1], whole[layer][j][1])  # keys' residual really left out
+            assert not torch.allclose(keys_alone[layer][j][1], blind_alone[layer][j][1])
+
+
+def test_a_team_trains_on_rows_that_name_sharers_and_refuses_names_it_lacks(task_dirs, team_models, tmp_path):
+    """Rows naming only "blind" (which cannot tell the keys apart) teach nothing about the keys; rows naming "keys"
+    do, so a team trained on both learns the task through ``fusion:keys``."""
+    receiver, sharers = team_models
+    records = [json.loads(line) for line in task_dirs.data.read_text().splitlines()]
+    with pytest.raises(TrainingError, match='names sharers law in "sharers", but the team\'s sharers are keys, '
+                                            'blind'):
+        train_team(receiver, sharers, [{**records[0], "sharers": ["law"]}] * 8, TrainConfig(**CONFIG),
+                   tmp_path / "bad")
+    assert not (tmp_path / "bad" / TEAM_MANIFEST).exists()
+    data = [{**r, "sharers": ["keys"] if i % 4 else ["blind"]} for i, r in enumerate(records)]
+    config = TrainConfig(steps=150, eval_split=0.1, log_every=50, **FAST)
+    train_team(receiver, sharers, data, config, tmp_path / "team")
+    team = load_pair(None, None, tmp_path / "team", defaults=Placement("cpu"))
+    engine = Engine(team)
+    right = {mode: 0 for mode in ("fusion:keys", "fusion:blind")}
+    for record in records[:40]:
+        question, expected = record["messages"][0], record["messages"][1]["content"]
+        for mode in right:
+            right[mode] += (engine.answer(mode, [question]).text.split() or [""])[0] == expected
+    assert right["fusion:keys"] >= 24 and right["fusion:blind"] <= 12, right  # a guess: 5 of 40

@@ -136,3 +136,22 @@ def test_a_conversation_may_name_the_sharer_adapter_that_prefills_it(task_models
         train(receiver, sharer, [{**GOOD, "sharer_adapter": "decoy"}] * 4, TrainConfig(steps=1, batch_size=2,
               eval_split=0.0), tmp_path / "run")
     assert not (tmp_path / "run" / "fuser.safetensors").exists()
+
+
+def test_a_teams_conversation_may_name_the_sharers_fused_into_it(task_models, tmp_path):
+    receiver, sharer = task_models
+    convs = conversations_from([{**GOOD, "sharers": ["A"]}, GOOD])
+    assert [c.sharers for c in convs] == [("A",), None]
+    examples = tokenize(convs, receiver, sharer, None, 1024, False)
+    assert collate(examples, 0, 0).sharers == (("A",), None)  # None: every sharer
+    assert collate(examples[1:], 0, 0).sharers is None
+    for bad in ([], "A", ["A", "A"], [""], [3]):
+        with pytest.raises(DataError, match='conversation 1: "sharers" must be a non-empty list of distinct'):
+            conversations_from([{**GOOD, "sharers": bad}])
+    # a pair has no team sharers to name: refused before training
+    from fusers.train import train
+
+    with pytest.raises(TrainingError, match=r'names team sharers \(A\) in "sharers", but this run trains one'):
+        train(receiver, sharer, [{**GOOD, "sharers": ["A"]}] * 4, TrainConfig(steps=1, batch_size=2,
+              eval_split=0.0), tmp_path / "run")
+    assert not (tmp_path / "run" / "fuser.safetensors").exists()
