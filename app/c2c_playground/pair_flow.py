@@ -41,12 +41,32 @@ def ask_before_load(window: "MainWindow", turns: int, answered: Callable[[bool],
     return box
 
 
-def offer_fusion(window: "MainWindow", available: bool) -> None:
-    """A pair without a fuser: the modes that need one are greyed out in every pane's menu (the tooltip says why),
-    and a pane in one of them answers in a mode the other panes do not show instead."""
+def lacking(loaded: "Loaded | None") -> str:
+    """Who has no fuser, in words ("" when cache fusion is offered): the pair, or the team's sharers without one."""
+    if loaded is None or loaded.has_fuser:
+        return ""
+    if loaded.without_fuser:
+        return f"Sharer {', '.join(loaded.without_fuser)} of the loaded team has no fuser"
+    return "The loaded pair has no fuser"
+
+
+def why_no_fusion(loaded: "Loaded | None") -> str:
+    """The tooltip of a greyed-out mode that needs a fuser ("" when cache fusion is offered)."""
+    if not (who := lacking(loaded)):
+        return ""
+    if loaded is not None and loaded.without_fuser:
+        return f"{who}: this mode needs one for every sharer (the fuser box of its row in the set-up panel)."
+    return NO_FUSER_MODE
+
+
+def offer_fusion(window: "MainWindow", loaded: "Loaded | None") -> None:
+    """A pair without a fuser (a team with a sharer without one): the modes that need one are greyed out in every
+    pane's menu (the tooltip says why), and a pane in one of them answers in a mode the other panes do not show
+    instead."""
+    why = why_no_fusion(loaded)
     for pane in window.panes:
-        pane.set_fusion_available(available, "" if available else NO_FUSER_MODE)
-    if available:
+        pane.set_fusion_available(not why, why)
+    if not why:
         return
     moved = []
     for pane in window.panes:
@@ -56,7 +76,7 @@ def offer_fusion(window: "MainWindow", available: bool) -> None:
             moved.append(f"pane {pane.number} now answers with {pane.mode.label.lower()}")
     if moved:
         window._refresh_diff_choices()
-        window.notice.show_notice(f"This pair has no fuser, so no pane can use cache fusion: {', '.join(moved)}.")
+        window.notice.show_notice(f"{lacking(loaded)}, so no pane can use cache fusion: {', '.join(moved)}.")
 
 
 def show_team(window: "MainWindow", loaded: "Loaded | None") -> None:

@@ -115,6 +115,7 @@ class Loaded:
     has_fuser: bool  # a team: every sharer has one
     examples: list[tuple[str, str]] = field(default_factory=list)  # (question, what it shows): the demo pair's
     sharers: tuple[str, ...] = ()  # a team's sharers by name (panes pick from them); () for a pair
+    without_fuser: tuple[str, ...] = ()  # a team's sharers that have no fuser (no cache fusion then)
 
 
 def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel: threading.Event) -> tuple[Any, Loaded]:
@@ -149,7 +150,8 @@ def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel
     examples = example_questions(pair)
     team = members(pair)
     return pair, Loaded(pair.describe(), pair.receiver.name, pair.sharer.name, all(m.fuser is not None for m in team),
-                        examples, tuple(m.name for m in pair.members))
+                        examples, tuple(m.name for m in pair.members),
+                        tuple(m.name for m in pair.members if m.fuser is None))
 
 
 def _start_server(engine: Engine, port: int, api_key: str | None, defaults: GenerationSettings,

@@ -172,7 +172,7 @@ class MainWindow(WindowDialogs, QMainWindow):
         pane = ChatPane(len(self.panes) + 1, mode)
         if (loaded := self.session.loaded) is not None:
             pane.set_team(loaded.sharers)
-            pane.set_fusion_available(loaded.has_fuser, "" if loaded.has_fuser else pair_flow.NO_FUSER_MODE)
+            pane.set_fusion_available(loaded.has_fuser, pair_flow.why_no_fusion(loaded))
         pane.mode_changed.connect(self._pane_mode_changed)
         pane.rerun_requested.connect(self.rerun)
         pane.remove_requested.connect(self.remove_pane)
@@ -309,7 +309,7 @@ class MainWindow(WindowDialogs, QMainWindow):
 
     def _show_loaded(self, loaded: Loaded | None) -> None:
         pair_flow.show_team(self, loaded)
-        pair_flow.offer_fusion(self, loaded is None or loaded.has_fuser)
+        pair_flow.offer_fusion(self, loaded)
         self.pair_panel.set_loaded(loaded.lines if loaded else None)
         self.status_line.setText("   |   ".join(loaded.lines) if loaded else "No pair loaded")
         self.unload_action.setEnabled(loaded is not None)
