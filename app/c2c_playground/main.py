@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def start(window: Any, args: argparse.Namespace) -> int:
     """Pick and load the pair the options name (or the demo pair), then run the prompt and take the screenshot."""
     from fusers.presets import DEMO_NAME
-    from fusers.vocabulary import MAX_PANES, MIN_PANES, parse_modes
+    from fusers.vocabulary import MAX_PANES, MIN_PANES, pane_mode_ok, parse_modes
 
     from . import pair_flow
 
@@ -159,6 +159,10 @@ async def start(window: Any, args: argparse.Namespace) -> int:
     if args.modes:
         try:
             modes = parse_modes(args.modes, least=MIN_PANES, most=MAX_PANES, sharers=True)  # fusion:A: a team's
+            bad = next((m for m in modes if not pane_mode_ok(m)), None)
+            if bad is not None:
+                raise ValueError(f"--modes: {bad!r} names no sharers a pane can use (receiver uses none; names are "
+                                 "letters, digits, _ - . joined by +, e.g. fusion:A+B).")
         except ValueError as exc:
             _say(f"error: {exc}")
             return EXIT_FAILED
