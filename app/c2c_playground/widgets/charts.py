@@ -346,6 +346,12 @@ class TotalsChart(QWidget):
         p.setPen(QColor(theme.MUTED))
         p.drawText(QRectF(x + 6, y, 200, 16), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
                    "first answer token (TTFT)")
+        names = [name for row in self.rows for name in sharer_order(row.phases)]
+        if len(set(names)) > 1:  # a team's: each sharer's prefill and fuse in turn, the later ones darker
+            x += 6 + sfm.horizontalAdvance("first answer token (TTFT)") + 16
+            later, room = list(dict.fromkeys(names))[1:], max(int(self.width() - x - 12), 20)
+            p.drawText(QRectF(x, y, room, 16), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
+                       sfm.elidedText(f"darker: sharer {', '.join(later)}", Qt.TextElideMode.ElideRight, room))
         p.setFont(small)
         p.setPen(QColor(theme.MUTED))
         if not self.rows:
