@@ -106,7 +106,9 @@ def to_markdown(data: dict[str, Any]) -> str:
         for i, turn in enumerate(pane["turns"], 1):
             if len(pane["turns"]) > 1:
                 lines += [f"### Turn {i}", "", *[f"> {line}" for line in turn["prompt"].splitlines() or [""]], ""]
-            if turn["hint"]:
+            if turn.get("hints"):  # a team's: each sharer's hint after its name
+                lines += ["Sharers' hints:", "", "```text", *[f"{n}: {h}" for n, h in turn["hints"].items()], "```", ""]
+            elif turn["hint"]:
                 lines += ["Sharer's hint:", "", "```text", turn["hint"], "```", ""]
             if turn["error"]:
                 lines += [f"Error: {turn['error']}", ""]

@@ -195,7 +195,7 @@ def test_the_team_preset_opens_its_panes_and_examples(window, loop):
     assert run(loop, window.load_from_form()), window.banner.message()
     assert [p.key for p in window.panes] == list(TEAM_PANES)
     questions = [b.text() for b in window.example_buttons]
-    assert len(questions) == 3 and any("both" in q for q in questions), questions
+    assert len(questions) == 3 and any(BOTH in q and "both" in q for q in questions), questions
 
 
 def test_team_modes_survive_saved_settings_and_export(window, loop, app_settings, tmp_path):
@@ -213,7 +213,9 @@ def test_team_modes_survive_saved_settings_and_export(window, loop, app_settings
     assert set(second["turns"][0]["hints"]) == {"A", "B"}
     path = export.write(tmp_path / "team.json", data)
     assert json.loads(path.read_text())["panes"][0]["mode"] == "fusion:B"
-    assert "Cache fusion \u00b7 B" in export.to_markdown(data)
+    markdown = export.to_markdown(data)
+    assert "Cache fusion \u00b7 B" in markdown and "Sharers' hints:" in markdown
+    assert all(f"{n}: {h}" in markdown for n, h in second["turns"][0]["hints"].items())
 
     window_state.save(window)
     assert app_settings.pane_modes() == ["fusion:B", "relay"]
