@@ -5,9 +5,9 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QTextCursor
-from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSizePolicy,
+from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy,
                                QTextBrowser, QToolButton, QVBoxLayout, QWidget)
 
 from fusers.engine import Mode, PhaseEvent
@@ -17,14 +17,12 @@ from fusers.team import mode_key, parse_mode
 from .. import theme
 from ..conversation import COMPARED, Conversation, Turn, TurnState, hint_piece
 from .charts import Figures, PhaseBar, seconds
-from .sharers import SharerPicker
+from .hint_box import HintBox
+from .sharers import SharerLine
 
 # The order modes are offered in: the ones the app compares first, then the rest in the engine's order (so a
 # mode the engine gains is offered without a list here to update).
 MODES = COMPARED + tuple(m for m in Mode if m not in COMPARED)
-# What a team's sharers do in each mode, before the pane's choice of them
-SHARER_WORDS = {Mode.SHARER: "answered by", Mode.RELAY: "hints from", Mode.FUSION: "fused from",
-                Mode.HYBRID: "hints and caches from"}
 # Streamed text reaches the screen at most once a frame: a fast pair streams a token every few
 # milliseconds, and each append relays out the text and repaints the pane.
 FRAME_MS = 16
@@ -63,7 +61,9 @@ class ChatPane(QFrame):
         self.mode_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.mode_box.setToolTip("What answers in this pane: text relay, cache fusion, both together, or one model "
                                  "alone")
-        self.picker = SharerPicker()  # a team's: which sharers this pane's mode uses
+        # a team's sharers on a line of their own: four panes' headers still fit 1366 pixels
+        self.sharer_row = SharerLine()
+        self.picker = self.sharer_row.picker  # which of a team's sharers this pane's mode uses
         self.picker.set_chosen(sharers)
         self.picker.picked.connect(self._sharers_picked)
         self._hint_sharer = ""  # whose hint the pane showed last (a team's relay)
@@ -81,17 +81,6 @@ class ChatPane(QFrame):
         hl.addStretch(1)
         hl.addWidget(self.state_label)
         hl.addWidget(self.remove_button)
-        # a team's sharers on a line of their own: four panes' headers still fit 1366 pixels
-        self.sharer_row = QWidget()
-        sr = QHBoxLayout(self.sharer_row)
-        sr.setContentsMargins(0, 0, 0, 0)
-        sr.setSpacing(4)
-        self.sharer_words = QLabel("sharers")
-        self.sharer_words.setObjectName("paneState")
-        sr.addWidget(self.sharer_words)
-        sr.addWidget(self.picker)
-        sr.addStretch(1)
-        self.sharer_row.hide()
         header_rows = QVBoxLayout(header)
         header_rows.setContentsMargins(8, 6, 4, 6)
         header_rows.setSpacing(4)
@@ -119,27 +108,8 @@ class ChatPane(QFrame):
         al.addLayout(ask_buttons)
         self.ask_bar.hide()
 
-        self.hint_box = QFrame()
-        self.hint_box.setObjectName("hintBox")
-        self.hint_toggle = QToolButton()
-        self.hint_toggle.setObjectName("hintToggle")
-        self.hint_toggle.setCheckable(True)
-        self.hint_toggle.setChecked(True)
-        self.hint_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.hint_toggle.setArrowType(Qt.ArrowType.DownArrow)
-        self.hint_toggle.toggled.connect(self._toggle_hint)
-        self.hint_text = QPlainTextEdit()
-        self.hint_text.setObjectName("hintText")
-        self.hint_text.setReadOnly(True)
-        self.hint_text.setMaximumHeight(84)
-        self.hint_text.setMinimumHeight(40)  # a low screen shows fewer lines of the hint, and scrolls
-        self.hint_text.setPlaceholderText("The sharer's hint streams here before the receiver answers.")
-        self.hint_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)  # shrinks when folded
-        hb = QVBoxLayout(self.hint_box)
-        hb.setContentsMargins(4, 2, 4, 4)
-        hb.setSpacing(2)
-        hb.addWidget(self.hint_toggle)
-        hb.addWidget(self.hint_text)
+        self.hint_box = HintBox()
+        self.hint_toggle, self.hint_text = self.hint_box.toggle, self.hint_box.text
 
         self.transcript = QTextBrowser()
         self.transcript.setObjectName("transcript")
@@ -205,9 +175,7 @@ class ChatPane(QFrame):
         self._sync_picker()
 
     def _sync_picker(self) -> None:
-        self.picker.set_single(self._mode is Mode.SHARER)
-        self.sharer_words.setText(SHARER_WORDS.get(self._mode, "sharers"))
-        self.sharer_row.setVisible(bool(self.picker.team) and self._mode is not Mode.RECEIVER)
+        self.sharer_row.sync(self._mode)
 
     def _sharers_picked(self) -> None:
         self._sync_header()
@@ -287,10 +255,6 @@ class ChatPane(QFrame):
         color = theme.MODE_COLORS.get(self._mode.value, theme.TEXT)
         self.title.setStyleSheet(f"color: {color};")
         self.hint_box.setVisible(self._mode.writes_hint)
-
-    def _toggle_hint(self, shown: bool) -> None:
-        self.hint_text.setVisible(shown)
-        self.hint_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
 
     def set_busy(self, busy: bool) -> None:
         """While runs go, the mode and the pane itself stay put."""
@@ -411,15 +375,11 @@ class ChatPane(QFrame):
 
     def _update_hint_title(self) -> None:
         turn = self.current
-        n = len(turn.hint_tokens) if turn else 0
-        whose = "Sharers' hints" if len(self.picker.chosen() or self.picker.team) > 1 else "Sharer's hint"
-        self.hint_toggle.setText(f"{whose} \u00b7 {n} tokens" if n else whose)
+        self.hint_box.set_title(len(turn.hint_tokens) if turn else 0, len(self.picker.chosen() or self.picker.team))
 
     def _append_hint(self, text: str) -> None:
         self.text_appends += 1
-        cursor = self.hint_text.textCursor()
-        cursor.movePosition(QTextCursor.MoveOperation.End)
-        cursor.insertText(theme.printable(text))
+        self.hint_box.append(text)
         self._update_hint_title()
 
     def _append_answer(self, text: str) -> None:

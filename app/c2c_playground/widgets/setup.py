@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout,
-                               QLabel, QLineEdit, QMenu, QProgressBar, QPushButton, QSpinBox, QStyle,
-                               QStyleOptionComboBox, QStylePainter, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QProgressBar, QPushButton, QSpinBox, QStyle, QStyleOptionComboBox, QStylePainter,
+                               QVBoxLayout, QWidget)
 
 from fusers.generation import GenerationSettings
 from fusers.presets import Preset
 
-from .sharers import ModelRow, SharersBox, grid_layout, note, place  # noqa: F401  (ModelRow: read from here too)
+from .sharers import ModelRow, SharersBox, grid_layout, place
 
 CUSTOM = "Custom (fill in below)"
 

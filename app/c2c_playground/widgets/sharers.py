@@ -11,9 +11,12 @@ from PySide6.QtGui import QRegularExpressionValidator
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QMenu,
                                QPushButton, QToolButton, QVBoxLayout, QWidget)
 
-from fusers.vocabulary import DEVICES, DTYPES, QUANTIZE_LABELS, SHARER_NAME
+from fusers.vocabulary import DEVICES, DTYPES, QUANTIZE_LABELS, SHARER_NAME, Mode
 
 
+# What a team's sharers do in each mode, before a pane's choice of them
+SHARER_WORDS = {Mode.SHARER: "answered by", Mode.RELAY: "hints from", Mode.FUSION: "fused from",
+                Mode.HYBRID: "hints and caches from"}
 MAX_SHARERS = 6  # a team of more fits the engine, not a laptop's memory nor the panes' sharer menus
 SPACING = (6, 5)  # the set-up grids' horizontal and vertical spacing: the receiver's rows line up with the sharers'
 
@@ -363,3 +366,26 @@ class SharerPicker(QToolButton):
                 names = (name,)
         self.set_chosen(names)
         self.picked.emit()
+
+
+class SharerLine(QWidget):
+    """A pane's line under its mode: what a team's sharers do in it ("fused from") and the pane's choice of them.
+    Shown only with a team loaded, for a mode that uses a sharer."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.picker = SharerPicker()
+        self.words = QLabel("sharers")
+        self.words.setObjectName("paneState")
+        line = QHBoxLayout(self)
+        line.setContentsMargins(0, 0, 0, 0)
+        line.setSpacing(4)
+        line.addWidget(self.words)
+        line.addWidget(self.picker)
+        line.addStretch(1)
+        self.hide()
+
+    def sync(self, mode: Mode) -> None:
+        self.picker.set_single(mode is Mode.SHARER)
+        self.words.setText(SHARER_WORDS.get(mode, "sharers"))
+        self.setVisible(bool(self.picker.team) and mode is not Mode.RECEIVER)
