@@ -157,6 +157,34 @@ class Workshop:
         return {str(p.relative_to(self.staging)): p.stat().st_size for p in sorted(self.staging.rglob("*"))
                 if p.is_file()}
 
+    def evaluate(self, what: str, run: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+        """The recipe's last stage: ``run(staging)`` measures the staged folder through the engine; its result is
+        written beside the files as ``metrics.json`` and returned."""
+        t = time.perf_counter()
+        self.say(f"evaluating {what} through the engine")
+        metrics = run(self.staging)
+        (self.staging / METRICS_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        self.lap("evaluation", t)
+        return metrics
+
+    def manifest(self, format: str, recipe: dict[str, Any], histories: dict[str, Any], versions: dict[str, str],
+                 **extra: Any) -> dict[str, Any]:
+        """What every recipe records: its settings, each stage's time, the files, the last logged step of each
+        model it trained and the library versions (results depend on them); ``extra`` adds the recipe's own."""
+        import torch
+        import transformers
+
+        self.timings["total"] = round(time.perf_counter() - self.began, 1)
+        files = self.files()
+        return {
+            "format": format, "format_version": 1, "recipe": recipe, "timings_s": self.timings, "cpu_s": self.cpu_s,
+            "files": files, "total_bytes": sum(files.values()),
+            "training": {name: (h[-1] if h else None) for name, h in histories.items()},
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "transformers": transformers.__version__, **versions},
+            **extra,
+        }
+
     def finish(self, out: Path, manifest: dict[str, Any]) -> None:
         """Write ``manifest.json``, put the staged folder at ``out`` (replacing it) and drop a temporary work folder."""
         (self.staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -188,7 +216,6 @@ def build(out: Path, recipe: Recipe, work: Path | None = None, evaluate_limit: i
     """Run the whole recipe and write the demo folder ``out``; returns the manifest."""
     import tokenizers
     import torch
-    import transformers
 
     from ..checkpoint import load_fuser, save_fuser
     from ..pair import ModelSpec, load_model
@@ -198,7 +225,7 @@ def build(out: Path, recipe: Recipe, work: Path | None = None, evaluate_limit: i
 
     torch.set_num_threads(recipe.threads)
     shop = Workshop(work, "c2c-demo-build-", log)
-    work, staging, timings, lap = shop.work, shop.staging, shop.timings, shop.lap
+    work, staging, lap = shop.work, shop.staging, shop.lap
     histories: dict[str, Any] = {}
 
     t = time.perf_counter()
@@ -253,23 +280,9 @@ def build(out: Path, recipe: Recipe, work: Path | None = None, evaluate_limit: i
     del r, s, fuser
     lap("fuser", t)
 
-    t = time.perf_counter()
-    log("evaluating the pair through the engine")
-    metrics = evaluate(staging, limit=evaluate_limit)
-    (staging / METRICS_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    lap("evaluation", t)
-    timings["total"] = round(time.perf_counter() - shop.began, 1)
-
-    files = shop.files()
-    manifest = {
-        "format": MANIFEST_FORMAT, "format_version": 1, "recipe": recipe.to_dict(),
-        "mixtures": {"receiver": RECEIVER_MIX, "sharer": SHARER_MIX},
-        "timings_s": timings, "files": files, "total_bytes": sum(files.values()),
-        "training": {name: (h[-1] if h else None) for name, h in histories.items()},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "tokenizers": tokenizers.__version__},
-        "evaluate_limit": evaluate_limit,
-    }
+    metrics = shop.evaluate("the pair", lambda staged: evaluate(staged, limit=evaluate_limit))
+    manifest = shop.manifest(MANIFEST_FORMAT, recipe.to_dict(), histories, {"tokenizers": tokenizers.__version__},
+                             mixtures={"receiver": RECEIVER_MIX, "sharer": SHARER_MIX}, evaluate_limit=evaluate_limit)
     shop.finish(out, manifest)
     print(format_table(metrics))
     return manifest

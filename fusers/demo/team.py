@@ -18,7 +18,6 @@ fuser saw). Everything is offline and deterministic for a seed, a thread count a
 from __future__ import annotations
 
 import json
-import platform
 import random
 import shutil
 import statistics
@@ -301,7 +300,6 @@ def build(out: Path, recipe: TeamRecipe, demo: Path | None = None, work: Path | 
     stages are copied instead of trained, and the manifest says so."""
     import tokenizers
     import torch
-    import transformers
 
     from ..pair import ModelSpec, load_model
     from ..train import TrainConfig
@@ -311,7 +309,7 @@ def build(out: Path, recipe: TeamRecipe, demo: Path | None = None, work: Path | 
     torch.set_num_threads(recipe.threads)
     demo = demo_root() if demo is None else Path(demo)
     shop = Workshop(work, "c2c-team-build-", log)
-    staging, timings, lap = shop.staging, shop.timings, shop.lap
+    staging, lap = shop.staging, shop.lap
     histories: dict[str, Any] = {}
     world = World.load(demo / WORLD_NAME)
     shutil.copy(demo / WORLD_NAME, staging / WORLD_NAME)
@@ -377,22 +375,10 @@ def build(out: Path, recipe: TeamRecipe, demo: Path | None = None, work: Path | 
     del r, sharers, fusers
     lap("team_fuser", t)
 
-    t = time.perf_counter()
-    log("evaluating the team through the engine")
-    metrics = evaluate(staging, limit=evaluate_limit)
-    (staging / METRICS_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    lap("evaluation", t)
-    timings["total"] = round(time.perf_counter() - shop.began, 1)
-    files = shop.files()
-    manifest = {
-        "format": "c2c-team-manifest", "format_version": 1, "recipe": recipe.to_dict(),
-        "mixtures": {"receiver": RECEIVER_MIX, "sharers": SPECIALIST_MIX}, "timings_s": timings, "files": files,
-        "total_bytes": sum(files.values()),
-        "training": {name: (h[-1] if h else None) for name, h in histories.items()},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "tokenizers": tokenizers.__version__},
-        "evaluate_limit": evaluate_limit, "reused": reused,
-    }
+    metrics = shop.evaluate("the team", lambda staged: evaluate(staged, limit=evaluate_limit))
+    manifest = shop.manifest("c2c-team-manifest", recipe.to_dict(), histories, {"tokenizers": tokenizers.__version__},
+                             mixtures={"receiver": RECEIVER_MIX, "sharers": SPECIALIST_MIX},
+                             evaluate_limit=evaluate_limit, reused=reused)
     shop.finish(out, manifest)
     print(format_table(metrics))
     return manifest

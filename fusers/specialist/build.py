@@ -28,7 +28,6 @@ import copy
 import dataclasses
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..demo.build import Workshop, recipe_arguments
-from . import ADAPTER_DIR, DOMAIN_NAME, FUSER_DIR, METRICS_NAME, PERMUTED_ADAPTER_DIR, SHARER_NAME, specialist_root
+from . import ADAPTER_DIR, DOMAIN_NAME, FUSER_DIR, PERMUTED_ADAPTER_DIR, SHARER_NAME, specialist_root
 from .lora import ALIGNMENT, AdapterRecipe
 
 if TYPE_CHECKING:
@@ -125,7 +124,6 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     evaluation measures (default: all).
     """
     import torch
-    import transformers
 
     from .. import real_models
     from ..checkpoint import load_fuser, save_fuser
@@ -136,7 +134,7 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
 
     torch.set_num_threads(recipe.threads)
     shop = Workshop(work, "c2c-specialist-build-", log)
-    work, staging, timings, lap = shop.work, shop.staging, shop.timings, shop.lap
+    work, staging, lap = shop.work, shop.staging, shop.lap
     histories: dict[str, Any] = {}
 
     t = time.perf_counter()
@@ -262,26 +260,15 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     del specialist, fuser
     lap("fuser", t)
 
-    t = time.perf_counter()
-    log("evaluating the pair through the engine")
-    metrics = evaluate(staging, limit=evaluate_limit, limit_general=limit_general, models=(receiver, base),
-                       **({"modes": tuple(evaluate_modes)} if evaluate_modes else {}))
-    (staging / METRICS_NAME).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    lap("evaluation", t)
-    timings["total"] = round(time.perf_counter() - shop.began, 1)
-
-    files = shop.files()
-    manifest = {
-        "format": MANIFEST_FORMAT, "format_version": 1, "recipe": recipe.to_dict(), "models": list(names),
-        "timings_s": timings, "cpu_s": shop.cpu_s, "files": files, "total_bytes": sum(files.values()),
-        "training": {name: (h[-1] if h else None) for name, h in histories.items()},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "peft": _version("peft")},
-        "load_average": _load_average(), "evaluate_limit": evaluate_limit, "limit_general": limit_general,
-        "evaluate_modes": list(evaluate_modes) if evaluate_modes else None,
-        "adapter_from": None if adapter_from is None else {"folder": str(adapter_from),
-                                                           "sha256": _digest(adapter_from / ADAPTER_DIR)},
-    }
+    metrics = shop.evaluate("the pair", lambda staged: evaluate(
+        staged, limit=evaluate_limit, limit_general=limit_general, models=(receiver, base),
+        **({"modes": tuple(evaluate_modes)} if evaluate_modes else {})))
+    manifest = shop.manifest(
+        MANIFEST_FORMAT, recipe.to_dict(), histories, {"peft": _version("peft")}, models=list(names),
+        load_average=_load_average(), evaluate_limit=evaluate_limit, limit_general=limit_general,
+        evaluate_modes=list(evaluate_modes) if evaluate_modes else None,
+        adapter_from=None if adapter_from is None else {"folder": str(adapter_from),
+                                                        "sha256": _digest(adapter_from / ADAPTER_DIR)})
     shop.finish(out, manifest)
     print(table(metrics))
     return manifest

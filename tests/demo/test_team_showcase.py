@@ -40,3 +40,24 @@ def test_demo_eval_team_json_has_every_mode_and_split():
     assert result["questions"] == {s: 2 for s in SPLITS}
     shipped = json.loads((team_root() / METRICS_NAME).read_text())
     assert set(shipped["accuracy"]) == set(MODES)
+
+
+def test_the_recipe_runs_whole_at_a_tiny_scale_and_writes_a_team_folder(tmp_path):
+    """Every stage of `python -m fusers.demo.team` (receiver, both specialists, the team's fusers with their
+    single-sharer rows, the evaluation), each a few steps: the folder it writes loads as a team."""
+    from fusers.demo.team import TeamRecipe, build
+    from fusers.pair import Placement, load_pair
+
+    manifest = build(tmp_path / "team", TeamRecipe(threads=1).scaled(0.01), work=tmp_path / "work",
+                     evaluate_limit=1)
+    out = tmp_path / "team"
+    assert set(manifest["timings_s"]) == {"receiver", "sharer_A", "sharer_B", "team_fuser", "evaluation", "total"}
+    assert set(manifest["cpu_s"]) == set(manifest["timings_s"]) - {"total"}
+    assert manifest["total_bytes"] == sum(manifest["files"].values()) and manifest["reused"] == []
+    assert manifest["recipe"]["fuser"]["steps"] == 5 and manifest["versions"]["tokenizers"]
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    metrics = json.loads((out / METRICS_NAME).read_text())
+    assert set(metrics["accuracy"]) == set(MODES) and metrics["questions"] == {s: 1 for s in SPLITS}
+    team = load_pair(None, None, out, defaults=Placement("cpu"))
+    assert [m.name for m in team.members] == ["A", "B"]
+    team.close()
