@@ -453,10 +453,13 @@ def warm_up(pair: "Pair", cancel: threading.Event | None = None) -> None:
     Text relay runs both models' prefill and decode, cache fusion the fuser too; the modes of one model
     alone use the same steps.
     """
+    from .team import members
+
     engine = Engine(pair)
     settings = GenerationSettings(max_new_tokens=4, hint_max_new_tokens=4, ignore_eos=True)
     messages = user(WARM_UP_PROMPT)
-    for mode in (Mode.RELAY, Mode.FUSION) if pair.fuser is not None else (Mode.RELAY,):
+    fusion = all(m.fuser is not None for m in members(pair))  # a team's fusion needs every sharer's fuser
+    for mode in (Mode.RELAY, Mode.FUSION) if fusion else (Mode.RELAY,):
         if cancel is not None and cancel.is_set():
             return  # the caller sees the cancel: load_pair raises Cancelled
         engine.answer(mode, messages, settings, cancel=cancel)

@@ -19,7 +19,11 @@ REAL_NAME = "real"
 REAL_LABEL = "SmolLM2-135M \u2190 Gemma-3-270M (real models, offline)"
 SPECIALIST_NAME = "specialist"
 SPECIALIST_LABEL = "SmolLM2-135M \u2190 Gemma-3-270M + Corvane specialist (offline)"
-LOCAL_KINDS = ("demo", "real", "specialist")  # pairs that need no download from the Hub, listed first
+TEAM_NAME = "team"
+TEAM_LABEL = "Team: demo world, two specialists (offline)"
+# the team's panes: each sharer's own fusion beside the team's, and text relay with both hints
+TEAM_PANES = ("fusion:A", "fusion:B", "fusion", "relay")
+LOCAL_KINDS = ("demo", "real", "specialist", "team")  # pairs that need no download from the Hub, listed first
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class Preset:
     kind: str  # "demo", "real" (two real models, no fuser), "specialist", "published" or "downloaded"
     status: str  # "ready" (the fuser is on disk), "partial" (download unfinished) or "absent"
     install: str = ""  # for a pair that is absent because packages are missing: the command that installs them
+    panes: tuple[str, ...] = ()  # the pane modes that show what the preset is for, set once it loads ("": keep)
 
     @property
     def ready(self) -> bool:
@@ -56,6 +61,8 @@ class Preset:
             return "Demo pair (offline)"
         if self.kind == "real":
             return REAL_LABEL + ("" if self.ready else " (needs the real models)")
+        if self.kind == "team":
+            return TEAM_LABEL
         if self.kind == "specialist":
             return SPECIALIST_LABEL + ("" if self.ready else " (needs the real models)")
         note = {"ready": "", "partial": " (download unfinished)", "absent": " (not downloaded)"}[self.status]
@@ -78,6 +85,7 @@ def list_presets(offline: bool = True) -> list[Preset]:
         pass  # the demo pair is not installed in this build
     out.extend(_real())
     out.extend(_specialist())
+    out.extend(_team())
     published: list[Preset] = []
     for name, receiver, sharer, status in _published(offline):
         ready = status == "complete"
@@ -132,6 +140,28 @@ def _specialist() -> list[Preset]:
     return [Preset(SPECIALIST_NAME, str(real_models.smollm2_path()), str(adapter), str(fuser), "specialist", "ready")]
 
 
+def _team() -> list[Preset]:
+    """The team showcase (fusers.demo.team) when its folder ships in this build: its fuser is the team folder,
+    which names the receiver and each sharer with its fuser; receiver and sharer say its receiver and first sharer."""
+    from .errors import TeamFormatError
+    from .team_folder import is_team, read_team
+
+    try:
+        from .demo.team import team_root
+
+        root = team_root()
+    except ModuleNotFoundError:  # a build without the resources package
+        return []
+    if not is_team(root):
+        return []
+    try:
+        manifest = read_team(root)
+    except TeamFormatError:  # a broken build: not offered, rather than offered and failing
+        return []
+    return [Preset(TEAM_NAME, manifest.receiver, manifest.sharers[0].sharer, str(root), "team", "ready",
+                   panes=TEAM_PANES)]
+
+
 def _published(offline: bool) -> list[tuple[str, str, str, str]]:
     try:
         from . import hub
@@ -145,8 +175,14 @@ def _published(offline: bool) -> list[tuple[str, str, str, str]]:
 
 def example_questions(pair: "Pair") -> list[tuple[str, str]]:
     """Questions to try on a loaded pair, each with what it shows: one per split for a pair the project built
-    (the demo pair, known by its receiver; the specialist pair, by its sharer's adapter); otherwise none."""
+    (the demo pair, known by its receiver; the specialist pair, by its sharer's adapter; the team showcase, by the
+    team folder its receiver sits in); otherwise none."""
+    from pathlib import Path
+
     from .demo.examples import example_questions as demo_examples
+    from .demo.team_examples import example_questions as team_examples
     from .specialist.examples import example_questions as specialist_examples
 
+    if pair.members:  # a team: the showcase's receiver shares the demo receiver's folder name and world file
+        return team_examples(Path(pair.receiver.source).parent)
     return demo_examples(pair.receiver.source) or specialist_examples(pair.sharer.adapter)

@@ -5,13 +5,12 @@ loads one as a pair."""
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import TeamFormatError
-from .vocabulary import MODE_SEPARATOR, NAMES_SEPARATOR
+from .vocabulary import MODE_SEPARATOR, NAMES_SEPARATOR, SHARER_NAME
 
 if TYPE_CHECKING:
     from .fuser import Fuser
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 TEAM_MANIFEST = "team.json"
 TEAM_FORMAT = "c2c-playground-team"
 TEAM_VERSION = 1
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+_NAME = SHARER_NAME
 
 
 def check_name(name: Any, where: str) -> str:

@@ -7,6 +7,7 @@ are equal). Nothing here imports torch or Qt: ``c2c --help`` and the app's first
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 
 
@@ -69,6 +70,18 @@ DEFAULT_PANE_MODES = (Mode.RELAY.value, Mode.FUSION.value)
 # A team's modes may name sharers: fusion:A, fusion:A+B, sharer:B (fusers.team parses the names)
 MODE_SEPARATOR = ":"
 NAMES_SEPARATOR = "+"
+SHARER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")  # a team's sharer's name (fusers.team_folder checks it)
+
+
+def pane_mode_ok(mode: object) -> bool:
+    """Whether ``mode`` is a mode a pane can show: a plain one, or one naming sharers (``fusion:A+B``)."""
+    if not isinstance(mode, str):
+        return False
+    head, sep, tail = mode.partition(MODE_SEPARATOR)
+    if head not in MODES:
+        return False
+    return not sep or (head != Mode.RECEIVER.value
+                       and all(SHARER_NAME.match(n) for n in tail.split(NAMES_SEPARATOR)))
 
 
 def parse_modes(text: str, option: str = "--modes", least: int = 1, most: int | None = None,
@@ -92,4 +105,4 @@ def parse_modes(text: str, option: str = "--modes", least: int = 1, most: int | 
 def valid_pane_modes(modes: object) -> bool:
     """Whether ``modes`` (a saved layout) is a list of pane modes the comparison can show."""
     return (isinstance(modes, list) and MIN_PANES <= len(modes) <= MAX_PANES
-            and all(isinstance(m, str) and m in MODES for m in modes))
+            and all(pane_mode_ok(m) for m in modes))

@@ -74,10 +74,12 @@ class AppSettings:
         if not isinstance(form, dict):
             return {}
         # only text where the form has text: a hand-edited or old file must not break the set-up panel
-        out: dict[str, Any] = {k: form[k] for k in ("preset", "fuser") if isinstance(form.get(k), str)}
+        out: dict[str, Any] = {k: form[k] for k in ("preset", "fuser", "team") if isinstance(form.get(k), str)}
         for part in ("receiver", "sharer"):
             if isinstance(form.get(part), dict):
-                out[part] = {k: v for k, v in form[part].items() if isinstance(k, str) and isinstance(v, str)}
+                out[part] = _texts(form[part])
+        if isinstance(form.get("sharers"), list):  # a team's other sharers
+            out["sharers"] = [_texts(row) for row in form["sharers"] if isinstance(row, dict)]
         return out
 
     def set_pair_form(self, form: dict[str, Any]) -> None:
@@ -103,3 +105,7 @@ class AppSettings:
     def sync(self) -> None:
         self.store.setValue("format_version", FORMAT_VERSION)
         self.store.sync()
+
+
+def _texts(part: dict[Any, Any]) -> dict[str, str]:
+    return {k: v for k, v in part.items() if isinstance(k, str) and isinstance(v, str)}

@@ -44,6 +44,12 @@ class AnswerDiff:
     streaming: bool  # either answer still streams
 
 
+def _answerer(turn: Turn) -> str:
+    """The model whose tokens make a turn's answer: the receiver, or a sharer alone (a team's, by name)."""
+    named = turn.took_part() if turn.mode is Mode.SHARER else None
+    return turn.mode.answered_by + (f":{named[0]}" if named else "")
+
+
 class RunController(QObject):
     pair_changing = Signal()  # a load or an unload begins: whatever serves the old pair lets go of it
     loading_changed = Signal(bool)
@@ -134,15 +140,16 @@ class RunController(QObject):
         self.busy_changed.emit()
 
     # -- runs -------------------------------------------------------------------------------------------------
-    def send(self, prompt: str, targets: Sequence[tuple[Conversation, Mode]], settings: GenerationSettings,
+    def send(self, prompt: str, targets: Sequence[tuple[Conversation, Mode | str]], settings: GenerationSettings,
              concurrent: bool, repeats: int = 1) -> asyncio.Task[None] | None:
         """Each conversation answers ``prompt`` in its mode, after its own history; None if busy. ``repeats`` > 1
-        answers it that many times (a timing comparison): each turn keeps its last answer and every run's timing."""
+        answers it that many times (a timing comparison): each turn keeps its last answer and every run's timing.
+        A mode may name a team's sharers (``fusion:A``)."""
         if self.running or self.loading:
             return None
         return self._start([(c, c.begin(prompt, mode)) for c, mode in targets], settings, concurrent, repeats)
 
-    def rerun(self, conversation: Conversation, mode: Mode, settings: GenerationSettings,
+    def rerun(self, conversation: Conversation, mode: Mode | str, settings: GenerationSettings,
               concurrent: bool) -> asyncio.Task[None] | None:
         """Answer the conversation's last prompt again, in ``mode``, in place of its last answer."""
         if self.running or self.loading:
@@ -198,14 +205,14 @@ class RunController(QObject):
             return
         conversation.start(concurrent)
         self.conversation_changed.emit(conversation)
-        mode = conversation.current.mode
+        mode = conversation.current.asked
         try:
             answer = await self.session.answer(mode, messages, settings, cancel=cancel, concurrent=concurrent,
                                                on_event=bridge.on_qt_thread(functools.partial(self.record,
                                                                                               conversation)))
         except Exception as exc:  # the engine's typed errors, and anything torch raises: readable, app goes on
             if not isinstance(exc, C2CError):
-                log.error("a %s run failed", mode.value, exc_info=exc)
+                log.error("a %s run failed", mode, exc_info=exc)
             message = describe(exc)
             conversation.fail(message)
             self.conversation_changed.emit(conversation)
@@ -277,7 +284,7 @@ class RunController(QObject):
             self.diff_message.emit("Choose two different panes to compare.")
             return
         a_tokens, b_tokens = list(ta.answer_tokens), list(tb.answer_tokens)  # copies: the turns grow meanwhile
-        by_id = ta.mode.answered_by == tb.mode.answered_by  # one tokenizer: compare ids; else compare texts
+        by_id = _answerer(ta) == _answerer(tb)  # one tokenizer: compare ids; else compare texts
         streaming = not (ta.finished and tb.finished)
 
         def work(progress: Any, cancel: Any) -> AnswerDiff:  # on the worker: all that grows with the answers

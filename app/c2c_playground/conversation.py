@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Hashable
 
 from fusers.engine import Mode, PhaseEvent, TokenEvent
+from fusers.team import mode_key, parse_mode
 from fusers.timing import Phase, decode_rate
 from fusers.vocabulary import DEFAULT_PANE_MODES, MAX_PANES, MIN_PANES  # noqa: F401  (the window reads them here)
 
@@ -20,6 +21,24 @@ if TYPE_CHECKING:
 
 # What the app compares: a new window's panes, and the first modes each pane's menu offers.
 COMPARED = tuple(Mode(m) for m in DEFAULT_PANE_MODES)
+
+
+def sharers_of(mode: Mode | str) -> tuple[str, ...] | None:
+    """The sharers a pane mode names (``fusion:A+B`` -> ("A", "B")); None: every loaded sharer."""
+    return parse_mode(mode)[1]
+
+
+def hint_piece(before: str, previous: str, sharer: str, text: str) -> str:
+    """The text a team's hint token adds where the hints so far read ``before`` and the last token was
+    ``previous``'s: each sharer's hint starts on its own line after its name (a pair's hint is one text)."""
+    if not sharer or sharer == previous:
+        return text
+    return ("\n" if before else "") + f"{sharer}: " + text.lstrip()
+
+
+def team_hints(hints: dict[str, str]) -> str:
+    """Every sharer's hint, each on its line after its name, as :func:`hint_piece` streams them."""
+    return "\n".join(f"{name}: {hint}" for name, hint in hints.items())
 
 
 @dataclass(frozen=True, slots=True)  # one object per streamed token, not two: less for the collector
@@ -55,7 +74,7 @@ class Turn:
     prompt: str
     mode: Mode
     state: TurnState = TurnState.WAITING
-    hint: str = ""
+    hint: str = ""  # a team's: every sharer's hint, each on its line after its name
     answer: str = ""  # as streamed
     hint_tokens: list[Token] = field(default_factory=list)
     answer_tokens: list[Token] = field(default_factory=list)
@@ -67,6 +86,20 @@ class Turn:
     last_token_at: float | None = None
     clock_offset: float | None = None  # perf_counter() - run-relative time, to extend open phases live
     runs: list["Timing"] = field(default_factory=list)  # earlier repeats' timings (Repeat runs), this one's aside
+    sharers: tuple[str, ...] | None = None  # the team's sharers the mode names (fusion:A); None: every one
+    hint_sharer: str = ""  # whose hint the last hint token was (a team's relay)
+
+    @property
+    def asked(self) -> str:
+        """The mode as the engine takes it: ``fusion``, or ``fusion:A`` naming a team's sharers."""
+        return mode_key(self.mode, self.sharers)
+
+    def took_part(self) -> tuple[str, ...] | None:
+        """The team's sharers that answered (the engine's word once it has answered), or the ones asked for;
+        None: a plain pair's, or every loaded sharer before the answer says which."""
+        if self.result is not None and self.result.sharers is not None:
+            return tuple(self.result.sharers)
+        return self.sharers
 
     def timings(self) -> list["Timing"]:
         """Every repeat's timing, this run's last (once it has one)."""
@@ -102,17 +135,18 @@ class Turn:
             self.clock_offset = time.perf_counter() - (event.elapsed if isinstance(event, TokenEvent) else event.start)
         if isinstance(event, PhaseEvent):
             if event.end is None:
-                self.phases.append(Phase(event.phase, event.start, None))
+                self.phases.append(Phase(event.phase, event.start, None, event.sharer))
                 return
             for phase in reversed(self.phases):
-                if phase.name == event.phase and phase.end is None:
+                if phase.name == event.phase and phase.sharer == event.sharer and phase.end is None:
                     phase.end = event.end
                     return
-            self.phases.append(Phase(event.phase, event.start, event.end))
+            self.phases.append(Phase(event.phase, event.start, event.end, event.sharer))
             return
         token = Token(event.token_id, event.text)
         if event.part == "hint":
-            self.hint += event.text
+            self.hint += hint_piece(self.hint, self.hint_sharer, event.sharer, event.text)
+            self.hint_sharer = event.sharer
             self.hint_tokens.append(token)
             return
         if self.first_token_at is None:
@@ -148,10 +182,12 @@ class Conversation:
                              {"role": "assistant", "content": turn.answer_text()}]
         return messages
 
-    def begin(self, prompt: str, mode: Mode) -> list[dict[str, str]]:
-        """Add a turn waiting to run; returns the messages to answer (history plus the prompt)."""
+    def begin(self, prompt: str, mode: Mode | str) -> list[dict[str, str]]:
+        """Add a turn waiting to run (``mode`` may name a team's sharers: ``fusion:A``); returns the messages to
+        answer (history plus the prompt)."""
         messages = self.history() + [{"role": "user", "content": prompt}]
-        self.turns.append(Turn(prompt, Mode(mode)))
+        base, names = parse_mode(mode)
+        self.turns.append(Turn(prompt, base, sharers=names))
         return messages
 
     def drop_last(self) -> str | None:
@@ -183,7 +219,9 @@ class Conversation:
         turn = self.turns[-1]
         turn.result = answer
         turn.state = TurnState.STOPPED if answer.finish_reason == "cancelled" else TurnState.DONE
-        if answer.mode.writes_hint and answer.hint is not None:
+        if answer.mode.writes_hint and answer.hints:  # a team's: each sharer's, as they streamed
+            turn.hint = team_hints(answer.hints)
+        elif answer.mode.writes_hint and answer.hint is not None:
             turn.hint = answer.hint  # the engine's final hint: the streamed one may hold back a stop string
 
     def again(self) -> bool:
@@ -192,7 +230,7 @@ class Conversation:
         turn = self.turns[-1] if self.turns else None
         if turn is None or turn.state is not TurnState.DONE or turn.result is None:
             return False
-        self.turns[-1] = Turn(turn.prompt, turn.mode, runs=turn.timings())
+        self.turns[-1] = Turn(turn.prompt, turn.mode, runs=turn.timings(), sharers=turn.sharers)
         return True
 
     def fail(self, message: str) -> None:

@@ -34,7 +34,7 @@ def _turn(turn: "Turn") -> dict[str, Any]:
     result = turn.result
     return {
         "prompt": turn.prompt,
-        "mode": turn.mode.value,
+        "mode": turn.asked,  # fusion:A where it named a team's sharers
         "state": turn.state.value,
         "hint": (result.hint if result is not None else turn.hint or None) if turn.mode.writes_hint else None,
         "answer": turn.answer_text(),
@@ -44,6 +44,9 @@ def _turn(turn: "Turn") -> dict[str, Any]:
         "timing": result.timing.to_dict() if result is not None else None,
         # the run's own settings, the seed a sampled run drew included: enough to repeat it
         "settings": dict(result.settings) if result is not None else None,
+        # a team's: the sharers that took part, and each one's hint (relay)
+        "sharers": list(sharers) if (sharers := turn.took_part()) is not None else None,
+        "hints": dict(result.hints) if result is not None and result.hints else None,
     }
 
 
@@ -56,8 +59,8 @@ def comparison(panes: Sequence["ChatPane"], settings: dict[str, Any], concurrent
         last = turns[-1] if turns else None
         out_panes.append({
             "pane": pane.number,
-            "mode": pane.mode.value,
-            "label": pane.mode.label,
+            "mode": pane.key,
+            "label": pane.mode_text(),
             "text": last["answer"] if last else "",
             "hint": last["hint"] if last else None,
             "finish_reason": last["finish_reason"] if last else None,
@@ -103,7 +106,9 @@ def to_markdown(data: dict[str, Any]) -> str:
         for i, turn in enumerate(pane["turns"], 1):
             if len(pane["turns"]) > 1:
                 lines += [f"### Turn {i}", "", *[f"> {line}" for line in turn["prompt"].splitlines() or [""]], ""]
-            if turn["hint"]:
+            if turn.get("hints"):  # a team's: each sharer's hint after its name
+                lines += ["Sharers' hints:", "", "```text", *[f"{n}: {h}" for n, h in turn["hints"].items()], "```", ""]
+            elif turn["hint"]:
                 lines += ["Sharer's hint:", "", "```text", turn["hint"], "```", ""]
             if turn["error"]:
                 lines += [f"Error: {turn['error']}", ""]

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = p.add_argument_group("headless run")
     run.add_argument("--prompt", help="send this prompt to every pane once the pair is loaded")
     run.add_argument("--modes", help=f"comma-separated pane modes, {MIN_PANES} to {MAX_PANES} of {', '.join(MODES)} "
-                                     f"(default {','.join(DEFAULT_PANE_MODES)})")
+                                     f"(default {','.join(DEFAULT_PANE_MODES)}); with a team, a mode may name its "
+                                     "sharers: fusion:A, fusion:A+B")
     lengths = ("max_new_tokens", "hint_max_new_tokens")
     add_settings_options(p, GenerationSettings, "answers in this run", names=lengths,
                          defaults=dict.fromkeys(lengths, "the set-up panel's."))
@@ -150,22 +151,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def start(window: Any, args: argparse.Namespace) -> int:
     """Pick and load the pair the options name (or the demo pair), then run the prompt and take the screenshot."""
     from fusers.presets import DEMO_NAME
-    from fusers.vocabulary import MAX_PANES, MIN_PANES, parse_modes
+    from fusers.vocabulary import MAX_PANES, MIN_PANES, pane_mode_ok, parse_modes
+
+    from . import pair_flow
 
     presets = await window.refresh_presets()
     if args.modes:
         try:
-            modes = parse_modes(args.modes, least=MIN_PANES, most=MAX_PANES)
+            modes = parse_modes(args.modes, least=MIN_PANES, most=MAX_PANES, sharers=True)  # fusion:A: a team's
+            bad = next((m for m in modes if not pane_mode_ok(m)), None)
+            if bad is not None:
+                raise ValueError(f"--modes: {bad!r} names no sharers a pane can use (receiver uses none; names are "
+                                 "letters, digits, _ - . joined by +, e.g. fusion:A+B).")
         except ValueError as exc:
             _say(f"error: {exc}")
             return EXIT_FAILED
-        while len(window.panes) < len(modes):
-            window.add_pane()
-        while len(window.panes) > len(modes):
-            window.remove_pane(window.panes[-1])
-        for pane, mode in zip(window.panes, modes):
-            pane.set_mode(mode)
-        window._refresh_diff_choices()
+        pair_flow.set_pane_modes(window, modes)
     gen = window.generation.settings()
     if args.max_new_tokens is not None or args.hint_max_new_tokens is not None:
         from dataclasses import replace
@@ -186,15 +187,19 @@ async def start(window: Any, args: argparse.Namespace) -> int:
     panel = window.pair_panel
     explicit = any((args.pair, args.receiver, args.sharer, args.fuser, args.receiver_adapter, args.sharer_adapter))
     if args.pair:
-        if panel.choose_preset(args.pair) is None:
+        if (preset := panel.choose_preset(args.pair)) is not None and preset.panes and not args.modes:
+            pair_flow.set_pane_modes(window, preset.panes)  # the panes that show what the preset is for
+        elif preset is None:
             # not a preset: a fuser folder or a downloaded pair's name, its models named by the fuser
             panel.preset.setCurrentIndex(0)
+            panel.sharers.set_rows([])
             for row in (panel.receiver, panel.sharer):
                 row.source.clear()
                 row.adapter.clear()
-            panel.fuser.setText(args.pair)
+            panel.set_fuser(args.pair)  # a team folder fills in every sharer
     elif explicit:
         panel.preset.setCurrentIndex(0)
+        panel.sharers.set_rows([])
         for row in (panel.receiver, panel.sharer):
             row.source.clear()
             row.adapter.clear()
@@ -208,7 +213,7 @@ async def start(window: Any, args: argparse.Namespace) -> int:
                          (args.fuser, panel.fuser)):
         if value:
             field.setText(value)
-    for row in (panel.receiver, panel.sharer):
+    for row in (panel.receiver, *panel.sharers.rows):
         if args.device:
             row.device.setCurrentText(args.device)
         if args.dtype:
@@ -259,11 +264,11 @@ def _report_on_stderr(window: Any) -> None:
     def tokens(pane: Any) -> None:
         if pane.number not in streaming:
             streaming.add(pane.number)
-            _say(f"report: pane {pane.number} ({pane.mode.value}) streaming")
+            _say(f"report: pane {pane.number} ({pane.key}) streaming")
 
     def finished() -> None:
         streaming.clear()
-        states = [f"pane {p.number} {p.mode.value} {p.current.state if p.current else 'idle'} "
+        states = [f"pane {p.number} {p.key} {p.current.state if p.current else 'idle'} "
                   f"{len(p.current.answer_tokens) if p.current else 0} tokens" for p in window.panes]
         _say(f"report: run finished: {'; '.join(states)}")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fusers.engine import Engine, Mode
-from fusers.errors import Cancelled, ModelLoadError
+from fusers.errors import Cancelled, C2CError, ModelLoadError
 from fusers.generation import GenerationSettings
 from fusers.pair import LoadProgress, ModelSpec, Placement
 
@@ -29,6 +29,46 @@ class BrokenInstall(Exception):
 
 
 @dataclass(frozen=True)
+class TeamSharer:
+    """One sharer of a team the set-up panel names: its name, model (None: its fuser's) and fuser folder."""
+
+    name: str
+    spec: ModelSpec | None
+    fuser: str | None  # as the user gave it: a folder or a downloaded pair name
+
+
+def _spec(part: dict[str, Any]) -> ModelSpec | None:
+    adapter = str(part.get("adapter", "")).strip()
+    source = str(part.get("source", "")).strip() or adapter  # an adapter alone names its base
+    if not source:
+        return None
+    return ModelSpec(source, part.get("device") or "auto", part.get("dtype") or "auto", part.get("quantize") or "none",
+                     adapter)
+
+
+def _team(parts: list[dict[str, Any]]) -> tuple[TeamSharer, ...]:
+    """The team the form's sharer rows name; raises ModelLoadError (or TeamFormatError) naming what to fix."""
+    from fusers.team import check_name, default_names
+
+    fusers = [str(p.get("fuser", "")).strip() or None for p in parts]
+    defaults = default_names(fusers)
+    team = []
+    for i, (part, fuser, default) in enumerate(zip(parts, fusers, defaults), start=1):
+        name = check_name(str(part.get("name", "")).strip() or default, f"Sharer {i}")
+        spec = _spec(part)
+        if spec is None and fuser is None:
+            raise ModelLoadError(f"Sharer {i} ({name}) has neither a model nor a fuser: fill in its model or its "
+                                 "fuser folder, or remove its row.")
+        team.append(TeamSharer(name, spec, fuser))
+    names = [s.name for s in team]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise ModelLoadError(f"Two sharers are named {twice!r}: give each its own name (the box before its model); "
+                             "a pane picks its sharers by name.")
+    return tuple(team)
+
+
+@dataclass(frozen=True)
 class LoadRequest:
     receiver: ModelSpec | None  # None: the fuser's receiver
     sharer: ModelSpec | None
@@ -36,28 +76,33 @@ class LoadRequest:
     defaults: Placement  # placement of models named only by the fuser
     cuda_graphs: bool = True  # decode on static caches in CUDA graphs where a model is on a CUDA GPU
     compile: bool = True  # ... each decode step compiled (torch.compile) before it is captured
+    team: tuple[TeamSharer, ...] = ()  # more than one sharer: every one (sharer and fuser then unused); else ()
 
     @classmethod
     def from_form(cls, form: dict[str, Any]) -> "LoadRequest":
-        """From the pair panel's form; raises ModelLoadError naming what to fix."""
-        def spec(part: dict[str, Any]) -> ModelSpec | None:
-            adapter = str(part.get("adapter", "")).strip()
-            source = str(part.get("source", "")).strip() or adapter  # an adapter alone names its base
-            if not source:
-                return None
-            return ModelSpec(source, part.get("device") or "auto", part.get("dtype") or "auto",
-                             part.get("quantize") or "none", adapter)
-
+        """From the pair panel's form (``sharers``: the rows after the first sharer's, a team); raises
+        ModelLoadError naming what to fix."""
         receiver, sharer = form.get("receiver") or {}, form.get("sharer") or {}
         fuser = str(form.get("fuser", "")).strip() or None
-        r, s = spec(receiver), spec(sharer)
+        r, s = _spec(receiver), _spec(sharer)
+        defaults = Placement(receiver.get("device") or "auto", receiver.get("dtype") or "auto",
+                             receiver.get("quantize") or "none")
+        graphs, compiled = form.get("cuda_graphs") is not False, form.get("compile") is not False
+        extra = [part for part in form.get("sharers") or [] if isinstance(part, dict)]
+        if extra:
+            try:
+                team = _team([{**sharer, "fuser": fuser or ""}, *extra])
+            except C2CError as exc:  # a malformed name (TeamFormatError) is the form's mistake too
+                raise ModelLoadError(str(exc)) from None
+            if r is None and all(t.fuser is None for t in team):
+                raise ModelLoadError("No receiver given: fill in a receiver, or a fuser for a sharer (it names "
+                                     "the receiver), or pick a preset.")
+            return cls(r, None, None, defaults, graphs, compiled, team)
         if fuser is None and (r is None or s is None):
             missing = " and ".join(n for n, m in (("receiver", r), ("sharer", s)) if m is None)
             raise ModelLoadError(f"No {missing} given: fill in a receiver and a sharer, or a fuser that names "
                                  "them, or pick a preset.")
-        defaults = Placement(receiver.get("device") or "auto", receiver.get("dtype") or "auto",
-                             receiver.get("quantize") or "none")
-        return cls(r, s, fuser, defaults, form.get("cuda_graphs") is not False, form.get("compile") is not False)
+        return cls(r, s, fuser, defaults, graphs, compiled)
 
 
 @dataclass(frozen=True)
@@ -67,8 +112,10 @@ class Loaded:
     lines: list[str]  # Pair.describe()
     receiver: str
     sharer: str
-    has_fuser: bool
+    has_fuser: bool  # a team: every sharer has one
     examples: list[tuple[str, str]] = field(default_factory=list)  # (question, what it shows): the demo pair's
+    sharers: tuple[str, ...] = ()  # a team's sharers by name (panes pick from them); () for a pair
+    without_fuser: tuple[str, ...] = ()  # a team's sharers that have no fuser (no cache fusion then)
 
 
 def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel: threading.Event) -> tuple[Any, Loaded]:
@@ -81,13 +128,19 @@ def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel
     except (ImportError, OSError) as exc:
         raise BrokenInstall(f"{type(exc).__name__}: {exc}") from exc
     from fusers.engine import warm_up  # imported here with the rest: the load runs it as its last step
-    from fusers.pair import load_pair
+    from fusers.pair import load_pair, load_team
     from fusers.sources import resolve_fuser
+    from fusers.team import SharerSource, members
 
-    fuser = resolve_fuser(request.fuser) if request.fuser else None
-    pair = load_pair(request.receiver, request.sharer, fuser, progress=progress, cancel=cancel,
-                     defaults=request.defaults, warm_up=warm_up,  # the first send is timed as fairly as the next
-                     cuda_graphs=request.cuda_graphs, compile=request.compile)
+    options: dict[str, Any] = dict(progress=progress, cancel=cancel, defaults=request.defaults,
+                                   warm_up=warm_up,  # the first send is timed as fairly as the next
+                                   cuda_graphs=request.cuda_graphs, compile=request.compile)
+    if request.team:
+        pair = load_team(request.receiver, [SharerSource(s.name, s.spec, resolve_fuser(s.fuser) if s.fuser else None)
+                                            for s in request.team], **options)
+    else:
+        fuser = resolve_fuser(request.fuser) if request.fuser else None
+        pair = load_pair(request.receiver, request.sharer, fuser, **options)
     if cancel.is_set():
         pair.close(collect=False)
         raise Cancelled("Loading was cancelled.")
@@ -95,7 +148,10 @@ def _load(request: LoadRequest, progress: Callable[[LoadProgress], None], cancel
 
     # the request may leave the models to the fuser: the loaded pair says which they are
     examples = example_questions(pair)
-    return pair, Loaded(pair.describe(), pair.receiver.name, pair.sharer.name, pair.fuser is not None, examples)
+    team = members(pair)
+    return pair, Loaded(pair.describe(), pair.receiver.name, pair.sharer.name, all(m.fuser is not None for m in team),
+                        examples, tuple(m.name for m in pair.members),
+                        tuple(m.name for m in pair.members if m.fuser is None))
 
 
 def _start_server(engine: Engine, port: int, api_key: str | None, defaults: GenerationSettings,
@@ -170,7 +226,7 @@ class ModelSession:
             del engine
             gc.collect()  # here, on the Qt thread: the models' memory goes back, and Qt objects die where they live
 
-    async def answer(self, mode: Mode, messages: Sequence[dict[str, str]], settings: GenerationSettings, *,
+    async def answer(self, mode: Mode | str, messages: Sequence[dict[str, str]], settings: GenerationSettings, *,
                      on_event: Callable[["Event"], None], cancel: threading.Event,
                      concurrent: bool = False) -> "Answer":
         if self.engine is None:

@@ -17,6 +17,8 @@ PHASE_LABELS = {
     "decode": "decode",
     "between": "between phases",  # time no phase covers (handing caches over, setting up a decode)
 }
+# a team's sharer phases, shorter: the sharer's name follows ("prefill A")
+SHARER_PHASE_LABELS = {"sharer_prefill": "prefill", "fuse": "fuse", "hint": "hint"}
 PHASE_COLORS = {
     "tokenize": "#a3acb9",
     "sharer_prefill": "#e8833a",

@@ -73,7 +73,7 @@ class MainWindow(WindowDialogs, QMainWindow):
         self._connect_controller()
 
         for mode in self.settings.pane_modes():
-            self._add_pane(Mode(mode))
+            self._add_pane(mode)
         window_state.restore(self)
         self._refresh_diff_choices()
         self._set_running(False)
@@ -90,6 +90,7 @@ class MainWindow(WindowDialogs, QMainWindow):
         self.pair_panel.load_requested.connect(self.load_from_form)
         self.pair_panel.unload_requested.connect(self.unload)
         self.pair_panel.cancel_requested.connect(self.cancel_load)
+        self.pair_panel.preset_picked.connect(functools.partial(pair_flow.preset_picked, self))
         self.generation.changed.connect(self._generation_changed)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.setup_dock)
 
@@ -167,11 +168,11 @@ class MainWindow(WindowDialogs, QMainWindow):
         return self.controller.session
 
     # -- panes --------------------------------------------------------------------------------------------
-    def _add_pane(self, mode: Mode) -> ChatPane:
+    def _add_pane(self, mode: Mode | str) -> ChatPane:
         pane = ChatPane(len(self.panes) + 1, mode)
-        loaded = self.session.loaded
-        if loaded is not None and not loaded.has_fuser:
-            pane.set_fusion_available(False, pair_flow.NO_FUSER_MODE)
+        if (loaded := self.session.loaded) is not None:
+            pane.set_team(loaded.sharers)
+            pane.set_fusion_available(loaded.has_fuser, pair_flow.why_no_fusion(loaded))
         pane.mode_changed.connect(self._pane_mode_changed)
         pane.rerun_requested.connect(self.rerun)
         pane.remove_requested.connect(self.remove_pane)
@@ -307,7 +308,8 @@ class MainWindow(WindowDialogs, QMainWindow):
         return self.controller.unload()
 
     def _show_loaded(self, loaded: Loaded | None) -> None:
-        pair_flow.offer_fusion(self, loaded is None or loaded.has_fuser)
+        pair_flow.show_team(self, loaded)
+        pair_flow.offer_fusion(self, loaded)
         self.pair_panel.set_loaded(loaded.lines if loaded else None)
         self.status_line.setText("   |   ".join(loaded.lines) if loaded else "No pair loaded")
         self.unload_action.setEnabled(loaded is not None)
@@ -363,7 +365,7 @@ class MainWindow(WindowDialogs, QMainWindow):
             return None
         self.prompt_box.clear()
         self.banner.dismiss()
-        return self.controller.send(prompt, [(p.conversation, p.mode) for p in self.panes],
+        return self.controller.send(prompt, [(p.conversation, p.key) for p in self.panes],
                                     self.generation.settings(), self.generation.concurrent(),
                                     self.generation.repeats())
 
@@ -374,7 +376,7 @@ class MainWindow(WindowDialogs, QMainWindow):
                 self.banner.show_error("No pair is loaded: load one, then re-run.")
             return None
         self.banner.dismiss()
-        return self.controller.rerun(pane.conversation, pane.mode, self.generation.settings(),
+        return self.controller.rerun(pane.conversation, pane.key, self.generation.settings(),
                                      self.generation.concurrent())
 
     def stop(self) -> None:

@@ -54,7 +54,7 @@ def save(window: "MainWindow") -> None:
     settings = window.settings
     settings.set_generation(window.generation.settings())
     settings.set_concurrent(window.generation.concurrent())
-    settings.set_pane_modes([p.mode.value for p in window.panes])
+    settings.set_pane_modes([p.key for p in window.panes])
     settings.set_pair_form(window.pair_panel.form())
     settings.set_blob("geometry", window.saveGeometry())
     settings.set_blob("state", window.saveState())

@@ -15,6 +15,10 @@ trap 'rm -rf "$XDG_CONFIG_HOME"' EXIT
 # a fact the fuser never saw in training (split c), text relay against cache fusion
 "$app" --pair demo --prompt "Which river flows through Deirovia?" \
     --screenshot docs/screenshots/relay-and-fusion.png --exit
+# the team showcase: a question that needs both sharers, which only the team's cache fusion (and relay) answers
+"$app" --pair team --modes fusion:A,fusion:B,fusion,relay \
+    --prompt "What language do people speak in Mavar, and who founded Mavar?" --max-new-tokens 32 \
+    --screenshot docs/screenshots/team.png --exit
 # the real window on a real X server (Xvfb at 1366x768, the xcb platform), after a question typed in
 C2C_UPDATE_SCREENSHOTS=1 QT_QPA_PLATFORM= .venv/bin/python -m pytest -q tests/display -k TestANewUsersFirstStart
 # the two real models (make real-models): SmolLM2-135M-Instruct receiver, Gemma-3-270M base sharer

@@ -52,6 +52,8 @@ def test_a_failed_load_exits_non_zero_with_the_reason(tiny_dirs, tmp_path):
     ((), 0, "screenshot saved"),  # no pair, no demo pair: the set-up shows, nothing loaded, no crash
     (("--modes", "relay,nonsense"), 2, "--modes takes"),
     (("--modes", "relay,hybrid"), 0, "screenshot saved"),  # every mode of the engine is a pane mode
+    (("--modes", "fusion:A,sharer:B"), 0, "screenshot saved"),  # a team's modes wait for a team to load
+    (("--modes", "receiver:A,relay"), 2, "names no sharers a pane can use"),
 ])
 def test_launching_without_a_pair(tmp_path, args, code, says):
     shot = tmp_path / "empty.png"

@@ -38,22 +38,28 @@ def _clipped_combos(window) -> list[str]:
     return out
 
 
+def _widest_while_sending(window, loop, qtbot, send) -> list[int]:
+    """At 1366x768, the window's minimum width sampled every 5 ms while ``send()``'s run goes."""
+    window.resize(*SIZE)
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == SIZE)
+    short_generation(window, max_new_tokens=24, hint=24)
+    widest: list[int] = []
+    sampler = QTimer()
+    sampler.timeout.connect(lambda: widest.append(window.minimumSizeHint().width()))
+    sampler.start(5)
+    run(loop, send())
+    sampler.stop()
+    return widest
+
+
 def test_four_panes_fit_1366x768_with_no_clipped_control(window, loop, qtbot, tmp_path):
     run(loop, window.refresh_presets())
     window.pair_panel.choose_preset(DEMO_NAME)
     assert run(loop, window.load_from_form()), window.banner.message()
     while len(window.panes) < 4:
         window.add_pane()
-    window.resize(*SIZE)
-    qtbot.waitUntil(lambda: (window.width(), window.height()) == SIZE)
-    short_generation(window, max_new_tokens=24, hint=24)
-    widest = []
-    sampler = QTimer()
-    sampler.timeout.connect(lambda: widest.append(window.minimumSizeHint().width()))
-    sampler.start(5)
     window.example_buttons[1].click()
-    run(loop, window.send_from_box())
-    sampler.stop()
+    widest = _widest_while_sending(window, loop, qtbot, window.send_from_box)
     assert widest and max(widest) <= SIZE[0], max(widest)  # "waiting...", the hint's title: nothing grows it
     assert (window.width(), window.height()) == SIZE
 
@@ -81,3 +87,36 @@ def test_four_panes_fit_1366x768_with_no_clipped_control(window, loop, qtbot, tm
     specialist = window.pair_panel.choose_preset(SPECIALIST_NAME)
     shown = window.pair_panel.preset.shown_text()
     assert shown.startswith("\u2026") and specialist.label.endswith(shown[1:]) and len(shown) > 20, shown
+
+
+def test_a_team_of_three_sharers_fits_1280x720_and_four_team_panes_fit_1366(window, loop, qtbot, tmp_path):
+    """The set-up panel with three sharer rows scrolls within a 1280x720 window beside two panes; the team
+    preset's four panes, each with its sharer menu, fit 1366 pixels."""
+    from c2c_playground import pair_flow
+    from fusers.presets import TEAM_NAME, TEAM_PANES
+
+    run(loop, window.refresh_presets())
+    panel = window.pair_panel
+    panel.choose_preset(TEAM_NAME)
+    assert len(panel.sharers.rows) == 2
+    for row in (panel.receiver, *panel.sharers.rows):
+        row.device.setCurrentText("cpu")
+    assert run(loop, window.load_from_form()), window.banner.message()
+    third = panel.sharers.add()
+    window.resize(1280, 720)
+    qtbot.waitUntil(lambda: (window.width(), window.height()) == (1280, 720))
+    assert window.minimumSizeHint().width() <= 1280 and window.minimumSizeHint().height() <= 720
+    assert _clipped_combos(window) == []
+    scroll = window.setup_dock.widget()
+    scroll.ensureWidgetVisible(third.fuser)
+    qtbot.wait(10)
+    assert third.fuser.visibleRegion().boundingRect().width() == third.fuser.width()  # scrolled to, whole
+    assert panel.load_button.text() == "Load team"
+    window.save_screenshot(str(tmp_path / "three-sharers-1280.png"))
+
+    pair_flow.set_pane_modes(window, TEAM_PANES)
+    widest = _widest_while_sending(window, loop, qtbot, lambda: window.send(
+        "What language do people speak in Mavar, and who founded Mavar?"))
+    assert widest and max(widest) <= SIZE[0], max(widest)
+    assert all(p.sharer_row.isVisible() for p in window.panes) and _clipped_combos(window) == []
+    window.save_screenshot(str(tmp_path / "team-panes-1366.png"))

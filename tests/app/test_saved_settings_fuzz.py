@@ -21,7 +21,10 @@ generation = st.dictionaries(st.sampled_from(sorted(GenerationSettings.__datacla
 form = st.fixed_dictionaries({}, optional={"preset": values, "fuser": values,
                                            "receiver": values | st.fixed_dictionaries({}, optional={
                                                k: values for k in ("source", "device", "dtype", "quantize")}),
-                                           "sharer": values})
+                                           "sharer": values, "team": values,
+                                           "sharers": values | st.lists(st.fixed_dictionaries({}, optional={
+                                               k: values for k in ("name", "source", "fuser", "device")}),
+                                               max_size=3)})
 KEYS = {"generation/settings": generation | values, "generation/concurrent": values, "layout/pane_modes": values,
         "pair/form": form | values, "layout/panes": values, "layout/main": values}
 
@@ -31,6 +34,8 @@ KEYS = {"generation/settings": generation | values, "generation/concurrent": val
 @given(st.fixed_dictionaries({}, optional=KEYS), st.booleans())
 @example({"generation/settings": {"seed": 2**40, "top_k": 2**33}}, False)  # found by this test: Qt's spin boxes overflowed
 @example({"pair/form": {"sharer": [None]}}, False)  # found by this test: the set-up panel expected an object
+@example({"pair/form": {"sharers": [{"name": "A", "fuser": "nowhere"}, {}]},
+          "layout/pane_modes": ["fusion:A", "sharer:B+C"]}, False)  # a team's
 def test_the_window_opens_on_any_saved_settings(qtbot, loop, stored, as_raw_text) -> None:
     from c2c_playground.app_settings import AppSettings
     from c2c_playground.window import MainWindow

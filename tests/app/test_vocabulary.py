@@ -54,6 +54,12 @@ def test_saved_pane_layouts_are_checked_against_the_declaration(app_settings):
         app_settings.set_pane_modes(bad)
         assert app_settings.pane_modes() == list(vocabulary.DEFAULT_PANE_MODES)
     assert app_settings.generation() == GenerationSettings()
+    # a team's panes name their sharers
+    app_settings.set_pane_modes(["fusion:A", "fusion:A+B", "sharer:law-2", "relay"])
+    assert app_settings.pane_modes() == ["fusion:A", "fusion:A+B", "sharer:law-2", "relay"]
+    for bad in (["receiver:A", "relay"], ["fusion:", "relay"], ["fusion:A B", "relay"], ["nothing:A", "relay"]):
+        app_settings.set_pane_modes(bad)
+        assert app_settings.pane_modes() == list(vocabulary.DEFAULT_PANE_MODES), bad
 
 
 def test_a_pane_offers_every_declared_mode(window):

@@ -1,4 +1,4 @@
-"""Charts drawn with QPainter: a pane's phase bar, the totals of a run, and the fuser's per-layer gates.
+"""Charts drawn with QPainter: a pane's phase bar and the totals of a run (fuser_plot.py: the per-layer gates).
 
 No QtCharts: these are a few rectangles each, and QtCharts is not in PySide6-Essentials.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 from PySide6.QtCore import QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen
@@ -18,8 +18,6 @@ from fusers.timing import Phase, Timing
 
 from .. import theme
 
-if TYPE_CHECKING:
-    from fusers.fuser import LayerFusion  # imports torch: kept out of the app's first paint
 
 
 def with_gaps(spans: Sequence[Phase], until: float | None = None) -> list[Phase]:
@@ -35,6 +33,29 @@ def with_gaps(spans: Sequence[Phase], until: float | None = None) -> list[Phase]
     if until is not None and until > covered:
         out.append(Phase("between", covered, until))
     return out
+
+
+def sharer_order(spans: Sequence[Phase]) -> dict[str, int]:
+    """A team's sharers in the order their phases come (a pair's phases name none): each gets its own shade."""
+    order: dict[str, int] = {}
+    for span in spans:
+        if span.sharer and span.sharer not in order:
+            order[span.sharer] = len(order)
+    return order
+
+
+def phase_color(span: Phase, order: dict[str, int]) -> QColor:
+    """The phase's colour; a team's later sharers' phases darker, so each sharer's prefill and fuse stand apart."""
+    color = QColor(theme.PHASE_COLORS.get(span.name, theme.AXIS))
+    shade = order.get(span.sharer, 0)
+    return color.darker(100 + 35 * shade) if shade else color
+
+
+def phase_label(span: Phase) -> str:
+    """A phase in words, with its sharer where a team's ("prefill A")."""
+    if span.sharer:
+        return f"{theme.SHARER_PHASE_LABELS.get(span.name, span.name)} {span.sharer}"
+    return theme.PHASE_LABELS.get(span.name, span.name)
 
 
 def seconds(value: float) -> str:
@@ -205,18 +226,19 @@ class PhaseBar(QWidget):
             return
         fm = QFontMetrics(_small_font(self))
         p.setFont(_small_font(self))
+        order = sharer_order(self.spans)
         for span in with_gaps(self.spans):
             end = span.end if span.end is not None else self.now
             x0 = r.left() + r.width() * span.start / total
             x1 = r.left() + r.width() * max(end, span.start) / total
             block = QRectF(x0, r.top(), max(x1 - x0, 1.5), r.height())
-            fill = QColor(theme.PHASE_COLORS.get(span.name, theme.AXIS))
+            fill = phase_color(span, order)
             if span.end is None:
                 fill = fill.lighter(115)
             p.setPen(Qt.PenStyle.NoPen)
             p.setBrush(fill)
             p.drawRect(block)
-            label = theme.PHASE_LABELS.get(span.name, span.name)
+            label = phase_label(span)
             if fm.horizontalAdvance(label) + 6 < block.width():
                 p.setPen(QColor("#ffffff"))
                 p.drawText(block, Qt.AlignmentFlag.AlignCenter, label)
@@ -324,6 +346,12 @@ class TotalsChart(QWidget):
         p.setPen(QColor(theme.MUTED))
         p.drawText(QRectF(x + 6, y, 200, 16), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
                    "first answer token (TTFT)")
+        names = [name for row in self.rows for name in sharer_order(row.phases)]
+        if len(set(names)) > 1:  # a team's: each sharer's prefill and fuse in turn, the later ones darker
+            x += 6 + sfm.horizontalAdvance("first answer token (TTFT)") + 16
+            later, room = list(dict.fromkeys(names))[1:], max(int(self.width() - x - 12), 20)
+            p.drawText(QRectF(x, y, room, 16), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
+                       sfm.elidedText(f"darker: sharer {', '.join(later)}", Qt.TextElideMode.ElideRight, room))
         p.setFont(small)
         p.setPen(QColor(theme.MUTED))
         if not self.rows:
@@ -357,12 +385,13 @@ class TotalsChart(QWidget):
             p.drawText(QRectF(12, y, label_w - 8, self.ROW), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
                        label)
             bar = QRectF(left, y + 5, width, self.ROW - 10)
+            order = sharer_order(spans)
             for span in with_gaps(spans, total):
                 end = span.end if span.end is not None else total
                 x0 = bar.left() + bar.width() * span.start / axis_end
                 x1 = bar.left() + bar.width() * end / axis_end
                 p.setPen(Qt.PenStyle.NoPen)
-                p.setBrush(QColor(theme.PHASE_COLORS.get(span.name, theme.AXIS)))
+                p.setBrush(phase_color(span, order))
                 p.drawRect(QRectF(x0, bar.top(), max(x1 - x0, 1.0), bar.height()))
             if ttft > 0:
                 x = bar.left() + bar.width() * ttft / axis_end
@@ -381,113 +410,3 @@ class TotalsChart(QWidget):
                      else QColor(theme.TEXT))
             p.drawText(QRectF(left + width + 8, y, value_w, self.ROW),
                        Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, self.value_text(row))
-
-
-class FuserPlot(QWidget):
-    """Per receiver layer: the mean fusion weight applied (key and value bars) and whether each gate is open."""
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.points: list[LayerFusion] = []
-        self.title = "Fuser insight"
-        self.empty = "Run a cache fusion pane: the fuser's gates and weights on the last prompt appear here."
-        self.setMinimumHeight(200)
-
-    def set_points(self, points: Sequence["LayerFusion"], title: str) -> None:
-        self.points, self.title = list(points), title
-        self.update()
-
-    def clear(self, message: str | None = None) -> None:
-        self.points = []
-        if message:
-            self.empty = message
-        self.update()
-
-    def paintEvent(self, event) -> None:  # noqa: N802
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        p.fillRect(self.rect(), QColor("#ffffff"))
-        small = _small_font(self)
-        bold = QFont(self.font())
-        bold.setBold(True)
-        p.setFont(bold)
-        p.setPen(QColor(theme.TEXT))
-        p.drawText(QRectF(12, 6, self.width() - 24, 20), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                   self.title)
-        if not self.points:
-            p.setFont(small)
-            p.setPen(QColor(theme.MUTED))
-            p.drawText(QRectF(self.rect()).adjusted(12, 30, -12, 0), Qt.AlignmentFlag.AlignCenter
-                       | Qt.TextFlag.TextWordWrap, self.empty)
-            return
-        fm = QFontMetrics(small)
-        left, right, top = 56, 16, 52
-        gate_rows = 2 * 14 + 8
-        bottom_space = 22 + gate_rows + 26
-        h = max(self.height() - top - bottom_space, 40)
-        w = max(self.width() - left - right, 40)
-        peak = max(max(pt.key_weight, pt.value_weight) for pt in self.points)
-        ymax = 1.0
-        for cap in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0):
-            if peak <= cap:
-                ymax = cap
-                break
-        # legend
-        p.setFont(small)
-        lx = left
-        for label, col in (("mean key fusion weight", theme.ACCENT), ("mean value fusion weight", "#8a5cd1")):
-            p.setPen(Qt.PenStyle.NoPen)
-            p.setBrush(QColor(col))
-            p.drawRect(QRectF(lx, 32, 10, 10))
-            p.setPen(QColor(theme.MUTED))
-            p.drawText(QRectF(lx + 14, 29, 200, 16), Qt.AlignmentFlag.AlignVCenter, label)
-            lx += 14 + fm.horizontalAdvance(label) + 18
-        for filled, label in ((True, "gate open"), (False, "gate closed")):
-            box = QRectF(lx, 32, 10, 10)
-            p.setPen(QPen(QColor("#2f9e6e" if filled else theme.AXIS), 1.2))
-            p.setBrush(QColor("#2f9e6e") if filled else Qt.BrushStyle.NoBrush)
-            p.drawRect(box)
-            p.setPen(QColor(theme.MUTED))
-            p.drawText(QRectF(lx + 14, 29, 200, 16), Qt.AlignmentFlag.AlignVCenter, label)
-            lx += 14 + fm.horizontalAdvance(label) + 18
-        # y grid
-        for k in range(5):
-            v = ymax * k / 4
-            y = top + h - h * v / ymax
-            p.setPen(QPen(QColor(theme.GRID), 1))
-            p.drawLine(int(left), int(y), int(left + w), int(y))
-            p.setPen(QColor(theme.MUTED))
-            p.drawText(QRectF(0, y - 8, left - 6, 16), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-                       f"{v:.3g}")
-        n = len(self.points)
-        slot = w / n
-        bar_w = max(min(slot * 0.36, 18), 1.0)
-        label_every = max(1, math.ceil(fm.horizontalAdvance("00") * 1.8 / slot))
-        gate_top = top + h + 22
-        p.setPen(QColor(theme.MUTED))
-        p.drawText(QRectF(0, gate_top - 1, left - 6, 14), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-                   "K gate")
-        p.drawText(QRectF(0, gate_top + 13, left - 6, 14), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-                   "V gate")
-        for i, pt in enumerate(self.points):
-            cx = left + slot * (i + 0.5)
-            for offset, value, col in ((-bar_w, pt.key_weight, theme.ACCENT), (0.0, pt.value_weight, "#8a5cd1")):
-                bh = h * min(value, ymax) / ymax
-                p.setPen(Qt.PenStyle.NoPen)
-                p.setBrush(QColor(col))
-                p.drawRect(QRectF(cx + offset, top + h - bh, bar_w, bh))
-            size = min(10.0, max(slot * 0.6, 4.0))
-            for row, is_open in enumerate((pt.key_gate_open, pt.value_gate_open)):
-                box = QRectF(cx - size / 2, gate_top + row * 14 + (12 - size) / 2, size, size)
-                p.setPen(QPen(QColor("#2f9e6e" if is_open else theme.AXIS), 1.2))
-                p.setBrush(QColor("#2f9e6e") if is_open else Qt.BrushStyle.NoBrush)
-                p.drawRect(box)
-            if i % label_every == 0:
-                p.setPen(QColor(theme.MUTED))
-                p.drawText(QRectF(cx - 20, top + h + 3, 40, 16), Qt.AlignmentFlag.AlignHCenter, str(pt.receiver_layer))
-        p.setPen(QPen(QColor(theme.AXIS), 1))
-        p.drawLine(int(left), int(top + h), int(left + w), int(top + h))
-        p.setPen(QColor(theme.MUTED))
-        opened = sum(pt.key_gate_open or pt.value_gate_open for pt in self.points)
-        p.drawText(QRectF(left, gate_top + 30, w, 16), Qt.AlignmentFlag.AlignHCenter,
-                   f"receiver layer  \u2014  {opened} of {n} layers take the sharer's cache")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QScrollArea, QTabWidget, QToolButton, QWidget
 
-from .charts import FuserPlot, TotalsChart
+from .charts import TotalsChart
+from .fuser_plot import FuserPlot
 from .diff_view import DiffView
 
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QTextCursor
-from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSizePolicy,
+from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPushButton, QSizePolicy,
                                QTextBrowser, QToolButton, QVBoxLayout, QWidget)
 
 from fusers.engine import Mode, PhaseEvent
 from fusers.load_meter import BUSY_CORES
+from fusers.team import mode_key, parse_mode
 
 from .. import theme
-from ..conversation import COMPARED, Conversation, Turn, TurnState
+from ..conversation import COMPARED, Conversation, Turn, TurnState, hint_piece
 from .charts import Figures, PhaseBar, seconds
+from .hint_box import HintBox
+from .sharers import SharerLine
 
 # The order modes are offered in: the ones the app compares first, then the rest in the engine's order (so a
 # mode the engine gains is offered without a list here to update).
@@ -35,11 +38,11 @@ class ChatPane(QFrame):
     remove_requested = Signal(object)
     tokens_changed = Signal(object)
 
-    def __init__(self, number: int, mode: Mode, parent: QWidget | None = None):
+    def __init__(self, number: int, mode: Mode | str, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("pane")
         self.number = number
-        self._mode = Mode(mode)
+        self._mode, sharers = parse_mode(mode)
         self.conversation = Conversation()
         self.scale = 0.0
         self.removable = True
@@ -58,6 +61,12 @@ class ChatPane(QFrame):
         self.mode_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.mode_box.setToolTip("What answers in this pane: text relay, cache fusion, both together, or one model "
                                  "alone")
+        # a team's sharers on a line of their own: four panes' headers still fit 1366 pixels
+        self.sharer_row = SharerLine()
+        self.picker = self.sharer_row.picker  # which of a team's sharers this pane's mode uses
+        self.picker.set_chosen(sharers)
+        self.picker.picked.connect(self._sharers_picked)
+        self._hint_sharer = ""  # whose hint the pane showed last (a team's relay)
         self.state_label = QLabel("idle")
         self.state_label.setObjectName("paneState")
         self.remove_button = QToolButton()
@@ -65,14 +74,18 @@ class ChatPane(QFrame):
         self.remove_button.setToolTip("Remove this pane")
         self.remove_button.setAutoRaise(True)
         self.remove_button.clicked.connect(self._remove)
-        hl = QHBoxLayout(header)
-        hl.setContentsMargins(8, 6, 4, 6)
+        hl = QHBoxLayout()
         hl.setSpacing(4)
         hl.addWidget(self.title)
         hl.addWidget(self.mode_box)
         hl.addStretch(1)
         hl.addWidget(self.state_label)
         hl.addWidget(self.remove_button)
+        header_rows = QVBoxLayout(header)
+        header_rows.setContentsMargins(8, 6, 4, 6)
+        header_rows.setSpacing(4)
+        header_rows.addLayout(hl)
+        header_rows.addWidget(self.sharer_row)
 
         # asked after a mode change: inline, so nothing modal stops the other panes
         self.ask_bar = QFrame()
@@ -95,27 +108,8 @@ class ChatPane(QFrame):
         al.addLayout(ask_buttons)
         self.ask_bar.hide()
 
-        self.hint_box = QFrame()
-        self.hint_box.setObjectName("hintBox")
-        self.hint_toggle = QToolButton()
-        self.hint_toggle.setObjectName("hintToggle")
-        self.hint_toggle.setCheckable(True)
-        self.hint_toggle.setChecked(True)
-        self.hint_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.hint_toggle.setArrowType(Qt.ArrowType.DownArrow)
-        self.hint_toggle.toggled.connect(self._toggle_hint)
-        self.hint_text = QPlainTextEdit()
-        self.hint_text.setObjectName("hintText")
-        self.hint_text.setReadOnly(True)
-        self.hint_text.setMaximumHeight(84)
-        self.hint_text.setMinimumHeight(40)  # a low screen shows fewer lines of the hint, and scrolls
-        self.hint_text.setPlaceholderText("The sharer's hint streams here before the receiver answers.")
-        self.hint_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)  # shrinks when folded
-        hb = QVBoxLayout(self.hint_box)
-        hb.setContentsMargins(4, 2, 4, 4)
-        hb.setSpacing(2)
-        hb.addWidget(self.hint_toggle)
-        hb.addWidget(self.hint_text)
+        self.hint_box = HintBox()
+        self.hint_toggle, self.hint_text = self.hint_box.toggle, self.hint_box.text
 
         self.transcript = QTextBrowser()
         self.transcript.setObjectName("transcript")
@@ -170,10 +164,33 @@ class ChatPane(QFrame):
     def mode(self) -> Mode:
         return self._mode
 
-    def set_mode(self, mode: Mode, ask: bool = False) -> None:
-        """Change the mode from code (restoring a layout); ``ask`` offers the re-run as a user change would."""
-        index = MODES.index(Mode(mode))
+    @property
+    def key(self) -> str:
+        """The mode as the engine takes it: ``fusion``, or ``fusion:A`` where it uses some of a team's sharers."""
+        return mode_key(self._mode, None if self._mode is Mode.RECEIVER else self.picker.chosen())
+
+    def set_team(self, names: tuple[str, ...]) -> None:
+        """The loaded team's sharers (() for a pair): the pane's sharer menu offers them."""
+        self.picker.set_team(names)
+        self._sync_picker()
+
+    def _sync_picker(self) -> None:
+        self.sharer_row.sync(self._mode)
+
+    def _sharers_picked(self) -> None:
+        self._sync_header()
+        self._offer_rerun()
+        self.mode_changed.emit(self, self._mode, self._mode)
+
+    def set_mode(self, mode: Mode | str, ask: bool = False) -> None:
+        """Change the mode from code (restoring a layout; ``fusion:A`` picks a team's sharers too); ``ask`` offers
+        the re-run as a user change would."""
+        mode, sharers = parse_mode(mode)
+        self.picker.set_chosen(sharers)
+        self._sync_picker()
+        index = MODES.index(mode)
         if index == self.mode_box.currentIndex():
+            self._sync_header()
             return
         if ask:
             self.mode_box.setCurrentIndex(index)
@@ -181,7 +198,8 @@ class ChatPane(QFrame):
             self.mode_box.blockSignals(True)
             self.mode_box.setCurrentIndex(index)
             self.mode_box.blockSignals(False)
-            self._mode = Mode(mode)
+            self._mode = mode
+            self._sync_picker()
             self._sync_header()
 
     def set_fusion_available(self, available: bool, why: str = "") -> None:
@@ -198,13 +216,18 @@ class ChatPane(QFrame):
         if old == new:
             return
         self._mode = new
+        self._sync_picker()
         self._sync_header()
+        self._offer_rerun()
+        self.mode_changed.emit(self, old, new)
+
+    def _offer_rerun(self) -> None:
         if self.conversation.last_prompt() is not None:
             preview = self.conversation.last_prompt().replace("\n", " ")
             preview = preview if len(preview) <= 60 else preview[:59] + "\u2026"
-            self.ask_text.setText(f"Now {new.label.lower()}. Re-run the last prompt here? \u201c{html.escape(preview)}\u201d")
+            self.ask_text.setText(f"Now {self.mode_text().lower()}. Re-run the last prompt here? "
+                                  f"\u201c{html.escape(preview)}\u201d")
             self.ask_bar.show()
-        self.mode_changed.emit(self, old, new)
 
     def ask_bar_hide(self) -> None:
         self.ask_bar.hide()
@@ -220,8 +243,12 @@ class ChatPane(QFrame):
         self.number = number
         self._sync_header()
 
+    def mode_text(self) -> str:
+        """The mode in words, with the team's sharers it uses ("Cache fusion · A"; a pair's: the mode alone)."""
+        return mode_words(self._mode, self.picker.chosen() or self.picker.team if self.picker.team else None)
+
     def label(self) -> str:
-        return f"{self.number} \u00b7 {self._mode.label}"
+        return f"{self.number} \u00b7 {self.mode_text()}"
 
     def _sync_header(self) -> None:
         self.title.setText(f"{self.number}")
@@ -229,14 +256,11 @@ class ChatPane(QFrame):
         self.title.setStyleSheet(f"color: {color};")
         self.hint_box.setVisible(self._mode.writes_hint)
 
-    def _toggle_hint(self, shown: bool) -> None:
-        self.hint_text.setVisible(shown)
-        self.hint_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
-
     def set_busy(self, busy: bool) -> None:
         """While runs go, the mode and the pane itself stay put."""
         self._busy = busy
         self.mode_box.setEnabled(not busy)
+        self.picker.setEnabled(not busy)
         # hidden, not greyed: its room goes to "waiting...", so four panes' headers still fit 1366 pixels
         self.remove_button.setVisible(self.removable and not busy)
         self.rerun_button.setEnabled(not busy)
@@ -295,7 +319,12 @@ class ChatPane(QFrame):
         if isinstance(event, PhaseEvent):
             self._show_metrics()
             return
-        self._unshown[event.part].append(event.text)
+        text = event.text
+        if event.part == "hint" and event.sharer:  # a team's relay: each sharer's hint on its own line
+            text = hint_piece(self.hint_text.toPlainText() or "".join(self._unshown["hint"]), self._hint_sharer,
+                              event.sharer, text)
+            self._hint_sharer = event.sharer
+        self._unshown[event.part].append(text)
         if event.part == "answer":
             self.tokens_changed.emit(self)
         if not self._frame.isActive():
@@ -327,6 +356,7 @@ class ChatPane(QFrame):
     def _reset_hint(self) -> None:
         """No hint shown and no question asked: a new turn, or none."""
         self._unshown["hint"].clear()
+        self._hint_sharer = ""
         self.ask_bar.hide()
         self.hint_text.clear()
         self._update_hint_title()
@@ -345,14 +375,11 @@ class ChatPane(QFrame):
 
     def _update_hint_title(self) -> None:
         turn = self.current
-        n = len(turn.hint_tokens) if turn else 0
-        self.hint_toggle.setText(f"Sharer's hint \u00b7 {n} tokens" if n else "Sharer's hint")
+        self.hint_box.set_title(len(turn.hint_tokens) if turn else 0, len(self.picker.chosen() or self.picker.team))
 
     def _append_hint(self, text: str) -> None:
         self.text_appends += 1
-        cursor = self.hint_text.textCursor()
-        cursor.movePosition(QTextCursor.MoveOperation.End)
-        cursor.insertText(theme.printable(text))
+        self.hint_box.append(text)
         self._update_hint_title()
 
     def _append_answer(self, text: str) -> None:
@@ -383,7 +410,7 @@ class ChatPane(QFrame):
             color = theme.MODE_COLORS.get(turn.mode.value, theme.TEXT)
             note = _turn_note(turn)
             parts.append(f"<p style='margin-top:6px; margin-bottom:2px'><b style='color:{color}'>"
-                         f"{html.escape(turn.mode.label)}</b>"
+                         f"{html.escape(mode_words(turn.mode, turn.took_part()))}</b>"
                          + (f" <span style='color:{theme.MUTED}'>\u00b7 {html.escape(note)}</span>" if note else "")
                          + "</p>")
             if turn.error is not None:
@@ -437,6 +464,14 @@ class ChatPane(QFrame):
     def _set_figures(self, ttft: str, rate: str, elapsed: str, tokens: str, kind: str) -> None:
         self.figures = {"ttft": ttft, "tok/s": rate, "elapsed": elapsed, "tokens": tokens}
         self.metrics.set_figures([("TTFT", ttft), ("tok/s", rate), ("elapsed", elapsed), ("tokens", tokens)], kind)
+
+
+def mode_words(mode: Mode, sharers: tuple[str, ...] | None) -> str:
+    """A mode in words with the team's sharers that take part: "Cache fusion · A+B"; the mode alone for a pair's
+    (None) or the receiver alone."""
+    if not sharers or mode is Mode.RECEIVER:
+        return mode.label
+    return f"{mode.label} \u00b7 {'+'.join(sharers)}"
 
 
 def _html(text: str) -> str:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout,
-                               QLabel, QLineEdit, QMenu, QProgressBar, QPushButton, QSpinBox, QStyle,
-                               QStyleOptionComboBox, QStylePainter, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QProgressBar, QPushButton, QSpinBox, QStyle, QStyleOptionComboBox, QStylePainter,
+                               QVBoxLayout, QWidget)
 
 from fusers.generation import GenerationSettings
 from fusers.presets import Preset
-from fusers.vocabulary import DEVICES, DTYPES, QUANTIZE_LABELS
+
+from .sharers import ModelRow, SharersBox, grid_layout, place
 
 CUSTOM = "Custom (fill in below)"
 
@@ -46,82 +47,9 @@ class ElidedComboBox(QComboBox):
         return self.fontMetrics().elidedText(self.currentText(), Qt.TextElideMode.ElideLeft, field.width())
 
 
-class ModelRow:
-    """Source and placement of one model (receiver or sharer)."""
-
-    def __init__(self, role: str, placeholder: str):
-        self.role = role
-        self.source = QLineEdit()
-        self.source.setPlaceholderText(placeholder)
-        self.source.setToolTip(f"The {role}: a Hub id (Qwen/Qwen3-0.6B), a local model folder or a .gguf file")
-        self.browse = QToolButton()
-        self.browse.setText("\u2026")
-        self.browse.setToolTip(f"Choose a local {role} folder or GGUF file")
-        self.browse.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-        menu = QMenu(self.browse)
-        self.browse_folder = menu.addAction("Model folder\u2026", self._browse)
-        self.browse_gguf = menu.addAction("GGUF file\u2026", self._browse_gguf)
-        self.browse.setMenu(menu)
-        self.adapter = QLineEdit()
-        self.adapter.setPlaceholderText("LoRA adapter folder (optional)")
-        self.adapter.setToolTip(f"A PEFT (LoRA) adapter folder to put on the {role}. The {role} box may also hold an "
-                                "adapter folder alone: its adapter_config.json names the base model.")
-        self.adapter_browse = QToolButton()
-        self.adapter_browse.setText("\u2026")
-        self.adapter_browse.setToolTip(f"Choose a LoRA adapter folder for the {role}")
-        self.adapter_browse.clicked.connect(self._browse_adapter)
-        self.device = QComboBox()
-        self.device.setEditable(True)  # cuda:1 and friends
-        self.device.addItems(DEVICES)
-        self.device.setToolTip("Device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-        self.dtype = QComboBox()
-        self.dtype.addItems(DTYPES)
-        self.dtype.setToolTip("Weights and cache dtype: auto is float32 on the CPU, bfloat16 on a GPU")
-        self.quantize = QComboBox()
-        for value, label in QUANTIZE_LABELS.items():
-            self.quantize.addItem(label, value)
-        self.quantize.setToolTip("Quantize the weights with bitsandbytes (4-bit is NF4)")
-        for combo in (self.device, self.dtype, self.quantize):  # each item's whole name: they are short
-            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-
-    def _browse(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.source, f"Choose the {self.role} folder", self.source.text())
-        if folder:
-            self.source.setText(folder)
-
-    def _browse_adapter(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.adapter, f"Choose the {self.role}'s adapter folder",
-                                                  self.adapter.text())
-        if folder:
-            self.adapter.setText(folder)
-
-    def _browse_gguf(self) -> None:
-        # LM Studio, Ollama, GPT4All and Jan keep their models as GGUF files
-        path, _ = QFileDialog.getOpenFileName(self.source, f"Choose the {self.role} GGUF file", self.source.text(),
-                                              "GGUF models (*.gguf);;All files (*)")
-        if path:
-            self.source.setText(path)
-
-    def widgets(self) -> list[QWidget]:
-        return [self.source, self.browse, self.adapter, self.adapter_browse, self.device, self.dtype, self.quantize]
-
-    def get(self) -> dict[str, str]:
-        return {"source": self.source.text().strip(), "adapter": self.adapter.text().strip(),
-                "device": self.device.currentText().strip() or "auto", "dtype": self.dtype.currentText(),
-                "quantize": self.quantize.currentData()}
-
-    def put(self, data: dict[str, Any]) -> None:
-        self.source.setText(str(data.get("source", "")))
-        self.adapter.setText(str(data.get("adapter", "")))
-        self.device.setCurrentText(str(data.get("device", "auto")) or "auto")
-        if str(data.get("dtype", "auto")) in DTYPES:
-            self.dtype.setCurrentText(str(data.get("dtype", "auto")))
-        index = self.quantize.findData(str(data.get("quantize", "none")))
-        self.quantize.setCurrentIndex(max(index, 0))
-
-
 class PairPanel(QGroupBox):
     load_requested = Signal()
+    preset_picked = Signal(object)  # the user picked this Preset
     unload_requested = Signal()
     cancel_requested = Signal()
 
@@ -143,57 +71,23 @@ class PairPanel(QGroupBox):
         self.preset_note.hide()
         self._wanted = ""  # the preset the saved form names, chosen once the presets are listed
         self.receiver = ModelRow("receiver", "Hub id or folder (default: the fuser's)")
-        self.sharer = ModelRow("sharer", "Hub id or folder (default: the fuser's)")
-        self.fuser = QLineEdit()
-        self.fuser.setPlaceholderText("Fuser folder or downloaded pair (optional)")
-        self.fuser.setToolTip("Cache fusion needs a fuser: a published pair folder, one of ours, or a downloaded "
-                              "pair name. Without one, the other modes still work.")
-        fuser_browse = QToolButton()
-        fuser_browse.setText("\u2026")
-        fuser_browse.setToolTip("Choose a fuser folder")
-        fuser_browse.clicked.connect(self._browse_fuser)
+        self.sharers = SharersBox()  # the first sharer's row, and a team's others
+        self.sharers.fuser_edited.connect(self._fuser_edited)
+        self.sharer = self.sharers.first
+        self.fuser = self.sharer.fuser  # the first sharer's fuser: a pair's fuser, or a team folder
+        self.team_folder = ""  # the team folder the rows were filled from, if they were
+        self.sharers.changed.connect(self._sharers_changed)
 
-        grid = QGridLayout()
-        grid.setHorizontalSpacing(6)
-        grid.setVerticalSpacing(5)
-        grid.setColumnStretch(1, 1)
+        grid = grid_layout()
         row = 0
         grid.addWidget(QLabel("Preset"), row, 0)
         row += 1
         grid.addWidget(self.preset, row, 0, 1, 3)  # the whole width: presets' names are long (the face elides)
         row += 1
         grid.addWidget(self.preset_note, row, 0, 1, 3)
-        for model in (self.receiver, self.sharer):
-            row += 1
-            grid.addWidget(QLabel(model.role.capitalize()), row, 0)
-            grid.addWidget(model.source, row, 1)
-            grid.addWidget(model.browse, row, 2)
-            row += 1
-            adapter_label = QLabel("adapter")
-            adapter_label.setObjectName("sectionNote")
-            grid.addWidget(adapter_label, row, 0, Qt.AlignmentFlag.AlignRight)
-            grid.addWidget(model.adapter, row, 1)
-            grid.addWidget(model.adapter_browse, row, 2)
-            if model is self.receiver:  # one header names the placement columns of both models
-                row += 1
-                heads = QHBoxLayout()
-                heads.setSpacing(4)
-                for text, stretch in (("device", 3), ("dtype", 3), ("quantization", 4)):
-                    head = QLabel(text)
-                    head.setObjectName("sectionNote")
-                    heads.addWidget(head, stretch)
-                grid.addLayout(heads, row, 0, 1, 3)
-            row += 1
-            placement = QHBoxLayout()
-            placement.setSpacing(4)
-            placement.addWidget(model.device, 3)
-            placement.addWidget(model.dtype, 3)
-            placement.addWidget(model.quantize, 4)
-            grid.addLayout(placement, row, 0, 1, 3)  # the whole width: three whole combo boxes in a narrow dock
         row += 1
-        grid.addWidget(QLabel("Fuser"), row, 0)
-        grid.addWidget(self.fuser, row, 1)
-        grid.addWidget(fuser_browse, row, 2)
+        row = place(grid, row, self.receiver, QLabel("Receiver"), heads=True)
+        grid.addWidget(self.sharers, row, 0, 1, 3)
         row += 1
         self.cuda_graphs = QCheckBox("CUDA graphs")
         self.cuda_graphs.setChecked(True)
@@ -250,10 +144,42 @@ class PairPanel(QGroupBox):
         layout.addWidget(self.progress_box)
         layout.addWidget(self.status)
 
-    def _browse_fuser(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose the fuser folder", self.fuser.text())
-        if folder:
-            self.fuser.setText(folder)
+    # a team folder given as a fuser: its team.json fills in the receiver and every sharer
+    def set_fuser(self, text: str) -> None:
+        """The first sharer's fuser box holds ``text``; a team folder fills in every sharer."""
+        self.team_folder = ""
+        self.fuser.setText(text)
+        self._fuser_edited(text)
+
+    def _fuser_edited(self, text: str) -> None:
+        from fusers.team_folder import is_team
+
+        if is_team(text):
+            self.expand_team(text)
+
+    def expand_team(self, folder: str) -> bool:
+        """Fill the receiver and one row per sharer from the team folder's ``team.json`` (False, said in the status
+        line, when it does not read)."""
+        from fusers.errors import C2CError
+        from fusers.team_folder import read_team
+
+        try:
+            manifest = read_team(folder)
+        except C2CError as exc:
+            self.status.setText(str(exc))
+            return False
+        self.receiver.put({**self.receiver.get(), "source": manifest.receiver, "adapter": manifest.receiver_adapter})
+        place = {k: v for k, v in self.sharer.get().items() if k in ("device", "dtype", "quantize")}
+        self.sharers.set_rows([{**place, "name": s.name, "source": s.sharer, "adapter": s.adapter, "fuser": s.fuser}
+                               for s in manifest.sharers])
+        self.team_folder = str(folder)
+        return True
+
+    def _sharers_changed(self) -> None:
+        team = len(self.sharers.rows) > 1
+        self.load_button.setText("Load team" if team else "Load pair")
+        self.load_button.setToolTip("Load the receiver, every sharer and their fusers in the background" if team else
+                                    "Load the receiver, sharer and fuser in the background")
 
     # presets
     def set_presets(self, presets: Sequence[Preset]) -> None:
@@ -270,7 +196,8 @@ class PairPanel(QGroupBox):
                                     + (f"\n{p.needs}" if p.needs else ""), Qt.ItemDataRole.ToolTipRole)
         index = self.preset.findData(current)
         wanted = self.presets[index - 1] if index > 0 else None
-        if wanted is not None and current == self._wanted and self.fuser.text().strip() != wanted.fuser:
+        given = self.team_folder or self.fuser.text().strip()  # a team's rows came from its folder
+        if wanted is not None and current == self._wanted and given != wanted.fuser:
             index = 0  # the saved form was edited after the preset was chosen: it is the user's own pair now
         self._wanted = ""
         self.preset.setCurrentIndex(max(index, 0))
@@ -304,24 +231,29 @@ class PairPanel(QGroupBox):
         for p in self.presets:
             if p.name == name:
                 self._fill(p)
+                self.preset_picked.emit(p)
 
     def _fill(self, preset: Preset) -> None:
+        self.sharers.set_rows([])  # a preset is a pair, or a team folder that names its sharers
         self.receiver.source.setText(preset.receiver)
         self.sharer.source.setText(preset.sharer)
         for row in (self.receiver, self.sharer):
             row.adapter.clear()  # a preset's models are whole: an adapter is its source folder
-        self.fuser.setText(preset.fuser)
+        self.set_fuser(preset.fuser)
 
     # the form
     def form(self) -> dict[str, Any]:
+        """The models to load: ``sharer`` and ``fuser`` the first sharer's, ``sharers`` a team's other rows."""
         return {"preset": self.preset.currentData() or "", "receiver": self.receiver.get(),
-                "sharer": self.sharer.get(), "fuser": self.fuser.text().strip(),
+                "sharer": {k: v for k, v in self.sharer.get().items() if k != "fuser"},
+                "fuser": self.fuser.text().strip(), "sharers": self.sharers.extra(), "team": self.team_folder,
                 "cuda_graphs": self.cuda_graphs.isChecked(), "compile": self.compile.isChecked()}
 
     def set_form(self, form: dict[str, Any]) -> None:
         self.receiver.put(form.get("receiver") or {})
-        self.sharer.put(form.get("sharer") or {})
-        self.fuser.setText(str(form.get("fuser", "")))
+        extra = [part for part in form.get("sharers") or [] if isinstance(part, dict)]
+        self.sharers.set_rows([{**(form.get("sharer") or {}), "fuser": str(form.get("fuser", ""))}, *extra])
+        self.team_folder = str(form.get("team") or "")
         self.cuda_graphs.setChecked(form.get("cuda_graphs") is not False)
         self.compile.setChecked(form.get("compile") is not False)
         index = self.preset.findData(form.get("preset") or "")
@@ -362,6 +294,7 @@ class PairPanel(QGroupBox):
         """A run is going: keep the models where they are."""
         self.load_button.setEnabled(not busy)
         self.unload_button.setEnabled(not busy and self.loaded)
+        self.sharers.set_enabled(not busy)
 
 
 class GenerationPanel(QGroupBox):
