@@ -20,21 +20,21 @@ class HintBox(QFrame):
         self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.toggle.setArrowType(Qt.ArrowType.DownArrow)
         self.toggle.toggled.connect(self._fold)
-        self.text = QPlainTextEdit()
-        self.text.setObjectName("hintText")
-        self.text.setReadOnly(True)
-        self.text.setMaximumHeight(84)
-        self.text.setMinimumHeight(40)  # a low screen shows fewer lines of the hint, and scrolls
-        self.text.setPlaceholderText("The sharer's hint streams here before the receiver answers.")
+        self.body = QPlainTextEdit()
+        self.body.setObjectName("hintText")
+        self.body.setReadOnly(True)
+        self.body.setMaximumHeight(84)
+        self.body.setMinimumHeight(40)  # a low screen shows fewer lines of the hint, and scrolls
+        self.body.setPlaceholderText("The sharer's hint streams here before the receiver answers.")
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)  # shrinks when folded
         hb = QVBoxLayout(self)
         hb.setContentsMargins(4, 2, 4, 4)
         hb.setSpacing(2)
         hb.addWidget(self.toggle)
-        hb.addWidget(self.text)
+        hb.addWidget(self.body)
 
     def _fold(self, shown: bool) -> None:
-        self.text.setVisible(shown)
+        self.body.setVisible(shown)
         self.toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
 
     def set_title(self, tokens: int, sharers: int) -> None:
@@ -43,6 +43,6 @@ class HintBox(QFrame):
         self.toggle.setText(f"{whose} \u00b7 {tokens} tokens" if tokens else whose)
 
     def append(self, text: str) -> None:
-        cursor = self.text.textCursor()
+        cursor = self.body.textCursor()
         cursor.movePosition(QTextCursor.MoveOperation.End)
         cursor.insertText(theme.printable(text))

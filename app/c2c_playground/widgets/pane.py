@@ -109,7 +109,7 @@ class ChatPane(QFrame):
         self.ask_bar.hide()
 
         self.hint_box = HintBox()
-        self.hint_toggle, self.hint_text = self.hint_box.toggle, self.hint_box.text
+        self.hint_toggle, self.hint_text = self.hint_box.toggle, self.hint_box.body
 
         self.transcript = QTextBrowser()
         self.transcript.setObjectName("transcript")
