@@ -60,7 +60,7 @@ class Recipe:
         steps=120, from_specialist=True, trainable=r"layers\.[0-6]\.mlp\.",
         mixture=dict(aligned=0.5, plain_lookahead=0.5)))
     fuser: dict[str, Any] = field(default_factory=lambda: dict(
-        steps=400, batch_size=4, lr=5e-4, warmup_steps=20, hidden_dim=64, intermediate_dim=64, dropout=0.1,
+        steps=800, batch_size=4, lr=5e-4, warmup_steps=20, hidden_dim=64, intermediate_dim=64, dropout=0.1,
         gate_init=3.0, eval_split=0.0, max_length=128, log_every=25))
     fuser_phrasings: int = 3  # of the four phrasings of each question; the evaluation asks the first
     fuser_capital_repeats: int = 3  # how often each practice capital is in the fuser's data (general answers stay)

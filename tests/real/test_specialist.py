@@ -17,7 +17,7 @@ from fusers.specialist.domain import Domain, contains_value
 from fusers.specialist.evaluate import evaluate, shipped_metrics, with_adapter
 
 MB = 2**20
-READS_AT_LEAST = 0.3  # the shipped ablation follow rate's floor (the goal, 70%, is not met: docs/specialist.md)
+READS_AT_LEAST = 0.7  # the goal for the ablation follow rate, met by the shipped fuser (docs/specialist.md)
 
 
 def test_the_shipped_files_are_small_safe_and_name_the_bundled_base():
@@ -64,6 +64,7 @@ def test_the_shipped_numbers():
     # often than the original ones (the fuser before decoys: 15% against 48%)
     assert m["ablation_follow_rate"] >= READS_AT_LEAST and m["ablation_follow_rate"] > m["ablation_original_rate"]
     assert acc["fusion"]["c"] > acc["receiver"]["c"] and acc["fusion"]["h"] > acc["receiver"]["h"]
+    assert acc["fusion"]["b"] >= 0.9  # by reading: each (b) question has three answers in training, one a company
     assert m["fusion_to_relay_latency"] < 0.6
 
 
