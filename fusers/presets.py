@@ -36,6 +36,7 @@ class Preset:
     status: str  # "ready" (the fuser is on disk), "partial" (download unfinished) or "absent"
     install: str = ""  # for a pair that is absent because packages are missing: the command that installs them
     panes: tuple[str, ...] = ()  # the pane modes that show what the preset is for, set once it loads ("": keep)
+    team: tuple[tuple[str, str, str], ...] = ()  # a team's sharers: (name, sharer, fuser folder) each
 
     @property
     def ready(self) -> bool:
@@ -54,6 +55,16 @@ class Preset:
             return ("No fuser: text relay and the models alone work; cache fusion needs a fuser (train one with "
                     "c2c train).")
         return ""
+
+    def describe(self) -> str:
+        """What the preset loads, a line a model (a team: every sharer with its fuser), then what it needs."""
+        if self.team:
+            lines = [f"receiver {self.receiver}"] + [f"sharer {name}: {sharer}, fuser {fuser}"
+                                                     for name, sharer, fuser in self.team]
+        else:
+            lines = [f"receiver {self.receiver}", f"sharer {self.sharer}",
+                     "fuser " + (self.fuser or "none (train one with c2c train)")]
+        return "\n".join(lines + ([self.needs] if self.needs else []))
 
     @property
     def label(self) -> str:
@@ -159,7 +170,7 @@ def _team() -> list[Preset]:
     except TeamFormatError:  # a broken build: not offered, rather than offered and failing
         return []
     return [Preset(TEAM_NAME, manifest.receiver, manifest.sharers[0].sharer, str(root), "team", "ready",
-                   panes=TEAM_PANES)]
+                   panes=TEAM_PANES, team=tuple((s.name, s.sharer, s.fuser) for s in manifest.sharers))]
 
 
 def _published(offline: bool) -> list[tuple[str, str, str, str]]:

@@ -191,6 +191,8 @@ def test_the_team_preset_opens_its_panes_and_examples(window, loop):
     panel.preset.activated.emit(panel.preset.currentIndex())  # as a user's pick
     assert [p.key for p in window.panes] == list(TEAM_PANES)
     assert [r.name.text() for r in panel.sharers.rows] == ["A", "B"] and panel.team_folder == team.fuser
+    tip = panel.preset.toolTip()  # what the preset loads: every sharer with its fuser
+    assert "sharer A: " in tip and "sharer B: " in tip and "fuser_B" in tip, tip
     _cpu(panel)
     assert run(loop, window.load_from_form()), window.banner.message()
     assert [p.key for p in window.panes] == list(TEAM_PANES)

@@ -190,10 +190,7 @@ class PairPanel(QGroupBox):
         self.preset.addItem(CUSTOM, "")
         for p in self.presets:
             self.preset.addItem(p.label, p.name)
-            self.preset.setItemData(self.preset.count() - 1,
-                                    f"receiver {p.receiver}\nsharer {p.sharer}\nfuser "
-                                    + (p.fuser or "none (train one with c2c train)")
-                                    + (f"\n{p.needs}" if p.needs else ""), Qt.ItemDataRole.ToolTipRole)
+            self.preset.setItemData(self.preset.count() - 1, p.describe(), Qt.ItemDataRole.ToolTipRole)
         index = self.preset.findData(current)
         wanted = self.presets[index - 1] if index > 0 else None
         given = self.team_folder or self.fuser.text().strip()  # a team's rows came from its folder
