@@ -157,6 +157,21 @@ class Workshop:
         return {str(p.relative_to(self.staging)): p.stat().st_size for p in sorted(self.staging.rglob("*"))
                 if p.is_file()}
 
+    def fresh_run(self, name: str) -> Path:
+        """An empty folder in the work folder for a training run (an earlier run's is removed: a run refuses a
+        folder that holds one)."""
+        run_dir = self.work / name
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        return run_dir
+
+    def train_progress(self, label: str) -> Callable[[Any], None]:
+        """A training run's progress callback: one line per logging step."""
+        def report(p: Any) -> None:
+            if p.event == "log":
+                self.say(f"{label} step {p.step}/{p.total_steps} loss {p.loss:.3f} ({p.tokens_per_s:.0f} tokens/s)")
+        return report
+
     def evaluate(self, what: str, run: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
         """The recipe's last stage: ``run(staging)`` measures the staged folder through the engine; its result is
         written beside the files as ``metrics.json`` and returned."""
@@ -262,17 +277,11 @@ def build(out: Path, recipe: Recipe, work: Path | None = None, evaluate_limit: i
     t = time.perf_counter()
     r = load_model(ModelSpec(str(staging / RECEIVER_DIR), "cpu", "float32"), "receiver")
     s = load_model(ModelSpec(str(staging / SHARER_DIR), "cpu", "float32"), "sharer")
-    run_dir = work / "fuser-run"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+    run_dir = shop.fresh_run("fuser-run")
     config = TrainConfig(seed=recipe.seed, **recipe.fuser)
     log(f"training the fuser with fusers.train: {config.steps} steps of {config.batch_size}")
 
-    def fuser_progress(p: Any) -> None:
-        if p.event == "log":
-            log(f"fuser step {p.step}/{p.total_steps} loss {p.loss:.3f} ({p.tokens_per_s:.0f} tokens/s)")
-
-    report = train(r, s, fuser_conversations(world), config, run_dir, progress=fuser_progress)
+    report = train(r, s, fuser_conversations(world), config, run_dir, progress=shop.train_progress("fuser"))
     fuser = load_fuser(run_dir)
     fuser.info.receiver, fuser.info.sharer = RECEIVER_NAME, SHARER_NAME
     save_fuser(fuser, staging / FUSER_DIR)

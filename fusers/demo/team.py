@@ -349,17 +349,12 @@ def build(out: Path, recipe: TeamRecipe, demo: Path | None = None, work: Path | 
     r = load_model(ModelSpec(str(staging / RECEIVER_DIR), "cpu", "float32"), "receiver")
     sharers = {name: load_model(ModelSpec(str(staging / f"sharer_{name}"), "cpu", "float32"), "sharer")
                for name in SPECIALISTS}
-    run_dir = shop.work / "team-run"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+    run_dir = shop.fresh_run("team-run")
     config = TrainConfig(seed=recipe.seed, **recipe.fuser)
     log(f"training the team's fusers together: {config.steps} steps of {config.batch_size}")
 
-    def fuser_progress(p: Any) -> None:
-        if p.event == "log":
-            log(f"team fuser step {p.step}/{p.total_steps} loss {p.loss:.3f} ({p.tokens_per_s:.0f} tokens/s)")
-
-    report = train_team(r, sharers, team_conversations(world), config, run_dir, progress=fuser_progress)
+    report = train_team(r, sharers, team_conversations(world), config, run_dir,
+                        progress=shop.train_progress("team fuser"))
     histories["fuser"] = [h for h in report.history if h.get("event") == "log"]
     from ..checkpoint import save_fuser
     from ..team import SharerEntry, TeamManifest, load_team_fusers, write_team

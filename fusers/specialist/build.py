@@ -238,20 +238,14 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
         specialist = with_adapters(base, {SPECIALIST_ADAPTER: staging / ADAPTER_DIR, **decoy_dirs})
     else:
         specialist = with_adapter(base, staging / ADAPTER_DIR)  # the stored (float16) adapter: what ships
-    run_dir = work / "fuser-run"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+    run_dir = shop.fresh_run("fuser-run")
     config = TrainConfig(seed=recipe.seed, alignment=ALIGNMENT, **recipe.fuser)
     log(f"training the fuser with fusers.train: {config.steps} steps of {config.batch_size}")
-
-    def fuser_progress(p: Any) -> None:
-        if p.event == "log":
-            log(f"fuser step {p.step}/{p.total_steps} loss {p.loss:.3f} ({p.tokens_per_s:.0f} tokens/s)")
 
     data = fuser_conversations(domain, recipe.fuser_phrasings, recipe.fuser_capital_repeats,
                                [SPECIALIST_ADAPTER, *decoy_dirs] if decoy_dirs else (), own_answers,
                                recipe.fuser_own_answers)
-    report = train(receiver, specialist, data, config, run_dir, progress=fuser_progress)
+    report = train(receiver, specialist, data, config, run_dir, progress=shop.train_progress("fuser"))
     # shipped in float16, like the adapters (half the bytes); the evaluation below reads these files
     fuser = load_fuser(run_dir, dtype=torch.float16)
     fuser.info.receiver, fuser.info.sharer = names[0], SHARER_NAME
