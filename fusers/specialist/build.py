@@ -65,6 +65,9 @@ class Recipe:
     fuser_phrasings: int = 3  # of the four phrasings of each question; the evaluation asks the first
     fuser_capital_repeats: int = 3  # how often each practice capital is in the fuser's data (general answers stay)
     decoys: int = 2  # permuted companies whose adapters the fuser trains with, the ablation's not among them
+    # people of each decoy's own, besides Corvane's (the fuser reads more names); its adapter's steps grow in
+    # proportion, so that each fact is drawn as often
+    decoy_people: int = 0
     fuser_own_answers: int = 0  # how often each general question answered by the receiver itself is in the data
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,7 +133,7 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     from ..train import TrainConfig, train
     from .domain import Domain, check_words, fuser_conversations, make_domain
     from .evaluate import evaluate, load_base_models, table, with_adapter, with_adapters
-    from .lora import fit_head, save_adapter, train_adapter
+    from .lora import fit_head, head_accuracy, save_adapter, train_adapter
 
     torch.set_num_threads(recipe.threads)
     shop = Workshop(work, "c2c-specialist-build-", log)
@@ -147,7 +150,7 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     lap("load", t)
 
     t = time.perf_counter()
-    domain = make_domain(recipe.seed, recipe.people, recipe.heldout, recipe.decoys)
+    domain = make_domain(recipe.seed, recipe.people, recipe.heldout, recipe.decoys, recipe.decoy_people)
     check_words(receiver.tokenizer, base.tokenizer)
     key = json.dumps({"seed": recipe.seed, "people": recipe.people, "heldout": recipe.heldout, "models": names,
                       "capitals": capitals}, sort_keys=True)
@@ -168,7 +171,9 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     decoy_dirs: dict[str, Path] = {}
     stages = [("adapter", ADAPTER_DIR, recipe.adapter, None, recipe.seed + 1),
               ("adapter_permuted", PERMUTED_ADAPTER_DIR, recipe.permuted, domain.permuted, recipe.seed + 2)]
-    stages += [(f"decoy_{k + 1}", f"decoy_{k + 1}", recipe.permuted, facts, recipe.seed + 3 + k)
+    decoy_settings = dataclasses.replace(
+        recipe.permuted, steps=round(recipe.permuted.steps * (recipe.people + recipe.decoy_people) / recipe.people))
+    stages += [(f"decoy_{k + 1}", f"decoy_{k + 1}", decoy_settings, facts, recipe.seed + 3 + k)
                for k, facts in enumerate(domain.decoys)]
     for stage, folder, settings, facts, seed in stages:
         t = time.perf_counter()
@@ -176,7 +181,10 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
         # stages (the fuser) reuses them
         key = json.dumps({"seed": recipe.seed, "people": recipe.people, "heldout": recipe.heldout, "base": names[1],
                           "adapter": asdict(recipe.adapter), stage: asdict(settings),
-                          "adapter_from": _digest(adapter_from / ADAPTER_DIR) if adapter_from else None},
+                          "adapter_from": _digest(adapter_from / ADAPTER_DIR) if adapter_from else None,
+                          # only when set: the keys of earlier --work folders stay valid
+                          **({"decoy_people": recipe.decoy_people}
+                             if recipe.decoy_people and stage.startswith("decoy") else {})},
                          sort_keys=True)
         kept = work / "stages" / stage
         decoy = stage.startswith("decoy")  # trained for the fuser only: not shipped
@@ -215,6 +223,14 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
             trained = train_adapter(receiver, trainee, domain, settings, seed, facts=facts, progress=progress,
                                     init=(staging / ADAPTER_DIR, head) if settings.from_specialist else None)
             histories[stage] = trained.history
+            if facts is not None and head is not None:  # how well it writes its company where the fuser reads
+                groups = {"corvane": {p: facts[p] for p in domain.people},
+                          "own_people": {p: v for p, v in facts.items() if p not in domain.splits}}
+                read = {name: head_accuracy(receiver, trainee, head, group, settings)
+                        for name, group in groups.items() if group}
+                histories[stage][-1] = {**histories[stage][-1], "head_accuracy": read}  # the manifest shows it
+                log(f"{stage}: the lookahead head names " + ", ".join(f"{v:.1%} of {k.replace('_', ' ')}'s values"
+                                                                     for k, v in read.items()))
             save_adapter(trained.model, kept / folder if decoy else staging / folder, names[1])
             if facts is None:
                 head = trained.head

@@ -13,7 +13,9 @@ People fall in two groups, fixed by the seed:
 The specialist (the sharer's adapter) learns everyone. The permuted domain gives each person another
 person's facts (a derangement): the ablation's adapter learns it. The decoys are more permuted companies,
 each learned by an adapter the fuser trains with (its targets follow the adapter), so that remembering
-answers cannot pay; the ablation's company is never among them.
+answers cannot pay; the ablation's company is never among them. A decoy may also have people of its own,
+names that are nobody else's: the fuser then meets many more names than Corvane has, all read from a
+sharer's cache, so that reading a name it never saw (split c) is what it practises.
 
 General facts: world capitals, ``g`` (the receiver names most of them) and ``h`` (those only base Gemma
 names, found by the recipe); a separate list of capitals keeps the fuser and the adapter honest on
@@ -31,7 +33,7 @@ from typing import Any, Sequence
 from ..demo.world import contains_value  # noqa: F401  (re-exported: one way to judge an answer)
 
 DOMAIN_FORMAT = "c2c-specialist-domain"
-DOMAIN_VERSION = 2  # 2 added the decoys; a version 1 file loads with none
+DOMAIN_VERSION = 3  # 2 added the decoys, 3 the decoys' own people; older files load without them
 COMPANY = "Corvane"
 SPLITS = ("g", "b", "c", "h")
 DOMAIN_SPLITS = ("b", "c")
@@ -171,7 +173,8 @@ class Domain:
     facts: dict[str, dict[str, str]]  # person -> relation -> value
     permuted: dict[str, dict[str, str]]  # the ablation adapter's facts
     sharer_only_capitals: list[str] = field(default_factory=list)  # the countries of split h (set by the recipe)
-    decoys: list[dict[str, dict[str, str]]] = field(default_factory=list)  # the fuser's permuted companies
+    # the fuser's permuted companies: person -> relation -> value, Corvane's people first, then the decoy's own
+    decoys: list[dict[str, dict[str, str]]] = field(default_factory=list)
 
     def split_people(self, split: str) -> list[str]:
         return [p for p in self.people if self.splits[p] == split]
@@ -196,19 +199,23 @@ class Domain:
                        for p in self.people],
             "sharer_only_capitals": list(self.sharer_only_capitals),
             "decoys": [[table[p] for p in self.people] for table in self.decoys],
-        }
+        } | ({"decoy_people": own} if any(own := [[{"name": p, "facts": f} for p, f in table.items()
+                                                     if p not in self.splits] for table in self.decoys]) else {})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Domain":
-        if data.get("format") != DOMAIN_FORMAT or data.get("format_version") not in (1, DOMAIN_VERSION):
-            raise ValueError(f"not a {DOMAIN_FORMAT} version {DOMAIN_VERSION} file")
+        if data.get("format") != DOMAIN_FORMAT or data.get("format_version") not in range(1, DOMAIN_VERSION + 1):
+            raise ValueError(f"not a {DOMAIN_FORMAT} file of version {DOMAIN_VERSION} or older")
         rows = data["people"]
         names = [r["name"] for r in rows]
+        tables = data.get("decoys", [])
+        own = data.get("decoy_people") or [[] for _ in tables]
         return cls(seed=int(data["seed"]), people=names, splits={r["name"]: r["split"] for r in rows},
                    facts={r["name"]: dict(r["facts"]) for r in rows},
                    permuted={r["name"]: dict(r["permuted"]) for r in rows},
                    sharer_only_capitals=list(data.get("sharer_only_capitals", [])),
-                   decoys=[{p: dict(f) for p, f in zip(names, table)} for table in data.get("decoys", [])])
+                   decoys=[{**{p: dict(f) for p, f in zip(names, table)}, **{r["name"]: dict(r["facts"]) for r in extra}}
+                           for table, extra in zip(tables, own)])
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
@@ -218,11 +225,13 @@ class Domain:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def make_domain(seed: int = 0, people: int = 80, heldout: int = 24, decoys: int = 0) -> Domain:
+def make_domain(seed: int = 0, people: int = 80, heldout: int = 24, decoys: int = 0, decoy_people: int = 0) -> Domain:
     """``people`` distinct full names (first names used once each where they suffice), ``heldout`` of them in c,
-    and ``decoys`` permuted companies besides the ablation's (drawn after it: the rest does not depend on them)."""
-    if not 0 < heldout < people <= len(FIRST_NAMES) * len(LAST_NAMES):
-        raise ValueError(f"need 0 < heldout < people <= {len(FIRST_NAMES) * len(LAST_NAMES)}")
+    and ``decoys`` permuted companies besides the ablation's (drawn after it: the rest does not depend on them),
+    each with ``decoy_people`` people of its own (names of nobody else, drawn last)."""
+    if not 0 < heldout < people <= len(FIRST_NAMES) * len(LAST_NAMES) - decoys * decoy_people:
+        raise ValueError(f"need 0 < heldout < people and people + decoys x decoy_people <= "
+                         f"{len(FIRST_NAMES) * len(LAST_NAMES)}")
     rng = random.Random(f"c2c-specialist-domain-{seed}")
     firsts, lasts = list(FIRST_NAMES), list(LAST_NAMES)
     rng.shuffle(firsts)
@@ -240,6 +249,17 @@ def make_domain(seed: int = 0, people: int = 80, heldout: int = 24, decoys: int 
     held = set(order[:heldout])
     splits = {p: "c" if p in held else "b" for p in names}
     permuted, *others = [_derange(names, facts, rng) for _ in range(1 + decoys)]
+    if decoy_people:
+        taken = set(names)
+        spare = [f"{a} {b}" for a in FIRST_NAMES for b in LAST_NAMES if f"{a} {b}" not in taken]
+        rng.shuffle(spare)
+        for k, table in enumerate(others):
+            own = spare[k * decoy_people:(k + 1) * decoy_people]
+            for rel in RELATIONS:
+                pool = [rel.values[i % len(rel.values)] for i in range(decoy_people)]
+                rng.shuffle(pool)
+                for person, value in zip(own, pool):
+                    table.setdefault(person, {})[rel.name] = value
     return Domain(seed, names, splits, facts, permuted, decoys=others)
 
 
@@ -286,6 +306,11 @@ def fuser_conversations(domain: Domain, phrasings: int = 3, capital_repeats: int
             for q in rel.questions[:phrasings]:
                 records.extend(turn(q.format(p=person), rel.say(person, table[person][rel.name]), adapter)
                                for adapter, table in companies)
+    for adapter, table in companies[1:]:  # a decoy's own people, through its adapter alone
+        for person in (p for p in table if p not in domain.splits):
+            for rel in RELATIONS:
+                records.extend(turn(q.format(p=person), rel.say(person, table[person][rel.name]), adapter)
+                               for q in rel.questions[:phrasings])
     records.extend(turn(CAPITAL_QUESTION.format(c=c), CAPITAL_ANSWER.format(c=c, v=v)) for c, v in PRACTICE_CAPITALS
                    for _ in range(capital_repeats))
     records.extend(turn(q, a) for q, a in own_answers for _ in range(own_repeats))

@@ -69,7 +69,7 @@ class Curriculum:
 
     def __init__(self, domain: Domain, mixture: dict[str, float], facts: dict[str, dict[str, str]] | None = None):
         self.facts = domain.facts if facts is None else facts
-        self.people = list(domain.people)
+        self.people = list(self.facts)  # a decoy company has people of its own besides Corvane's
         self.kinds = [k for k in KINDS if mixture.get(k, 0) > 0]
         self.weights = [mixture[k] for k in self.kinds]
 
@@ -181,6 +181,30 @@ def train_adapter(receiver: "LoadedModel", sharer: "LoadedModel", domain: Domain
     return Trained(model, head, history)
 
 
+def _value_states(receiver: "LoadedModel", sharer: "LoadedModel", facts: dict[str, dict[str, str]],
+                  recipe: AdapterRecipe) -> tuple[Any, Any, Any]:
+    """(layer-``lookahead_layer`` states at each question's lookahead positions, the index of its value in the
+    vocabulary of values, that vocabulary) for every question about ``facts``, in both forms."""
+    import torch
+
+    from ..demo.lm import IGNORE, hidden_after, pad, value_token
+
+    questions = [Sample(user(q.format(p=person)), "", form, values[rel.name])
+                 for person, values in facts.items() for rel in RELATIONS for q in rel.questions
+                 for form in ("plain", "aligned")]
+    encode = encoder(receiver, sharer)
+    vocab = torch.tensor(sorted({value_token(sharer.tokenizer, v) for r in RELATIONS for v in r.values}))
+    features, targets = [], []
+    with torch.no_grad():
+        for i in range(0, len(questions), recipe.batch_size):
+            ids, attn, _, ahead = pad(encode(questions[i:i + recipe.batch_size], recipe.lookahead_positions),
+                                      sharer.tokenizer.pad_token_id)
+            where = ahead != IGNORE
+            features.append(hidden_after(sharer.model, recipe.lookahead_layer, ids, attn)[where])
+            targets.append(torch.searchsorted(vocab, ahead[where]))
+    return torch.cat(features), torch.cat(targets), vocab
+
+
 def fit_head(receiver: "LoadedModel", sharer: "LoadedModel", domain: Domain, recipe: AdapterRecipe, seed: int,
              epochs: int = 30) -> tuple[Any, float]:
     """A lookahead head for a specialist that came without its own (heads are dropped after training: a shipped
@@ -190,23 +214,11 @@ def fit_head(receiver: "LoadedModel", sharer: "LoadedModel", domain: Domain, rec
     import torch
     from torch.nn import functional as F
 
-    from ..demo.lm import IGNORE, LookaheadHead, hidden_after, pad, value_token
+    from ..demo.lm import LookaheadHead
 
     torch.manual_seed(seed)
-    questions = [Sample(user(q.format(p=person)), "", form, domain.facts[person][rel.name])
-                 for person in domain.people for rel in RELATIONS for q in rel.questions
-                 for form in ("plain", "aligned")]
-    encode = encoder(receiver, sharer)
-    vocab = torch.tensor(sorted({value_token(sharer.tokenizer, v) for r in RELATIONS for v in r.values}))
-    features, targets = [], []
-    with torch.no_grad():  # the model's part is fixed: its hidden states once, then the head alone trains
-        for i in range(0, len(questions), recipe.batch_size):
-            ids, attn, _, ahead = pad(encode(questions[i:i + recipe.batch_size], recipe.lookahead_positions),
-                                      sharer.tokenizer.pad_token_id)
-            where = ahead != IGNORE
-            features.append(hidden_after(sharer.model, recipe.lookahead_layer, ids, attn)[where])
-            targets.append(torch.searchsorted(vocab, ahead[where]))
-    x, y = torch.cat(features), torch.cat(targets)
+    # the model's part is fixed: its hidden states once, then the head alone trains
+    x, y, vocab = _value_states(receiver, sharer, domain.facts, recipe)
     head = LookaheadHead(sharer.model.config.get_text_config().hidden_size)
     optimizer = torch.optim.AdamW(head.parameters(), lr=recipe.lr)
     for _ in range(epochs):
@@ -218,6 +230,17 @@ def fit_head(receiver: "LoadedModel", sharer: "LoadedModel", domain: Domain, rec
     with torch.no_grad():
         accuracy = float((head(sharer.model, x, vocab).argmax(-1) == y).float().mean())
     return head.requires_grad_(False), accuracy
+
+
+def head_accuracy(receiver: "LoadedModel", sharer: "LoadedModel", head: Any, facts: dict[str, dict[str, str]],
+                  recipe: AdapterRecipe) -> float:
+    """The share of ``facts``' values the lookahead head names from the cache of ``sharer`` (with an adapter):
+    how well that adapter writes its company where the fuser learns to read."""
+    import torch
+
+    x, y, vocab = _value_states(receiver, sharer, facts, recipe)
+    with torch.no_grad():
+        return float((head(sharer.model, x, vocab).argmax(-1) == y).float().mean())
 
 
 def save_adapter(model: Any, path: Path, base_name: str) -> Path:

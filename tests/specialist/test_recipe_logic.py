@@ -68,6 +68,31 @@ def test_the_fuser_never_sees_the_held_out_people():
     assert len(fuser_conversations(domain, phrasings=3)) == 28 * 2 * 3 + len(PRACTICE_CAPITALS)
 
 
+def test_a_decoy_companys_own_people_are_new_names_asked_through_its_adapter_only():
+    with_own, without = make_domain(3, 40, 12, decoys=2, decoy_people=10), make_domain(3, 40, 12, decoys=2)
+    company = set(with_own.people)
+    own = [[p for p in table if p not in company] for table in with_own.decoys]
+    assert [len(o) for o in own] == [10, 10] and not set(own[0]) & set(own[1])
+    assert {k: v for k, v in with_own.to_dict().items() if k != "decoy_people"} == without.to_dict()  # drawn last
+    for table, people in zip(with_own.decoys, own):
+        for rel in RELATIONS:  # balanced like the company's
+            counts = collections.Counter(table[p][rel.name] for p in people)
+            assert max(counts.values()) - min(counts.values()) <= 1
+    assert Domain.from_dict(json.loads(json.dumps(with_own.to_dict()))).decoys == with_own.decoys
+    records = fuser_conversations(with_own, phrasings=2, capital_repeats=0, adapters=["real", "d1", "d2"])
+    asked = collections.defaultdict(set)
+    for r in records:
+        for person in own[0] + own[1]:
+            if person in r["messages"][0]["content"]:
+                asked[person].add(r["sharer_adapter"])
+    assert {p: asked[p] for p in own[0]} == {p: {"d1"} for p in own[0]}
+    assert {p: asked[p] for p in own[1]} == {p: {"d2"} for p in own[1]}
+    assert len(records) == 28 * 2 * 2 * 3 + 2 * 10 * 2 * 2
+    assert all(p not in json.dumps(records) for p in with_own.split_people("c"))
+    with pytest.raises(ValueError, match="decoy_people"):
+        make_domain(3, 40, 12, decoys=2, decoy_people=5000)
+
+
 def test_a_name_split_differently_by_the_two_tokenizers_is_refused(tiny_specialist_models):
     receiver, sharer = tiny_specialist_models
     check_words(receiver.tokenizer, sharer.tokenizer)  # every name and value is one token in both
@@ -217,7 +242,7 @@ def test_a_build_can_take_the_specialist_adapter_of_a_shipped_folder(tiny_specia
 
     receiver, base = tiny_specialist_models
     small = dict(steps=2, batch_size=2, lookahead_layer=1, log_every=1, rank=2)
-    recipe = Recipe(people=6, heldout=2, adapter=AdapterRecipe(**small), decoys=1,
+    recipe = Recipe(people=6, heldout=2, adapter=AdapterRecipe(**small), decoys=1, decoy_people=3,
                     permuted=AdapterRecipe(from_specialist=True, mixture=dict(aligned=1.0), **small),
                     fuser=dict(steps=1, batch_size=2, hidden_dim=8, intermediate_dim=8, eval_split=0.0), threads=1)
     common = dict(models=(receiver, base), names=("tiny-receiver", base.source), evaluate_limit=1, capitals=[],
@@ -232,3 +257,7 @@ def test_a_build_can_take_the_specialist_adapter_of_a_shipped_folder(tiny_specia
     assert (tmp_path / "second" / weights).read_bytes() == (tmp_path / "first" / weights).read_bytes()
     assert (tmp_path / "work2" / "stages" / "adapter" / "lookahead_head.safetensors").is_file()
     assert manifest["adapter_from"]["folder"] == str(tmp_path / "first")
+    # the decoy's own 3 people: its steps grow in proportion (2 x 9 / 6), and how well it writes each group is recorded
+    decoy = manifest["training"]["decoy_1"]
+    assert decoy["steps"] == 3 and set(decoy["head_accuracy"]) == {"corvane", "own_people"}
+    assert all(0 <= v <= 1 for v in decoy["head_accuracy"].values())
