@@ -47,7 +47,19 @@ def _turn(turn: "Turn") -> dict[str, Any]:
         # a team's: the sharers that took part, and each one's hint (relay)
         "sharers": list(sharers) if (sharers := turn.took_part()) is not None else None,
         "hints": dict(result.hints) if result is not None and result.hints else None,
+        # Repeat runs: every run's timing, this one's last, and their median and spread as the chart shows them
+        "repeats": _repeats(turn.timings()),
     }
+
+
+def _repeats(timings: Sequence[Any]) -> dict[str, Any] | None:
+    if len(timings) < 2:
+        return None
+    from .widgets.charts import totals_row  # the chart's own summary: the export says what the chart drew
+
+    row = totals_row("", "", timings)
+    return {"runs": row.runs, "median_total": row.total, "median_ttft": row.ttft, "fastest_total": row.low,
+            "slowest_total": row.high, "timings": [t.to_dict() for t in timings]}
 
 
 def comparison(panes: Sequence["ChatPane"], settings: dict[str, Any], concurrent: bool, pair: list[str],
@@ -65,6 +77,7 @@ def comparison(panes: Sequence["ChatPane"], settings: dict[str, Any], concurrent
             "hint": last["hint"] if last else None,
             "finish_reason": last["finish_reason"] if last else None,
             "timing": last["timing"] if last else None,
+            "repeats": last["repeats"] if last else None,
             "turns": turns,
         })
     return {
@@ -101,6 +114,14 @@ def to_markdown(data: dict[str, Any]) -> str:
             f"{t.get('decode_tokens_per_s', 0):.1f} | {_ms(t.get('total'))} | {_ms(t.get('sharer_prefill'))} | "
             f"{_ms(t.get('receiver_prefill'))} | {_ms(t.get('fuse'))} | {_ms(t.get('hint'))} |")
     lines.append("")
+    repeated = [pane for pane in data["panes"] if pane.get("repeats")]
+    if repeated:  # the table above is each pane's last run; these are all of them
+        lines += ["## Repeat runs", "", "| Pane | Mode | Runs | Median total | Median TTFT | Fastest | Slowest |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {pane['pane']} | {pane['label']} | {r['runs']} | {_ms(r['median_total'])} | "
+                  f"{_ms(r['median_ttft'])} | {_ms(r['fastest_total'])} | {_ms(r['slowest_total'])} |"
+                  for pane in repeated for r in [pane["repeats"]]]
+        lines.append("")
     for pane in data["panes"]:
         lines += [f"## Pane {pane['pane']}: {pane['label']}", ""]
         for i, turn in enumerate(pane["turns"], 1):

@@ -3,6 +3,7 @@ pane's median and spread; a run the rest of the machine disturbed is marked with
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from c2c_playground.widgets.charts import TotalsChart, busy_note, totals_row
@@ -28,10 +29,24 @@ def test_repeat_runs_keep_one_answer_and_every_runs_timing(window, loop, tiny_di
         assert "median" in TotalsChart.value_text(row) and "3 runs" in TotalsChart.value_text(row)
     window.tabs.setCurrentIndex(0)
     window.save_screenshot(str(tmp_path / "repeats.png"))
+    # the export keeps every run, with the median and spread the chart shows
+    data = json.loads(open(window.export_comparison(str(tmp_path / "r.json")), encoding="utf-8").read())
+    for exported, row, pane in zip(data["panes"], rows, window.panes):
+        repeats = exported["repeats"]
+        assert repeats["runs"] == 3 and len(repeats["timings"]) == 3
+        assert (repeats["fastest_total"], repeats["median_total"], repeats["slowest_total"]) == \
+            (row.low, row.total, row.high)
+        assert [t["total"] for t in repeats["timings"]] == [t.total for t in pane.current.timings()]
+        assert exported["turns"][0]["repeats"] == repeats
+    md = open(window.export_comparison(str(tmp_path / "r.md")), encoding="utf-8").read()
+    assert "## Repeat runs" in md and f"| 1 | {window.panes[0].mode_text()} | 3 |" in md
 
     window.generation.repeat.setValue(1)  # a later send runs once, after the conversation so far
     run(loop, window.send("Again"))
     assert all(len(p.turns) == 2 and len(p.current.timings()) == 1 for p in window.panes)
+    data = json.loads(open(window.export_comparison(str(tmp_path / "again.json")), encoding="utf-8").read())
+    assert [p["repeats"] for p in data["panes"]] == [None, None]  # the last turn ran once
+    assert "## Repeat runs" not in open(window.export_comparison(str(tmp_path / "again.md")), encoding="utf-8").read()
 
 
 def test_a_disturbed_run_is_marked_with_the_cores_others_used(window, loop, tiny_dirs, tmp_path):
