@@ -289,7 +289,7 @@ class MainWindow(WindowDialogs, QMainWindow):
         self._set_running(self.running)
 
     def _load_progress(self, p: LoadProgress) -> None:
-        self.pair_panel.set_progress(p.step, p.total, p.message)
+        self.pair_panel.set_progress(p.step, p.total, p.message, p.done, p.of)
 
     def _load_failed(self, exc: Exception) -> None:
         if isinstance(exc, Cancelled):

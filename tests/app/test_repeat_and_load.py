@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
+
 from c2c_playground.widgets.charts import TotalsChart, busy_note, totals_row
 from fusers.load_meter import BUSY_CORES
 from playground_helpers import fill_pair, run, short_generation
@@ -70,3 +72,26 @@ def test_a_disturbed_run_is_marked_with_the_cores_others_used(window, loop, tiny
     window._show_totals()
     marked = any(t.other_cores >= BUSY_CORES for t in measured)
     assert bool(window.totals.warning) == marked
+
+
+def test_the_load_bar_moves_within_a_step_that_counts_its_work(window):
+    """A GGUF file's conversion reports its tensors (LoadProgress.done of .of): the bar moves through that step
+    instead of jumping from one step to the next."""
+    from fusers.pair import LoadProgress
+
+    window.pair_panel.set_loading(True)
+    bar = window.pair_panel.progress
+
+    def fraction() -> float:
+        return bar.value() / bar.maximum()
+
+    seen = []
+    for p in [LoadProgress(1, 4, "Reading fuser"), LoadProgress(2, 4, "Loading the receiver"),
+              *[LoadProgress(2, 4, f"Converting: {d} of 200 tensors", d, 200) for d in (50, 100, 200)],
+              LoadProgress(3, 4, "Loading the sharer"), LoadProgress(4, 4, "Warming up")]:
+        window.controller.load_progress.emit(p)
+        seen.append(fraction())
+    assert seen == sorted(seen) and seen[0] == 0.0  # never backwards; a step begun is not yet done
+    assert seen[2:5] == pytest.approx([0.25 + 0.25 * d / 200 for d in (50, 100, 200)])
+    assert window.pair_panel.progress_text.text() == "Step 4 of 4: Warming up"
+    window.pair_panel.set_loading(False)

@@ -268,10 +268,15 @@ class PairPanel(QGroupBox):
             self.progress.setRange(0, 0)
             self.progress_text.setText("Starting\u2026")
 
-    def set_progress(self, step: int, total: int, message: str) -> None:
-        self.progress.setRange(0, max(total, 1))
-        self.progress.setValue(min(step, total))
-        self.progress_text.setText(f"Step {step} of {total}: {message}" if step < total else message)
+    PROGRESS_UNITS = 1000  # per step: a step that counts its work (a GGUF file's tensors) moves the bar within it
+
+    def set_progress(self, step: int, total: int, message: str, done: int = 0, of: int = 0) -> None:
+        """Step ``step`` (1-based) of ``total`` has begun; ``done`` of ``of`` is how far it is, where it counts."""
+        total = max(total, 1)
+        within = min(done / of, 1.0) if of > 0 else 0.0
+        self.progress.setRange(0, total * self.PROGRESS_UNITS)
+        self.progress.setValue(round((min(step, total) - 1 + within) * self.PROGRESS_UNITS))
+        self.progress_text.setText(f"Step {step} of {total}: {message}")
 
     def set_cancelling(self) -> None:
         self.cancel_button.setEnabled(False)
