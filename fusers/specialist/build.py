@@ -68,6 +68,9 @@ class Recipe:
     # people of each decoy's own, besides Corvane's (the fuser reads more names); its adapter's steps grow in
     # proportion, so that each fact is drawn as often
     decoy_people: int = 0
+    # the specialist's adapter relearns its own company as the decoys learn theirs (``permuted``'s settings: layers
+    # 0-6, through the frozen lookahead head), so that its cache carries each value where the fuser reads it
+    sharpen: bool = False
     fuser_own_answers: int = 0  # how often each general question answered by the receiver itself is in the data
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,6 +246,12 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
         (kept / "key.json").write_text(key)
         lap(stage, t)
 
+    if recipe.sharpen:
+        t = time.perf_counter()
+        histories["sharpen"] = sharpen(receiver, base, domain, recipe, head, staging / ADAPTER_DIR,
+                                       work / "stages" / "sharpen", names[1])
+        lap("sharpen", t)
+
     own_answers: list[tuple[str, str]] = []
     if recipe.fuser_own_answers:
         t = time.perf_counter()
@@ -282,6 +291,43 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
     shop.finish(out, manifest)
     print(table(metrics))
     return manifest
+
+
+def sharpen(receiver: "LoadedModel", base: "LoadedModel", domain: Any, recipe: Recipe, head: Any, adapter: Path,
+            kept: Path, base_name: str) -> list[dict[str, Any]]:
+    """Train the specialist ``adapter`` (a folder, replaced in place) further on its own company, as the permuted
+    companies' adapters learn theirs; kept in ``kept`` for reruns. Returns its history, the last record naming
+    the share of the values the lookahead head reads from its cache before and after."""
+    from .evaluate import with_adapter
+    from .lora import head_accuracy, save_adapter, train_adapter
+
+    if head is None:
+        raise ValueError("sharpening the specialist needs its lookahead head; the adapter recipe has no lookahead layer")
+    key = json.dumps({"adapter": _digest(adapter), "settings": asdict(recipe.permuted), "seed": recipe.seed},
+                     sort_keys=True)
+    if (kept / "key.json").is_file() and (kept / "key.json").read_text() == key:
+        log(f"reusing the sharpened specialist in {kept}")
+        shutil.rmtree(adapter)
+        shutil.copytree(kept / ADAPTER_DIR, adapter)
+        return json.loads((kept / "history.json").read_text())
+    before = head_accuracy(receiver, with_adapter(base, adapter), head, domain.facts, recipe.permuted)
+    trainee = dataclasses.replace(base, model=copy.deepcopy(base.model))
+    log(f"sharpening the specialist: {recipe.permuted.steps} steps of {recipe.permuted.batch_size}")
+    trained = train_adapter(receiver, trainee, domain, recipe.permuted, recipe.seed + 50, facts=domain.facts,
+                            init=(adapter, head), progress=lambda r: log(
+                                f"sharpen step {r['step']}/{r['steps']} loss {r['loss']:.3f}"))
+    after = head_accuracy(receiver, trainee, head, domain.facts, recipe.permuted)
+    log(f"the lookahead head names {after:.1%} of the specialist's values (before sharpening: {before:.1%})")
+    history = trained.history
+    history[-1] = {**history[-1], "head_accuracy": {"before": before, "after": after}}
+    if kept.exists():
+        shutil.rmtree(kept)
+    save_adapter(trained.model, kept / ADAPTER_DIR, base_name)
+    shutil.rmtree(adapter)
+    shutil.copytree(kept / ADAPTER_DIR, adapter)
+    (kept / "history.json").write_text(json.dumps(history))
+    (kept / "key.json").write_text(key)
+    return history
 
 
 def receiver_answers(receiver: "LoadedModel", base: "LoadedModel", kept: Path,

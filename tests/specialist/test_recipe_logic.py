@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -217,17 +218,23 @@ def test_a_rebuild_in_the_same_work_folder_reuses_the_adapters_when_only_the_fus
 
     receiver, base = tiny_specialist_models
     small = dict(steps=2, batch_size=2, lookahead_layer=1, log_every=1, rank=2)
-    recipe = Recipe(people=6, heldout=2, adapter=AdapterRecipe(**small),
+    recipe = Recipe(people=6, heldout=2, adapter=AdapterRecipe(**small), sharpen=True,
                     permuted=AdapterRecipe(from_specialist=True, mixture=dict(aligned=1.0), **small),
                     fuser=dict(steps=1, batch_size=2, hidden_dim=8, intermediate_dim=8, eval_split=0.0), threads=1)
     common = dict(models=(receiver, base), names=("tiny-receiver", base.source), evaluate_limit=1, capitals=[],
                   limit_general=True, work=tmp_path / "work")
-    build(tmp_path / "first", recipe, **common)
+    manifest = build(tmp_path / "first", recipe, **common)
     first = {p.relative_to(tmp_path / "first"): p.read_bytes() for p in (tmp_path / "first").rglob("*.safetensors")}
-    capsys.readouterr()
+    # the shipped specialist is the sharpened one: trained on from the adapter stage's, the head's reading recorded
+    weights = "adapter/adapter_model.safetensors"
+    assert first[Path(weights)] != (tmp_path / "work" / "stages" / "adapter" / weights).read_bytes()
+    assert first[Path(weights)] == (tmp_path / "work" / "stages" / "sharpen" / weights).read_bytes()
+    assert set(manifest["training"]["sharpen"]["head_accuracy"]) == {"before", "after"}
+    assert "sharpening the specialist" in capsys.readouterr().err
     recipe.fuser["hidden_dim"] = 16
     build(tmp_path / "second", recipe, **common)
-    assert "reusing the adapter in" in capsys.readouterr().err
+    log = capsys.readouterr().err
+    assert "reusing the adapter in" in log and "reusing the sharpened specialist" in log
     second = {p.relative_to(tmp_path / "second"): p.read_bytes() for p in (tmp_path / "second").rglob("*.safetensors")}
     assert first.keys() == second.keys()
     changed = {str(k) for k in first if first[k] != second[k]}
