@@ -25,6 +25,6 @@ C2C_UPDATE_SCREENSHOTS=1 QT_QPA_PLATFORM= .venv/bin/python -m pytest -q tests/di
 "$app" --pair real --modes receiver,sharer,relay --prompt "What is the capital of Japan?" \
     --max-new-tokens 32 --screenshot docs/screenshots/real-pair.png --exit
 # the specialist pair (make real-models): a company fact the fuser never saw (split c) that cache fusion gets
-# right (one in five of them do), beside text relay; the receiver alone does not know it
+# right (four in five of them do), beside text relay; the receiver alone does not know it
 "$app" --pair specialist --modes receiver,relay,fusion --prompt "What is Carl Fleming's job?" \
     --max-new-tokens 24 --screenshot docs/screenshots/specialist.png --exit

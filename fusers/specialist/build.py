@@ -8,7 +8,8 @@
    sharer's own prompt and in the ids cache fusion feeds it, with a lookahead loss that puts the answer in
    the cache over the question.
 4. Train the ablation's adapter the same way on the permuted domain, and as many decoy adapters on other
-   permuted companies (``Recipe.decoys``).
+   permuted companies (``Recipe.decoys``); then sharpen the specialist: its adapter relearns its own company
+   the same way (``Recipe.sharpen``), so that its cache carries each value where the fuser reads it.
 5. Train the fuser with :mod:`fusers.train` (the trainer ``c2c train`` runs) on questions about the people
    of split b; split c is never shown to it. The sharer holds the specialist and the decoys beside one copy
    of Gemma, and each question goes through each of them with that company's answer as the target, so that
@@ -70,8 +71,8 @@ class Recipe:
     decoy_people: int = 0
     # the specialist's adapter relearns its own company as the decoys learn theirs (``permuted``'s settings: layers
     # 0-6, through the frozen lookahead head), so that its cache carries each value where the fuser reads it
-    sharpen: bool = False
-    fuser_own_answers: int = 0  # how often each general question answered by the receiver itself is in the data
+    sharpen: bool = True
+    fuser_own_answers: int = 1  # how often each general question answered by the receiver itself is in the data
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +81,7 @@ class Recipe:
     def from_dict(cls, data: dict[str, Any]) -> "Recipe":
         """The recipe a manifest recorded."""
         data = dict(data)
+        data.setdefault("sharpen", False)  # a manifest from before sharpening: its specialist was not
         for key in ("adapter", "permuted"):
             if isinstance(data.get(key), dict):
                 values = dict(data[key])

@@ -54,8 +54,8 @@ def test_the_fuser_trained_with_decoy_companies_and_never_with_the_ablations():
 
 
 def test_the_shipped_numbers():
-    """What the recipe measured (metrics.json, docs/specialist-pair.md's table), against the goals the pair meets.
-    Those it misses are in docs/specialist-pair.md; what holds of them is checked."""
+    """What the recipe measured (metrics.json, docs/specialist-pair.md's table), against the issue's goals
+    (docs/specialist.md): the shipped pair meets every one."""
     m = shipped_metrics()
     acc = m["accuracy"]
     assert acc["receiver"]["b"] <= 0.05 and acc["receiver"]["c"] <= 0.05  # the receiver does not know Corvane
@@ -65,6 +65,8 @@ def test_the_shipped_numbers():
     assert m["ablation_follow_rate"] >= READS_AT_LEAST and m["ablation_follow_rate"] > m["ablation_original_rate"]
     assert acc["fusion"]["c"] > acc["receiver"]["c"] and acc["fusion"]["h"] > acc["receiver"]["h"]
     assert acc["fusion"]["b"] >= 0.9  # by reading: each (b) question has three answers in training, one a company
+    assert acc["fusion"]["c"] >= 0.6  # people the fuser never saw: read from the sharpened specialist's cache
+    assert acc["fusion"]["g"] >= acc["receiver"]["g"] - 0.02  # what the receiver knew stays (own answers)
     assert m["fusion_to_relay_latency"] < 0.6
 
 
@@ -107,6 +109,7 @@ def test_cache_fusion_carries_the_specialists_knowledge_on_a_sample(real_models_
                       ablation=False)
     acc, shipped = result["accuracy"], shipped_metrics()["accuracy"]
     assert acc["receiver"]["b"] == 0 and acc["receiver"]["c"] == 0
-    # the shipped number, with room for a 6-question sample (c's 20% is too low for 6 questions to check)
+    # the shipped numbers, with room for a 6-question sample
     assert acc["fusion"]["b"] >= shipped["fusion"]["b"] - 0.35, result["examples"]
-    assert acc["fusion"]["b"] > acc["receiver"]["b"]
+    assert acc["fusion"]["c"] >= shipped["fusion"]["c"] - 0.35, result["examples"]
+    assert acc["fusion"]["b"] > acc["receiver"]["b"] and acc["fusion"]["c"] > acc["receiver"]["c"]

@@ -218,7 +218,7 @@ def test_a_rebuild_in_the_same_work_folder_reuses_the_adapters_when_only_the_fus
 
     receiver, base = tiny_specialist_models
     small = dict(steps=2, batch_size=2, lookahead_layer=1, log_every=1, rank=2)
-    recipe = Recipe(people=6, heldout=2, adapter=AdapterRecipe(**small), sharpen=True,
+    recipe = Recipe(people=6, heldout=2, adapter=AdapterRecipe(**small), sharpen=True, fuser_own_answers=0,
                     permuted=AdapterRecipe(from_specialist=True, mixture=dict(aligned=1.0), **small),
                     fuser=dict(steps=1, batch_size=2, hidden_dim=8, intermediate_dim=8, eval_split=0.0), threads=1)
     common = dict(models=(receiver, base), names=("tiny-receiver", base.source), evaluate_limit=1, capitals=[],
@@ -249,7 +249,8 @@ def test_a_build_can_take_the_specialist_adapter_of_a_shipped_folder(tiny_specia
 
     receiver, base = tiny_specialist_models
     small = dict(steps=2, batch_size=2, lookahead_layer=1, log_every=1, rank=2)
-    recipe = Recipe(people=6, heldout=2, adapter=AdapterRecipe(**small), decoys=1, decoy_people=3,
+    recipe = Recipe(people=6, heldout=2, adapter=AdapterRecipe(**small), decoys=1, decoy_people=3, sharpen=False,
+                    fuser_own_answers=0,
                     permuted=AdapterRecipe(from_specialist=True, mixture=dict(aligned=1.0), **small),
                     fuser=dict(steps=1, batch_size=2, hidden_dim=8, intermediate_dim=8, eval_split=0.0), threads=1)
     common = dict(models=(receiver, base), names=("tiny-receiver", base.source), evaluate_limit=1, capitals=[],
