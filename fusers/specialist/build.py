@@ -81,7 +81,9 @@ class Recipe:
     def from_dict(cls, data: dict[str, Any]) -> "Recipe":
         """The recipe a manifest recorded."""
         data = dict(data)
-        data.setdefault("sharpen", False)  # a manifest from before sharpening: its specialist was not
+        # a manifest from before a setting existed ran without it (the defaults have since turned some on)
+        for key, off in (("decoys", 0), ("fuser_own_answers", 0), ("sharpen", False)):
+            data.setdefault(key, off)
         for key in ("adapter", "permuted"):
             if isinstance(data.get(key), dict):
                 values = dict(data[key])
