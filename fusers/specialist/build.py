@@ -239,9 +239,16 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
                 log(f"{stage}: the lookahead head names " + ", ".join(f"{v:.1%} of {k.replace('_', ' ')}'s values"
                                                                      for k, v in read.items()))
             save_adapter(trained.model, kept / folder if decoy else staging / folder, names[1])
-            if facts is None:
-                head = trained.head
             del trained, trainee
+            if facts is None:
+                # The head trained beside the adapter reads the stored specialist's values poorly (15% in a quiet
+                # from-scratch run): the later stages write for a head fitted on the stored specialist, as
+                # --adapter-from's do (70.5%), so that both paths build the same way.
+                specialist = with_adapter(base, staging / folder)
+                head, accuracy = fit_head(receiver, specialist, domain, settings, seed)
+                log(f"the lookahead head fitted on the stored specialist names {accuracy:.1%} of its values")
+                histories[stage][-1] = {**histories[stage][-1], "head_accuracy": accuracy}
+                del specialist
         if not decoy:
             shutil.copytree(staging / folder, kept / folder)
         (kept / "history.json").write_text(json.dumps(histories[stage]))

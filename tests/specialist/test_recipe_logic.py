@@ -182,6 +182,8 @@ def test_the_whole_recipe_runs_on_tiny_models_and_writes_what_ships(tiny_special
                      limit_general=True, capitals=CAPITALS[:3], work=tmp_path / "work")
     # the base models are what they were: every adapter went on a copy
     assert all(torch.equal(before[k], v) for k, v in base.model.state_dict().items())
+    # the later adapters wrote for a head fitted on the stored specialist, as with --adapter-from
+    assert 0 <= manifest["training"]["adapter"]["head_accuracy"] <= 1
     assert {p.name for p in out.iterdir()} == {ADAPTER_DIR, PERMUTED_ADAPTER_DIR, FUSER_DIR, DOMAIN_NAME,
                                                METRICS_NAME, MANIFEST_NAME}
     for folder in (ADAPTER_DIR, PERMUTED_ADAPTER_DIR):
