@@ -212,11 +212,9 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
         if facts is None and adapter_from is not None:
             log(f"taking the adapter of {adapter_from} and fitting its lookahead head again")
             shutil.copytree(adapter_from / ADAPTER_DIR, staging / folder)
-            specialist = with_adapter(base, staging / folder)
-            head, accuracy = fit_head(receiver, specialist, domain, settings, seed)
+            head, accuracy = fit_head(receiver, with_adapter(base, staging / folder), domain, settings, seed)
             log(f"the fitted head names {accuracy:.1%} of the values from the adapter's cache")
             histories[stage] = [{"adapter_from": str(adapter_from), "head_accuracy": accuracy}]
-            del specialist
         else:
             trainee = dataclasses.replace(base, model=copy.deepcopy(base.model))  # the base stays as it is
             log(f"training the {stage.replace('_', ' ')}: {settings.steps} steps of {settings.batch_size}")
@@ -244,11 +242,9 @@ def build(out: Path, recipe: Recipe, *, models: tuple["LoadedModel", "LoadedMode
                 # The head trained beside the adapter reads the stored specialist's values poorly (15% in a quiet
                 # from-scratch run): the later stages write for a head fitted on the stored specialist, as
                 # --adapter-from's do (70.5%), so that both paths build the same way.
-                specialist = with_adapter(base, staging / folder)
-                head, accuracy = fit_head(receiver, specialist, domain, settings, seed)
-                log(f"the lookahead head fitted on the stored specialist names {accuracy:.1%} of its values")
+                head, accuracy = fit_head(receiver, with_adapter(base, staging / folder), domain, settings, seed)
+                log(f"the fitted head names {accuracy:.1%} of the values from the adapter's cache")
                 histories[stage][-1] = {**histories[stage][-1], "head_accuracy": accuracy}
-                del specialist
         if not decoy:
             shutil.copytree(staging / folder, kept / folder)
         (kept / "history.json").write_text(json.dumps(histories[stage]))
