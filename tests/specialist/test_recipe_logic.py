@@ -165,7 +165,7 @@ def test_a_lookahead_only_chunk_stops_at_the_lookahead_layer_with_the_same_loss(
 
 
 def test_the_whole_recipe_runs_on_tiny_models_and_writes_what_ships(tiny_specialist_models, tmp_path):
-    from fusers.specialist.build import Recipe, build
+    from fusers.specialist.build import RECIPE_EVAL_MODES, Recipe, build
     from fusers.specialist.evaluate import shipped_metrics, table
     from fusers.specialist.lora import AdapterRecipe
 
@@ -200,7 +200,9 @@ def test_the_whole_recipe_runs_on_tiny_models_and_writes_what_ships(tiny_special
     assert (fuser["receiver"], fuser["sharer"]) == ("tiny-receiver", "c2c-specialist/adapter")
     assert fuser["alignment"] == {"enabled": True, "strategy": "longest"}
     metrics = shipped_metrics(out)
-    assert set(metrics["accuracy"]) == {m.value for m in Mode}  # every answer mode
+    # the modes the goals are measured in; `c2c specialist eval` measures the others
+    assert set(metrics["accuracy"]) == set(RECIPE_EVAL_MODES) == set(manifest["evaluate_modes"])
+    assert {Mode.RECEIVER, Mode.RELAY, Mode.FUSION} == {Mode(m) for m in RECIPE_EVAL_MODES}
     assert all(set(v) == {"g", "b", "c", "h"} for v in metrics["accuracy"].values())
     assert metrics["questions"]["g"] == 1 and set(metrics["latency_s"]) == set(metrics["accuracy"])
     assert 0 <= metrics["ablation_follow_rate"] <= 1
@@ -210,6 +212,18 @@ def test_the_whole_recipe_runs_on_tiny_models_and_writes_what_ships(tiny_special
     domain = Domain.load(out / DOMAIN_NAME)
     assert len(domain.people) == 8 and all(c in dict(CAPITALS) for c in domain.sharer_only_capitals)
     assert "| Cache fusion |" in table(metrics) and "(h) capitals only base Gemma names" in table(metrics)
+
+
+def test_the_recipe_command_refuses_bad_options_before_loading_anything(capsys, tmp_path):
+    from fusers.specialist.build import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["--out", str(tmp_path / "out"), "--eval-modes", "receiver", "telepathy"])
+    assert exit.value.code == 2 and "telepathy" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "out"), "--adapter-from", str(tmp_path)])
+    assert "adapter_config.json" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_specialist_eval_refuses_bad_options_before_loading_anything(capsys, tmp_path):
