@@ -77,6 +77,10 @@ class Recipe:
     # the specialist's adapter relearns its own company as the decoys learn theirs (``permuted``'s settings: layers
     # 0-6, through the frozen lookahead head), so that its cache carries each value where the fuser reads it
     sharpen: bool = True
+    # the sharpening's examples (None: ``permuted``'s, the lookahead alone). That alone unlearns some answering: the
+    # specialist from scratch fell to 85% of (b) as sharer alone; with the answers among them, e.g.
+    # dict(aligned=0.35, plain_lookahead=0.35, plain=0.2, general=0.1), it kept 95% (docs/specialist.md, step 10)
+    sharpen_mixture: dict[str, float] | None = None
     fuser_own_answers: int = 1  # how often each general question answered by the receiver itself is in the data
 
     def to_dict(self) -> dict[str, Any]:
@@ -315,20 +319,22 @@ def sharpen(receiver: "LoadedModel", base: "LoadedModel", domain: Any, recipe: R
 
     if head is None:
         raise ValueError("sharpening the specialist needs its lookahead head; the adapter recipe has no lookahead layer")
-    key = json.dumps({"adapter": _digest(adapter), "settings": asdict(recipe.permuted), "seed": recipe.seed},
+    settings = recipe.permuted if recipe.sharpen_mixture is None else dataclasses.replace(
+        recipe.permuted, mixture=dict(recipe.sharpen_mixture))
+    key = json.dumps({"adapter": _digest(adapter), "settings": asdict(settings), "seed": recipe.seed},
                      sort_keys=True)
     if (kept / "key.json").is_file() and (kept / "key.json").read_text() == key:
         log(f"reusing the sharpened specialist in {kept}")
         shutil.rmtree(adapter)
         shutil.copytree(kept / ADAPTER_DIR, adapter)
         return json.loads((kept / "history.json").read_text())
-    before = head_accuracy(receiver, with_adapter(base, adapter), head, domain.facts, recipe.permuted)
+    before = head_accuracy(receiver, with_adapter(base, adapter), head, domain.facts, settings)
     trainee = dataclasses.replace(base, model=copy.deepcopy(base.model))
-    log(f"sharpening the specialist: {recipe.permuted.steps} steps of {recipe.permuted.batch_size}")
-    trained = train_adapter(receiver, trainee, domain, recipe.permuted, recipe.seed + 50, facts=domain.facts,
+    log(f"sharpening the specialist: {settings.steps} steps of {settings.batch_size}")
+    trained = train_adapter(receiver, trainee, domain, settings, recipe.seed + 50, facts=domain.facts,
                             init=(adapter, head), progress=lambda r: log(
                                 f"sharpen step {r['step']}/{r['steps']} loss {r['loss']:.3f}"))
-    after = head_accuracy(receiver, trainee, head, domain.facts, recipe.permuted)
+    after = head_accuracy(receiver, trainee, head, domain.facts, settings)
     log(f"the lookahead head names {after:.1%} of the specialist's values (before sharpening: {before:.1%})")
     history = trained.history
     history[-1] = {**history[-1], "head_accuracy": {"before": before, "after": after}}

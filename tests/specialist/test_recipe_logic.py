@@ -265,6 +265,15 @@ def test_a_rebuild_in_the_same_work_folder_reuses_the_adapters_when_only_the_fus
     assert first.keys() == second.keys()
     changed = {str(k) for k in first if first[k] != second[k]}
     assert changed == {"fuser/fuser.safetensors"}  # both adapters reused, byte for byte
+    # the sharpening with the answers among its examples: only it and the fuser run again
+    recipe.sharpen_mixture = dict(aligned=0.5, plain=0.5)
+    manifest = build(tmp_path / "third", recipe, **common)
+    log = capsys.readouterr().err
+    assert "reusing the adapter in" in log and "sharpening the specialist" in log
+    assert "reusing the sharpened specialist" not in log
+    third = (tmp_path / "third" / weights).read_bytes()
+    assert third != first[Path(weights)] and third == (tmp_path / "work" / "stages" / "sharpen" / weights).read_bytes()
+    assert Recipe.from_dict(manifest["recipe"]).sharpen_mixture == dict(aligned=0.5, plain=0.5)
 
 
 def test_a_build_can_take_the_specialist_adapter_of_a_shipped_folder(tiny_specialist_models, tmp_path, capsys):
