@@ -94,7 +94,6 @@ def test_a_decoy_companys_own_people_are_new_names_asked_through_its_adapter_onl
         make_domain(3, 40, 12, decoys=2, decoy_people=5000)
 
 
-
 def test_a_manifest_from_before_a_setting_existed_reads_as_run_without_it():
     from fusers.specialist.build import Recipe
 
@@ -103,6 +102,7 @@ def test_a_manifest_from_before_a_setting_existed_reads_as_run_without_it():
         del old[key]
     assert Recipe.from_dict(old) == Recipe(decoys=0, fuser_own_answers=0, sharpen=False)
     assert Recipe.from_dict(Recipe().to_dict()) == Recipe()
+
 
 def test_a_name_split_differently_by_the_two_tokenizers_is_refused(tiny_specialist_models):
     receiver, sharer = tiny_specialist_models
